@@ -1,0 +1,201 @@
+"""The `bmad-app` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import re
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
+from typing import Any
+
+from github_app import __version__
+from github_app.config import ConfigError, Settings, load_settings
+from github_app.db.engine import is_sqlite
+
+log = logging.getLogger("github_app")
+
+
+def parse_duration(text: str) -> timedelta:
+    """`90m`, `24h`, `3d`: how far back recovery looks."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: use a number and s, m, h or d, e.g. 24h")
+    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
+    return timedelta(**{unit: float(match.group(1))})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bmad-app",
+        description="The BMAD marketplace GitHub App: webhook ingress, story workflow, escrow payouts.",
+    )
+    parser.add_argument("--version", action="version", version=f"bmad-app {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the HTTP server (webhooks, /healthz, /readyz, /metrics) and a worker")
+    serve.add_argument("--no-worker", action="store_true", help="serve HTTP only; run `bmad-app worker` elsewhere")
+    serve.add_argument("--migrate", choices=("auto", "yes", "no"), default="auto",
+                       help="apply migrations first (auto: only on SQLite, the embedded default)")
+
+    sub.add_parser("worker", help="process inbox deliveries (scale out: run several, on PostgreSQL)")
+
+    db = sub.add_parser("db", help="database migrations")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    up = db_sub.add_parser("upgrade", help="migrate to the newest revision (or REVISION)")
+    up.add_argument("revision", nargs="?", default="head")
+    down = db_sub.add_parser("downgrade", help="migrate down to REVISION (default: one step; `base` empties it)")
+    down.add_argument("revision", nargs="?", default="-1")
+    db_sub.add_parser("current", help="print the database's revision and the code's")
+
+    dl = sub.add_parser("deliveries", help="inspect and replay webhook deliveries")
+    dl_sub = dl.add_subparsers(dest="deliveries_command", required=True, metavar="ACTION")
+    ls = dl_sub.add_parser("list", help="recent deliveries")
+    ls.add_argument("--state", choices=("pending", "processing", "done", "dead"))
+    ls.add_argument("--limit", type=int, default=50)
+    show = dl_sub.add_parser("show", help="one delivery, with its payload")
+    show.add_argument("delivery_id")
+    retry = dl_sub.add_parser("retry", help="process a delivery again now, with fresh attempts")
+    retry.add_argument("delivery_id")
+    rec = dl_sub.add_parser("recover", help="ask GitHub to redeliver failed deliveries missing from the inbox")
+    rec.add_argument("--since", type=parse_duration, default=timedelta(hours=24),
+                     help="how far back to look (default 24h; GitHub keeps 3 days)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"bmad-app: {exc}", file=sys.stderr)
+        return 2
+    from github_app.logs import setup_logging
+    from github_app.server import _secret_values
+
+    setup_logging(settings.log_level, settings.log_format, _secret_values(settings))
+    handler: Callable[[Settings, argparse.Namespace], int] = {
+        "serve": cmd_serve, "worker": cmd_worker, "db": cmd_db, "deliveries": cmd_deliveries,
+    }[args.command]
+    try:
+        return handler(settings, args)
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
+    from github_app.db import migrate
+
+    if args.db_command == "upgrade":
+        migrate.upgrade(settings.database_url, args.revision)
+    elif args.db_command == "downgrade":
+        migrate.downgrade(settings.database_url, args.revision)
+    else:
+        async def show() -> None:
+            from github_app.db.engine import make_engine
+
+            engine = make_engine(settings.database_url)
+            try:
+                current = await migrate.current_revision(engine)
+            finally:
+                await engine.dispose()
+            head = migrate.head_revision()
+            print(f"database: {current or '(empty)'}")
+            print(f"code:     {head}{'' if current == head else '  (run: bmad-app db upgrade)'}")
+
+        asyncio.run(show())
+    return 0
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from github_app.db import migrate
+    from github_app.server import serve
+
+    if args.migrate == "yes" or (args.migrate == "auto" and is_sqlite(settings.database_url)):
+        migrate.upgrade(settings.database_url)
+    missing = settings.missing_github_settings()
+    if missing:
+        log.warning(
+            "GitHub is not fully configured; missing: %s. Webhooks are refused until "
+            "GITHUB_WEBHOOK_SECRET is set, and nothing is written to GitHub until the app id and key are.",
+            ", ".join(missing),
+        )
+    serve(settings, with_worker=not args.no_worker)
+    return 0
+
+
+def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
+    from github_app.server import run_worker
+
+    asyncio.run(run_worker(settings))
+    return 0
+
+
+def _with_engine(settings: Settings, body: Callable[[Any], Awaitable[int]]) -> int:
+    async def run() -> int:
+        from github_app.db.engine import make_engine
+
+        engine = make_engine(settings.database_url)
+        try:
+            return await body(engine)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def cmd_deliveries(settings: Settings, args: argparse.Namespace) -> int:
+    from github_app.inbox import store
+
+    if args.deliveries_command == "list":
+        async def listing(engine: Any) -> int:
+            async with engine.connect() as conn:
+                rows = await store.list_rows(conn, args.state, args.limit)
+            print(f"{'DELIVERY':38} {'EVENT':28} {'STATE':10} {'TRIES':>5} {'RECEIVED':19} REPOSITORY")
+            for r in rows:
+                event = f"{r.event}.{r.action}" if r.action else r.event
+                print(f"{r.delivery_id:38} {event[:28]:28} {r.state:10} {r.attempts:>5} "
+                      f"{r.received_at:%Y-%m-%d %H:%M:%S} {r.repository or ''}")
+                if r.state == "dead" and r.last_error:
+                    print(f"{'':38} last error: {r.last_error.splitlines()[-1][:100]}")
+            return 0
+
+        return _with_engine(settings, listing)
+    if args.deliveries_command == "show":
+        async def showing(engine: Any) -> int:
+            async with engine.connect() as conn:
+                row = await store.get_row(conn, args.delivery_id)
+            if row is None:
+                print(f"bmad-app: no delivery {args.delivery_id!r} in the inbox", file=sys.stderr)
+                return 1
+            for key, value in row._mapping.items():
+                if key != "payload":
+                    print(f"{key:17} {value}")
+            print("payload:")
+            print(bytes(row.payload).decode("utf-8", errors="replace"))
+            return 0
+
+        return _with_engine(settings, showing)
+    if args.deliveries_command == "retry":
+        async def retrying(engine: Any) -> int:
+            async with engine.begin() as conn:
+                ok = await store.retry(conn, args.delivery_id)
+            if not ok:
+                print(f"bmad-app: no delivery {args.delivery_id!r} that can be retried "
+                      "(unknown, or being processed right now)", file=sys.stderr)
+                return 1
+            print(f"{args.delivery_id}: queued for processing")
+            return 0
+
+        return _with_engine(settings, retrying)
+    return cmd_recover(settings, args.since)
+
+
+def cmd_recover(settings: Settings, since: timedelta) -> int:
+    from github_app.inbox.recovery import recover
+
+    report = asyncio.run(recover(settings, since))
+    print(report)
+    return 0 if not report.errors else 1

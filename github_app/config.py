@@ -1,0 +1,237 @@
+"""Settings from the environment (12-factor), validated once at start.
+
+Every problem is reported with the variable's name and what is wrong, all at once, so an operator fixes
+a bad deployment in one go. A `.env` file in the working directory is read too; real environment
+variables win over it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+from platformdirs import user_data_dir
+
+APP_NAME = "bmad-marketplace-app"
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def default_database_url() -> str:
+    path = Path(user_data_dir(APP_NAME)) / "bmad-app.sqlite3"
+    return f"sqlite+aiosqlite:///{path}"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One documented variable: the README's configuration table is generated from these."""
+
+    name: str
+    default: str
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("DATABASE_URL", "SQLite file in the per-user data directory",
+            "SQLAlchemy URL: `postgresql://user@host:5432/db` or `sqlite:///path`"),
+    Setting("GITHUB_APP_ID", "(none)", "The GitHub App's numeric id"),
+    Setting("GITHUB_PRIVATE_KEY", "(none)", "The app's private key, PEM text (`\\n` escapes allowed)"),
+    Setting("GITHUB_PRIVATE_KEY_PATH", "(none)", "Path to the PEM file, instead of GITHUB_PRIVATE_KEY"),
+    Setting("GITHUB_WEBHOOK_SECRET", "(none)",
+            "Webhook secret; a comma-separated list accepts any of them (for rotation)"),
+    Setting("GITHUB_API_URL", "https://api.github.com", "REST API base (GitHub Enterprise: https://HOST/api/v3)"),
+    Setting("HOST", "127.0.0.1", "Address the HTTP server binds"),
+    Setting("PORT", "3000", "Port the HTTP server binds"),
+    Setting("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
+    Setting("LOG_FORMAT", "text", "`text` or `json` (one JSON object per line)"),
+    Setting("WEB_PROCESSES", "1", "HTTP server processes sharing the port (SO_REUSEPORT); PostgreSQL only"),
+    Setting("WORKER_CONCURRENCY", "4", "Deliveries one worker process handles at once (SQLite: always 1)"),
+    Setting("WORKER_MAX_ATTEMPTS", "8", "Attempts before a delivery is marked dead"),
+    Setting("WORKER_LEASE_SECONDS", "120", "How long a claimed delivery is reserved before another worker may take it"),
+    Setting("WORKER_RETRY_BASE_SECONDS", "5", "First retry delay; doubles each attempt (with jitter), capped at 1 hour"),
+    Setting("WORKER_POLL_SECONDS", "1", "How often an idle worker looks for work"),
+    Setting("RECOVER_INTERVAL_MINUTES", "0", "Run missed-delivery recovery this often in the worker; 0 = off"),
+    Setting("RECOVER_WINDOW_HOURS", "24", "How far back periodic recovery looks (GitHub keeps 3 days)"),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = field(default_factory=default_database_url)
+    github_app_id: int | None = None
+    github_private_key: str | None = field(default=None, repr=False)
+    webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
+    github_api_url: str = "https://api.github.com"
+    host: str = "127.0.0.1"
+    port: int = 3000
+    log_level: str = "INFO"
+    log_format: str = "text"
+    web_processes: int = 1
+    worker_concurrency: int = 4
+    worker_max_attempts: int = 8
+    worker_lease_seconds: float = 120.0
+    worker_retry_base_seconds: float = 5.0
+    worker_poll_seconds: float = 1.0
+    recover_interval_minutes: float = 0.0
+    recover_window_hours: float = 24.0
+
+    def missing_github_settings(self) -> list[str]:
+        missing = []
+        if self.github_app_id is None:
+            missing.append("GITHUB_APP_ID")
+        if self.github_private_key is None:
+            missing.append("GITHUB_PRIVATE_KEY (or GITHUB_PRIVATE_KEY_PATH)")
+        if not self.webhook_secrets:
+            missing.append("GITHUB_WEBHOOK_SECRET")
+        return missing
+
+
+def _environ(environ: Mapping[str, str] | None, env_file: str | Path | None) -> dict[str, str]:
+    if environ is not None:
+        return dict(environ)
+    merged: dict[str, str] = {}
+    path = Path(env_file) if env_file else Path(".env")
+    if path.is_file():
+        merged.update({k: v for k, v in dotenv_values(path).items() if v is not None})
+    merged.update(os.environ)
+    return merged
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def raw(self, name: str) -> str | None:
+        value = self.env.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def parse(self, name: str, default: T, convert: Callable[[str], T], what: str) -> T:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            return convert(value)
+        except (ValueError, TypeError):
+            self.problems.append(f"{name}: must be {what}, got {value!r}")
+            return default
+
+    def number(self, name: str, default: float, *, minimum: float, integer: bool = False) -> Any:
+        def convert(v: str) -> float:
+            n = int(v) if integer else float(v)
+            if n < minimum:
+                raise ValueError
+            return n
+
+        what = f"{'an integer' if integer else 'a number'} >= {minimum:g}"
+        return self.parse(name, default, convert, what)
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...], *, upper: bool = False) -> str:
+        def convert(v: str) -> str:
+            v = v.upper() if upper else v.lower()
+            if v not in choices:
+                raise ValueError
+            return v
+
+        return self.parse(name, default, convert, "one of " + ", ".join(choices))
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError
+    return value.rstrip("/")
+
+
+def _private_key(r: _Reader) -> str | None:
+    inline, path = r.raw("GITHUB_PRIVATE_KEY"), r.raw("GITHUB_PRIVATE_KEY_PATH")
+    if inline and path:
+        r.problems.append("GITHUB_PRIVATE_KEY and GITHUB_PRIVATE_KEY_PATH: set only one of them")
+        return None
+    if path:
+        try:
+            inline = Path(path).expanduser().read_text(encoding="utf-8")
+        except OSError as exc:
+            r.problems.append(f"GITHUB_PRIVATE_KEY_PATH: cannot read {path!r} ({exc.strerror})")
+            return None
+        source = "GITHUB_PRIVATE_KEY_PATH"
+    else:
+        source = "GITHUB_PRIVATE_KEY"
+    if inline is None:
+        return None
+    key = inline.replace("\\n", "\n").strip() + "\n"
+    if "-----BEGIN" not in key or "PRIVATE KEY-----" not in key:
+        # Never echo the value: it is a secret, even when malformed.
+        r.problems.append(f"{source}: is not a PEM private key (expected '-----BEGIN ... PRIVATE KEY-----')")
+        return None
+    return key
+
+
+def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path | None = None) -> Settings:
+    r = _Reader(_environ(environ, env_file))
+    secrets_raw = r.raw("GITHUB_WEBHOOK_SECRET")
+    secrets = tuple(s.strip() for s in secrets_raw.split(",") if s.strip()) if secrets_raw else ()
+    settings = Settings(
+        database_url=r.parse("DATABASE_URL", default_database_url(), _database_url,
+                             "a postgresql:// or sqlite:// URL"),
+        github_app_id=r.parse("GITHUB_APP_ID", None, _positive_int, "a positive integer"),
+        github_private_key=_private_key(r),
+        webhook_secrets=secrets,
+        github_api_url=r.parse("GITHUB_API_URL", "https://api.github.com", _http_url, "an http(s) URL"),
+        host=r.raw("HOST") or "127.0.0.1",
+        port=r.parse("PORT", 3000, _port, "a port number from 1 to 65535"),
+        log_level=r.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True),
+        log_format=r.choice("LOG_FORMAT", "text", ("text", "json")),
+        web_processes=r.number("WEB_PROCESSES", 1, minimum=1, integer=True),
+        worker_concurrency=r.number("WORKER_CONCURRENCY", 4, minimum=1, integer=True),
+        worker_max_attempts=r.number("WORKER_MAX_ATTEMPTS", 8, minimum=1, integer=True),
+        worker_lease_seconds=r.number("WORKER_LEASE_SECONDS", 120.0, minimum=1),
+        worker_retry_base_seconds=r.number("WORKER_RETRY_BASE_SECONDS", 5.0, minimum=0),
+        worker_poll_seconds=r.number("WORKER_POLL_SECONDS", 1.0, minimum=0.01),
+        recover_interval_minutes=r.number("RECOVER_INTERVAL_MINUTES", 0.0, minimum=0),
+        recover_window_hours=r.number("RECOVER_WINDOW_HOURS", 24.0, minimum=0.1),
+    )
+    if settings.webhook_secrets and any(len(s) < 8 for s in settings.webhook_secrets):
+        r.problems.append("GITHUB_WEBHOOK_SECRET: each secret must be at least 8 characters")
+    if r.problems:
+        raise ConfigError(r.problems)
+    return settings
+
+
+def _positive_int(v: str) -> int:
+    n = int(v)
+    if n <= 0:
+        raise ValueError
+    return n
+
+
+def _port(v: str) -> int:
+    n = int(v)
+    if not 1 <= n <= 65535:
+        raise ValueError
+    return n
+
+
+def _database_url(v: str) -> str:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        backend = make_url(v).get_backend_name()
+    except ArgumentError as exc:
+        raise ValueError from exc
+    if backend not in ("postgresql", "sqlite"):
+        raise ValueError
+    return v

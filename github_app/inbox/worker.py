@@ -1,0 +1,178 @@
+"""The worker: claims inbox rows, dispatches them to the handlers, completes or reschedules them.
+
+Exactly once: a row is marked done in the same transaction as everything its handlers wrote, and only
+if this worker still holds its lease (checked under a row lock). A worker killed at any moment leaves
+its transaction uncommitted and its lease to expire; another worker then claims the row again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+
+import orjson
+from gidgethub import routing, sansio
+
+from github_app.db.app_tables import InboxState
+from github_app.db.types import utcnow
+from github_app.handling import HandlerContext, PermanentFailure
+from github_app.inbox import store
+from github_app.inbox.store import Claimed
+from github_app.metrics import DELIVERIES_PROCESSED, HANDLER_FAILURES, PROCESSING_LATENCY
+from github_app.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Worker:
+    def __init__(
+        self,
+        runtime: Runtime,
+        router: routing.Router,
+        *,
+        name: str | None = None,
+        concurrency: int | None = None,
+        on_processed: Callable[[str, str], None] | None = None,
+    ) -> None:
+        settings = runtime.settings
+        self.runtime = runtime
+        self.router = router
+        self.name = name or worker_name()
+        # SQLite has a single writer: parallel handlers would only queue on its lock.
+        self.concurrency = 1 if runtime.is_sqlite else (concurrency or settings.worker_concurrency)
+        self.lease_seconds = settings.worker_lease_seconds
+        self.max_attempts = settings.worker_max_attempts
+        self.retry_base = settings.worker_retry_base_seconds
+        self.poll_seconds = settings.worker_poll_seconds
+        self.on_processed = on_processed
+        self._wake = asyncio.Event()
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._draining = False
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until `stop` is set; then finish what is in flight and return."""
+        log.info("worker started", extra={"worker": self.name, "concurrency": self.concurrency})
+        stop_waiter = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                claimed = await self._claim_some()
+                if claimed == 0 or len(self._inflight) >= self.concurrency:
+                    await self._sleep(stop_waiter)
+        finally:
+            stop_waiter.cancel()
+            self._draining = True
+            if self._inflight:
+                log.info("worker finishing %d in-flight deliveries", len(self._inflight))
+                await asyncio.gather(*self._inflight, return_exceptions=True)
+            log.info("worker stopped", extra={"worker": self.name})
+
+    async def run_until_idle(self, timeout: float = 30.0) -> None:
+        """Process everything due now, then return (tests and one-shot operator runs)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            claimed = await self._claim_some()
+            if self._inflight:
+                await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
+            elif claimed == 0:
+                return
+        raise TimeoutError("inbox not drained in time")
+
+    async def _sleep(self, stop_waiter: asyncio.Task[bool]) -> None:
+        wake = asyncio.create_task(self._wake.wait())
+        try:
+            await asyncio.wait({wake, stop_waiter}, timeout=self.poll_seconds,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            wake.cancel()
+            self._wake.clear()
+
+    async def _claim_some(self) -> int:
+        free = self.concurrency - len(self._inflight)
+        if free <= 0 or self._draining:
+            return 0
+        try:
+            async with self.runtime.engine.begin() as conn:
+                rows = await store.claim(conn, self.name, free, self.lease_seconds,
+                                         skip_locked=not self.runtime.is_sqlite)
+        except Exception as exc:  # the database may be down for a while; keep trying, say so once a poll
+            log.error("worker cannot claim deliveries", extra={"error": repr(exc)})
+            return 0
+        for row in rows:
+            task = asyncio.create_task(self._process(row), name=f"delivery-{row.delivery_id}")
+            self._inflight.add(task)
+            task.add_done_callback(self._done)
+        return len(rows)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._wake.set()
+
+    async def _process(self, row: Claimed) -> None:
+        started = time.monotonic()
+        fields = {"delivery_id": row.delivery_id, "event": row.event, "action": row.action,
+                  "repository": row.repository, "attempt": row.attempts}
+        if row.attempts > self.max_attempts:
+            # Claimed again after its worker died mid-run on the last allowed attempt.
+            await self._fail(row, "worker lost while processing; attempts exhausted", permanent=True)
+            return
+        try:
+            event = sansio.Event(orjson.loads(row.payload), event=row.event, delivery_id=row.delivery_id)
+            # Inside the lease, with a margin: past it another worker may claim the row.
+            async with asyncio.timeout(self.lease_seconds * 0.9):
+                async with self.runtime.sessionmaker() as session, session.begin():
+                    if not await store.hold(session, row.delivery_id, self.name,
+                                            lock=not self.runtime.is_sqlite):
+                        DELIVERIES_PROCESSED.labels(row.event, "lost_lease").inc()
+                        log.warning("delivery lease lost; another worker has it", extra=fields)
+                        return
+                    await self.router.dispatch(event, HandlerContext(session, row.delivery_id, self.runtime))
+                    await store.mark_done(session, row.delivery_id)
+        except Exception as exc:
+            HANDLER_FAILURES.labels(row.event).inc()
+            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            if isinstance(exc, TimeoutError):
+                detail = f"handler did not finish within {self.lease_seconds * 0.9:.0f}s"
+            log.warning("delivery failed", extra={**fields, "error": detail},
+                        exc_info=not isinstance(exc, PermanentFailure | TimeoutError))
+            await self._fail(row, detail, permanent=isinstance(exc, PermanentFailure | orjson.JSONDecodeError))
+            return
+        latency = (utcnow() - row.received_at).total_seconds()
+        PROCESSING_LATENCY.observe(max(0.0, latency))
+        DELIVERIES_PROCESSED.labels(row.event, "done").inc()
+        log.info("delivery processed", extra={**fields, "outcome": "done",
+                                              "ms": round((time.monotonic() - started) * 1000, 1)})
+        if self.on_processed:
+            self.on_processed(row.delivery_id, InboxState.DONE)
+
+    async def _fail(self, row: Claimed, error: str, *, permanent: bool) -> None:
+        attempts = self.max_attempts if permanent else row.attempts
+        try:
+            async with self.runtime.engine.begin() as conn:
+                state = await store.mark_failed(
+                    conn, row.delivery_id, self.name, error, attempts=attempts,
+                    max_attempts=self.max_attempts, retry_base_seconds=self.retry_base,
+                )
+        except Exception as exc:  # the lease will expire and the row comes back: nothing is lost
+            log.error("cannot record delivery failure", extra={"delivery_id": row.delivery_id,
+                                                               "error": repr(exc)})
+            return
+        outcome = "dead" if state == InboxState.DEAD else "retry"
+        DELIVERIES_PROCESSED.labels(row.event, outcome).inc()
+        log.info("delivery processed", extra={"delivery_id": row.delivery_id, "event": row.event,
+                                              "action": row.action, "repository": row.repository,
+                                              "outcome": outcome})
+        if self.on_processed:
+            self.on_processed(row.delivery_id, state)

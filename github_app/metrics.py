@@ -1,0 +1,31 @@
+"""Prometheus metrics, served on GET /metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+DELIVERIES_RECEIVED = Counter(
+    "webhook_deliveries_received_total",
+    "Webhook deliveries received, by event and outcome "
+    "(accepted, duplicate, ping, bad_signature, malformed, too_large, unavailable)",
+    ["event", "outcome"],
+)
+DELIVERIES_PROCESSED = Counter(
+    "webhook_deliveries_processed_total",
+    "Deliveries taken from the inbox by a worker, by event and outcome (done, retry, dead, lost_lease)",
+    ["event", "outcome"],
+)
+HANDLER_FAILURES = Counter(
+    "webhook_handler_failures_total", "Handler runs that raised, by event", ["event"]
+)
+INBOX_DEPTH = Gauge("webhook_inbox_depth", "Inbox rows by state (sampled when scraped)", ["state"])
+PROCESSING_LATENCY = Histogram(
+    "webhook_processing_latency_seconds",
+    "From a delivery's receipt to the commit of its handling",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+)
+INGRESS_BATCH_SIZE = Histogram(
+    "webhook_ingress_batch_size",
+    "Deliveries committed together by the ingress (group commit)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+)

@@ -1,0 +1,52 @@
+"""The process's shared resources, built once: settings, database engine and sessions, the HTTP
+session and the GitHub App client. Handlers reach them through their HandlerContext."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from github_app.config import Settings
+from github_app.db.engine import is_sqlite, make_engine, make_sessionmaker
+from github_app.db.paths import ensure_sqlite_directory
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    http: aiohttp.ClientSession
+    github: Any | None = None  # GitHubApp when the app's id and key are configured
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return is_sqlite(self.settings.database_url)
+
+    @classmethod
+    async def create(cls, settings: Settings) -> Runtime:
+        ensure_sqlite_directory(settings.database_url)
+        engine = make_engine(settings.database_url)
+        http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        runtime = cls(settings, engine, make_sessionmaker(engine), http)
+        runtime.github = build_github(settings, http)
+        return runtime
+
+    async def close(self) -> None:
+        await self.http.close()
+        await self.engine.dispose()
+
+
+def build_github(settings: Settings, http: aiohttp.ClientSession) -> Any | None:
+    if settings.github_app_id is None or settings.github_private_key is None:
+        return None
+    from github_app.github.client import GitHubApp
+
+    return GitHubApp(settings.github_app_id, settings.github_private_key, settings.github_api_url, http)

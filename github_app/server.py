@@ -1,0 +1,160 @@
+"""`bmad-app serve` and `bmad-app worker`: process assembly, signals and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import signal
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from github_app.config import Settings
+from github_app.db import migrate
+from github_app.inbox import store
+from github_app.inbox.group_commit import GroupCommitWriter
+from github_app.inbox.worker import Worker
+from github_app.inbox.writers import AsyncpgInboxWriter, InboxWriter, SqlAlchemyInboxWriter
+from github_app.runtime import Runtime
+from github_app.web import create_app
+
+log = logging.getLogger(__name__)
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def open_writer(runtime: Runtime) -> InboxWriter:
+    if runtime.is_sqlite:
+        return SqlAlchemyInboxWriter(runtime.engine)
+    return await AsyncpgInboxWriter.connect(runtime.settings.database_url)
+
+
+def readiness(runtime: Runtime) -> Callable[[], Awaitable[str | None]]:
+    async def check() -> str | None:
+        return await migrate.schema_problem(runtime.engine)
+
+    return check
+
+
+def depth_sampler(runtime: Runtime) -> Callable[[], Awaitable[dict[str, int]]]:
+    async def sample() -> dict[str, int]:
+        async with runtime.engine.connect() as conn:
+            return await store.depth(conn)
+
+    return sample
+
+
+async def run_server(
+    settings: Settings,
+    *,
+    with_worker: bool = True,
+    reuse_port: bool = False,
+    stop: asyncio.Event | None = None,
+    started: Callable[[int], None] | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT (or `stop`): stop accepting, answer what is in flight, write what
+    is queued, let the worker finish its deliveries, close."""
+    from handlers import router
+
+    stop = stop or asyncio.Event()
+    _stop_on_signals(stop)
+    runtime = await Runtime.create(settings)
+    writer = GroupCommitWriter(await open_writer(runtime))
+    worker = Worker(runtime, router) if with_worker else None
+    if worker:
+        writer.on_stored = worker.wake
+    writer.start()
+    app = create_app(writer, settings.webhook_secrets, readiness(runtime), depth_sampler(runtime))
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
+    await site.start()
+    port = runner.addresses[0][1] if runner.addresses else settings.port
+    log.info("listening", extra={"host": settings.host, "port": port, "worker": bool(worker),
+                                 "database": "sqlite" if runtime.is_sqlite else "postgresql"})
+    if started:
+        started(port)
+    worker_task = asyncio.create_task(worker.run(stop)) if worker else None
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await runner.cleanup()  # stops accepting, waits for in-flight requests
+        await writer.close()
+        if worker_task:
+            await worker_task
+        await writer.writer.close()
+        await runtime.close()
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    from handlers import router
+
+    stop = stop or asyncio.Event()
+    _stop_on_signals(stop)
+    runtime = await Runtime.create(settings)
+    worker = Worker(runtime, router)
+    listener = await _listen_for_new_deliveries(runtime, worker)
+    try:
+        await worker.run(stop)
+    finally:
+        if listener is not None:
+            await listener.close()
+        await runtime.close()
+
+
+async def _listen_for_new_deliveries(runtime: Runtime, worker: Worker) -> object | None:
+    """On PostgreSQL the ingress NOTIFYs with each batch; a separate worker wakes on it at once
+    instead of waiting for its next poll."""
+    if runtime.is_sqlite:
+        return None
+    import asyncpg
+
+    from github_app.db.engine import asyncpg_dsn
+    from github_app.inbox.writers import NOTIFY_CHANNEL
+
+    try:
+        conn = await asyncpg.connect(asyncpg_dsn(runtime.settings.database_url))
+        await conn.add_listener(NOTIFY_CHANNEL, lambda *_: worker.wake())
+    except Exception as exc:
+        log.warning("cannot LISTEN for new deliveries; polling only", extra={"error": repr(exc)})
+        return None
+    return conn
+
+
+def _child_server(settings: Settings) -> None:
+    from github_app.logs import setup_logging
+
+    setup_logging(settings.log_level, settings.log_format, _secret_values(settings))
+    asyncio.run(run_server(settings, with_worker=False, reuse_port=True))
+
+
+def _secret_values(settings: Settings) -> list[str]:
+    values = list(settings.webhook_secrets)
+    if settings.github_private_key:
+        values.append(settings.github_private_key.strip())
+    return values
+
+
+def serve(settings: Settings, *, with_worker: bool = True) -> None:
+    """Extra HTTP processes share the port through SO_REUSEPORT; the first also runs the worker."""
+    children = []
+    extra = settings.web_processes - 1
+    if extra > 0:
+        ctx = multiprocessing.get_context("spawn")
+        children = [ctx.Process(target=_child_server, args=(settings,), daemon=True) for _ in range(extra)]
+        for child in children:
+            child.start()
+    try:
+        asyncio.run(run_server(settings, with_worker=with_worker, reuse_port=extra > 0))
+    finally:
+        for child in children:
+            if child.is_alive():
+                child.terminate()  # SIGTERM: each child shuts down gracefully on its own
+        for child in children:
+            child.join(timeout=15)

@@ -1,0 +1,118 @@
+"""The HTTP face of the app: the webhook endpoint, health, readiness and metrics.
+
+The webhook handler does no handler work: it verifies, stores (group commit) and answers. GitHub
+gives a delivery 10 seconds; ours is answered as soon as its row is committed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from github_app.db.types import utcnow
+from github_app.inbox import store
+from github_app.inbox.group_commit import GroupCommitWriter, InboxUnavailable
+from github_app.metrics import DELIVERIES_RECEIVED, INBOX_DEPTH
+from github_app.webhook import MAX_BODY_BYTES, RejectedDelivery, parse_delivery
+
+log = logging.getLogger("github_app.ingress")
+
+WEBHOOK_PATH = "/api/github/webhooks"
+ReadinessCheck = Callable[[], "object"]
+
+writer_key = web.AppKey("writer", GroupCommitWriter)
+secrets_key = web.AppKey("secrets", tuple)
+readiness_key = web.AppKey("readiness", object)
+depth_key = web.AppKey("depth", object)
+
+
+def _reply(status: int, message: str) -> web.Response:
+    return web.json_response({"message": message}, status=status)
+
+
+async def receive_webhook(request: web.Request) -> web.Response:
+    event = request.headers.get("X-GitHub-Event", "")
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        DELIVERIES_RECEIVED.labels(event, "too_large").inc()
+        # Answer without reading the body; the connection is closed after the response.
+        return web.json_response({"message": f"body over {MAX_BODY_BYTES} bytes"}, status=413,
+                                 headers={"Connection": "close"})
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        DELIVERIES_RECEIVED.labels(event, "too_large").inc()
+        return _reply(413, f"body over {MAX_BODY_BYTES} bytes")
+    try:
+        delivery = parse_delivery(request.headers, body, request.app[secrets_key], utcnow())
+    except RejectedDelivery as rejected:
+        DELIVERIES_RECEIVED.labels(event, rejected.outcome).inc()
+        log.warning("delivery rejected", extra={"delivery_id": request.headers.get("X-GitHub-Delivery"),
+                                                "event": event, "outcome": rejected.outcome,
+                                                "reason": rejected.reason})
+        return _reply(rejected.status, rejected.reason)
+    if delivery.event == "ping":
+        DELIVERIES_RECEIVED.labels("ping", "ping").inc()
+        log.info("delivery received", extra={"delivery_id": delivery.delivery_id, "event": "ping",
+                                             "outcome": "ping"})
+        return _reply(200, "pong")
+    try:
+        new = await request.app[writer_key].submit(delivery)
+    except InboxUnavailable as exc:
+        DELIVERIES_RECEIVED.labels(delivery.event, "unavailable").inc()
+        return _reply(503, str(exc))
+    outcome = "accepted" if new else "duplicate"
+    DELIVERIES_RECEIVED.labels(delivery.event, outcome).inc()
+    log.info("delivery received", extra={"delivery_id": delivery.delivery_id, "event": delivery.event,
+                                         "action": delivery.action, "repository": delivery.repository,
+                                         "outcome": outcome})
+    return _reply(202, "stored") if new else _reply(200, "already stored")
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    problem = await request.app[readiness_key]()  # type: ignore[operator]
+    if problem:
+        return web.json_response({"status": "unavailable", "reason": problem}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    sample = request.app[depth_key]
+    if sample is not None:
+        try:
+            for state, count in (await sample()).items():  # type: ignore[operator]
+                INBOX_DEPTH.labels(state).set(count)
+        except Exception as exc:
+            log.warning("cannot sample inbox depth", extra={"error": repr(exc)})
+    body = generate_latest()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def create_app(
+    writer: GroupCommitWriter,
+    secrets: Sequence[str],
+    readiness: Callable[[], object],
+    depth: Callable[[], object] | None = None,
+) -> web.Application:
+    # One byte over GitHub's cap lets aiohttp refuse a chunked body without buffering more.
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app[writer_key] = writer
+    app[secrets_key] = tuple(secrets)
+    app[readiness_key] = readiness
+    app[depth_key] = depth
+    app.router.add_post(WEBHOOK_PATH, receive_webhook)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def inbox_depth_sampler(runtime_engine: object) -> dict[str, int]:
+    async with runtime_engine.connect() as conn:  # type: ignore[attr-defined]
+        return await store.depth(conn)

@@ -1,0 +1,13 @@
+"""Webhook handlers, one module per event family, each registering on its own router.
+
+The worker dispatches every inbox row to `router`. Handlers are thin: parse the event, call a
+service, and let the unit of work and the outbox carry the effects.
+"""
+
+from gidgethub import routing
+
+from handlers import installation
+
+router = routing.Router(installation.router)
+
+__all__ = ["router"]

@@ -1,0 +1,146 @@
+"""Shared fixtures. The database is real: SQLite by default, PostgreSQL when TEST_DATABASE_URL names
+one (CI runs both). A PostgreSQL that cannot be reached fails the run; it never skips."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from github_app.config import Settings
+from github_app.db import migrate
+from github_app.db.engine import is_sqlite
+from github_app.runtime import Runtime
+
+pytest_plugins = ["tests.github_fixtures"]
+
+WEBHOOK_SECRET = "test-webhook-secret-1"
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"database: {TEST_DATABASE_URL or 'sqlite (temporary files)'}"
+
+
+def postgres_admin_url(url: str, database: str = "postgres") -> str:
+    return make_url(url).set(drivername="postgresql+asyncpg", database=database).render_as_string(
+        hide_password=False
+    )
+
+
+async def pg_execute(url: str, *statements: str) -> None:
+    import asyncpg
+
+    from github_app.db.engine import asyncpg_dsn
+
+    try:
+        conn = await asyncpg.connect(asyncpg_dsn(url), timeout=10)
+    except Exception as exc:  # noqa: BLE001 - turned into a clear failure
+        pytest.fail(f"TEST_DATABASE_URL names PostgreSQL but it cannot be reached: {exc!r}", pytrace=False)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+def create_pg_database(url: str, name: str) -> str:
+    admin = postgres_admin_url(url)
+    asyncio.run(pg_execute(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"'))
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_pg_database(url: str, name: str) -> None:
+    asyncio.run(pg_execute(postgres_admin_url(url), f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A database at head, made once per run."""
+    if TEST_DATABASE_URL:
+        url = create_pg_database(TEST_DATABASE_URL, f"bmad_test_{os.getpid()}")
+        migrate.upgrade(url)
+        yield url
+        drop_pg_database(TEST_DATABASE_URL, f"bmad_test_{os.getpid()}")
+    else:
+        path = tmp_path_factory.mktemp("db") / "template.sqlite3"
+        url = f"sqlite+aiosqlite:///{path}"
+        migrate.upgrade(url)
+        yield url
+
+
+def _truncate_all(url: str) -> None:
+    tables = [
+        "StoryAuditLog", "Deliverable", "Rating", "Document", "Escrow", "ApiKey", "Story", "Bid",
+        "Opportunity", "Project", "MCPSession", "GitHubInstallation", "User",
+    ]
+    app_tables = asyncio.run(_app_tables(url))
+    names = ", ".join(f'"{t}"' for t in tables + app_tables)
+    asyncio.run(pg_execute(url, f"TRUNCATE {names} CASCADE"))
+
+
+async def _app_tables(url: str) -> list[str]:
+    import asyncpg
+
+    from github_app.db.engine import asyncpg_dsn
+
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        rows = await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename = lower(tablename)"
+            " AND tablename <> 'alembic_version'"
+        )
+        return [r[0] for r in rows]
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def db_url(migrated_template: str, tmp_path: Path) -> str:
+    """A database at head with no rows, for one test."""
+    if is_sqlite(migrated_template):
+        path = tmp_path / "test.sqlite3"
+        shutil.copy(make_url(migrated_template).database or "", path)
+        return f"sqlite+aiosqlite:///{path}"
+    _truncate_all(migrated_template)
+    return migrated_template
+
+
+def make_settings(db_url: str, **overrides: object) -> Settings:
+    base: dict[str, object] = {
+        "database_url": db_url,
+        "webhook_secrets": (WEBHOOK_SECRET,),
+        "worker_retry_base_seconds": 0.0,
+        "worker_poll_seconds": 0.05,
+        "worker_lease_seconds": 30.0,
+    }
+    base.update(overrides)
+    return Settings(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    return make_settings(db_url)
+
+
+@pytest.fixture
+async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    rt = await Runtime.create(settings)
+    yield rt
+    await rt.close()
+
+
+@pytest.fixture
+def is_postgres(db_url: str) -> bool:
+    return not is_sqlite(db_url)
+
+
+async def fetch_all(runtime: Runtime, sql: str, **params: object) -> list[tuple[object, ...]]:
+    async with runtime.engine.connect() as conn:
+        return [tuple(r) for r in (await conn.execute(text(sql), params)).all()]

@@ -1,0 +1,162 @@
+"""The data model: migrations create exactly Prisma's schema, the models match it, downgrade empties it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect
+
+from github_app.db import migrate
+from github_app.db import app_tables  # noqa: F401 - registers the app's tables on Base
+from github_app.db.base import Base
+from github_app.db.engine import make_engine
+from github_app.db.models import SEED_ENUMS, SEED_TABLES
+from tests.conftest import TEST_DATABASE_URL, create_pg_database, drop_pg_database, pg_execute
+
+REFERENCE_SQL = Path(__file__).resolve().parent.parent / "migrations" / "sql" / "0001_seed.postgresql.sql"
+SHARED_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "schema" / "prisma_reference.sql"
+
+needs_postgres = pytest.mark.skipif(
+    not TEST_DATABASE_URL, reason="PostgreSQL catalogs are compared in the PostgreSQL pass"
+)
+
+CATALOG_QUERIES = {
+    "columns": """
+        SELECT c.relname, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+               pg_get_expr(d.adbin, d.adrelid)
+        FROM pg_attribute a
+        JOIN pg_class c ON c.oid = a.attrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
+        LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+        WHERE c.relname = ANY($1) AND c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped
+        ORDER BY 1, 2""",
+    "constraints": """
+        SELECT c.relname, k.conname, k.contype, pg_get_constraintdef(k.oid)
+        FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
+        WHERE c.relname = ANY($1) ORDER BY 1, 2""",
+    "indexes": """
+        SELECT tablename, indexname, indexdef FROM pg_indexes
+        WHERE schemaname = 'public' AND tablename = ANY($1) ORDER BY 1, 2""",
+    "enums": """
+        SELECT t.typname, e.enumsortorder, e.enumlabel
+        FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid
+        WHERE t.typname = ANY($1) ORDER BY 1, 2""",
+}
+
+
+async def read_catalog(url: str) -> dict[str, list[tuple[object, ...]]]:
+    import asyncpg
+
+    from github_app.db.engine import asyncpg_dsn
+
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        catalog = {}
+        for name, sql in CATALOG_QUERIES.items():
+            names = SEED_ENUMS if name == "enums" else SEED_TABLES
+            catalog[name] = [tuple(r) for r in await conn.fetch(sql, list(names))]
+        return catalog
+    finally:
+        await conn.close()
+
+
+def test_shipped_reference_sql_is_prismas_output() -> None:
+    """The migration runs a copy of Prisma's generated DDL; the copy must not drift from it."""
+    if not SHARED_REFERENCE.exists():
+        pytest.skip("the reference DDL is not beside this checkout")
+    assert REFERENCE_SQL.read_text() == SHARED_REFERENCE.read_text()
+
+
+@needs_postgres
+def test_migrations_create_exactly_the_prisma_schema_on_postgresql() -> None:
+    pid = os.getpid()
+    reference_db, migrated_db = f"bmad_ref_{pid}", f"bmad_mig_{pid}"
+    reference_url = create_pg_database(TEST_DATABASE_URL, reference_db)
+    migrated_url = create_pg_database(TEST_DATABASE_URL, migrated_db)
+    try:
+        sql = (SHARED_REFERENCE if SHARED_REFERENCE.exists() else REFERENCE_SQL).read_text()
+        asyncio.run(pg_execute(reference_url, sql))
+        migrate.upgrade(migrated_url)
+        reference, migrated = asyncio.run(read_catalog(reference_url)), asyncio.run(read_catalog(migrated_url))
+        assert len(reference["columns"]) > 100 and len(reference["enums"]) == 38
+        for kind in CATALOG_QUERIES:
+            missing = sorted(set(reference[kind]) - set(migrated[kind]), key=str)
+            extra = sorted(set(migrated[kind]) - set(reference[kind]), key=str)
+            assert not missing and not extra, f"{kind} differ:\n missing {missing}\n extra {extra}"
+            assert reference[kind] == migrated[kind]
+    finally:
+        drop_pg_database(TEST_DATABASE_URL, reference_db)
+        drop_pg_database(TEST_DATABASE_URL, migrated_db)
+
+
+async def test_models_match_the_migrated_schema(db_url: str) -> None:
+    """What the ORM writes is what the database (and Prisma) holds: no missing column, index or FK."""
+    engine = make_engine(db_url)
+    try:
+        async with engine.connect() as conn:
+            diffs = await conn.run_sync(
+                lambda sync: compare_metadata(
+                    MigrationContext.configure(sync, opts={"compare_type": False}), Base.metadata
+                )
+            )
+    finally:
+        await engine.dispose()
+    assert diffs == []
+
+
+async def test_seed_tables_carry_prisma_names(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        async with engine.connect() as conn:
+            def names(sync: object) -> tuple[set[str], set[str], set[str]]:
+                insp = inspect(sync)
+                tables = set(insp.get_table_names())
+                indexes = {i["name"] for i in insp.get_indexes("Story")}
+                fks = {f["name"] for f in insp.get_foreign_keys("Project")}
+                return tables, indexes, fks
+
+            tables, story_indexes, project_fks = await conn.run_sync(names)
+    finally:
+        await engine.dispose()
+    assert set(SEED_TABLES) <= tables
+    assert "Story_projectId_epicNumber_storyNumber_key" in story_indexes
+    assert project_fks == {"Project_clientId_fkey"}
+
+
+def test_downgrade_to_base_leaves_an_empty_database(tmp_path: Path) -> None:
+    if TEST_DATABASE_URL:
+        name = f"bmad_down_{os.getpid()}"
+        url = create_pg_database(TEST_DATABASE_URL, name)
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path / 'down.sqlite3'}"
+    try:
+        migrate.upgrade(url)
+        migrate.downgrade(url, "base")
+
+        async def leftovers() -> tuple[list[str], list[str]]:
+            engine = make_engine(url)
+            try:
+                async with engine.connect() as conn:
+                    tables = await conn.run_sync(lambda s: inspect(s).get_table_names())
+                    enums: list[str] = []
+                    if TEST_DATABASE_URL:
+                        enums = await conn.run_sync(
+                            lambda s: [e["name"] for e in inspect(s).get_enums()]  # type: ignore[attr-defined]
+                        )
+                    return tables, enums
+            finally:
+                await engine.dispose()
+
+        tables, enums = asyncio.run(leftovers())
+        # Alembic's own bookkeeping table stays, empty; nothing of the app's or the seed's does.
+        assert tables == ["alembic_version"]
+        assert enums == []
+        migrate.upgrade(url)  # and it can come back
+    finally:
+        if TEST_DATABASE_URL:
+            drop_pg_database(TEST_DATABASE_URL, name)
