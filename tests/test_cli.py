@@ -1,0 +1,135 @@
+"""The command line as an operator uses it: a real process, real environment, real database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from github_app.inbox.worker import Worker
+from github_app.runtime import Runtime
+from tests.conftest import TEST_DATABASE_URL, make_settings
+from tests.test_worker import inbox, recording_router, store_deliveries
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("GITHUB_", "DATABASE_URL", "PORT", "HOST", "LOG_", "WORKER_", "WEB_"))}
+    env.update({"HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1"})
+    env.update(extra)
+    return env
+
+
+def bmad_app(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "github_app", *args], env=env, cwd=cwd or ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get(url: str) -> tuple[int, dict[str, str]]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_version_and_help(tmp_path: Path) -> None:
+    env = clean_env(tmp_path)
+    assert bmad_app("--version", env=env).stdout.strip() == "bmad-app 0.1.0"
+    out = bmad_app("--help", env=env).stdout
+    for command in ("serve", "worker", "db", "deliveries"):
+        assert command in out
+
+
+def test_invalid_configuration_exits_2_naming_the_variable(tmp_path: Path) -> None:
+    result = bmad_app("db", "current", env=clean_env(tmp_path, PORT="eighty"))
+    assert result.returncode == 2
+    assert "PORT: must be a port number from 1 to 65535, got 'eighty'" in result.stderr
+
+
+def test_serve_with_no_configuration_answers_health_and_readiness(tmp_path: Path) -> None:
+    port = free_port()
+    env = clean_env(tmp_path, PORT=str(port))  # nothing else: SQLite in the per-user data directory
+    proc = subprocess.Popen([sys.executable, "-m", "github_app", "serve"], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                status, _ = get(f"http://127.0.0.1:{port}/healthz")
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, "server did not start"
+                time.sleep(0.1)
+        assert status == 200
+        assert get(f"http://127.0.0.1:{port}/readyz") == (200, {"status": "ready"})
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out
+    assert out.count("GitHub is not fully configured; missing: GITHUB_APP_ID") == 1
+    assert (tmp_path / "data" / "bmad-marketplace-app" / "bmad-app.sqlite3").exists()
+
+
+def test_db_commands(tmp_path: Path) -> None:
+    if TEST_DATABASE_URL:
+        pytest.skip("exercised on SQLite; PostgreSQL migrations are covered by test_schema")
+    env = clean_env(tmp_path, DATABASE_URL=f"sqlite:///{tmp_path / 'cli.sqlite3'}")
+    assert "database: (empty)" in bmad_app("db", "current", env=env).stdout
+    assert bmad_app("db", "upgrade", env=env).returncode == 0
+    current = bmad_app("db", "current", env=env).stdout
+    assert "run: bmad-app db upgrade" not in current
+    assert bmad_app("db", "downgrade", "base", env=env).returncode == 0
+    assert "database: (empty)" in bmad_app("db", "current", env=env).stdout
+
+
+def test_alembic_from_the_repository_root(tmp_path: Path) -> None:
+    if TEST_DATABASE_URL:
+        pytest.skip("exercised on SQLite")
+    env = clean_env(tmp_path, DATABASE_URL=f"sqlite:///{tmp_path / 'alembic.sqlite3'}")
+    alembic = Path(sys.executable).parent / "alembic"
+    result = subprocess.run([str(alembic), "upgrade", "head"], env=env, cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "0002_webhook_inbox" in bmad_app("db", "current", env=env).stdout
+
+
+async def test_deliveries_list_show_retry(runtime: Runtime, tmp_path: Path) -> None:
+    ids = await store_deliveries(runtime, 2)
+    failing = await Runtime.create(make_settings(runtime.settings.database_url, worker_max_attempts=1))
+    try:
+        await Worker(failing, recording_router(fail_times=1)).run_until_idle()
+    finally:
+        await failing.close()
+    env = clean_env(tmp_path, DATABASE_URL=runtime.settings.database_url)
+
+    listing = await asyncio.to_thread(bmad_app, "deliveries", "list", "--state", "dead", env=env)
+    assert listing.returncode == 0
+    assert ids[0] in listing.stdout and "GitHub said 502" in listing.stdout
+
+    shown = await asyncio.to_thread(bmad_app, "deliveries", "show", ids[0], env=env)
+    assert "refs/heads/main" in shown.stdout and "dead" in shown.stdout
+    missing = await asyncio.to_thread(bmad_app, "deliveries", "show", "no-such-id", env=env)
+    assert missing.returncode == 1 and "no delivery 'no-such-id'" in missing.stderr
+
+    retried = await asyncio.to_thread(bmad_app, "deliveries", "retry", ids[0], env=env)
+    assert retried.returncode == 0, retried.stderr
+    assert (await inbox(runtime))[ids[0]][:2] == ("pending", 0)
