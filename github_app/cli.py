@@ -194,8 +194,16 @@ def cmd_deliveries(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_recover(settings: Settings, since: timedelta) -> int:
-    from github_app.inbox.recovery import recover
+    from github_app.inbox.recovery import RecoveryUnavailable, recover
 
-    report = asyncio.run(recover(settings, since))
-    print(report)
+    try:
+        report = asyncio.run(recover(settings, since))
+    except RecoveryUnavailable as exc:
+        print(f"bmad-app: {exc}", file=sys.stderr)
+        return 1
+    print(f"scanned {report.scanned} delivery attempts; {report.failed} failed deliveries, "
+          f"{report.already_known} already in the inbox, {report.redelivered} redelivery requested, "
+          f"{report.errors} errors")
+    for guid in report.redelivered_guids:
+        print(f"  redelivery requested: {guid}")
     return 0 if not report.errors else 1

@@ -9,6 +9,7 @@ import signal
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from gidgethub import routing
 
 from github_app.config import Settings
 from github_app.db import migrate
@@ -20,6 +21,12 @@ from github_app.runtime import Runtime
 from github_app.web import create_app
 
 log = logging.getLogger(__name__)
+
+
+def default_router() -> routing.Router:
+    from handlers import router
+
+    return router
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
@@ -56,11 +63,11 @@ async def run_server(
     reuse_port: bool = False,
     stop: asyncio.Event | None = None,
     started: Callable[[int], None] | None = None,
+    router: routing.Router | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT (or `stop`): stop accepting, answer what is in flight, write what
     is queued, let the worker finish its deliveries, close."""
-    from handlers import router
-
+    router = router or default_router()
     stop = stop or asyncio.Event()
     _stop_on_signals(stop)
     runtime = await Runtime.create(settings)
@@ -79,33 +86,46 @@ async def run_server(
                                  "database": "sqlite" if runtime.is_sqlite else "postgresql"})
     if started:
         started(port)
-    worker_task = asyncio.create_task(worker.run(stop)) if worker else None
+    background = [asyncio.create_task(worker.run(stop))] if worker else []
+    if worker:
+        background += _periodic_tasks(runtime, stop)
     try:
         await stop.wait()
     finally:
         log.info("shutting down")
         await runner.cleanup()  # stops accepting, waits for in-flight requests
         await writer.close()
-        if worker_task:
-            await worker_task
+        await asyncio.gather(*background)
         await writer.writer.close()
         await runtime.close()
 
 
-async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    from handlers import router
-
+async def run_worker(
+    settings: Settings, stop: asyncio.Event | None = None, router: routing.Router | None = None
+) -> None:
+    router = router or default_router()
     stop = stop or asyncio.Event()
     _stop_on_signals(stop)
     runtime = await Runtime.create(settings)
     worker = Worker(runtime, router)
     listener = await _listen_for_new_deliveries(runtime, worker)
+    background = _periodic_tasks(runtime, stop)
     try:
         await worker.run(stop)
+        await asyncio.gather(*background)
     finally:
         if listener is not None:
             await listener.close()
         await runtime.close()
+
+
+def _periodic_tasks(runtime: Runtime, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+    tasks = []
+    if runtime.settings.recover_interval_minutes > 0:
+        from github_app.inbox.recovery import periodic_recovery
+
+        tasks.append(asyncio.create_task(periodic_recovery(runtime, stop), name="recovery"))
+    return tasks
 
 
 async def _listen_for_new_deliveries(runtime: Runtime, worker: Worker) -> object | None:

@@ -4,10 +4,12 @@ one (CI runs both). A PostgreSQL that cannot be reached fails the run; it never 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -144,3 +146,19 @@ def is_postgres(db_url: str) -> bool:
 async def fetch_all(runtime: Runtime, sql: str, **params: object) -> list[tuple[object, ...]]:
     async with runtime.engine.connect() as conn:
         return [tuple(r) for r in (await conn.execute(text(sql), params)).all()]
+
+
+@pytest.fixture
+async def app_runtime(settings: Settings, fake_github: Any, github_app_keys: Any) -> AsyncIterator[Runtime]:
+    """A runtime whose GitHub is the fake one, with the real client and short retry waits."""
+    from github_app.github.client import GitHubApp
+    from tests.github_fixtures import FAST_RETRY, GITHUB_APP_ID
+
+    rt = await Runtime.create(
+        dataclasses.replace(settings, github_app_id=GITHUB_APP_ID, github_private_key=github_app_keys.private_pem,
+                            github_api_url=fake_github.url)
+    )
+    rt.github = GitHubApp(GITHUB_APP_ID, github_app_keys.private_pem, fake_github.url, rt.http,
+                          retry_policy=FAST_RETRY)
+    yield rt
+    await rt.close()

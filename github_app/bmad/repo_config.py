@@ -1,0 +1,233 @@
+r"""The app's optional per-repository configuration: `.github/bmad-marketplace.yml`.
+
+Every key is optional:
+
+```yaml
+story_dir: docs/stories            # overrides devStoryLocation from .bmad-core/core-config.yaml
+gate_dir: docs/qa/gates            # overrides qa.qaLocation + "/gates"
+branch_pattern: '(?P<epic>\d+)\.(?P<story>\d+)'   # how a branch name names its story
+accepted_gates: [PASS, WAIVED, CONCERNS]          # PASS is required; FAIL is never accepted
+default_budget: {min: 500, max: 1500, currency: USD}   # budget of the published developer opportunity
+```
+
+A branch pattern either names its groups `epic` and `story`, has two groups (epic, then story), or has
+one group that captures the whole `1.3`.
+
+Configuration is written by people and read on every event, so it never stops the app: each invalid or
+unknown key is listed in `RepoConfig.problems` (shown on the check run) and that key's default applies.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from github_app.bmad.core_config import BmadPaths, describe_yaml_error, normalize_dir
+from github_app.bmad.gate_file import GateDecision
+
+REPO_CONFIG_PATH = ".github/bmad-marketplace.yml"
+
+# Finds 1.3 in story/1.3-user-auth, feature/1.3.user-auth or 1.3; not in release/v1.3.0 or 1.3.0.
+DEFAULT_BRANCH_PATTERN = r"(?:^|[/_-])(?P<epic>\d+)\.(?P<story>\d+)(?=$|[-_/]|\.(?!\d))"
+DEFAULT_ACCEPTED_GATES: frozenset[GateDecision] = frozenset({GateDecision.PASS, GateDecision.WAIVED})
+ACCEPTABLE_GATES: frozenset[GateDecision] = frozenset(
+    {GateDecision.PASS, GateDecision.WAIVED, GateDecision.CONCERNS}
+)
+MAX_PATTERN_LENGTH = 300
+
+_KNOWN_KEYS = ("story_dir", "gate_dir", "branch_pattern", "accepted_gates", "default_budget")
+_BUDGET_KEYS = ("min", "max", "currency")
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    story_dir: str | None = None
+    gate_dir: str | None = None
+    branch_pattern: str = DEFAULT_BRANCH_PATTERN
+    accepted_gates: frozenset[GateDecision] = DEFAULT_ACCEPTED_GATES
+    # The JSON shape stored in Opportunity.budget: {"min": number, "max": number, "currency": str}.
+    default_budget: dict[str, Any] | None = field(default=None, hash=False)
+    problems: tuple[str, ...] = ()
+
+
+def effective_paths(core: BmadPaths, repo: RepoConfig) -> BmadPaths:
+    """Story and gate folders after the repo configuration's overrides, with both files' problems."""
+    return BmadPaths(
+        story_dir=repo.story_dir or core.story_dir,
+        gate_dir=repo.gate_dir or core.gate_dir,
+        problems=core.problems + repo.problems,
+    )
+
+
+def check_branch_pattern(pattern: str) -> str | None:
+    """Why `pattern` cannot be used as a branch pattern, or None when it can."""
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        return f"branch_pattern is longer than {MAX_PATTERN_LENGTH} characters"
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        return f"branch_pattern {pattern!r} is not a valid regular expression: {exc}"
+    named = {"epic", "story"} & set(compiled.groupindex)
+    if len(named) == 1:
+        missing = ({"epic", "story"} - named).pop()
+        return f"branch_pattern {pattern!r} names a group {named.pop()!r} but no group {missing!r}"
+    if compiled.groups == 0:
+        return (
+            f"branch_pattern {pattern!r} has no group; use (?P<epic>\\d+)\\.(?P<story>\\d+) "
+            f"or one group around the story id"
+        )
+    return None
+
+
+def story_ids_in_branch(pattern: str | re.Pattern[str], branch: str) -> list[tuple[int, int]]:
+    """Every distinct `(epic, story)` the pattern finds in a branch name, in order of appearance.
+
+    More than one means the branch is ambiguous; the caller decides what to do with that.
+    """
+    compiled = re.compile(pattern) if isinstance(pattern, str) else pattern
+    found: list[tuple[int, int]] = []
+    for match in compiled.finditer(branch):
+        if {"epic", "story"} <= set(compiled.groupindex):
+            epic, story = match["epic"], match["story"]
+        elif compiled.groups >= 2:
+            epic, story = match.group(1), match.group(2)
+        elif compiled.groups == 1:
+            whole = re.fullmatch(r"(\d+)\.(\d+)", match.group(1) or "")
+            if whole is None:
+                continue
+            epic, story = whole.group(1), whole.group(2)
+        else:
+            continue
+        if epic is None or story is None or not (epic.isdigit() and story.isdigit()):
+            continue
+        candidate = (int(epic), int(story))
+        if candidate not in found:
+            found.append(candidate)
+    return found
+
+
+def parse_repo_config(text: str | bytes | None) -> RepoConfig:
+    """The repo configuration from the text of `.github/bmad-marketplace.yml` (None: the file is absent)."""
+    if text is None:
+        return RepoConfig()
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            return RepoConfig(problems=(f"{REPO_CONFIG_PATH} is not UTF-8 text; using the defaults",))
+    try:
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = describe_yaml_error(exc)
+        return RepoConfig(problems=(f"{REPO_CONFIG_PATH} is not valid YAML ({where}); using the defaults",))
+    if data is None:
+        return RepoConfig()
+    if not isinstance(data, dict):
+        return RepoConfig(
+            problems=(f"{REPO_CONFIG_PATH} should be a mapping of keys to values; using the defaults",)
+        )
+
+    problems: list[str] = []
+    for key in data:
+        if key not in _KNOWN_KEYS:
+            problems.append(f"unknown key {key!r} (known keys: {', '.join(_KNOWN_KEYS)}); ignored")
+
+    branch_pattern = DEFAULT_BRANCH_PATTERN
+    raw_pattern = data.get("branch_pattern")
+    if raw_pattern is not None:
+        problem = (
+            check_branch_pattern(raw_pattern)
+            if isinstance(raw_pattern, str)
+            else f"branch_pattern should be a regular expression string, not {raw_pattern!r}"
+        )
+        if problem is None:
+            branch_pattern = raw_pattern
+        else:
+            problems.append(f"{problem}; using the default pattern")
+
+    return RepoConfig(
+        story_dir=_folder(data, "story_dir", problems),
+        gate_dir=_folder(data, "gate_dir", problems),
+        branch_pattern=branch_pattern,
+        accepted_gates=_accepted_gates(data.get("accepted_gates"), problems),
+        default_budget=_budget(data.get("default_budget"), problems),
+        problems=tuple(problems),
+    )
+
+
+def _folder(data: dict[Any, Any], key: str, problems: list[str]) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        problems.append(f"{key} should be a folder path, not {value!r}; using the BMAD core config")
+        return None
+    try:
+        return normalize_dir(value)
+    except ValueError as exc:
+        problems.append(f"{key}: {exc}; using the BMAD core config")
+        return None
+
+
+def _accepted_gates(value: object, problems: list[str]) -> frozenset[GateDecision]:
+    if value is None:
+        return DEFAULT_ACCEPTED_GATES
+    default = ", ".join(sorted(DEFAULT_ACCEPTED_GATES))
+    items: list[object]
+    if isinstance(value, str):
+        items = [part for part in re.split(r"[,\s]+", value) if part]
+    elif isinstance(value, list):
+        items = value
+    else:
+        problems.append(f"accepted_gates should be a list such as [PASS], not {value!r}; using {default}")
+        return DEFAULT_ACCEPTED_GATES
+
+    chosen: set[GateDecision] = set()
+    bad: list[str] = []
+    for item in items:
+        try:
+            decision = GateDecision(str(item).strip().upper())
+        except ValueError:
+            bad.append(f"{item!r} is not a gate decision")
+            continue
+        if decision not in ACCEPTABLE_GATES:
+            bad.append(f"{decision} can never be accepted")
+            continue
+        chosen.add(decision)
+    if chosen and GateDecision.PASS not in chosen:
+        bad.append("PASS must be accepted")
+    if not items:
+        bad.append("the list is empty")
+    if bad:
+        problems.append(f"accepted_gates: {'; '.join(bad)}; using {default}")
+        return DEFAULT_ACCEPTED_GATES
+    return frozenset(chosen)
+
+
+def _budget(value: object, problems: list[str]) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        problems.append(f"default_budget should be {{min, max, currency}}, not {value!r}; no default budget")
+        return None
+    bad: list[str] = [f"unknown key {key!r}" for key in value if key not in _BUDGET_KEYS]
+    amounts: dict[str, int | float] = {}
+    for key in ("min", "max"):
+        amount = value.get(key)
+        if isinstance(amount, bool) or not isinstance(amount, int | float) or not 0 <= amount < float("inf"):
+            bad.append(f"{key} should be a number of at least 0, not {amount!r}")
+        else:
+            amounts[key] = amount
+    if len(amounts) == 2 and amounts["min"] > amounts["max"]:
+        bad.append(f"min {amounts['min']} is more than max {amounts['max']}")
+    currency = value.get("currency")
+    code = currency.strip().upper() if isinstance(currency, str) else ""
+    if not re.fullmatch(r"[A-Z0-9]{2,10}", code):
+        bad.append(f"currency should be a code such as USD or USDC, not {currency!r}")
+    if bad:
+        problems.append(f"default_budget: {'; '.join(bad)}; no default budget")
+        return None
+    return {"min": amounts["min"], "max": amounts["max"], "currency": code}
