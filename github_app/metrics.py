@@ -29,3 +29,13 @@ INGRESS_BATCH_SIZE = Histogram(
     "Deliveries committed together by the ingress (group commit)",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
 )
+OUTBOX_SENT = Counter(
+    "github_outbox_sent_total",
+    "Outbox rows the sender worked on, by kind and outcome "
+    "(created, adopted, updated, failed, deferred: waiting for GitHub's content-creation budget)",
+    ["kind", "outcome"],
+)
+OUTBOX_PENDING = Gauge(
+    "github_outbox_pending",
+    "Outbox rows whose latest version is not on GitHub yet (sampled by the sender while idle)",
+)

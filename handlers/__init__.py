@@ -6,8 +6,8 @@ service, and let the unit of work and the outbox carry the effects.
 
 from gidgethub import routing
 
-from handlers import installation
+from handlers import installation, pull_request, push
 
-router = routing.Router(installation.router)
+router = routing.Router(installation.router, pull_request.router, push.router)
 
 __all__ = ["router"]

@@ -6,7 +6,10 @@ issued, still valid, for an installation that can see the repository. Every requ
 failures can be queued (5xx, secondary and primary rate limits) to test retries.
 
 State lives in plain attributes that tests read directly: ``requests``, ``check_runs``, ``comments``,
-``redelivery_attempts``.
+``redelivery_attempts``. Check runs carry the app that made them (``app.id``) and comments their author
+(the app's bot account when made with an installation token); tests seed other authors' runs and
+comments with ``add_check_run`` and ``add_comment``, and delete comments as a user would with
+``delete_comment``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ DOCS_URL = "https://docs.github.com/rest"
 MAX_JWT_LIFETIME = 10 * 60
 # The request's parsed JSON body, parsed once by the middleware for the recorder and the handlers.
 JSON_BODY = web.RequestKey("json_body", object)
+MAX_COMMENT_CHARS = 65536
 SECONDARY_LIMIT_MESSAGE = (
     "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
 )
@@ -60,6 +64,12 @@ def missing_fields(resource: str, names: Iterable[str]) -> web.Response:
 def _json_object(request: web.Request) -> dict[str, Any]:
     body = request[JSON_BODY]
     return body if isinstance(body, dict) else {}
+
+
+def _comment_too_long() -> web.Response:
+    errors = [{"resource": "IssueComment", "code": "custom", "field": "body",
+               "message": f"body is too long (maximum is {MAX_COMMENT_CHARS} characters)"}]
+    return web.json_response({"message": "Validation Failed", "errors": errors}, status=422)
 
 
 def _git_blob_sha(content: bytes) -> str:
@@ -143,11 +153,13 @@ class FakeGitHub:
         app.router.add_get(repo + "/compare/{basehead:.+}", self._compare)
         app.router.add_get(repo + "/pulls/{number:\\d+}/files", self._pull_files)
         app.router.add_get(repo + "/commits/{sha}/pulls", self._commit_pulls)
+        app.router.add_get(repo + "/commits/{ref}/check-runs", self._list_check_runs)
         app.router.add_post(repo + "/check-runs", self._create_check_run)
         app.router.add_patch(repo + "/check-runs/{id:\\d+}", self._update_check_run)
         app.router.add_get(repo + "/issues/{number:\\d+}/comments", self._list_comments)
         app.router.add_post(repo + "/issues/{number:\\d+}/comments", self._create_comment)
         app.router.add_patch(repo + "/issues/comments/{id:\\d+}", self._update_comment)
+        app.router.add_delete(repo + "/issues/comments/{id:\\d+}", self._delete_comment)
         return app
 
     async def start(self, port: int = 0) -> str:
@@ -223,6 +235,39 @@ class FakeGitHub:
         self.deliveries.sort(key=lambda d: (d["delivered_at"], d["id"]), reverse=True)
         return entry
 
+    def app_identity(self, app_id: int | None = None) -> dict[str, Any]:
+        """The ``app`` object GitHub puts on check runs (and ``performed_via_github_app`` on comments)."""
+        if app_id is None or app_id == self.app_id:
+            slug = self.bot_login.removesuffix("[bot]")
+            return {"id": self.app_id, "slug": slug, "name": slug}
+        return {"id": app_id, "slug": f"app-{app_id}", "name": f"App {app_id}"}
+
+    def add_check_run(
+        self, repo: str, head_sha: str, name: str, *, app_id: int | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        """A check run already on GitHub: by default the app's own (as if created by a request whose
+        answer was lost), or another app's with ``app_id``."""
+        full_name = self._repo(repo).full_name
+        run_id = next(self._ids)
+        run = self._new_check_run(run_id, full_name, name, head_sha, app_id)
+        self._apply_check_run(run, fields)
+        self.check_runs[run_id] = run
+        return run
+
+    def add_comment(
+        self, repo: str, number: int, body: str, user_login: str, user_type: str = "User"
+    ) -> dict[str, Any]:
+        """A comment on issue or pull request ``number`` written by someone else (a person, another bot)."""
+        full_name = self._repo(repo).full_name
+        comment = self._new_comment(next(self._ids), full_name, number, body, {"login": user_login,
+                                                                              "type": user_type}, None)
+        self.comments[comment["id"]] = comment
+        return comment
+
+    def delete_comment(self, comment_id: int) -> None:
+        """What a user deleting the comment in GitHub's interface does."""
+        del self.comments[comment_id]
+
     def revoke_tokens(self) -> None:
         for issued in self.tokens.values():
             issued.revoked = True
@@ -271,6 +316,12 @@ class FakeGitHub:
 
     def requests_to(self, method: str, path_prefix: str) -> list[RecordedRequest]:
         return [r for r in self.requests if r.method == method and r.path.startswith(path_prefix)]
+
+    @property
+    def write_requests(self) -> list[RecordedRequest]:
+        """Mutating requests to repositories, in arrival order (``at`` is when each arrived)."""
+        return [r for r in self.requests
+                if r.method in ("POST", "PATCH", "PUT", "DELETE") and r.path.startswith("/repos/")]
 
     # --- authentication ---------------------------------------------------------------------------
 
@@ -503,9 +554,8 @@ class FakeGitHub:
         )
 
     async def _pull_files(self, request: web.Request) -> web.Response:
-        files = self._repo_of(request).pull_files.get(int(request.match_info["number"]))
-        if files is None:
-            return error(404, "Not Found")
+        # Every PR the tests speak of exists; one whose files were not seeded changed none we look at.
+        files = self._repo_of(request).pull_files.get(int(request.match_info["number"]), [])
         return self._paginate(request, files)
 
     async def _commit_pulls(self, request: web.Request) -> web.Response:
@@ -520,11 +570,20 @@ class FakeGitHub:
         if problem is not None:
             return problem
         run_id = next(self._ids)
-        run: dict[str, Any] = {
+        full_name = self._repo_of(request).full_name
+        run = self._new_check_run(run_id, full_name, body["name"], body["head_sha"], None)
+        self._apply_check_run(run, body)
+        self.check_runs[run_id] = run
+        return web.json_response(run, status=201)
+
+    def _new_check_run(
+        self, run_id: int, full_name: str, name: str, head_sha: str, app_id: int | None
+    ) -> dict[str, Any]:
+        return {
             "id": run_id,
-            "repository": self._repo_of(request).full_name,
-            "name": body["name"],
-            "head_sha": body["head_sha"],
+            "repository": full_name,
+            "name": name,
+            "head_sha": head_sha,
             "status": "queued",
             "conclusion": None,
             "details_url": None,
@@ -532,11 +591,36 @@ class FakeGitHub:
             "output": {"title": None, "summary": None, "text": None, "annotations_count": 0},
             "annotations": [],
             "pull_requests": [],
-            "html_url": f"https://github.com/{self._repo_of(request).full_name}/runs/{run_id}",
+            "app": self.app_identity(app_id),
+            "html_url": f"https://github.com/{full_name}/runs/{run_id}",
         }
-        self._apply_check_run(run, body)
-        self.check_runs[run_id] = run
-        return web.json_response(run, status=201)
+
+    async def _list_check_runs(self, request: web.Request) -> web.Response:
+        repo = self._repo_of(request).full_name.lower()
+        query = request.query
+        runs = [
+            run
+            for run in self.check_runs.values()
+            if run["repository"].lower() == repo
+            and run["head_sha"] == request.match_info["ref"]
+            and ("check_name" not in query or run["name"] == query["check_name"])
+            and ("status" not in query or run["status"] == query["status"])
+            and ("app_id" not in query or str(run["app"]["id"]) == query["app_id"])
+        ]
+        if query.get("filter", "latest") == "latest":
+            # GitHub's default: only the most recent run of each name per app.
+            latest: dict[tuple[int, str], dict[str, Any]] = {}
+            for run in runs:
+                key = (run["app"]["id"], run["name"])
+                if key not in latest or run["id"] > latest[key]["id"]:
+                    latest[key] = run
+            runs = list(latest.values())
+        runs.sort(key=lambda run: run["id"], reverse=True)
+        per_page = min(int(query.get("per_page", "30")), 100)
+        page = max(int(query.get("page", "1")), 1)
+        return web.json_response(
+            {"total_count": len(runs), "check_runs": runs[(page - 1) * per_page : page * per_page]}
+        )
 
     async def _update_check_run(self, request: web.Request) -> web.Response:
         run = self.check_runs.get(int(request.match_info["id"]))
@@ -555,8 +639,14 @@ class FakeGitHub:
         if len(output.get("annotations") or []) > 50:
             return error(422, "Only 50 annotations are allowed per request")
         for key in ("summary", "text"):
-            if len(output.get(key) or "") > 65535:
-                return error(422, f"output.{key} is too long (maximum is 65535 characters)")
+            # GitHub counts bytes here, whatever its documentation says about characters.
+            if len((output.get(key) or "").encode("utf-8")) > 65535:
+                return web.json_response(
+                    {"message": "Validation Failed",
+                     "errors": [{"resource": "CheckRun", "code": "custom", "field": key,
+                                 "message": f"{key} exceeds a maximum bytesize of 65535"}]},
+                    status=422,
+                )
         return None
 
     @staticmethod
@@ -591,22 +681,43 @@ class FakeGitHub:
         body = _json_object(request)
         if not body.get("body"):
             return missing_fields("IssueComment", ["body"])
+        if len(body["body"]) > MAX_COMMENT_CHARS:
+            return _comment_too_long()
         repo = self._repo_of(request).full_name
-        comment_id = next(self._ids)
         number = int(request.match_info["number"])
+        comment = self._new_comment(next(self._ids), repo, number, body["body"],
+                                    {"login": self.bot_login, "type": "Bot"}, self.app_identity())
+        self.comments[comment["id"]] = comment
+        return web.json_response(comment, status=201)
+
+    @staticmethod
+    def _new_comment(
+        comment_id: int,
+        repo: str,
+        number: int,
+        body: str,
+        user: dict[str, Any],
+        via_app: dict[str, Any] | None,
+    ) -> dict[str, Any]:
         stamp = _iso(_now())
-        comment = {
+        return {
             "id": comment_id,
             "repository": repo,
             "issue_number": number,
-            "body": body["body"],
-            "user": {"login": self.bot_login, "type": "Bot"},
+            "body": body,
+            "user": user,
+            "performed_via_github_app": via_app,
             "created_at": stamp,
             "updated_at": stamp,
             "html_url": f"https://github.com/{repo}/issues/{number}#issuecomment-{comment_id}",
         }
-        self.comments[comment_id] = comment
-        return web.json_response(comment, status=201)
+
+    async def _delete_comment(self, request: web.Request) -> web.Response:
+        comment = self.comments.get(int(request.match_info["id"]))
+        if comment is None or comment["repository"].lower() != self._repo_of(request).full_name.lower():
+            return error(404, "Not Found")
+        del self.comments[comment["id"]]
+        return web.Response(status=204)
 
     async def _update_comment(self, request: web.Request) -> web.Response:
         comment = self.comments.get(int(request.match_info["id"]))
@@ -615,6 +726,8 @@ class FakeGitHub:
         body = _json_object(request)
         if not body.get("body"):
             return missing_fields("IssueComment", ["body"])
+        if len(body["body"]) > MAX_COMMENT_CHARS:
+            return _comment_too_long()
         comment["body"] = body["body"]
         comment["updated_at"] = _iso(_now())
         return web.json_response(comment)

@@ -23,7 +23,9 @@ reviewer: "Quinn (Test Architect)"
 updated: "2024-12-20T16:33:00Z"
 waiver: { active: false }
 top_issues: []
-risk_summary: { totals: { critical: 0, high: 0, medium: 0, low: 0 }, recommendations: { must_fix: [], monitor: [] } }
+risk_summary:
+  totals: { critical: 0, high: 0, medium: 0, low: 0 }
+  recommendations: { must_fix: [], monitor: [] }
 quality_score: 95
 expires: "2025-01-14T00:00:00Z"
 evidence: { tests_reviewed: 15, risks_identified: 0, trace: { ac_covered: [1, 2, 3, 4], ac_gaps: [] } }
@@ -161,7 +163,9 @@ def test_gate_naming_no_story_anywhere_is_rejected() -> None:
 
 
 def test_story_field_rescues_a_file_name_without_numbers() -> None:
-    doc = parse_gate_file("docs/qa/gates/epic-metadata-removal-story-4.yml", gate('story: "4.2"\ngate: PASS\n'))
+    doc = parse_gate_file(
+        "docs/qa/gates/epic-metadata-removal-story-4.yml", gate('story: "4.2"\ngate: PASS\n')
+    )
 
     assert (doc.epic, doc.story) == (4, 2)
 
@@ -217,7 +221,10 @@ def test_story_field_may_carry_the_word_story() -> None:
 
 
 def test_waived_gate_with_active_waiver_and_reason() -> None:
-    text = 'story: "2.6"\ngate: WAIVED\nwaiver: { active: true, reason: "Accepted for MVP", approved_by: "PO" }\n'
+    text = (
+        'story: "2.6"\ngate: WAIVED\n'
+        'waiver: { active: true, reason: "Accepted for MVP", approved_by: "PO" }\n'
+    )
 
     doc = parse_gate_file(PATH, gate(text))
 

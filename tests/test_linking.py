@@ -6,8 +6,8 @@ import pytest
 
 from github_app.domain.linking import (
     Ambiguous,
-    LinkLevel,
     Linked,
+    LinkLevel,
     LinkResult,
     Unlinked,
     link_pull_request,
@@ -57,7 +57,14 @@ def test_story_named_in_the_title(title: str) -> None:
 
 @pytest.mark.parametrize(
     "title",
-    ["Backstory 1.3", "Stories 1.3 and 1.4", "Bump version 1.3", "Story 1", "Story 1.3.1: sub-task", "Story 1.3A"],
+    [
+        "Backstory 1.3",
+        "Stories 1.3 and 1.4",
+        "Bump version 1.3",
+        "Story 1",
+        "Story 1.3.1: sub-task",
+        "Story 1.3A",
+    ],
 )
 def test_things_that_are_not_story_references(title: str) -> None:
     assert isinstance(link(title=title), Unlinked)
@@ -172,7 +179,9 @@ def test_nothing_to_go_on() -> None:
 
 
 def test_missing_title_body_and_branch_are_tolerated() -> None:
-    result = link_pull_request(title=None, body=None, head_branch=None, changed_files=[], story_dir="docs/stories")
+    result = link_pull_request(
+        title=None, body=None, head_branch=None, changed_files=[], story_dir="docs/stories"
+    )
 
     assert result == Unlinked()
 

@@ -107,7 +107,7 @@ def parse_gate_file(path: str, raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES
         raise GateFileError("gate file is empty")
     if not isinstance(data, dict):
         raise GateFileError(
-            f"gate file should be a mapping of keys to values (gate: PASS, story: \"1.3\", ...), "
+            f'gate file should be a mapping of keys to values (gate: PASS, story: "1.3", ...), '
             f"not a {_yaml_kind(data)}"
         )
 

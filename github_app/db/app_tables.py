@@ -5,10 +5,24 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, Index, Integer, LargeBinary, PrimaryKeyConstraint, Text, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    LargeBinary,
+    PrimaryKeyConstraint,
+    Text,
+    UniqueConstraint,
+    false,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from github_app.db.base import Base
+from github_app.db.types import new_id, utcnow
 
 
 class InboxState:
@@ -76,3 +90,161 @@ class InstallationStatus(Base):
     installation_id: Mapped[int] = mapped_column(BigInteger, autoincrement=False)
     suspended_at: Mapped[datetime | None] = mapped_column()
     updated_at: Mapped[datetime] = mapped_column()
+
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY.
+Serial = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class StoryOpportunity(Base):
+    """A story published to the developer marketplace. Shared: the marketplace's services write it too."""
+
+    __tablename__ = "story_opportunity"
+    __table_args__ = (
+        PrimaryKeyConstraint("story_id", name="story_opportunity_pkey"),
+        UniqueConstraint("opportunity_id", name="story_opportunity_opportunity_id_key"),
+        ForeignKeyConstraint(["story_id"], ["Story.id"], name="story_opportunity_story_id_fkey",
+                             ondelete="CASCADE"),
+        ForeignKeyConstraint(["opportunity_id"], ["Opportunity.id"],
+                             name="story_opportunity_opportunity_id_fkey", ondelete="CASCADE"),
+    )
+
+    story_id: Mapped[str] = mapped_column(Text)
+    opportunity_id: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column()
+
+
+class PullRequestLink(Base):
+    """What the app knows of a pull request: its story, and the state its events have shown so far."""
+
+    __tablename__ = "pull_request_link"
+    __table_args__ = (
+        PrimaryKeyConstraint("repository_key", "pr_number", name="pull_request_link_pkey"),
+        ForeignKeyConstraint(["story_id"], ["Story.id"], name="pull_request_link_story_id_fkey",
+                             ondelete="SET NULL"),
+        Index("pull_request_link_story_idx", "story_id"),
+    )
+
+    repository_key: Mapped[str] = mapped_column(Text)
+    pr_number: Mapped[int] = mapped_column(Integer)
+    repository: Mapped[str] = mapped_column(Text)
+    installation_id: Mapped[int | None] = mapped_column(BigInteger)
+    project_id: Mapped[str] = mapped_column(Text)
+    story_id: Mapped[str | None] = mapped_column(Text)
+    link_source: Mapped[str | None] = mapped_column(Text)
+    link_problem: Mapped[str | None] = mapped_column(Text)
+    html_url: Mapped[str] = mapped_column(Text)
+    author_login: Mapped[str] = mapped_column(Text)
+    head_sha: Mapped[str] = mapped_column(Text)
+    head_ref: Mapped[str] = mapped_column(Text)
+    draft: Mapped[bool] = mapped_column(Boolean)
+    state: Mapped[str] = mapped_column(Text)
+    merged: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
+    merged_at: Mapped[datetime | None] = mapped_column()
+    pr_updated_at: Mapped[datetime | None] = mapped_column()
+    refusal: Mapped[str | None] = mapped_column(Text)
+    # A gate file pushed to this PR's branch that names no story we could find.
+    gate_problem: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column()
+
+
+class StoryState(Base):
+    """The story facts the state machine needs that the seed's Story has no column for."""
+
+    __tablename__ = "story_state"
+    __table_args__ = (
+        PrimaryKeyConstraint("story_id", name="story_state_pkey"),
+        ForeignKeyConstraint(["story_id"], ["Story.id"], name="story_state_story_id_fkey", ondelete="CASCADE"),
+    )
+
+    story_id: Mapped[str] = mapped_column(Text)
+    pr_merged: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
+    gate: Mapped[str | None] = mapped_column(Text)
+    gate_accepted: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
+    gate_note: Mapped[str | None] = mapped_column(Text)
+    gate_problem: Mapped[str | None] = mapped_column(Text)
+    # The commit time of the gate in force: an older gate delivered late does not replace it.
+    gate_committed_at: Mapped[datetime | None] = mapped_column()
+    blocked_from: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class GateReview(Base):
+    """One version of a QA gate file: a review cycle. Unique per file content (the blob), so a
+    redelivered push, the same commit seen on two branches, or a squash merge count once."""
+
+    __tablename__ = "gate_review"
+    __table_args__ = (
+        PrimaryKeyConstraint("id", name="gate_review_pkey"),
+        UniqueConstraint("story_id", "path", "blob_sha", name="gate_review_story_path_blob_key"),
+        ForeignKeyConstraint(["story_id"], ["Story.id"], name="gate_review_story_id_fkey", ondelete="CASCADE"),
+    )
+
+    id: Mapped[int] = mapped_column(Serial, autoincrement=True)
+    story_id: Mapped[str] = mapped_column(Text)
+    path: Mapped[str] = mapped_column(Text)
+    blob_sha: Mapped[str] = mapped_column(Text)
+    commit_sha: Mapped[str] = mapped_column(Text)
+    decision: Mapped[str] = mapped_column(Text)
+    accepted: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(Text)
+    reviewer_login: Mapped[str] = mapped_column(Text)
+    committed_at: Mapped[datetime] = mapped_column()
+    recorded_at: Mapped[datetime] = mapped_column()
+
+
+class EscrowReleaseRequest(Base):
+    """Written in the same transaction as a story's DONE: the durable instruction to pay its expert.
+    The escrow service consumes it; the unique story_id means a story is never paid twice."""
+
+    __tablename__ = "escrow_release_request"
+    __table_args__ = (
+        PrimaryKeyConstraint("id", name="escrow_release_request_pkey"),
+        UniqueConstraint("story_id", name="escrow_release_request_story_id_key"),
+        ForeignKeyConstraint(["story_id"], ["Story.id"], name="escrow_release_request_story_id_fkey",
+                             ondelete="RESTRICT"),
+    )
+
+    id: Mapped[str] = mapped_column(Text, default=new_id)
+    story_id: Mapped[str] = mapped_column(Text)
+    deliverable_id: Mapped[str | None] = mapped_column(Text)
+    expert_id: Mapped[str] = mapped_column(Text)
+    opportunity_id: Mapped[str | None] = mapped_column(Text)
+    escrow_id: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(Text, server_default=text("'pending'"), default="pending")
+    reason: Mapped[str] = mapped_column(Text)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class OutboxItem(Base):
+    """The desired state of one thing the app shows on GitHub (a check run, the PR comment).
+
+    Handlers overwrite `payload` and bump `version` in their transaction; the sender brings GitHub to
+    the latest version. A burst of events therefore costs one API call per target, not one per event.
+    """
+
+    __tablename__ = "github_outbox"
+    __table_args__ = (
+        PrimaryKeyConstraint("id", name="github_outbox_pkey"),
+        UniqueConstraint("repository", "kind", "target", name="github_outbox_target_key"),
+        Index("github_outbox_due_idx", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Serial, autoincrement=True)
+    installation_id: Mapped[int] = mapped_column(BigInteger)
+    repository: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(Text)
+    target: Mapped[str] = mapped_column(Text)
+    payload: Mapped[str] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer, server_default=text("1"), default=1)
+    sent_version: Mapped[int] = mapped_column(Integer, server_default=text("0"), default=0)
+    remote_id: Mapped[int | None] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"), default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column()
+    lease_owner: Mapped[str | None] = mapped_column(Text)
+    lease_expires_at: Mapped[datetime | None] = mapped_column()
+    last_error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column()
+    sent_at: Mapped[datetime | None] = mapped_column()

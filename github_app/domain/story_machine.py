@@ -326,7 +326,8 @@ def _role_refusal(story: StorySnapshot, actor: Actor, roles: frozenset[Role], do
     if actor.user_id is None:
         return _not_a_user(actor.github_login)
     if not actor.roles & roles:
-        needed = " or ".join(sorted(roles))
+        names = sorted(roles)
+        needed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
         return Refused(
             f"{actor.mention} cannot {doing} {story.label}: that needs the {needed} role on the project"
         )
@@ -526,8 +527,8 @@ def _gate(story: StorySnapshot, decision: GateDecision, accepted: bool, actor: A
     refusal = _qa_refusal(story, actor)
     if refusal is not None:
         return refusal
-    if story.status is S.DRAFT:
-        return Refused(f"{story.label} is DRAFT; a QA gate counts only once development has started")
+    # Recorded even on a DRAFT story: a gate alone never completes a story, and the latest gate file is
+    # what QA said last, whenever it was pushed.
     accepted = accepted and decision is not GateDecision.FAIL
     after = replace(story, gate=decision, gate_accepted=accepted)
     reason = f"gate {decision} recorded by {actor.mention}" + ("" if accepted else " (not accepted)")

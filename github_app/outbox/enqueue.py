@@ -1,0 +1,79 @@
+"""Recording what GitHub should show, inside the transaction of the change that caused it.
+
+A handler states the desired content of a target (the check run of a head commit, the comment of a
+pull request); the row keeps only the latest wish and a version. Nothing here talks to GitHub: if the
+handler's transaction rolls back, so does the wish, and the sender never shows a state that was not
+committed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from sqlalchemy import or_
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from github_app.db.app_tables import OutboxItem
+from github_app.db.types import utcnow
+
+KIND_CHECK_RUN = "check_run"  # target: the head commit's SHA
+KIND_PR_COMMENT = "pr_comment"  # target: the pull request's number, as text
+KINDS = (KIND_CHECK_RUN, KIND_PR_COMMENT)
+
+T = OutboxItem
+
+
+def canonical_json(payload: dict[str, Any]) -> str:
+    """One spelling per payload (sorted keys, no spaces), so equal payloads compare equal as text."""
+    return orjson.dumps(payload, option=orjson.OPT_SORT_KEYS).decode()
+
+
+async def set_desired(
+    session: AsyncSession,
+    *,
+    installation_id: int,
+    repository: str,
+    kind: str,
+    target: str,
+    payload: dict[str, Any],
+) -> bool:
+    """Make `payload` the desired content of (repository, kind, target). True when that changed what
+    is desired (the sender will bring GitHub to it); False when it was already the desired content.
+
+    One statement, INSERT ... ON CONFLICT DO UPDATE ... WHERE: two transactions creating the same
+    target at once do not fail (the second waits for the first and then updates its row), and an
+    identical payload touches nothing, not even the version, so repeated events cost no API call.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown outbox kind {kind!r}")
+    body = canonical_json(payload)
+    now = utcnow()
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    values = insert(T).values(
+        installation_id=installation_id,
+        repository=repository,
+        kind=kind,
+        target=target,
+        payload=body,
+        version=1,
+        sent_version=0,
+        attempts=0,
+        next_attempt_at=now,
+        updated_at=now,
+    )
+    excluded = values.excluded
+    stmt = values.on_conflict_do_update(
+        index_elements=[T.repository, T.kind, T.target],
+        set_={
+            "payload": excluded.payload,
+            # An app reinstalled on the repository has a new installation: send with the current one.
+            "installation_id": excluded.installation_id,
+            "version": T.version + 1,
+            "next_attempt_at": now,
+            "updated_at": now,
+        },
+        where=or_(T.payload != excluded.payload, T.installation_id != excluded.installation_id),
+    ).returning(T.id)
+    return (await session.execute(stmt)).first() is not None

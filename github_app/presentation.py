@@ -1,0 +1,311 @@
+"""What a pull request shows of its story: the `BMAD story` check run and the one PR comment.
+
+Pure functions of a `StoryView`, with no I/O and no clock: the same view always renders to the same
+text, so the outbox sees an identical payload and a burst of events that change nothing visible costs
+no call to GitHub at all.
+
+Text that comes from users (story titles, refusal reasons, configuration errors) is escaped for
+markdown tables, and `@name` inside it is rendered as code, so a bot comment never notifies people
+merely because their name appears in a story file or a reason.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+CHECK_RUN_NAME = "BMAD story"
+COMMENT_MARKER = "<!-- bmad-marketplace:pr-comment -->"
+
+# GitHub measures check-run output in bytes ("summary exceeds a maximum bytesize of 65535"), although
+# its documentation says characters; counting UTF-8 bytes satisfies both readings.
+MAX_OUTPUT_BYTES = 65535
+# Issue comments: at most 65,536 characters.
+MAX_COMMENT_BYTES = 65536
+TRUNCATION_NOTE = "\n\n… (truncated)"
+MAX_TITLE_CHARS = 200
+
+SUCCESS = "success"
+FAILURE = "failure"
+NEUTRAL = "neutral"
+
+DONE = "DONE"
+FAIL = "FAIL"
+DEFAULT_GATE_LOCATION = "docs/qa/gates/"
+
+
+@dataclass(frozen=True)
+class StoryView:
+    repository: str                  # "acme/widgets"
+    pr_number: int
+    head_sha: str
+    story_label: str | None          # "Story 1.3: User auth" or None when unlinked
+    story_status: str | None         # StoryStatus value, e.g. "READY_FOR_REVIEW"
+    developer: str | None            # GitHub login of the assigned developer, None when none
+    qa: str | None                   # GitHub login of the assigned QA, None when none
+    gate_decision: str | None        # PASS | CONCERNS | FAIL | WAIVED, None when no gate yet
+    gate_accepted: bool              # counts toward DONE
+    gate_note: str | None            # e.g. "WAIVED: waiver reason ..." or "expired on 2025-01-14"
+    gate_path: str | None
+    gate_problem: str | None         # an invalid or unauthorized gate file: why it was refused
+    merged: bool
+    escrow: str                      # e.g. "release requested", "funded (1500 USDC on polygon)", "no escrow"
+    link_problem: str | None         # unlinked / ambiguous: what the author must do
+    refusal: str | None              # the last refused transition, explained
+    config_problems: tuple[str, ...]  # invalid .github/bmad-marketplace.yml entries (defaults applied)
+
+
+@dataclass(frozen=True)
+class Assessment:
+    conclusion: str
+    headline: str
+    next_step: str
+
+
+def truncate(text: str, limit: int = MAX_OUTPUT_BYTES) -> str:
+    """`text` cut to at most `limit` UTF-8 bytes, never inside a character, with a visible note."""
+    encoded = text.encode("utf-8")
+    if len(encoded) <= limit:
+        return text
+    room = limit - len(TRUNCATION_NOTE.encode("utf-8"))
+    return encoded[:room].decode("utf-8", errors="ignore") + TRUNCATION_NOTE
+
+
+def assess(view: StoryView) -> Assessment:
+    """The check's conclusion, a one-line headline and what happens next, decided once for both the
+    check run and the comment so that they never disagree."""
+    label = _plain(view.story_label) if view.story_label else None
+    if view.story_label is None or view.link_problem is not None:
+        advice = view.link_problem or (
+            "Name the story in the pull request's title or body (for example `Story 1.3`), or use a "
+            "branch such as `story/1.3-short-name`."
+        )
+        return Assessment(NEUTRAL, "Not linked to a story", _plain(advice))
+    decision = _plain(view.gate_decision).upper() or None
+    if view.story_status == DONE:
+        return Assessment(SUCCESS, f"{label}: done", _done_step(view))
+    if view.gate_accepted:
+        if not view.merged:
+            step = "QA accepted the story: merging this pull request completes it."
+        elif view.refusal:
+            step = f"Merged and accepted, but the story cannot complete: {_sentence(view.refusal)}"
+        else:
+            step = "Merged and accepted: completing the story."
+        return Assessment(SUCCESS, f"{label}: QA gate {decision or 'accepted'}", step)
+    if decision == FAIL:
+        where = f" in {_code(view.gate_path)}" if view.gate_path else ""
+        return Assessment(
+            FAILURE, f"{label}: QA gate FAIL",
+            f"QA requested changes{where}: the developer addresses them and pushes, then QA commits a "
+            "new gate file.",
+        )
+    if view.gate_problem is not None:
+        return Assessment(
+            FAILURE, f"{label}: QA gate file refused",
+            "QA must commit a valid gate file: the last one was refused (why: below).",
+        )
+    if view.refusal is not None:
+        return Assessment(NEUTRAL, f"{label}: change refused",
+                          "Nothing changed: the last change was refused (why: below).")
+    if decision is not None:
+        note = f": {_plain(view.gate_note)}" if view.gate_note else ""
+        return Assessment(
+            NEUTRAL, f"{label}: QA gate {decision} not accepted",
+            f"A {decision} gate does not count toward done here{note}. Waiting for a new gate file from "
+            f"{_who(view.qa, 'QA')}.",
+        )
+    if view.merged:
+        return Assessment(NEUTRAL, f"{label}: merged, waiting for QA",
+                          "Merged: the story is done once QA's gate file is accepted.")
+    return _by_status(view, label or "")
+
+
+def check_conclusion(view: StoryView) -> str:
+    return assess(view).conclusion
+
+
+def check_run_payload(view: StoryView, *, details_url: str | None = None) -> dict[str, Any]:
+    """The body of the check run on the PR's head commit (POST form; the sender drops head_sha when
+    it updates an existing run)."""
+    found = assess(view)
+    summary = "\n\n".join(
+        part for part in (f"**{found.headline}**", _table(view), f"**Next:** {found.next_step}",
+                          _explanations(view)) if part
+    )
+    payload: dict[str, Any] = {
+        "name": CHECK_RUN_NAME,
+        "head_sha": view.head_sha,
+        "status": "completed",
+        "conclusion": found.conclusion,
+        "output": {"title": _title(found.headline), "summary": truncate(summary)},
+    }
+    if details_url:
+        payload["details_url"] = details_url
+    return payload
+
+
+def pr_comment_body(view: StoryView) -> str:
+    """The PR comment, marker first: the sender finds its own comment again by that marker."""
+    found = assess(view)
+    heading = f"### BMAD story: {_plain(view.story_label)}" if view.story_label else "### BMAD story"
+    parts = [
+        COMMENT_MARKER,
+        heading,
+        _table(view),
+        f"**Next:** {found.next_step}",
+        _explanations(view),
+        "<sub>This comment is kept up to date by the BMAD marketplace app as the story changes.</sub>",
+    ]
+    return truncate("\n\n".join(part for part in parts if part), MAX_COMMENT_BYTES)
+
+
+# --- pieces ----------------------------------------------------------------------------------------
+
+_STATUS_NAMES = {
+    "DRAFT": "Draft",
+    "APPROVED": "Approved",
+    "IN_PROGRESS": "In progress",
+    "READY_FOR_REVIEW": "Ready for review",
+    "DONE": "Done",
+    "BLOCKED": "Blocked",
+}
+
+
+def _by_status(view: StoryView, label: str) -> Assessment:
+    status = view.story_status
+    if status == "READY_FOR_REVIEW":
+        location = _code(_gate_directory(view))
+        return Assessment(
+            NEUTRAL, f"{label}: waiting for QA",
+            f"Waiting for {_who(view.qa, 'QA')} to commit a gate file for this story at {location}.",
+        )
+    if status in ("APPROVED", "IN_PROGRESS"):
+        return Assessment(
+            NEUTRAL, f"{label}: in progress",
+            "Mark this pull request ready for review when the work is done; QA reviews it then.",
+        )
+    if status == "BLOCKED":
+        return Assessment(NEUTRAL, f"{label}: blocked",
+                          "The story is blocked: a PM or architect must unblock it before work counts.")
+    if status == "DRAFT":
+        return Assessment(NEUTRAL, f"{label}: not approved yet",
+                          "The story is still a draft: it must be approved before this pull request counts.")
+    return Assessment(NEUTRAL, f"{label}: waiting", "Waiting for the story's next change.")
+
+
+def _done_step(view: StoryView) -> str:
+    if view.escrow.strip().lower() in ("", "no escrow", "none"):
+        return "Merged and accepted: the story is done (no escrow to release)."
+    return "Merged and accepted: payment requested."
+
+
+def _gate_directory(view: StoryView) -> str:
+    if view.gate_path and "/" in view.gate_path:
+        return view.gate_path.rsplit("/", 1)[0] + "/"
+    return DEFAULT_GATE_LOCATION
+
+
+def _table(view: StoryView) -> str:
+    rows = [
+        ("Story", _plain(view.story_label) if view.story_label else "not linked"),
+        ("Status", _status_name(view.story_status)),
+        ("Developer", _login(view.developer) if view.developer else "not assigned"),
+        ("QA", _login(view.qa) if view.qa else "not assigned"),
+        ("QA gate", _gate_cell(view)),
+        ("Pull request", "merged" if view.merged else "not merged"),
+        ("Escrow", _plain(view.escrow) or "unknown"),
+    ]
+    lines = ["| | |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in rows]
+    return "\n".join(lines)
+
+
+def _gate_cell(view: StoryView) -> str:
+    if view.gate_decision is None:
+        text = "no gate yet"
+    else:
+        text = f"{_plain(view.gate_decision.upper())}, {'accepted' if view.gate_accepted else 'not accepted'}"
+        if view.gate_note:
+            text += f" ({_plain(view.gate_note)})"
+    if view.gate_path:
+        text += f" · {_code(view.gate_path)}"
+    return text
+
+
+def _explanations(view: StoryView) -> str:
+    # A link problem is always the next step itself (see `assess`): no section repeats it.
+    sections: list[str] = []
+    if view.refusal:
+        sections.append(f"#### Refused\n{_plain(view.refusal)}")
+    if view.gate_problem:
+        sections.append(f"#### Gate file refused\n{_plain(view.gate_problem)}")
+    if view.config_problems:
+        items = "\n".join(f"- {_plain(problem)}" for problem in view.config_problems)
+        sections.append(
+            f"#### Configuration\n{_code('.github/bmad-marketplace.yml')} has problems; the defaults "
+            f"apply instead:\n{items}"
+        )
+    return "\n\n".join(sections)
+
+
+def _status_name(status: str | None) -> str:
+    if status is None:
+        return "unknown"
+    return _STATUS_NAMES.get(status, _plain(status.replace("_", " ").capitalize()))
+
+
+def _title(headline: str) -> str:
+    line = " ".join(headline.split())
+    return line if len(line) <= MAX_TITLE_CHARS else line[: MAX_TITLE_CHARS - 1] + "…"
+
+
+_LOGIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})")
+_MENTION = re.compile(r"(?<![\w`/])@([A-Za-z0-9][A-Za-z0-9-]*(?:\[bot\])?)")
+
+
+def _login(login: str) -> str:
+    # A link, not a bare @mention: GitHub notifies nobody for a name inside a link.
+    if _LOGIN.fullmatch(login):
+        return f"[@{login}](https://github.com/{login})"
+    return _code(f"@{login}")
+
+
+def _who(login: str | None, role: str) -> str:
+    return f"{role} ({_login(login)})" if login else role
+
+
+def _plain(text: str | None) -> str:
+    """User text made safe for one line of a markdown table."""
+    if not text:
+        return ""
+    flat = " ".join(text.split())
+    flat = flat.replace("<", "&lt;").replace("|", "\\|")
+    return _MENTION.sub(lambda m: f"`@{m.group(1)}`", flat)
+
+
+def _sentence(text: str) -> str:
+    plain = _plain(text)
+    return plain if plain.endswith((".", "!", "?")) else plain + "."
+
+
+def _code(text: str) -> str:
+    return "`" + " ".join(text.split()).replace("`", "'").replace("|", "\\|") + "`"
+
+
+__all__ = [
+    "CHECK_RUN_NAME",
+    "COMMENT_MARKER",
+    "FAILURE",
+    "MAX_COMMENT_BYTES",
+    "MAX_OUTPUT_BYTES",
+    "NEUTRAL",
+    "SUCCESS",
+    "Assessment",
+    "StoryView",
+    "assess",
+    "check_conclusion",
+    "check_run_payload",
+    "pr_comment_body",
+    "truncate",
+]

@@ -1,0 +1,100 @@
+"""What a handler needs to know about the repository an event came from: its marketplace project, its
+installation client, and its BMAD layout and app configuration (read from the default branch, so a
+pull request cannot loosen the rules it is judged by)."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from gidgethub import BadRequest
+from gidgethub.abc import GitHubAPI
+
+from github_app.bmad.core_config import CORE_CONFIG_PATH, BmadPaths, parse_core_config
+from github_app.bmad.repo_config import REPO_CONFIG_PATH, RepoConfig, effective_paths, parse_repo_config
+from github_app.db.models import Project
+from github_app.db.queries import project_for_repository
+from github_app.handling import HandlerContext, PermanentFailure
+
+log = logging.getLogger(__name__)
+
+
+class FileTooLarge(Exception):
+    def __init__(self, path: str, size: int, limit: int) -> None:
+        super().__init__(f"{path} is {size} bytes, over the {limit}-byte limit")
+
+
+@dataclass
+class RemoteFile:
+    path: str
+    content: bytes
+    blob_sha: str
+
+
+@dataclass
+class RepoContext:
+    project: Project
+    repository: str
+    installation_id: int
+    default_branch: str
+    gh: GitHubAPI
+    paths: BmadPaths = field(default_factory=BmadPaths)
+    config: RepoConfig = field(default_factory=RepoConfig)
+
+    @property
+    def config_problems(self) -> tuple[str, ...]:
+        core = tuple(f"{CORE_CONFIG_PATH}: {p}" for p in self.paths.problems)
+        app = tuple(f"{REPO_CONFIG_PATH}: {p}" for p in self.config.problems)
+        return core + app
+
+    async def fetch(self, path: str, ref: str, *, max_bytes: int | None = None) -> RemoteFile | None:
+        return await fetch_file(self.gh, self.repository, path, ref, max_bytes=max_bytes)
+
+
+async def fetch_file(
+    gh: GitHubAPI, repository: str, path: str, ref: str, *, max_bytes: int | None = None
+) -> RemoteFile | None:
+    """A file at a commit through the contents API; None when it does not exist there."""
+    try:
+        # gidgethub's second argument is URI-template variables, not a query: the query goes in the URL.
+        data: Any = await gh.getitem(f"/repos/{repository}/contents/{quote(path)}?ref={quote(ref, safe='')}")
+    except BadRequest as exc:
+        if exc.status_code == 404:
+            return None
+        raise
+    if not isinstance(data, dict) or data.get("type") != "file":
+        return None
+    size = int(data.get("size") or 0)
+    if max_bytes is not None and size > max_bytes:
+        raise FileTooLarge(path, size, max_bytes)
+    content = base64.b64decode(data.get("content") or "")
+    return RemoteFile(path, content, str(data.get("sha") or ""))
+
+
+async def load_repo_context(ctx: HandlerContext, data: dict[str, Any]) -> RepoContext | None:
+    """None when the repository belongs to no marketplace project: its events change nothing."""
+    repo = data.get("repository") or {}
+    full_name = repo.get("full_name")
+    if not isinstance(full_name, str):
+        return None
+    project = await project_for_repository(ctx.session, full_name)
+    if project is None:
+        log.info("repository is not linked to a marketplace project", extra={"repository": full_name})
+        return None
+    installation_id = (data.get("installation") or {}).get("id")
+    if not isinstance(installation_id, int):
+        raise PermanentFailure(f"delivery for {full_name} carries no installation id")
+    if ctx.runtime.github is None:
+        # Retrying helps: the operator configures the app, then the delivery goes through.
+        raise RuntimeError("GitHub App credentials are not configured (GITHUB_APP_ID, GITHUB_PRIVATE_KEY)")
+    gh = await ctx.runtime.github.installation_client(installation_id)
+    default_branch = str(repo.get("default_branch") or repo.get("master_branch") or "main")
+    rc = RepoContext(project, full_name, installation_id, default_branch, gh)
+    core = await rc.fetch(CORE_CONFIG_PATH, default_branch)
+    app = await rc.fetch(REPO_CONFIG_PATH, default_branch)
+    rc.config = parse_repo_config(app.content if app else None)
+    rc.paths = effective_paths(parse_core_config(core.content if core else None), rc.config)
+    return rc

@@ -1,0 +1,288 @@
+"""Applying the state machine's decisions to the database: the story, its extra state, deliverables,
+the audit trail, marketplace publication and the escrow release request, all in the caller's
+transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from github_app.bmad.gate_file import GateDecision
+from github_app.db.app_tables import EscrowReleaseRequest, StoryOpportunity, StoryState
+from github_app.db.enums import BidStatus, DeliverableStatus, EscrowStatus, Stage, StoryStatus
+from github_app.db.models import Bid, Deliverable, Escrow, Opportunity, Project, Story, StoryAuditLog
+from github_app.db.types import new_id, utcnow
+from github_app.db.upsert import upsert
+from github_app.domain.story_machine import (
+    Actor,
+    Decision,
+    NoChange,
+    Recorded,
+    Refused,
+    StorySnapshot,
+    Transition,
+)
+from github_app.services.people import SYSTEM_USER_ID
+
+REFUSED_ACTION = "transition_refused"
+DEFAULT_BUDGET = {"min": 0, "max": 0, "currency": "USDC"}
+
+
+@dataclass(frozen=True)
+class PrInfo:
+    """The PR a decision is about, for the story's devPr* columns and its deliverable."""
+
+    number: int
+    url: str
+    author_login: str
+
+
+async def lock_story(session: AsyncSession, story_id: str) -> Story:
+    """Changes to one story are serialized by its row lock (PostgreSQL; SQLite has one writer)."""
+    stmt = select(Story).where(Story.id == story_id).with_for_update()
+    story = (await session.execute(stmt)).scalars().one()
+    await session.refresh(story)  # a row already in the session may predate the lock
+    return story
+
+
+async def find_story(session: AsyncSession, project_id: str, epic: int, number: int) -> Story | None:
+    stmt = select(Story).where(
+        Story.project_id == project_id, Story.epic_number == epic, Story.story_number == number
+    )
+    return (await session.execute(stmt)).scalars().first()
+
+
+async def story_state(session: AsyncSession, story_id: str) -> StoryState:
+    state = await session.get(StoryState, story_id)
+    if state is None:
+        await upsert(session, StoryState.__table__, {"story_id": story_id, "updated_at": utcnow()},  # type: ignore[arg-type]
+                     conflict=["story_id"])
+        state = await session.get(StoryState, story_id)
+        assert state is not None
+    return state
+
+
+async def deliverable_for(session: AsyncSession, story_id: str, pr_number: int | None) -> Deliverable | None:
+    if pr_number is None:
+        return None
+    stmt = (
+        select(Deliverable)
+        .where(Deliverable.story_id == story_id, Deliverable.pr_number == pr_number)
+        .order_by(Deliverable.submitted_at.desc())
+        .limit(1)
+    )
+    return (await session.execute(stmt)).scalars().first()
+
+
+async def snapshot(session: AsyncSession, story: Story) -> StorySnapshot:
+    state = await story_state(session, story.id)
+    deliverable = await deliverable_for(session, story.id, story.dev_pr_number)
+    return StorySnapshot(
+        epic=story.epic_number,
+        story=story.story_number,
+        status=StoryStatus(story.status),
+        assigned_dev_id=story.assigned_dev_id,
+        assigned_qa_id=story.assigned_qa_id,
+        pr_number=story.dev_pr_number,
+        pr_merged=state.pr_merged,
+        gate=GateDecision(state.gate) if state.gate else None,
+        gate_accepted=state.gate_accepted,
+        deliverable_status=DeliverableStatus(deliverable.status) if deliverable else None,
+        blocked_from=StoryStatus(state.blocked_from) if state.blocked_from else None,
+    )
+
+
+def audit(
+    session: AsyncSession,
+    story: Story,
+    action: str,
+    actor: Actor | None,
+    metadata: dict[str, Any],
+    from_status: StoryStatus | None = None,
+    to_status: StoryStatus | None = None,
+) -> None:
+    session.add(
+        StoryAuditLog(
+            id=new_id(),
+            story_id=story.id,
+            user_id=(actor.user_id if actor and actor.user_id else SYSTEM_USER_ID),
+            action=action,
+            from_status=from_status,
+            to_status=to_status,
+            metadata_={k: v for k, v in metadata.items() if v is not None},
+        )
+    )
+
+
+async def latest_refusal(session: AsyncSession, story_id: str) -> str | None:
+    stmt = (
+        select(StoryAuditLog.action, StoryAuditLog.metadata_)
+        .where(StoryAuditLog.story_id == story_id)
+        .order_by(StoryAuditLog.created_at.desc(), StoryAuditLog.id.desc())
+        .limit(1)
+    )
+    row = (await session.execute(stmt)).first()
+    if row and row[0] == REFUSED_ACTION and isinstance(row[1], dict):
+        return str(row[1].get("reason"))
+    return None
+
+
+async def apply_decision(
+    session: AsyncSession,
+    story: Story,
+    decision: Decision,
+    actor: Actor,
+    metadata: dict[str, Any],
+    pr: PrInfo | None = None,
+) -> Decision:
+    """Store what the machine decided. The story must be locked by the caller."""
+    meta = {**metadata, "reason": decision.reason, "github_login": actor.github_login}
+    if isinstance(decision, NoChange):
+        return decision
+    if isinstance(decision, Refused):
+        # The same refusal repeated by every push to a PR is one fact, audited once.
+        if await latest_refusal(session, story.id) != decision.reason:
+            audit(session, story, REFUSED_ACTION, actor, meta, StoryStatus(story.status), None)
+        return decision
+    after = decision.after
+    from_status = StoryStatus(story.status)
+    to_status = decision.to_status if isinstance(decision, Transition) else decision.status
+    story.status = to_status
+    if after.pr_number != story.dev_pr_number or (pr and pr.number == after.pr_number and not story.dev_pr_url):
+        if after.pr_number is None:
+            story.dev_pr_number = story.dev_pr_url = story.dev_pr_author = None
+        elif pr is not None and pr.number == after.pr_number:
+            story.dev_pr_number, story.dev_pr_url, story.dev_pr_author = pr.number, pr.url, pr.author_login
+    state = await story_state(session, story.id)
+    state.pr_merged = after.pr_merged
+    state.gate = after.gate.value if after.gate else None
+    state.gate_accepted = after.gate_accepted
+    state.blocked_from = after.blocked_from.value if after.blocked_from else None
+    if isinstance(decision, Recorded | Transition) and decision.deliverable_status is not None:
+        await _set_deliverable(session, story, decision.deliverable_status, decision.deliverable_pr, pr)
+    audit(session, story, decision.action.value, actor, meta,
+          from_status, to_status if isinstance(decision, Transition) else None)
+    if to_status is StoryStatus.APPROVED and from_status is StoryStatus.DRAFT:
+        story.validated_at = utcnow()
+        story.validated_by = actor.user_id
+    if to_status is StoryStatus.DONE and from_status is not StoryStatus.DONE:
+        await request_escrow_release(session, story, actor, meta)
+    return decision
+
+
+async def _set_deliverable(
+    session: AsyncSession, story: Story, status: DeliverableStatus, pr_number: int | None, pr: PrInfo | None
+) -> None:
+    if pr_number is None:
+        return
+    deliverable = await deliverable_for(session, story.id, pr_number)
+    now = utcnow()
+    if deliverable is None:
+        if pr is None or pr.number != pr_number or story.assigned_dev_id is None:
+            return
+        deliverable = Deliverable(
+            id=new_id(),
+            opportunity_id=await opportunity_of(session, story.id),
+            story_id=story.id,
+            expert_id=story.assigned_dev_id,
+            stage=Stage.developer,
+            pr_url=pr.url,
+            pr_number=pr.number,
+            pr_author=pr.author_login,
+            status=status,
+            submitted_at=now,
+        )
+        session.add(deliverable)
+    else:
+        deliverable.status = status
+        if status is DeliverableStatus.SUBMITTED:
+            deliverable.submitted_at = now
+    if status is not DeliverableStatus.SUBMITTED:
+        deliverable.reviewed_at = now
+    if status is DeliverableStatus.APPROVED:
+        deliverable.approved_at = now
+
+
+async def opportunity_of(session: AsyncSession, story_id: str) -> str | None:
+    stmt = select(StoryOpportunity.opportunity_id).where(StoryOpportunity.story_id == story_id)
+    return (await session.execute(stmt)).scalar()
+
+
+async def request_escrow_release(
+    session: AsyncSession, story: Story, actor: Actor, meta: dict[str, Any]
+) -> None:
+    """The durable instruction to pay, in DONE's own transaction. Unique per story: never twice."""
+    opportunity_id = await opportunity_of(session, story.id)
+    escrow_id = None
+    if opportunity_id is not None and story.assigned_dev_id is not None:
+        stmt = select(Escrow.id).where(
+            Escrow.opportunity_id == opportunity_id,
+            Escrow.expert_id == story.assigned_dev_id,
+            Escrow.status == EscrowStatus.FUNDED,
+        )
+        escrow_id = (await session.execute(stmt)).scalars().first()
+    deliverable = await deliverable_for(session, story.id, story.dev_pr_number)
+    now = utcnow()
+    await upsert(
+        session,
+        EscrowReleaseRequest.__table__,  # type: ignore[arg-type]
+        {
+            "id": new_id(),
+            "story_id": story.id,
+            "deliverable_id": deliverable.id if deliverable else None,
+            "expert_id": story.assigned_dev_id or "",
+            "opportunity_id": opportunity_id,
+            "escrow_id": escrow_id,
+            "state": "pending",
+            "reason": str(meta.get("reason", "story DONE")),
+            "created_at": now,
+            "updated_at": now,
+        },
+        conflict=["story_id"],
+    )
+
+
+async def ensure_developer(session: AsyncSession, story: Story, metadata: dict[str, Any]) -> None:
+    """Story.assignedDevId, or else the expert of the accepted bid on the story's opportunity, which
+    the app then records on the story."""
+    if story.assigned_dev_id is not None:
+        return
+    stmt = (
+        select(Bid.expert_id)
+        .join(Opportunity, Opportunity.accepted_bid_id == Bid.id)
+        .join(StoryOpportunity, StoryOpportunity.opportunity_id == Opportunity.id)
+        .where(StoryOpportunity.story_id == story.id, Bid.status == BidStatus.ACCEPTED)
+    )
+    expert = (await session.execute(stmt)).scalar()
+    if expert is not None:
+        story.assigned_dev_id = expert
+        audit(session, story, "developer_assigned", None,
+              {**metadata, "reason": "expert of the accepted bid on the story's opportunity",
+               "developer_id": expert})
+
+
+async def publish_to_marketplace(
+    session: AsyncSession, story: Story, project: Project, budget: dict[str, Any] | None,
+    metadata: dict[str, Any],
+) -> None:
+    """An APPROVED story becomes a developer-stage Opportunity, linked once through story_opportunity."""
+    if await opportunity_of(session, story.id) is not None:
+        return
+    opportunity = Opportunity(
+        id=new_id(),
+        project_id=project.id,
+        stage=Stage.developer,
+        title=f"Story {story.epic_number}.{story.story_number}: {story.title}",
+        description=f"{story.description}\n\n## Acceptance Criteria\n{story.acceptance_criteria}".strip(),
+        budget=budget or DEFAULT_BUDGET,
+    )
+    session.add(opportunity)
+    await session.flush()
+    await upsert(session, StoryOpportunity.__table__,  # type: ignore[arg-type]
+                 {"story_id": story.id, "opportunity_id": opportunity.id, "created_at": utcnow()},
+                 conflict=["story_id"])
+    audit(session, story, "published_to_marketplace", None,
+          {**metadata, "opportunity_id": opportunity.id, "reason": "story approved"})
