@@ -60,6 +60,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WORKER_LEASE_SECONDS", "120", "How long a claimed delivery is reserved before another worker may take it"),
     Setting("WORKER_RETRY_BASE_SECONDS", "5", "First retry delay; doubles each attempt (with jitter), capped at 1 hour"),
     Setting("WORKER_POLL_SECONDS", "1", "How often an idle worker looks for work"),
+    Setting("GITHUB_WRITES_PER_SECOND", "1",
+            "Pace of check run and comment writes per process (GitHub asks for about one per second)"),
     Setting("RECOVER_INTERVAL_MINUTES", "0", "Run missed-delivery recovery this often in the worker; 0 = off"),
     Setting("RECOVER_WINDOW_HOURS", "24", "How far back periodic recovery looks (GitHub keeps 3 days)"),
 )
@@ -84,6 +86,7 @@ class Settings:
     worker_poll_seconds: float = 1.0
     recover_interval_minutes: float = 0.0
     recover_window_hours: float = 24.0
+    github_writes_per_second: float = 1.0
 
     def missing_github_settings(self) -> list[str]:
         missing = []
@@ -202,6 +205,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         worker_poll_seconds=r.number("WORKER_POLL_SECONDS", 1.0, minimum=0.01),
         recover_interval_minutes=r.number("RECOVER_INTERVAL_MINUTES", 0.0, minimum=0),
         recover_window_hours=r.number("RECOVER_WINDOW_HOURS", 24.0, minimum=0.1),
+        github_writes_per_second=r.number("GITHUB_WRITES_PER_SECOND", 1.0, minimum=0.01),
     )
     if settings.webhook_secrets and any(len(s) < 8 for s in settings.webhook_secrets):
         r.problems.append("GITHUB_WEBHOOK_SECRET: each secret must be at least 8 characters")

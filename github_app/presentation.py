@@ -29,6 +29,10 @@ MAX_TITLE_CHARS = 200
 SUCCESS = "success"
 FAILURE = "failure"
 NEUTRAL = "neutral"
+# Not a conclusion: the run stays in progress. GitHub counts a neutral required check as passing, so a
+# story still waiting for QA must not be neutral, or a required `BMAD story` check would not hold the
+# merge until QA accepts.
+PENDING = "pending"
 
 DONE = "DONE"
 FAIL = "FAIL"
@@ -111,12 +115,12 @@ def assess(view: StoryView) -> Assessment:
     if decision is not None:
         note = f": {_plain(view.gate_note)}" if view.gate_note else ""
         return Assessment(
-            NEUTRAL, f"{label}: QA gate {decision} not accepted",
+            PENDING, f"{label}: QA gate {decision} not accepted",
             f"A {decision} gate does not count toward done here{note}. Waiting for a new gate file from "
             f"{_who(view.qa, 'QA')}.",
         )
     if view.merged:
-        return Assessment(NEUTRAL, f"{label}: merged, waiting for QA",
+        return Assessment(PENDING, f"{label}: merged, waiting for QA",
                           "Merged: the story is done once QA's gate file is accepted.")
     return _by_status(view, label or "")
 
@@ -136,8 +140,8 @@ def check_run_payload(view: StoryView, *, details_url: str | None = None) -> dic
     payload: dict[str, Any] = {
         "name": CHECK_RUN_NAME,
         "head_sha": view.head_sha,
-        "status": "completed",
-        "conclusion": found.conclusion,
+        **({"status": "in_progress"} if found.conclusion == PENDING
+           else {"status": "completed", "conclusion": found.conclusion}),
         "output": {"title": _title(found.headline), "summary": truncate(summary)},
     }
     if details_url:
@@ -177,12 +181,12 @@ def _by_status(view: StoryView, label: str) -> Assessment:
     if status == "READY_FOR_REVIEW":
         location = _code(_gate_directory(view))
         return Assessment(
-            NEUTRAL, f"{label}: waiting for QA",
+            PENDING, f"{label}: waiting for QA",
             f"Waiting for {_who(view.qa, 'QA')} to commit a gate file for this story at {location}.",
         )
     if status in ("APPROVED", "IN_PROGRESS"):
         return Assessment(
-            NEUTRAL, f"{label}: in progress",
+            PENDING, f"{label}: in progress",
             "Mark this pull request ready for review when the work is done; QA reviews it then.",
         )
     if status == "BLOCKED":

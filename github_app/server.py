@@ -16,6 +16,7 @@ from github_app.db import migrate
 from github_app.inbox import store
 from github_app.inbox.group_commit import GroupCommitWriter
 from github_app.inbox.worker import Worker
+from github_app.outbox.sender import OutboxSender
 from github_app.inbox.writers import AsyncpgInboxWriter, InboxWriter, SqlAlchemyInboxWriter
 from github_app.runtime import Runtime
 from github_app.web import create_app
@@ -72,7 +73,7 @@ async def run_server(
     _stop_on_signals(stop)
     runtime = await Runtime.create(settings)
     writer = GroupCommitWriter(await open_writer(runtime))
-    worker = Worker(runtime, router) if with_worker else None
+    worker = make_worker(runtime, router) if with_worker else None
     if worker:
         writer.on_stored = worker.wake
     writer.start()
@@ -86,9 +87,7 @@ async def run_server(
                                  "database": "sqlite" if runtime.is_sqlite else "postgresql"})
     if started:
         started(port)
-    background = [asyncio.create_task(worker.run(stop))] if worker else []
-    if worker:
-        background += _periodic_tasks(runtime, stop)
+    background = _background_tasks(runtime, worker, stop) if worker else []
     try:
         await stop.wait()
     finally:
@@ -107,11 +106,10 @@ async def run_worker(
     stop = stop or asyncio.Event()
     _stop_on_signals(stop)
     runtime = await Runtime.create(settings)
-    worker = Worker(runtime, router)
+    worker = make_worker(runtime, router)
     listener = await _listen_for_new_deliveries(runtime, worker)
-    background = _periodic_tasks(runtime, stop)
+    background = _background_tasks(runtime, worker, stop)
     try:
-        await worker.run(stop)
         await asyncio.gather(*background)
     finally:
         if listener is not None:
@@ -119,8 +117,20 @@ async def run_worker(
         await runtime.close()
 
 
-def _periodic_tasks(runtime: Runtime, stop: asyncio.Event) -> list[asyncio.Task[None]]:
-    tasks = []
+def make_worker(runtime: Runtime, router: routing.Router) -> Worker:
+    """The inbox worker and, beside it, the outbox sender it wakes whenever a delivery commits (a
+    handler may have changed what GitHub should show)."""
+    sender = OutboxSender(runtime, writes_per_second=runtime.settings.github_writes_per_second)
+    runtime.extras["outbox_sender"] = sender
+    return Worker(runtime, router, on_processed=lambda _id, _state: sender.wake())
+
+
+def _background_tasks(runtime: Runtime, worker: Worker, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+    """The worker, the outbox sender, and periodic recovery when configured; all stop with `stop`."""
+    tasks = [asyncio.create_task(worker.run(stop), name="inbox-worker")]
+    sender = runtime.extras.get("outbox_sender")
+    if isinstance(sender, OutboxSender):
+        tasks.append(asyncio.create_task(sender.run(stop), name="outbox-sender"))
     if runtime.settings.recover_interval_minutes > 0:
         from github_app.inbox.recovery import periodic_recovery
 

@@ -7,7 +7,7 @@ from typing import Any
 from gidgethub import routing, sansio
 from sqlalchemy import delete
 
-from github_app.db.app_tables import InstallationRepository, InstallationStatus
+from github_app.db.app_tables import InstallationRepository, InstallationStatus, OutboxItem
 from github_app.db.models import GitHubInstallation
 from github_app.db.types import new_id, utcnow
 from github_app.db.upsert import upsert
@@ -97,6 +97,8 @@ async def installation_deleted(event: sansio.Event, ctx: HandlerContext) -> None
     await ctx.session.execute(
         delete(GitHubInstallation).where(GitHubInstallation.installation_id == installation_id)
     )
+    # Nothing can be written to an uninstalled repository; pending check runs and comments go too.
+    await ctx.session.execute(delete(OutboxItem).where(OutboxItem.installation_id == installation_id))
 
 
 @router.register("installation_repositories", action="added")

@@ -109,7 +109,9 @@ def test_alembic_from_the_repository_root(tmp_path: Path) -> None:
     result = subprocess.run([str(alembic), "upgrade", "head"], env=env, cwd=ROOT, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert "0002_webhook_inbox" in bmad_app("db", "current", env=env).stdout
+    from github_app.db.migrate import head_revision
+
+    assert f"database: {head_revision()}" in bmad_app("db", "current", env=env).stdout
 
 
 async def test_deliveries_list_show_retry(runtime: Runtime, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from github_app.presentation import (
     COMMENT_MARKER,
     FAILURE,
     NEUTRAL,
+    PENDING,
     SUCCESS,
     StoryView,
     check_run_payload,
@@ -55,12 +56,12 @@ SITUATIONS = {
     "unlinked": (UNLINKED, NEUTRAL),
     "ambiguous": (replace(UNLINKED, link_problem="Both story 1.3 and story 1.4 match: name one."), NEUTRAL),
     "refused": (replace(AWAITING_QA, refusal="@mallory is not the developer assigned to story 1.3"), NEUTRAL),
-    "awaiting QA": (AWAITING_QA, NEUTRAL),
-    "merged, awaiting QA": (replace(AWAITING_QA, merged=True), NEUTRAL),
+    "awaiting QA": (AWAITING_QA, PENDING),
+    "merged, awaiting QA": (replace(AWAITING_QA, merged=True), PENDING),
     "CONCERNS not accepted": (
-        replace(AWAITING_QA, gate_decision="CONCERNS", gate_note="CONCERNS is not accepted"), NEUTRAL
+        replace(AWAITING_QA, gate_decision="CONCERNS", gate_note="CONCERNS is not accepted"), PENDING
     ),
-    "in progress": (replace(AWAITING_QA, story_status="IN_PROGRESS"), NEUTRAL),
+    "in progress": (replace(AWAITING_QA, story_status="IN_PROGRESS"), PENDING),
     # A later refused gate file does not undo QA's accepted one.
     "accepted, then a refused gate file": (replace(PASSED, gate_problem="not the story's QA"), SUCCESS),
 }
@@ -70,7 +71,11 @@ SITUATIONS = {
 def test_conclusion(name: str) -> None:
     view, conclusion = SITUATIONS[name]
     payload = check_run_payload(view)
-    assert (payload["status"], payload["conclusion"]) == ("completed", conclusion)
+    if conclusion == PENDING:
+        # Still running: a required check holds the merge until QA's gate is accepted.
+        assert payload["status"] == "in_progress" and "conclusion" not in payload
+    else:
+        assert (payload["status"], payload["conclusion"]) == ("completed", conclusion)
     assert payload["name"] == CHECK_RUN_NAME and payload["head_sha"] == view.head_sha
     title = payload["output"]["title"]
     assert title and "\n" not in title

@@ -106,6 +106,8 @@ async def test_models_match_the_migrated_schema(db_url: str) -> None:
             )
     finally:
         await engine.dispose()
+    # Scratch tables that other tests create are not the app's schema.
+    diffs = [d for d in diffs if not (d[0] == "remove_table" and d[1].name.startswith("test_"))]
     assert diffs == []
 
 
