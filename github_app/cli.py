@@ -37,8 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the HTTP server (webhooks, /healthz, /readyz, /metrics) and a worker")
     serve.add_argument("--no-worker", action="store_true", help="serve HTTP only; run `bmad-app worker` elsewhere")
-    serve.add_argument("--migrate", choices=("auto", "yes", "no"), default="auto",
-                       help="apply migrations first (auto: only on SQLite, the embedded default)")
+    serve.add_argument(
+        "--migrate",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="apply migrations first (auto: only on SQLite, the embedded default)",
+    )
 
     sub.add_parser("worker", help="process inbox deliveries (scale out: run several, on PostgreSQL)")
 
@@ -60,8 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     retry = dl_sub.add_parser("retry", help="process a delivery again now, with fresh attempts")
     retry.add_argument("delivery_id")
     rec = dl_sub.add_parser("recover", help="ask GitHub to redeliver failed deliveries missing from the inbox")
-    rec.add_argument("--since", type=parse_duration, default=timedelta(hours=24),
-                     help="how far back to look (default 24h; GitHub keeps 3 days)")
+    rec.add_argument(
+        "--since",
+        type=parse_duration,
+        default=timedelta(hours=24),
+        help="how far back to look (default 24h; GitHub keeps 3 days)",
+    )
     return parser
 
 
@@ -77,7 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     setup_logging(settings.log_level, settings.log_format, _secret_values(settings))
     handler: Callable[[Settings, argparse.Namespace], int] = {
-        "serve": cmd_serve, "worker": cmd_worker, "db": cmd_db, "deliveries": cmd_deliveries,
+        "serve": cmd_serve,
+        "worker": cmd_worker,
+        "db": cmd_db,
+        "deliveries": cmd_deliveries,
     }[args.command]
     try:
         return handler(settings, args)
@@ -93,6 +104,7 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
     elif args.db_command == "downgrade":
         migrate.downgrade(settings.database_url, args.revision)
     else:
+
         async def show() -> None:
             from github_app.db.engine import make_engine
 
@@ -150,20 +162,24 @@ def cmd_deliveries(settings: Settings, args: argparse.Namespace) -> int:
     from github_app.inbox import store
 
     if args.deliveries_command == "list":
+
         async def listing(engine: Any) -> int:
             async with engine.connect() as conn:
                 rows = await store.list_rows(conn, args.state, args.limit)
             print(f"{'DELIVERY':38} {'EVENT':28} {'STATE':10} {'TRIES':>5} {'RECEIVED':19} REPOSITORY")
             for r in rows:
                 event = f"{r.event}.{r.action}" if r.action else r.event
-                print(f"{r.delivery_id:38} {event[:28]:28} {r.state:10} {r.attempts:>5} "
-                      f"{r.received_at:%Y-%m-%d %H:%M:%S} {r.repository or ''}")
+                print(
+                    f"{r.delivery_id:38} {event[:28]:28} {r.state:10} {r.attempts:>5} "
+                    f"{r.received_at:%Y-%m-%d %H:%M:%S} {r.repository or ''}"
+                )
                 if r.state == "dead" and r.last_error:
                     print(f"{'':38} last error: {r.last_error.splitlines()[-1][:100]}")
             return 0
 
         return _with_engine(settings, listing)
     if args.deliveries_command == "show":
+
         async def showing(engine: Any) -> int:
             async with engine.connect() as conn:
                 row = await store.get_row(conn, args.delivery_id)
@@ -179,12 +195,16 @@ def cmd_deliveries(settings: Settings, args: argparse.Namespace) -> int:
 
         return _with_engine(settings, showing)
     if args.deliveries_command == "retry":
+
         async def retrying(engine: Any) -> int:
             async with engine.begin() as conn:
                 ok = await store.retry(conn, args.delivery_id)
             if not ok:
-                print(f"bmad-app: no delivery {args.delivery_id!r} that can be retried "
-                      "(unknown, or being processed right now)", file=sys.stderr)
+                print(
+                    f"bmad-app: no delivery {args.delivery_id!r} that can be retried "
+                    "(unknown, or being processed right now)",
+                    file=sys.stderr,
+                )
                 return 1
             print(f"{args.delivery_id}: queued for processing")
             return 0
@@ -201,9 +221,11 @@ def cmd_recover(settings: Settings, since: timedelta) -> int:
     except RecoveryUnavailable as exc:
         print(f"bmad-app: {exc}", file=sys.stderr)
         return 1
-    print(f"scanned {report.scanned} delivery attempts; {report.failed} failed deliveries, "
-          f"{report.already_known} already in the inbox, {report.redelivered} redelivery requested, "
-          f"{report.errors} errors")
+    print(
+        f"scanned {report.scanned} delivery attempts; {report.failed} failed deliveries, "
+        f"{report.already_known} already in the inbox, {report.redelivered} redelivery requested, "
+        f"{report.errors} errors"
+    )
     for guid in report.redelivered_guids:
         print(f"  redelivery requested: {guid}")
     return 0 if not report.errors else 1

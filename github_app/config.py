@@ -42,13 +42,17 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("DATABASE_URL", "SQLite file in the per-user data directory",
-            "SQLAlchemy URL: `postgresql://user@host:5432/db` or `sqlite:///path`"),
+    Setting(
+        "DATABASE_URL",
+        "SQLite file in the per-user data directory",
+        "SQLAlchemy URL: `postgresql://user@host:5432/db` or `sqlite:///path`",
+    ),
     Setting("GITHUB_APP_ID", "(none)", "The GitHub App's numeric id"),
     Setting("GITHUB_PRIVATE_KEY", "(none)", "The app's private key, PEM text (`\\n` escapes allowed)"),
     Setting("GITHUB_PRIVATE_KEY_PATH", "(none)", "Path to the PEM file, instead of GITHUB_PRIVATE_KEY"),
-    Setting("GITHUB_WEBHOOK_SECRET", "(none)",
-            "Webhook secret; a comma-separated list accepts any of them (for rotation)"),
+    Setting(
+        "GITHUB_WEBHOOK_SECRET", "(none)", "Webhook secret; a comma-separated list accepts any of them (for rotation)"
+    ),
     Setting("GITHUB_API_URL", "https://api.github.com", "REST API base (GitHub Enterprise: https://HOST/api/v3)"),
     Setting("HOST", "127.0.0.1", "Address the HTTP server binds"),
     Setting("PORT", "3000", "Port the HTTP server binds"),
@@ -58,10 +62,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WORKER_CONCURRENCY", "4", "Deliveries one worker process handles at once (SQLite: always 1)"),
     Setting("WORKER_MAX_ATTEMPTS", "8", "Attempts before a delivery is marked dead"),
     Setting("WORKER_LEASE_SECONDS", "120", "How long a claimed delivery is reserved before another worker may take it"),
-    Setting("WORKER_RETRY_BASE_SECONDS", "5", "First retry delay; doubles each attempt (with jitter), capped at 1 hour"),
+    Setting(
+        "WORKER_RETRY_BASE_SECONDS", "5", "First retry delay; doubles each attempt (with jitter), capped at 1 hour"
+    ),
     Setting("WORKER_POLL_SECONDS", "1", "How often an idle worker looks for work"),
-    Setting("GITHUB_WRITES_PER_SECOND", "1",
-            "Pace of check run and comment writes per process (GitHub asks for about one per second)"),
+    Setting(
+        "GITHUB_WRITES_PER_SECOND",
+        "1",
+        "Pace of check run and comment writes per process (GitHub asks for about one per second)",
+    ),
     Setting("RECOVER_INTERVAL_MINUTES", "0", "Run missed-delivery recovery this often in the worker; 0 = off"),
     Setting("RECOVER_WINDOW_HOURS", "24", "How far back periodic recovery looks (GitHub keeps 3 days)"),
 )
@@ -187,8 +196,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
     secrets_raw = r.raw("GITHUB_WEBHOOK_SECRET")
     secrets = tuple(s.strip() for s in secrets_raw.split(",") if s.strip()) if secrets_raw else ()
     settings = Settings(
-        database_url=r.parse("DATABASE_URL", default_database_url(), _database_url,
-                             "a postgresql:// or sqlite:// URL"),
+        database_url=r.parse("DATABASE_URL", default_database_url(), _database_url, "a postgresql:// or sqlite:// URL"),
         github_app_id=r.parse("GITHUB_APP_ID", None, _positive_int, "a positive integer"),
         github_private_key=_private_key(r),
         webhook_secrets=secrets,

@@ -26,4 +26,4 @@ class HandlerContext:
 
     @property
     def is_postgres(self) -> bool:
-        return self.session.bind.dialect.name == "postgresql"
+        return not self.runtime.is_sqlite

@@ -15,9 +15,7 @@ DELIVERIES_PROCESSED = Counter(
     "Deliveries taken from the inbox by a worker, by event and outcome (done, retry, dead, lost_lease)",
     ["event", "outcome"],
 )
-HANDLER_FAILURES = Counter(
-    "webhook_handler_failures_total", "Handler runs that raised, by event", ["event"]
-)
+HANDLER_FAILURES = Counter("webhook_handler_failures_total", "Handler runs that raised, by event", ["event"])
 INBOX_DEPTH = Gauge("webhook_inbox_depth", "Inbox rows by state (sampled when scraped)", ["state"])
 PROCESSING_LATENCY = Histogram(
     "webhook_processing_latency_seconds",

@@ -41,22 +41,22 @@ DEFAULT_GATE_LOCATION = "docs/qa/gates/"
 
 @dataclass(frozen=True)
 class StoryView:
-    repository: str                  # "acme/widgets"
+    repository: str  # "acme/widgets"
     pr_number: int
     head_sha: str
-    story_label: str | None          # "Story 1.3: User auth" or None when unlinked
-    story_status: str | None         # StoryStatus value, e.g. "READY_FOR_REVIEW"
-    developer: str | None            # GitHub login of the assigned developer, None when none
-    qa: str | None                   # GitHub login of the assigned QA, None when none
-    gate_decision: str | None        # PASS | CONCERNS | FAIL | WAIVED, None when no gate yet
-    gate_accepted: bool              # counts toward DONE
-    gate_note: str | None            # e.g. "WAIVED: waiver reason ..." or "expired on 2025-01-14"
+    story_label: str | None  # "Story 1.3: User auth" or None when unlinked
+    story_status: str | None  # StoryStatus value, e.g. "READY_FOR_REVIEW"
+    developer: str | None  # GitHub login of the assigned developer, None when none
+    qa: str | None  # GitHub login of the assigned QA, None when none
+    gate_decision: str | None  # PASS | CONCERNS | FAIL | WAIVED, None when no gate yet
+    gate_accepted: bool  # counts toward DONE
+    gate_note: str | None  # e.g. "WAIVED: waiver reason ..." or "expired on 2025-01-14"
     gate_path: str | None
-    gate_problem: str | None         # an invalid or unauthorized gate file: why it was refused
+    gate_problem: str | None  # an invalid or unauthorized gate file: why it was refused
     merged: bool
-    escrow: str                      # e.g. "release requested", "funded (1500 USDC on polygon)", "no escrow"
-    link_problem: str | None         # unlinked / ambiguous: what the author must do
-    refusal: str | None              # the last refused transition, explained
+    escrow: str  # e.g. "release requested", "funded (1500 USDC on polygon)", "no escrow"
+    link_problem: str | None  # unlinked / ambiguous: what the author must do
+    refusal: str | None  # the last refused transition, explained
     config_problems: tuple[str, ...]  # invalid .github/bmad-marketplace.yml entries (defaults applied)
 
 
@@ -100,28 +100,32 @@ def assess(view: StoryView) -> Assessment:
     if decision == FAIL:
         where = f" in {_code(view.gate_path)}" if view.gate_path else ""
         return Assessment(
-            FAILURE, f"{label}: QA gate FAIL",
-            f"QA requested changes{where}: the developer addresses them and pushes, then QA commits a "
-            "new gate file.",
+            FAILURE,
+            f"{label}: QA gate FAIL",
+            f"QA requested changes{where}: the developer addresses them and pushes, then QA commits a new gate file.",
         )
     if view.gate_problem is not None:
         return Assessment(
-            FAILURE, f"{label}: QA gate file refused",
+            FAILURE,
+            f"{label}: QA gate file refused",
             "QA must commit a valid gate file: the last one was refused (why: below).",
         )
     if view.refusal is not None:
-        return Assessment(NEUTRAL, f"{label}: change refused",
-                          "Nothing changed: the last change was refused (why: below).")
+        return Assessment(
+            NEUTRAL, f"{label}: change refused", "Nothing changed: the last change was refused (why: below)."
+        )
     if decision is not None:
         note = f": {_plain(view.gate_note)}" if view.gate_note else ""
         return Assessment(
-            PENDING, f"{label}: QA gate {decision} not accepted",
+            PENDING,
+            f"{label}: QA gate {decision} not accepted",
             f"A {decision} gate does not count toward done here{note}. Waiting for a new gate file from "
             f"{_who(view.qa, 'QA')}.",
         )
     if view.merged:
-        return Assessment(PENDING, f"{label}: merged, waiting for QA",
-                          "Merged: the story is done once QA's gate file is accepted.")
+        return Assessment(
+            PENDING, f"{label}: merged, waiting for QA", "Merged: the story is done once QA's gate file is accepted."
+        )
     return _by_status(view, label or "")
 
 
@@ -134,14 +138,18 @@ def check_run_payload(view: StoryView, *, details_url: str | None = None) -> dic
     it updates an existing run)."""
     found = assess(view)
     summary = "\n\n".join(
-        part for part in (f"**{found.headline}**", _table(view), f"**Next:** {found.next_step}",
-                          _explanations(view)) if part
+        part
+        for part in (f"**{found.headline}**", _table(view), f"**Next:** {found.next_step}", _explanations(view))
+        if part
     )
     payload: dict[str, Any] = {
         "name": CHECK_RUN_NAME,
         "head_sha": view.head_sha,
-        **({"status": "in_progress"} if found.conclusion == PENDING
-           else {"status": "completed", "conclusion": found.conclusion}),
+        **(
+            {"status": "in_progress"}
+            if found.conclusion == PENDING
+            else {"status": "completed", "conclusion": found.conclusion}
+        ),
         "output": {"title": _title(found.headline), "summary": truncate(summary)},
     }
     if details_url:
@@ -181,20 +189,26 @@ def _by_status(view: StoryView, label: str) -> Assessment:
     if status == "READY_FOR_REVIEW":
         location = _code(_gate_directory(view))
         return Assessment(
-            PENDING, f"{label}: waiting for QA",
+            PENDING,
+            f"{label}: waiting for QA",
             f"Waiting for {_who(view.qa, 'QA')} to commit a gate file for this story at {location}.",
         )
     if status in ("APPROVED", "IN_PROGRESS"):
         return Assessment(
-            PENDING, f"{label}: in progress",
+            PENDING,
+            f"{label}: in progress",
             "Mark this pull request ready for review when the work is done; QA reviews it then.",
         )
     if status == "BLOCKED":
-        return Assessment(NEUTRAL, f"{label}: blocked",
-                          "The story is blocked: a PM or architect must unblock it before work counts.")
+        return Assessment(
+            NEUTRAL, f"{label}: blocked", "The story is blocked: a PM or architect must unblock it before work counts."
+        )
     if status == "DRAFT":
-        return Assessment(NEUTRAL, f"{label}: not approved yet",
-                          "The story is still a draft: it must be approved before this pull request counts.")
+        return Assessment(
+            NEUTRAL,
+            f"{label}: not approved yet",
+            "The story is still a draft: it must be approved before this pull request counts.",
+        )
     return Assessment(NEUTRAL, f"{label}: waiting", "Waiting for the story's next change.")
 
 

@@ -8,6 +8,7 @@ import multiprocessing
 import signal
 from collections.abc import Awaitable, Callable
 
+import asyncpg
 from aiohttp import web
 from gidgethub import routing
 
@@ -16,8 +17,8 @@ from github_app.db import migrate
 from github_app.inbox import store
 from github_app.inbox.group_commit import GroupCommitWriter
 from github_app.inbox.worker import Worker
-from github_app.outbox.sender import OutboxSender
 from github_app.inbox.writers import AsyncpgInboxWriter, InboxWriter, SqlAlchemyInboxWriter
+from github_app.outbox.sender import OutboxSender
 from github_app.runtime import Runtime
 from github_app.web import create_app
 
@@ -83,8 +84,15 @@ async def run_server(
     site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
     await site.start()
     port = runner.addresses[0][1] if runner.addresses else settings.port
-    log.info("listening", extra={"host": settings.host, "port": port, "worker": bool(worker),
-                                 "database": "sqlite" if runtime.is_sqlite else "postgresql"})
+    log.info(
+        "listening",
+        extra={
+            "host": settings.host,
+            "port": port,
+            "worker": bool(worker),
+            "database": "sqlite" if runtime.is_sqlite else "postgresql",
+        },
+    )
     if started:
         started(port)
     background = _background_tasks(runtime, worker, stop) if worker else []
@@ -138,13 +146,11 @@ def _background_tasks(runtime: Runtime, worker: Worker, stop: asyncio.Event) -> 
     return tasks
 
 
-async def _listen_for_new_deliveries(runtime: Runtime, worker: Worker) -> object | None:
+async def _listen_for_new_deliveries(runtime: Runtime, worker: Worker) -> asyncpg.Connection | None:
     """On PostgreSQL the ingress NOTIFYs with each batch; a separate worker wakes on it at once
     instead of waiting for its next poll."""
     if runtime.is_sqlite:
         return None
-    import asyncpg
-
     from github_app.db.engine import asyncpg_dsn
     from github_app.inbox.writers import NOTIFY_CHANNEL
 

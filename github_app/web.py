@@ -7,13 +7,12 @@ gives a delivery 10 seconds; ours is answered as soon as its row is committed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from github_app.db.types import utcnow
-from github_app.inbox import store
 from github_app.inbox.group_commit import GroupCommitWriter, InboxUnavailable
 from github_app.metrics import DELIVERIES_RECEIVED, INBOX_DEPTH
 from github_app.webhook import MAX_BODY_BYTES, RejectedDelivery, parse_delivery
@@ -21,12 +20,13 @@ from github_app.webhook import MAX_BODY_BYTES, RejectedDelivery, parse_delivery
 log = logging.getLogger("github_app.ingress")
 
 WEBHOOK_PATH = "/api/github/webhooks"
-ReadinessCheck = Callable[[], "object"]
+ReadinessCheck = Callable[[], Awaitable[str | None]]
+DepthSampler = Callable[[], Awaitable[dict[str, int]]]
 
 writer_key = web.AppKey("writer", GroupCommitWriter)
-secrets_key = web.AppKey("secrets", tuple)
-readiness_key = web.AppKey("readiness", object)
-depth_key = web.AppKey("depth", object)
+secrets_key: web.AppKey[Sequence[str]] = web.AppKey("secrets")
+readiness_key: web.AppKey[ReadinessCheck] = web.AppKey("readiness")
+depth_key: web.AppKey[DepthSampler | None] = web.AppKey("depth")
 
 
 def _reply(status: int, message: str) -> web.Response:
@@ -38,8 +38,9 @@ async def receive_webhook(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         DELIVERIES_RECEIVED.labels(event, "too_large").inc()
         # Answer without reading the body; the connection is closed after the response.
-        return web.json_response({"message": f"body over {MAX_BODY_BYTES} bytes"}, status=413,
-                                 headers={"Connection": "close"})
+        return web.json_response(
+            {"message": f"body over {MAX_BODY_BYTES} bytes"}, status=413, headers={"Connection": "close"}
+        )
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
@@ -49,14 +50,19 @@ async def receive_webhook(request: web.Request) -> web.Response:
         delivery = parse_delivery(request.headers, body, request.app[secrets_key], utcnow())
     except RejectedDelivery as rejected:
         DELIVERIES_RECEIVED.labels(event, rejected.outcome).inc()
-        log.warning("delivery rejected", extra={"delivery_id": request.headers.get("X-GitHub-Delivery"),
-                                                "event": event, "outcome": rejected.outcome,
-                                                "reason": rejected.reason})
+        log.warning(
+            "delivery rejected",
+            extra={
+                "delivery_id": request.headers.get("X-GitHub-Delivery"),
+                "event": event,
+                "outcome": rejected.outcome,
+                "reason": rejected.reason,
+            },
+        )
         return _reply(rejected.status, rejected.reason)
     if delivery.event == "ping":
         DELIVERIES_RECEIVED.labels("ping", "ping").inc()
-        log.info("delivery received", extra={"delivery_id": delivery.delivery_id, "event": "ping",
-                                             "outcome": "ping"})
+        log.info("delivery received", extra={"delivery_id": delivery.delivery_id, "event": "ping", "outcome": "ping"})
         return _reply(200, "pong")
     try:
         new = await request.app[writer_key].submit(delivery)
@@ -65,9 +71,16 @@ async def receive_webhook(request: web.Request) -> web.Response:
         return _reply(503, str(exc))
     outcome = "accepted" if new else "duplicate"
     DELIVERIES_RECEIVED.labels(delivery.event, outcome).inc()
-    log.info("delivery received", extra={"delivery_id": delivery.delivery_id, "event": delivery.event,
-                                         "action": delivery.action, "repository": delivery.repository,
-                                         "outcome": outcome})
+    log.info(
+        "delivery received",
+        extra={
+            "delivery_id": delivery.delivery_id,
+            "event": delivery.event,
+            "action": delivery.action,
+            "repository": delivery.repository,
+            "outcome": outcome,
+        },
+    )
     return _reply(202, "stored") if new else _reply(200, "already stored")
 
 
@@ -76,7 +89,7 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    problem = await request.app[readiness_key]()  # type: ignore[operator]
+    problem = await request.app[readiness_key]()
     if problem:
         return web.json_response({"status": "unavailable", "reason": problem}, status=503)
     return web.json_response({"status": "ready"})
@@ -86,7 +99,7 @@ async def metrics(request: web.Request) -> web.Response:
     sample = request.app[depth_key]
     if sample is not None:
         try:
-            for state, count in (await sample()).items():  # type: ignore[operator]
+            for state, count in (await sample()).items():
                 INBOX_DEPTH.labels(state).set(count)
         except Exception as exc:
             log.warning("cannot sample inbox depth", extra={"error": repr(exc)})
@@ -97,8 +110,8 @@ async def metrics(request: web.Request) -> web.Response:
 def create_app(
     writer: GroupCommitWriter,
     secrets: Sequence[str],
-    readiness: Callable[[], object],
-    depth: Callable[[], object] | None = None,
+    readiness: ReadinessCheck,
+    depth: DepthSampler | None = None,
 ) -> web.Application:
     # One byte over GitHub's cap lets aiohttp refuse a chunked body without buffering more.
     app = web.Application(client_max_size=MAX_BODY_BYTES)
@@ -111,8 +124,3 @@ def create_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     return app
-
-
-async def inbox_depth_sampler(runtime_engine: object) -> dict[str, int]:
-    async with runtime_engine.connect() as conn:  # type: ignore[attr-defined]
-        return await store.depth(conn)

@@ -48,8 +48,7 @@ def _header(headers: Mapping[str, str], name: str) -> str:
 
 def verify_signature(body: bytes, signature: str | None, secrets: Sequence[str]) -> None:
     if not secrets:
-        raise RejectedDelivery(401, "webhook secret not configured: refusing unverifiable deliveries",
-                               "bad_signature")
+        raise RejectedDelivery(401, "webhook secret not configured: refusing unverifiable deliveries", "bad_signature")
     if not signature:
         raise RejectedDelivery(401, "missing X-Hub-Signature-256 header", "bad_signature")
     for secret in secrets:  # any configured secret may match, so a rotation loses nothing
@@ -77,9 +76,7 @@ def json_payload(body: bytes, content_type: str) -> bytes:
     return body
 
 
-def parse_delivery(
-    headers: Mapping[str, str], body: bytes, secrets: Sequence[str], received_at: datetime
-) -> Delivery:
+def parse_delivery(headers: Mapping[str, str], body: bytes, secrets: Sequence[str], received_at: datetime) -> Delivery:
     """Raise RejectedDelivery, or return the delivery to store. Signature first: an unsigned
     request learns nothing about what else is wrong with it."""
     verify_signature(body, headers.get("X-Hub-Signature-256"), secrets)

@@ -91,12 +91,8 @@ async def installation_deleted(event: sansio.Event, ctx: HandlerContext) -> None
     await ctx.session.execute(
         delete(InstallationRepository).where(InstallationRepository.installation_id == installation_id)
     )
-    await ctx.session.execute(
-        delete(InstallationStatus).where(InstallationStatus.installation_id == installation_id)
-    )
-    await ctx.session.execute(
-        delete(GitHubInstallation).where(GitHubInstallation.installation_id == installation_id)
-    )
+    await ctx.session.execute(delete(InstallationStatus).where(InstallationStatus.installation_id == installation_id))
+    await ctx.session.execute(delete(GitHubInstallation).where(GitHubInstallation.installation_id == installation_id))
     # Nothing can be written to an uninstalled repository; pending check runs and comments go too.
     await ctx.session.execute(delete(OutboxItem).where(OutboxItem.installation_id == installation_id))
 

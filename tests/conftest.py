@@ -20,7 +20,7 @@ from github_app.db import migrate
 from github_app.db.engine import is_sqlite
 from github_app.runtime import Runtime
 
-pytest_plugins = ["tests.github_fixtures"]
+pytest_plugins = ["tests.github_fixtures", "tests.harness"]
 
 WEBHOOK_SECRET = "test-webhook-secret-1"
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
@@ -31,9 +31,7 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def postgres_admin_url(url: str, database: str = "postgres") -> str:
-    return make_url(url).set(drivername="postgresql+asyncpg", database=database).render_as_string(
-        hide_password=False
-    )
+    return make_url(url).set(drivername="postgresql+asyncpg", database=database).render_as_string(hide_password=False)
 
 
 async def pg_execute(url: str, *statements: str) -> None:
@@ -79,8 +77,19 @@ def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
 
 def _truncate_all(url: str) -> None:
     tables = [
-        "StoryAuditLog", "Deliverable", "Rating", "Document", "Escrow", "ApiKey", "Story", "Bid",
-        "Opportunity", "Project", "MCPSession", "GitHubInstallation", "User",
+        "StoryAuditLog",
+        "Deliverable",
+        "Rating",
+        "Document",
+        "Escrow",
+        "ApiKey",
+        "Story",
+        "Bid",
+        "Opportunity",
+        "Project",
+        "MCPSession",
+        "GitHubInstallation",
+        "User",
     ]
     app_tables = asyncio.run(_app_tables(url))
     names = ", ".join(f'"{t}"' for t in tables + app_tables)
@@ -155,10 +164,13 @@ async def app_runtime(settings: Settings, fake_github: Any, github_app_keys: Any
     from tests.github_fixtures import FAST_RETRY, GITHUB_APP_ID
 
     rt = await Runtime.create(
-        dataclasses.replace(settings, github_app_id=GITHUB_APP_ID, github_private_key=github_app_keys.private_pem,
-                            github_api_url=fake_github.url)
+        dataclasses.replace(
+            settings,
+            github_app_id=GITHUB_APP_ID,
+            github_private_key=github_app_keys.private_pem,
+            github_api_url=fake_github.url,
+        )
     )
-    rt.github = GitHubApp(GITHUB_APP_ID, github_app_keys.private_pem, fake_github.url, rt.http,
-                          retry_policy=FAST_RETRY)
+    rt.github = GitHubApp(GITHUB_APP_ID, github_app_keys.private_pem, fake_github.url, rt.http, retry_policy=FAST_RETRY)
     yield rt
     await rt.close()

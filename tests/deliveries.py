@@ -31,7 +31,10 @@ def sign(body: bytes, secret: str) -> str:
 
 
 def headers_for(
-    event: str, body: bytes, secret: str | None, delivery_id: str | None = None,
+    event: str,
+    body: bytes,
+    secret: str | None,
+    delivery_id: str | None = None,
     content_type: str = "application/json",
 ) -> dict[str, str]:
     headers = {

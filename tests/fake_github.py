@@ -37,9 +37,7 @@ MAX_JWT_LIFETIME = 10 * 60
 # The request's parsed JSON body, parsed once by the middleware for the recorder and the handlers.
 JSON_BODY = web.RequestKey("json_body", object)
 MAX_COMMENT_CHARS = 65536
-SECONDARY_LIMIT_MESSAGE = (
-    "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
-)
+SECONDARY_LIMIT_MESSAGE = "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
 
 
 def _iso(moment: datetime) -> str:
@@ -51,9 +49,7 @@ def _now() -> datetime:
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(
-        {"message": message, "documentation_url": DOCS_URL}, status=status, headers=headers
-    )
+    return web.json_response({"message": message, "documentation_url": DOCS_URL}, status=status, headers=headers)
 
 
 def missing_fields(resource: str, names: Iterable[str]) -> web.Response:
@@ -67,8 +63,14 @@ def _json_object(request: web.Request) -> dict[str, Any]:
 
 
 def _comment_too_long() -> web.Response:
-    errors = [{"resource": "IssueComment", "code": "custom", "field": "body",
-               "message": f"body is too long (maximum is {MAX_COMMENT_CHARS} characters)"}]
+    errors = [
+        {
+            "resource": "IssueComment",
+            "code": "custom",
+            "field": "body",
+            "message": f"body is too long (maximum is {MAX_COMMENT_CHARS} characters)",
+        }
+    ]
     return web.json_response({"message": "Validation Failed", "errors": errors}, status=422)
 
 
@@ -120,9 +122,7 @@ class _Repo:
 
 
 class FakeGitHub:
-    def __init__(
-        self, app_id: int, public_key_pem: str, *, bot_login: str = "bmad-marketplace-app[bot]"
-    ) -> None:
+    def __init__(self, app_id: int, public_key_pem: str, *, bot_login: str = "bmad-marketplace-app[bot]") -> None:
         self.app_id = app_id
         self.public_key_pem = public_key_pem
         self.bot_login = bot_login
@@ -259,8 +259,9 @@ class FakeGitHub:
     ) -> dict[str, Any]:
         """A comment on issue or pull request ``number`` written by someone else (a person, another bot)."""
         full_name = self._repo(repo).full_name
-        comment = self._new_comment(next(self._ids), full_name, number, body, {"login": user_login,
-                                                                              "type": user_type}, None)
+        comment = self._new_comment(
+            next(self._ids), full_name, number, body, {"login": user_login, "type": user_type}, None
+        )
         self.comments[comment["id"]] = comment
         return comment
 
@@ -285,9 +286,7 @@ class FakeGitHub:
         headers = {"x-ratelimit-remaining": "4000"}
         if retry_after is not None:
             headers["retry-after"] = str(retry_after)
-        self._failures.append(
-            _Failure(n, lambda: error(status, SECONDARY_LIMIT_MESSAGE, dict(headers)), path)
-        )
+        self._failures.append(_Failure(n, lambda: error(status, SECONDARY_LIMIT_MESSAGE, dict(headers)), path))
 
     def primary_limit_next(self, n: int, reset_in: float = 1, *, path: str | None = None) -> None:
         """Answer the next ``n`` requests as an exhausted primary limit that resets ``reset_in`` s later."""
@@ -320,15 +319,14 @@ class FakeGitHub:
     @property
     def write_requests(self) -> list[RecordedRequest]:
         """Mutating requests to repositories, in arrival order (``at`` is when each arrived)."""
-        return [r for r in self.requests
-                if r.method in ("POST", "PATCH", "PUT", "DELETE") and r.path.startswith("/repos/")]
+        return [
+            r for r in self.requests if r.method in ("POST", "PATCH", "PUT", "DELETE") and r.path.startswith("/repos/")
+        ]
 
     # --- authentication ---------------------------------------------------------------------------
 
     @web.middleware
-    async def _middleware(
-        self, request: web.Request, handler: Callable[[web.Request], Any]
-    ) -> web.StreamResponse:
+    async def _middleware(self, request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
         arrived = time.monotonic()
         raw = await request.read()
         body: Any = None
@@ -377,8 +375,7 @@ class FakeGitHub:
         if not request.headers.get("User-Agent"):
             return error(
                 403,
-                "Request forbidden by administrative rules. Please make sure your request "
-                "has a User-Agent header.",
+                "Request forbidden by administrative rules. Please make sure your request has a User-Agent header.",
             )
         if request.path.startswith("/app"):
             if auth != "jwt":
@@ -642,9 +639,17 @@ class FakeGitHub:
             # GitHub counts bytes here, whatever its documentation says about characters.
             if len((output.get(key) or "").encode("utf-8")) > 65535:
                 return web.json_response(
-                    {"message": "Validation Failed",
-                     "errors": [{"resource": "CheckRun", "code": "custom", "field": key,
-                                 "message": f"{key} exceeds a maximum bytesize of 65535"}]},
+                    {
+                        "message": "Validation Failed",
+                        "errors": [
+                            {
+                                "resource": "CheckRun",
+                                "code": "custom",
+                                "field": key,
+                                "message": f"{key} exceeds a maximum bytesize of 65535",
+                            }
+                        ],
+                    },
                     status=422,
                 )
         return None
@@ -685,8 +690,9 @@ class FakeGitHub:
             return _comment_too_long()
         repo = self._repo_of(request).full_name
         number = int(request.match_info["number"])
-        comment = self._new_comment(next(self._ids), repo, number, body["body"],
-                                    {"login": self.bot_login, "type": "Bot"}, self.app_identity())
+        comment = self._new_comment(
+            next(self._ids), repo, number, body["body"], {"login": self.bot_login, "type": "Bot"}, self.app_identity()
+        )
         self.comments[comment["id"]] = comment
         return web.json_response(comment, status=201)
 

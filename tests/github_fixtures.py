@@ -20,9 +20,7 @@ INSTALLATION_ID = 77
 REPO = "acme/widgets"
 
 # The production policy with its waits scaled down: every retry path still sleeps for real, briefly.
-FAST_RETRY = RetryPolicy(
-    max_attempts=4, max_total_wait=10.0, min_backoff=0.05, error_backoff=0.01, reset_margin=0.0
-)
+FAST_RETRY = RetryPolicy(max_attempts=4, max_total_wait=10.0, min_backoff=0.05, error_backoff=0.01, reset_margin=0.0)
 
 
 @dataclass(frozen=True)

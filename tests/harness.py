@@ -28,12 +28,14 @@ class App:
     worker: Worker
     sent: list[str] = field(default_factory=list)
 
-    async def deliver(self, event: str, data: dict[str, Any], delivery_id: str | None = None,
-                      *, process: bool = True) -> int:
+    async def deliver(
+        self, event: str, data: dict[str, Any], delivery_id: str | None = None, *, process: bool = True
+    ) -> int:
         body = json.dumps(data).encode()
         delivery_id = delivery_id or str(uuid.uuid4())
-        resp = await self.client.post(WEBHOOK_PATH, data=body,
-                                      headers=headers_for(event, body, WEBHOOK_SECRET, delivery_id))
+        resp = await self.client.post(
+            WEBHOOK_PATH, data=body, headers=headers_for(event, body, WEBHOOK_SECRET, delivery_id)
+        )
         self.sent.append(delivery_id)
         if process:
             await self.process()

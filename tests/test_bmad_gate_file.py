@@ -163,9 +163,7 @@ def test_gate_naming_no_story_anywhere_is_rejected() -> None:
 
 
 def test_story_field_rescues_a_file_name_without_numbers() -> None:
-    doc = parse_gate_file(
-        "docs/qa/gates/epic-metadata-removal-story-4.yml", gate('story: "4.2"\ngate: PASS\n')
-    )
+    doc = parse_gate_file("docs/qa/gates/epic-metadata-removal-story-4.yml", gate('story: "4.2"\ngate: PASS\n'))
 
     assert (doc.epic, doc.story) == (4, 2)
 
@@ -221,10 +219,7 @@ def test_story_field_may_carry_the_word_story() -> None:
 
 
 def test_waived_gate_with_active_waiver_and_reason() -> None:
-    text = (
-        'story: "2.6"\ngate: WAIVED\n'
-        'waiver: { active: true, reason: "Accepted for MVP", approved_by: "PO" }\n'
-    )
+    text = 'story: "2.6"\ngate: WAIVED\nwaiver: { active: true, reason: "Accepted for MVP", approved_by: "PO" }\n'
 
     doc = parse_gate_file(PATH, gate(text))
 

@@ -42,10 +42,7 @@ Nothing unusual.
 
 
 def story_with_status(status_line: str) -> str:
-    return (
-        f"# Story 1.3: Login\n\n## Status\n{status_line}\n\n"
-        "## Story\nAs a user\n\n## Acceptance Criteria\n1. ok\n"
-    )
+    return f"# Story 1.3: Login\n\n## Status\n{status_line}\n\n## Story\nAs a user\n\n## Acceptance Criteria\n1. ok\n"
 
 
 def test_template_story_is_read_completely() -> None:
@@ -233,10 +230,7 @@ def test_japanese_template_headings() -> None:
 
 
 def test_bilingual_heading_is_recognised() -> None:
-    text = (
-        "# Story 1.1: X\n\n## 状态 (Status)\nDraft\n\n## Story / 故事\nA\n\n"
-        "## 验收标准 | Acceptance Criteria\nB\n"
-    )
+    text = "# Story 1.1: X\n\n## 状态 (Status)\nDraft\n\n## Story / 故事\nA\n\n## 验收标准 | Acceptance Criteria\nB\n"
 
     doc = parse_story_file("docs/stories/1.1.x.md", text)
 

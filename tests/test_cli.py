@@ -24,16 +24,25 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("GITHUB_", "DATABASE_URL", "PORT", "HOST", "LOG_", "WORKER_", "WEB_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("GITHUB_", "DATABASE_URL", "PORT", "HOST", "LOG_", "WORKER_", "WEB_"))
+    }
     env.update({"HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1"})
     env.update(extra)
     return env
 
 
 def bmad_app(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "github_app", *args], env=env, cwd=cwd or ROOT,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "github_app", *args],
+        env=env,
+        cwd=cwd or ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def free_port() -> int:
@@ -67,8 +76,14 @@ def test_invalid_configuration_exits_2_naming_the_variable(tmp_path: Path) -> No
 def test_serve_with_no_configuration_answers_health_and_readiness(tmp_path: Path) -> None:
     port = free_port()
     env = clean_env(tmp_path, PORT=str(port))  # nothing else: SQLite in the per-user data directory
-    proc = subprocess.Popen([sys.executable, "-m", "github_app", "serve"], env=env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "github_app", "serve"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -106,8 +121,9 @@ def test_alembic_from_the_repository_root(tmp_path: Path) -> None:
         pytest.skip("exercised on SQLite")
     env = clean_env(tmp_path, DATABASE_URL=f"sqlite:///{tmp_path / 'alembic.sqlite3'}")
     alembic = Path(sys.executable).parent / "alembic"
-    result = subprocess.run([str(alembic), "upgrade", "head"], env=env, cwd=ROOT, capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [str(alembic), "upgrade", "head"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     from github_app.db.migrate import head_revision
 

@@ -9,20 +9,31 @@ import pytest
 from github_app.config import ConfigError, load_settings
 
 
-def test_no_configuration_at_all_gives_a_working_sqlite_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_configuration_at_all_gives_a_working_sqlite_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     s = load_settings({"XDG_DATA_HOME": str(tmp_path)})
     assert s.database_url.startswith("sqlite+aiosqlite:///")
     assert (s.host, s.port, s.github_api_url) == ("127.0.0.1", 3000, "https://api.github.com")
     assert s.missing_github_settings() == [
-        "GITHUB_APP_ID", "GITHUB_PRIVATE_KEY (or GITHUB_PRIVATE_KEY_PATH)", "GITHUB_WEBHOOK_SECRET"
+        "GITHUB_APP_ID",
+        "GITHUB_PRIVATE_KEY (or GITHUB_PRIVATE_KEY_PATH)",
+        "GITHUB_WEBHOOK_SECRET",
     ]
 
 
 def test_every_problem_is_named_at_once() -> None:
     with pytest.raises(ConfigError) as err:
-        load_settings({"GITHUB_APP_ID": "abc", "PORT": "70000", "LOG_FORMAT": "xml",
-                       "GITHUB_API_URL": "ftp://example", "DATABASE_URL": "mysql://x/y"})
+        load_settings(
+            {
+                "GITHUB_APP_ID": "abc",
+                "PORT": "70000",
+                "LOG_FORMAT": "xml",
+                "GITHUB_API_URL": "ftp://example",
+                "DATABASE_URL": "mysql://x/y",
+            }
+        )
     text = str(err.value)
     assert "GITHUB_APP_ID: must be a positive integer, got 'abc'" in text
     assert "PORT: must be a port number from 1 to 65535, got '70000'" in text

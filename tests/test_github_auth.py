@@ -29,9 +29,7 @@ def test_app_jwt_is_backdated_a_minute_and_expires_within_ten(github_app_keys: K
     token = make_app_jwt(GITHUB_APP_ID, github_app_keys.private_pem, now=now)
 
     assert jwt.get_unverified_header(token)["alg"] == "RS256"
-    claims = jwt.decode(
-        token, github_app_keys.public_pem, algorithms=["RS256"], options={"verify_exp": False}
-    )
+    claims = jwt.decode(token, github_app_keys.public_pem, algorithms=["RS256"], options={"verify_exp": False})
     assert claims == {"iat": 1_749_999_940, "exp": 1_750_000_540, "iss": str(GITHUB_APP_ID)}
 
 
@@ -176,8 +174,6 @@ async def test_tokens_stay_out_of_reprs(fake_github: FakeGitHub, github_app_clie
     gh = await github_app_client.installation_client(INSTALLATION_ID)
     cached = await github_app_client.tokens.get(INSTALLATION_ID)
 
-    shown = " ".join(
-        [repr(cached), str(cached), repr(github_app_client.tokens), repr(gh), repr(github_app_client)]
-    )
+    shown = " ".join([repr(cached), str(cached), repr(github_app_client.tokens), repr(gh), repr(github_app_client)])
     assert cached.token not in shown
     assert "expires_at" in repr(cached)

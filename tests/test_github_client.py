@@ -131,9 +131,7 @@ async def test_secondary_limit_without_retry_after_backs_off_a_minute_then_longe
     assert second >= 2 * 60
 
 
-async def test_primary_limit_waits_until_the_reset(
-    fake_github: FakeGitHub, github_app_client: GitHubApp
-) -> None:
+async def test_primary_limit_waits_until_the_reset(fake_github: FakeGitHub, github_app_client: GitHubApp) -> None:
     gh = await github_app_client.installation_client(INSTALLATION_ID)
     fake_github.primary_limit_next(1, reset_in=1, path=REPO_PATH)
 
@@ -247,9 +245,7 @@ async def test_pages_are_followed_through_the_link_header(
     assert len(fake_github.requests_to("GET", f"{REPO_PATH}/pulls/7/files")) == 3
 
 
-async def test_fake_serves_file_contents_like_github(
-    fake_github: FakeGitHub, github_app_client: GitHubApp
-) -> None:
+async def test_fake_serves_file_contents_like_github(fake_github: FakeGitHub, github_app_client: GitHubApp) -> None:
     story = b"# Story 1.2\n\nStatus: Review\n"
     fake_github.put_file(REPO, "feature", "docs/stories/1.2.story.md", story)
     gh = await github_app_client.installation_client(INSTALLATION_ID)
@@ -268,9 +264,7 @@ async def test_fake_keeps_check_runs_and_comments_editable_in_place(
     fake_github: FakeGitHub, github_app_client: GitHubApp
 ) -> None:
     gh = await github_app_client.installation_client(INSTALLATION_ID)
-    run = await gh.post(
-        f"{REPO_PATH}/check-runs", data={"name": "bmad", "head_sha": "abc", "status": "in_progress"}
-    )
+    run = await gh.post(f"{REPO_PATH}/check-runs", data={"name": "bmad", "head_sha": "abc", "status": "in_progress"})
     annotation = {
         "path": "a.md",
         "start_line": 1,

@@ -56,7 +56,6 @@ async def inbox_write_lock(runtime: Runtime) -> AsyncIterator[None]:
 async def make_writer(runtime: Runtime) -> AsyncIterator[Callable[..., GroupCommitWriter]]:
     made: list[GroupCommitWriter] = []
 
-
     async def build(**kw: Any) -> GroupCommitWriter:
         w = GroupCommitWriter(await open_writer(runtime), **kw)
         w.start()

@@ -25,8 +25,9 @@ class Ingress:
     client: TestClient
     runtime: Runtime
 
-    async def post(self, event: str, body: bytes, secret: str | None = WEBHOOK_SECRET,
-                   delivery_id: str | None = None, **kw: str) -> tuple[int, dict[str, str]]:
+    async def post(
+        self, event: str, body: bytes, secret: str | None = WEBHOOK_SECRET, delivery_id: str | None = None, **kw: str
+    ) -> tuple[int, dict[str, str]]:
         headers = headers_for(event, body, secret, delivery_id, **kw)
         resp = await self.client.post(WEBHOOK_PATH, data=body, headers=headers)
         return resp.status, await resp.json()
@@ -117,8 +118,7 @@ async def test_malformed_body_is_400(ingress: Ingress, body: bytes, reason: str)
 async def test_form_encoded_delivery_is_accepted_and_stored_as_json(ingress: Ingress) -> None:
     doc = payload("push", "payload.json")
     form = urlencode({"payload": json.dumps(doc)}).encode()
-    status, _ = await ingress.post("push", form, delivery_id="form-1",
-                                   content_type="application/x-www-form-urlencoded")
+    status, _ = await ingress.post("push", form, delivery_id="form-1", content_type="application/x-www-form-urlencoded")
     assert status == 202
     stored = await fetch_all(ingress.runtime, "SELECT payload, repository FROM webhook_inbox")
     assert json.loads(bytes(stored[0][0])) == doc
@@ -138,9 +138,7 @@ async def test_body_over_25mb_is_413_without_reading_it(ingress: Ingress) -> Non
     async def trickle() -> AsyncIterator[bytes]:
         yield b"{"  # the rest never comes: an answer proves the server did not wait for it
 
-    resp = await asyncio.wait_for(
-        ingress.client.post(WEBHOOK_PATH, data=trickle(), headers=headers), timeout=5
-    )
+    resp = await asyncio.wait_for(ingress.client.post(WEBHOOK_PATH, data=trickle(), headers=headers), timeout=5)
     assert resp.status == 413
     assert await ingress.rows() == []
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from github_app.db.queries import installation_for_repository
 from tests.conftest import fetch_all
 from tests.deliveries import payload
-from tests.harness import App, app  # noqa: F401 - fixture
+from tests.harness import App
 
 
 async def installations(a: App) -> list[tuple[object, ...]]:
@@ -13,17 +13,19 @@ async def installations(a: App) -> list[tuple[object, ...]]:
 
 
 async def repositories(a: App) -> list[tuple[object, ...]]:
-    return await fetch_all(a.runtime, "SELECT installation_id, full_name FROM installation_repository "
-                                      "ORDER BY full_name")
+    return await fetch_all(
+        a.runtime, "SELECT installation_id, full_name FROM installation_repository ORDER BY full_name"
+    )
 
 
 async def suspended(a: App, installation_id: int) -> bool:
-    rows = await fetch_all(a.runtime, "SELECT suspended_at FROM installation_status WHERE installation_id = :i",
-                           i=installation_id)
+    rows = await fetch_all(
+        a.runtime, "SELECT suspended_at FROM installation_status WHERE installation_id = :i", i=installation_id
+    )
     return bool(rows and rows[0][0] is not None)
 
 
-async def test_installation_created_records_installation_and_repositories(app: App) -> None:  # noqa: F811
+async def test_installation_created_records_installation_and_repositories(app: App) -> None:
     assert await app.deliver("installation", payload("installation", "created.payload.json")) == 202
     assert await installations(app) == [(957387, 21031067, "Codertocat")]
     assert await repositories(app) == [(957387, "Codertocat/Hello-World")]
@@ -31,7 +33,7 @@ async def test_installation_created_records_installation_and_repositories(app: A
         assert await installation_for_repository(session, "codertocat/hello-world") == 957387
 
 
-async def test_the_same_delivery_twice_changes_nothing_more(app: App) -> None:  # noqa: F811
+async def test_the_same_delivery_twice_changes_nothing_more(app: App) -> None:
     data = payload("installation", "created.payload.json")
     assert await app.deliver("installation", data, "same-id") == 202
     assert await app.deliver("installation", data, "same-id") == 200
@@ -44,7 +46,7 @@ def for_installation(name: str, installation_id: int) -> dict[str, object]:
     return data
 
 
-async def test_suspend_unsuspend_and_delete(app: App) -> None:  # noqa: F811
+async def test_suspend_unsuspend_and_delete(app: App) -> None:
     await app.deliver("installation", payload("installation", "created.payload.json"))
     inst_id = 957387
     await app.deliver("installation", for_installation("suspend.payload.json", inst_id))
@@ -56,7 +58,7 @@ async def test_suspend_unsuspend_and_delete(app: App) -> None:  # noqa: F811
     assert await repositories(app) == []
 
 
-async def test_repositories_added_and_removed(app: App) -> None:  # noqa: F811
+async def test_repositories_added_and_removed(app: App) -> None:
     await app.deliver("installation", payload("installation", "created.payload.json"))
     added = payload("installation_repositories", "added.payload.json")
     await app.deliver("installation_repositories", added)
@@ -68,7 +70,7 @@ async def test_repositories_added_and_removed(app: App) -> None:  # noqa: F811
     assert not names & {r["full_name"] for r in removed["repositories_removed"]}
 
 
-async def test_an_installation_event_without_an_installation_is_dead_not_retried(app: App) -> None:  # noqa: F811
+async def test_an_installation_event_without_an_installation_is_dead_not_retried(app: App) -> None:
     data = payload("installation", "created.payload.json")
     del data["installation"]
     await app.deliver("installation", data, "no-installation")

@@ -24,9 +24,7 @@ def link(
     pattern: str | None = None,
 ) -> LinkResult:
     if pattern is None:
-        return link_pull_request(
-            title=title, body=body, head_branch=branch, changed_files=files, story_dir=story_dir
-        )
+        return link_pull_request(title=title, body=body, head_branch=branch, changed_files=files, story_dir=story_dir)
     return link_pull_request(
         title=title,
         body=body,
@@ -179,9 +177,7 @@ def test_nothing_to_go_on() -> None:
 
 
 def test_missing_title_body_and_branch_are_tolerated() -> None:
-    result = link_pull_request(
-        title=None, body=None, head_branch=None, changed_files=[], story_dir="docs/stories"
-    )
+    result = link_pull_request(title=None, body=None, head_branch=None, changed_files=[], story_dir="docs/stories")
 
     assert result == Unlinked()
 

@@ -25,8 +25,9 @@ SHA = "a" * 40
 RUNS = f"/repos/{REPO}/check-runs"
 
 
-def run_payload(title: str = "Waiting for QA", *, sha: str = SHA, conclusion: str = "neutral",
-                summary: str = "| | |\n|---|---|") -> dict[str, Any]:
+def run_payload(
+    title: str = "Waiting for QA", *, sha: str = SHA, conclusion: str = "neutral", summary: str = "| | |\n|---|---|"
+) -> dict[str, Any]:
     return {
         "name": CHECK_RUN_NAME,
         "head_sha": sha,
@@ -38,15 +39,17 @@ def run_payload(title: str = "Waiting for QA", *, sha: str = SHA, conclusion: st
 
 async def desire(rt: Runtime, kind: str, target: str, payload: dict[str, Any]) -> bool:
     async with rt.sessionmaker() as session, session.begin():
-        return await set_desired(session, installation_id=INSTALLATION_ID, repository=REPO, kind=kind,
-                                 target=target, payload=payload)
+        return await set_desired(
+            session, installation_id=INSTALLATION_ID, repository=REPO, kind=kind, target=target, payload=payload
+        )
 
 
 async def outbox_row(rt: Runtime, kind: str, target: str) -> OutboxItem:
     async with rt.sessionmaker() as session:
         found = await session.scalar(
-            select(OutboxItem).where(OutboxItem.repository == REPO, OutboxItem.kind == kind,
-                                     OutboxItem.target == target)
+            select(OutboxItem).where(
+                OutboxItem.repository == REPO, OutboxItem.kind == kind, OutboxItem.target == target
+            )
         )
     assert found is not None
     return found
@@ -68,8 +71,7 @@ def make_sender(rt: Runtime, **overrides: Any) -> OutboxSender:
 
 
 def app_runs(fake: FakeGitHub, sha: str = SHA) -> list[dict[str, Any]]:
-    return [run for run in fake.check_runs.values()
-            if run["head_sha"] == sha and run["app"]["id"] == GITHUB_APP_ID]
+    return [run for run in fake.check_runs.values() if run["head_sha"] == sha and run["app"]["id"] == GITHUB_APP_ID]
 
 
 def bot_comments(fake: FakeGitHub, number: int) -> list[dict[str, Any]]:
@@ -98,8 +100,14 @@ async def test_unknown_kind_is_refused(runtime: Runtime) -> None:
 
 async def test_concurrent_first_inserts_of_one_target_both_succeed(runtime: Runtime) -> None:
     async with runtime.sessionmaker() as first, first.begin():
-        assert await set_desired(first, installation_id=INSTALLATION_ID, repository=REPO,
-                                 kind=KIND_PR_COMMENT, target="9", payload={"body": "first"})
+        assert await set_desired(
+            first,
+            installation_id=INSTALLATION_ID,
+            repository=REPO,
+            kind=KIND_PR_COMMENT,
+            target="9",
+            payload={"body": "first"},
+        )
         # The second transaction waits for the first one's row, then updates it instead of failing.
         second = asyncio.create_task(desire(runtime, KIND_PR_COMMENT, "9", {"body": "second"}))
         await asyncio.sleep(0.2)
@@ -169,15 +177,12 @@ async def test_a_run_created_before_a_crash_is_adopted(app_runtime: Runtime, fak
     assert (await outbox_row(app_runtime, KIND_CHECK_RUN, SHA)).remote_id == lost["id"]
 
 
-async def test_a_send_whose_id_was_lost_is_not_repeated(
-    app_runtime: Runtime, fake_github: FakeGitHub
-) -> None:
+async def test_a_send_whose_id_was_lost_is_not_repeated(app_runtime: Runtime, fake_github: FakeGitHub) -> None:
     sender = make_sender(app_runtime)
     await desire(app_runtime, KIND_CHECK_RUN, SHA, run_payload("one"))
     await sender.run_until_idle(timeout=10)
     # As if the process died after GitHub answered and before the row recorded it.
-    await change_row(app_runtime, KIND_CHECK_RUN, SHA, remote_id=None, sent_version=0,
-                     next_attempt_at=utcnow())
+    await change_row(app_runtime, KIND_CHECK_RUN, SHA, remote_id=None, sent_version=0, next_attempt_at=utcnow())
     await sender.run_until_idle(timeout=10)
 
     assert len(fake_github.requests_to("POST", RUNS)) == 1
@@ -209,9 +214,7 @@ async def test_a_change_during_a_send_is_sent_after_it(
     assert (row.version, row.sent_version) == (2, 2)
 
 
-async def test_long_output_is_cut_to_githubs_byte_limit(
-    app_runtime: Runtime, fake_github: FakeGitHub
-) -> None:
+async def test_long_output_is_cut_to_githubs_byte_limit(app_runtime: Runtime, fake_github: FakeGitHub) -> None:
     await desire(app_runtime, KIND_CHECK_RUN, SHA, run_payload(summary="é" * 40_000))
     await make_sender(app_runtime).run_until_idle(timeout=10)
     [run] = app_runs(fake_github)
@@ -253,9 +256,7 @@ async def test_the_marker_is_added_when_missing(app_runtime: Runtime, fake_githu
     assert comment["body"].startswith(COMMENT_MARKER) and comment["body"].endswith("no marker here")
 
 
-async def test_a_human_comment_with_the_marker_is_not_adopted(
-    app_runtime: Runtime, fake_github: FakeGitHub
-) -> None:
+async def test_a_human_comment_with_the_marker_is_not_adopted(app_runtime: Runtime, fake_github: FakeGitHub) -> None:
     quoted = f"copied from the bot: {COMMENT_MARKER} ha"
     human = fake_github.add_comment(REPO, 5, quoted, "mallory")
     await desire(app_runtime, KIND_PR_COMMENT, "5", {"body": f"{COMMENT_MARKER}\nstatus"})
@@ -333,9 +334,7 @@ async def test_writes_are_paced(app_runtime: Runtime, fake_github: FakeGitHub) -
     assert min(gaps) >= 0.045, gaps
 
 
-async def test_new_comments_wait_for_the_creation_budget(
-    app_runtime: Runtime, fake_github: FakeGitHub
-) -> None:
+async def test_new_comments_wait_for_the_creation_budget(app_runtime: Runtime, fake_github: FakeGitHub) -> None:
     sender = make_sender(app_runtime, creates_per_minute=2)
     for number in ("1", "2", "3"):
         await desire(app_runtime, KIND_PR_COMMENT, number, {"body": f"{COMMENT_MARKER}\nPR {number}"})
@@ -355,12 +354,11 @@ async def test_new_comments_wait_for_the_creation_budget(
     assert len([r for r in fake_github.write_requests if r.method == "POST"]) == 2
 
 
-async def test_a_row_leased_by_another_sender_is_left_alone(
-    app_runtime: Runtime, fake_github: FakeGitHub
-) -> None:
+async def test_a_row_leased_by_another_sender_is_left_alone(app_runtime: Runtime, fake_github: FakeGitHub) -> None:
     await desire(app_runtime, KIND_CHECK_RUN, SHA, run_payload())
-    await change_row(app_runtime, KIND_CHECK_RUN, SHA, lease_owner="elsewhere",
-                     lease_expires_at=utcnow() + timedelta(minutes=2))
+    await change_row(
+        app_runtime, KIND_CHECK_RUN, SHA, lease_owner="elsewhere", lease_expires_at=utcnow() + timedelta(minutes=2)
+    )
     sender = make_sender(app_runtime)
     await sender.run_until_idle(timeout=1)
     assert fake_github.write_requests == []
@@ -392,8 +390,14 @@ async def test_a_row_locked_by_a_handler_is_skipped(
     await desire(app_runtime, KIND_CHECK_RUN, SHA, run_payload("committed"))
     sender = make_sender(app_runtime)
     async with app_runtime.sessionmaker() as handler, handler.begin():
-        await set_desired(handler, installation_id=INSTALLATION_ID, repository=REPO, kind=KIND_CHECK_RUN,
-                          target=SHA, payload=run_payload("in the handler's transaction"))
+        await set_desired(
+            handler,
+            installation_id=INSTALLATION_ID,
+            repository=REPO,
+            kind=KIND_CHECK_RUN,
+            target=SHA,
+            payload=run_payload("in the handler's transaction"),
+        )
         # The claim does not wait for the handler's row lock, and sends nothing meanwhile.
         await asyncio.wait_for(sender.run_until_idle(timeout=0.5), 5)
         assert fake_github.write_requests == []

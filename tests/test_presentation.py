@@ -39,19 +39,23 @@ AWAITING_QA = StoryView(
     refusal=None,
     config_problems=(),
 )
-PASSED = replace(AWAITING_QA, gate_decision="PASS", gate_accepted=True,
-                 gate_path="docs/qa/gates/1.3-user-auth.yml")
-UNLINKED = replace(AWAITING_QA, story_label=None, story_status=None, developer=None, qa=None,
-                   escrow="no escrow",
-                   link_problem="Name the story in the title or body, for example `Story 1.3`.")
+PASSED = replace(AWAITING_QA, gate_decision="PASS", gate_accepted=True, gate_path="docs/qa/gates/1.3-user-auth.yml")
+UNLINKED = replace(
+    AWAITING_QA,
+    story_label=None,
+    story_status=None,
+    developer=None,
+    qa=None,
+    escrow="no escrow",
+    link_problem="Name the story in the title or body, for example `Story 1.3`.",
+)
 
 SITUATIONS = {
     "gate accepted": (PASSED, SUCCESS),
     "waived and accepted": (replace(PASSED, gate_decision="WAIVED", gate_note="WAIVED: hotfix"), SUCCESS),
     "done": (replace(PASSED, story_status="DONE", merged=True, escrow="release requested"), SUCCESS),
     "gate FAIL": (replace(AWAITING_QA, gate_decision="FAIL", gate_path="docs/qa/gates/1.3.yml"), FAILURE),
-    "invalid gate file": (replace(AWAITING_QA, gate_problem="gate must be PASS, CONCERNS, FAIL or WAIVED"),
-                          FAILURE),
+    "invalid gate file": (replace(AWAITING_QA, gate_problem="gate must be PASS, CONCERNS, FAIL or WAIVED"), FAILURE),
     "unauthorized gate file": (replace(AWAITING_QA, gate_problem="@carol is not the story's QA"), FAILURE),
     "unlinked": (UNLINKED, NEUTRAL),
     "ambiguous": (replace(UNLINKED, link_problem="Both story 1.3 and story 1.4 match: name one."), NEUTRAL),
@@ -59,7 +63,8 @@ SITUATIONS = {
     "awaiting QA": (AWAITING_QA, PENDING),
     "merged, awaiting QA": (replace(AWAITING_QA, merged=True), PENDING),
     "CONCERNS not accepted": (
-        replace(AWAITING_QA, gate_decision="CONCERNS", gate_note="CONCERNS is not accepted"), PENDING
+        replace(AWAITING_QA, gate_decision="CONCERNS", gate_note="CONCERNS is not accepted"),
+        PENDING,
     ),
     "in progress": (replace(AWAITING_QA, story_status="IN_PROGRESS"), PENDING),
     # A later refused gate file does not undo QA's accepted one.
@@ -83,17 +88,26 @@ def test_conclusion(name: str) -> None:
 
 def test_summary_shows_story_people_gate_and_escrow() -> None:
     summary = check_run_payload(PASSED)["output"]["summary"]
-    for expected in ("Story 1.3: User auth", "Ready for review", "[@alice](https://github.com/alice)",
-                     "[@bob](https://github.com/bob)", "PASS, accepted", "`docs/qa/gates/1.3-user-auth.yml`",
-                     "funded (1500 USDC on polygon)"):
+    for expected in (
+        "Story 1.3: User auth",
+        "Ready for review",
+        "[@alice](https://github.com/alice)",
+        "[@bob](https://github.com/bob)",
+        "PASS, accepted",
+        "`docs/qa/gates/1.3-user-auth.yml`",
+        "funded (1500 USDC on polygon)",
+    ):
         assert expected in summary
     assert "| Developer |" in summary and "| QA |" in summary and "| Escrow |" in summary
 
 
 def test_summary_explains_problems_refusals_and_configuration() -> None:
-    view = replace(AWAITING_QA, refusal="@mallory is not the developer assigned to story 1.3",
-                   gate_problem="the gate names story 9.9, which does not exist",
-                   config_problems=("paths.gates: must be a string", "budget: not a number"))
+    view = replace(
+        AWAITING_QA,
+        refusal="@mallory is not the developer assigned to story 1.3",
+        gate_problem="the gate names story 9.9, which does not exist",
+        config_problems=("paths.gates: must be a string", "budget: not a number"),
+    )
     summary = check_run_payload(view)["output"]["summary"]
     assert "the gate names story 9.9, which does not exist" in summary
     assert "is not the developer assigned to story 1.3" in summary

@@ -40,14 +40,25 @@ async def test_recover_redelivers_only_failed_deliveries_missing_from_the_inbox(
     assert len(fake_github.redelivery_attempts) == 1
 
 
-async def test_recover_command(runtime: Runtime, fake_github: FakeGitHub, github_app_keys: KeyPair,
-                               tmp_path: Path) -> None:
+async def test_recover_command(
+    runtime: Runtime, fake_github: FakeGitHub, github_app_keys: KeyPair, tmp_path: Path
+) -> None:
     seed_log(fake_github)
-    env = clean_env(tmp_path, DATABASE_URL=runtime.settings.database_url, GITHUB_APP_ID=str(GITHUB_APP_ID),
-                    GITHUB_PRIVATE_KEY=github_app_keys.private_pem, GITHUB_API_URL=fake_github.url)
+    env = clean_env(
+        tmp_path,
+        DATABASE_URL=runtime.settings.database_url,
+        GITHUB_APP_ID=str(GITHUB_APP_ID),
+        GITHUB_PRIVATE_KEY=github_app_keys.private_pem,
+        GITHUB_API_URL=fake_github.url,
+    )
     result = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "github_app", "deliveries", "recover", "--since", "24h"],
-        env={**env, "PYTHONPATH": str(ROOT)}, cwd=ROOT, capture_output=True, text=True, timeout=60,
+        subprocess.run,
+        [sys.executable, "-m", "github_app", "deliveries", "recover", "--since", "24h"],
+        env={**env, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert "redelivery requested: lost-1" in result.stdout
@@ -59,10 +70,13 @@ async def test_recover_command(runtime: Runtime, fake_github: FakeGitHub, github
 async def test_recover_without_credentials_says_what_is_missing(runtime: Runtime, tmp_path: Path) -> None:
     env = clean_env(tmp_path, DATABASE_URL=runtime.settings.database_url)
     result = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "github_app", "deliveries", "recover"],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+        subprocess.run,
+        [sys.executable, "-m", "github_app", "deliveries", "recover"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 1
     assert "set GITHUB_APP_ID and GITHUB_PRIVATE_KEY" in result.stderr
-
-

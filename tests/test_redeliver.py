@@ -36,9 +36,7 @@ async def test_recovery_pages_through_the_log_and_redelivers_each_missing_guid_o
         fake_github.add_delivery(f"ok-{n}", delivered_at=at(10 + n))
     fake_github.add_delivery("missed-once", status_code=500, delivered_at=at(300))
     first_try = fake_github.add_delivery("missed-twice", status_code=502, delivered_at=at(401))
-    second_try = fake_github.add_delivery(
-        "missed-twice", status_code=504, delivered_at=at(400), redelivery=True
-    )
+    second_try = fake_github.add_delivery("missed-twice", status_code=504, delivered_at=at(400), redelivery=True)
     fake_github.add_delivery("timed-out", status_code=0, delivered_at=at(500))
     fake_github.add_delivery("healed", status_code=500, delivered_at=at(600))
     fake_github.add_delivery("healed", status_code=200, delivered_at=at(5), redelivery=True)

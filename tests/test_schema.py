@@ -11,8 +11,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from github_app.db import migrate
-from github_app.db import app_tables  # noqa: F401 - registers the app's tables on Base
+from github_app.db import (
+    app_tables,  # noqa: F401 - registers the app's tables on Base
+    migrate,
+)
 from github_app.db.base import Base
 from github_app.db.engine import make_engine
 from github_app.db.models import SEED_ENUMS, SEED_TABLES
@@ -115,6 +117,7 @@ async def test_seed_tables_carry_prisma_names(db_url: str) -> None:
     engine = make_engine(db_url)
     try:
         async with engine.connect() as conn:
+
             def names(sync: object) -> tuple[set[str], set[str], set[str]]:
                 insp = inspect(sync)
                 tables = set(insp.get_table_names())

@@ -201,9 +201,7 @@ def test_pr_for_a_draft_story_is_refused(event_type: type[DraftPrOpened]) -> Non
 def test_second_pr_while_the_first_is_open_is_refused() -> None:
     decision = decide(story(S.IN_PROGRESS, pr_number=7), ReadyPrOpened(pr(8)), DEV)
 
-    assert decision == Refused(
-        "story 1.3 is already delivered by PR #7; close that PR before opening another"
-    )
+    assert decision == Refused("story 1.3 is already delivered by PR #7; close that PR before opening another")
 
 
 def test_duplicate_deliveries_change_nothing() -> None:
@@ -355,9 +353,7 @@ def test_merge_despite_a_fail_gate_waits_for_a_new_gate() -> None:
 
 
 def test_fix_pr_after_a_merged_pr_failed_review() -> None:
-    snapshot = story(
-        S.IN_PROGRESS, pr_number=7, pr_merged=True, gate=G.FAIL, deliverable_status=D.CHANGES_REQUESTED
-    )
+    snapshot = story(S.IN_PROGRESS, pr_number=7, pr_merged=True, gate=G.FAIL, deliverable_status=D.CHANGES_REQUESTED)
 
     after, decisions = run(snapshot, (ReadyPrOpened(pr(8)), DEV), (PASS, QA))
 
@@ -370,9 +366,7 @@ def test_fix_pr_after_a_merged_pr_failed_review() -> None:
 
 def test_merge_delivered_before_the_opened_delivery() -> None:
     # Gate and merge arrive first; the PR had never been linked to the story.
-    after, decisions = run(
-        story(S.APPROVED), (PASS, QA), (PrMerged(pr(7)), CLIENT), (ReadyPrOpened(pr(7)), DEV)
-    )
+    after, decisions = run(story(S.APPROVED), (PASS, QA), (PrMerged(pr(7)), CLIENT), (ReadyPrOpened(pr(7)), DEV))
 
     assert isinstance(decisions[0], Recorded)
     assert isinstance(decisions[1], Transition)
@@ -382,9 +376,7 @@ def test_merge_delivered_before_the_opened_delivery() -> None:
 
 
 def test_merge_of_someone_elses_pr_cannot_complete_the_story() -> None:
-    decision = decide(
-        replace(story(S.APPROVED), gate=G.PASS, gate_accepted=True), PrMerged(pr(9, OTHER_DEV)), PM
-    )
+    decision = decide(replace(story(S.APPROVED), gate=G.PASS, gate_accepted=True), PrMerged(pr(9, OTHER_DEV)), PM)
 
     assert decision == Refused("@bob is not the developer assigned to story 1.3")
 
@@ -440,9 +432,7 @@ def test_bot_events_are_ignored(event: Event) -> None:
 
 
 def test_gate_by_a_qa_who_is_not_assigned_is_refused() -> None:
-    assert decide(ready_for_review(), PASS, OTHER_QA) == Refused(
-        "@quincy is not the QA assigned to story 1.3"
-    )
+    assert decide(ready_for_review(), PASS, OTHER_QA) == Refused("@quincy is not the QA assigned to story 1.3")
 
 
 def test_developer_cannot_record_a_gate_for_their_own_story() -> None:
@@ -505,9 +495,7 @@ def test_repeated_fail_after_resubmission_requests_changes_again() -> None:
 
 
 def test_block_and_unblock_return_to_the_previous_status() -> None:
-    after, decisions = run(
-        story(S.IN_PROGRESS, pr_number=7), (Blocked("waiting on API keys"), PM), (Unblocked(), PM)
-    )
+    after, decisions = run(story(S.IN_PROGRESS, pr_number=7), (Blocked("waiting on API keys"), PM), (Unblocked(), PM))
 
     assert isinstance(decisions[0], Transition)
     assert decisions[0].to_status is S.BLOCKED

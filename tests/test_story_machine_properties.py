@@ -212,9 +212,7 @@ def test_only_the_assigned_developers_prs_are_ever_linked(
 
 @given(start=starts, sequence=steps)
 @FAST
-def test_deliverables_follow_their_lifecycle(
-    start: StorySnapshot, sequence: list[tuple[Event, Actor]]
-) -> None:
+def test_deliverables_follow_their_lifecycle(start: StorySnapshot, sequence: list[tuple[Event, Actor]]) -> None:
     story, deliverables = start, dict[int, DeliverableStatus]()
     for event, actor in sequence:
         decision = decide(story, event, actor)
@@ -354,9 +352,7 @@ def test_merge_and_accepted_gate_commute_from_ready_for_review(
 
 @given(start=starts, sequence=steps)
 @FAST
-def test_refused_events_never_come_from_bots(
-    start: StorySnapshot, sequence: list[tuple[Event, Actor]]
-) -> None:
+def test_refused_events_never_come_from_bots(start: StorySnapshot, sequence: list[tuple[Event, Actor]]) -> None:
     story = start
     for event, actor in sequence:
         decision = decide(story, event, actor)

@@ -10,7 +10,7 @@ import pytest
 
 from github_app.outbox.sender import OutboxSender
 from tests.fake_github import FakeGitHub
-from tests.harness import App, app  # noqa: F401 - fixture
+from tests.harness import App
 from tests.workflow import (
     DEV,
     GATE_PATH,
@@ -27,11 +27,11 @@ from tests.workflow import (
 
 
 @pytest.fixture
-async def market(app: App, fake_github: FakeGitHub) -> AsyncIterator[Market]:  # noqa: F811
+async def market(app: App, fake_github: FakeGitHub) -> AsyncIterator[Market]:
     yield await seed_market(app.runtime, fake_github)
 
 
-async def show(app: App) -> None:  # noqa: F811
+async def show(app: App) -> None:
     """Bring GitHub up to date: what the user sees once the outbox has been sent."""
     await OutboxSender(app.runtime, writes_per_second=1000).run_until_idle()
 
@@ -42,8 +42,7 @@ async def story_row(m: Market) -> dict[str, Any]:
         '"qaGatePath", "qaReviewCount", "validatedBy", title FROM "Story"'
     )
     assert len(rows) == 1, rows
-    keys = ("id", "status", "dev", "pr", "pr_url", "pr_author", "gate", "gate_path", "reviews", "validated_by",
-            "title")
+    keys = ("id", "status", "dev", "pr", "pr_url", "pr_author", "gate", "gate_path", "reviews", "validated_by", "title")
     return dict(zip(keys, rows[0], strict=True))
 
 
@@ -51,7 +50,7 @@ async def audit_actions(m: Market) -> list[str]:
     return [r[0] for r in await m.rows('SELECT action FROM "StoryAuditLog" ORDER BY "createdAt", id')]
 
 
-async def approved_story(app: App, m: Market) -> str:  # noqa: F811
+async def approved_story(app: App, m: Market) -> str:
     """Story 1.3 created by the PM and approved by the PM, its opportunity won by DEV."""
     assert await app.deliver("push", m.push("main", {STORY_PATH: story_file("Draft")}, PM)) == 202
     await app.deliver("push", m.push("main", {STORY_PATH: story_file("Approved")}, PM))
@@ -67,7 +66,7 @@ def check_run(fake: FakeGitHub, sha: str) -> dict[str, Any]:
     return runs[0]
 
 
-async def test_happy_path_from_story_file_to_done(app: App, market: Market, fake_github: FakeGitHub) -> None:  # noqa: F811
+async def test_happy_path_from_story_file_to_done(app: App, market: Market, fake_github: FakeGitHub) -> None:
     m = market
     await app.deliver("push", m.push("main", {STORY_PATH: story_file("Draft")}, PM))
     story = await story_row(m)
@@ -77,8 +76,8 @@ async def test_happy_path_from_story_file_to_done(app: App, market: Market, fake
     story = await story_row(m)
     assert story["status"] == "APPROVED" and story["validated_by"] == m.users[PM]
     [(title, stage, status)] = await m.rows(
-        'SELECT o.title, o.stage, o.status FROM "Opportunity" o JOIN story_opportunity so '
-        'ON so.opportunity_id = o.id')
+        'SELECT o.title, o.stage, o.status FROM "Opportunity" o JOIN story_opportunity so ON so.opportunity_id = o.id'
+    )
     assert (title, stage, status) == ("Story 1.3: User auth", "developer", "OPEN")
     await m.accept_bid(story["id"], DEV)
 
@@ -103,11 +102,18 @@ async def test_happy_path_from_story_file_to_done(app: App, market: Market, fake
     assert await m.rows('SELECT status FROM "Deliverable"') == [("APPROVED",)]
     assert await m.rows("SELECT state, expert_id FROM escrow_release_request") == [("pending", m.users[DEV])]
     assert await audit_actions(m) == [
-        "story_created", "story_approved", "published_to_marketplace", "developer_assigned",
-        "development_started", "submitted_for_review", "gate_recorded", "completed",
+        "story_created",
+        "story_approved",
+        "published_to_marketplace",
+        "developer_assigned",
+        "development_started",
+        "submitted_for_review",
+        "gate_recorded",
+        "completed",
     ]
     [(from_s, to_s, meta)] = await m.rows(
-        'SELECT "fromStatus", "toStatus", metadata FROM "StoryAuditLog" WHERE action = \'completed\'')
+        'SELECT "fromStatus", "toStatus", metadata FROM "StoryAuditLog" WHERE action = \'completed\''
+    )
     assert (from_s, to_s) == ("READY_FOR_REVIEW", "DONE")
     meta = meta if isinstance(meta, dict) else __import__("json").loads(meta)
     assert meta["pr_number"] == 7 and meta["delivery_id"] == app.sent[-1] and "reason" in meta
@@ -119,7 +125,7 @@ async def test_happy_path_from_story_file_to_done(app: App, market: Market, fake
     assert len(fake_github.comments) == 1  # one comment per PR, edited in place
 
 
-async def test_merge_before_gate_completes_when_the_gate_arrives(app: App, market: Market) -> None:  # noqa: F811
+async def test_merge_before_gate_completes_when_the_gate_arrives(app: App, market: Market) -> None:
     m = market
     await approved_story(app, m)
     await app.deliver("pull_request", m.pr("opened", 8))
@@ -131,7 +137,7 @@ async def test_merge_before_gate_completes_when_the_gate_arrives(app: App, marke
     assert len(await m.rows("SELECT 1 FROM escrow_release_request")) == 1
 
 
-async def test_gate_before_the_pr_is_opened(app: App, market: Market) -> None:  # noqa: F811
+async def test_gate_before_the_pr_is_opened(app: App, market: Market) -> None:
     m = market
     await approved_story(app, m)
     await app.deliver("push", m.push("story/1.3-user-auth", {GATE_PATH: gate_file("PASS")}, QA))
@@ -143,7 +149,9 @@ async def test_gate_before_the_pr_is_opened(app: App, market: Market) -> None:  
 
 
 async def test_synchronize_before_opened_and_duplicates_end_in_the_same_state(
-    app: App, market: Market, fake_github: FakeGitHub  # noqa: F811
+    app: App,
+    market: Market,
+    fake_github: FakeGitHub,
 ) -> None:
     m = market
     await approved_story(app, m)
@@ -162,7 +170,7 @@ async def test_synchronize_before_opened_and_duplicates_end_in_the_same_state(
     assert len([r for r in fake_github.check_runs.values() if r["head_sha"] == "c" * 40]) == 1
 
 
-async def test_fail_gate_sends_the_story_back_and_a_later_pass_completes_it(app: App, market: Market) -> None:  # noqa: F811
+async def test_fail_gate_sends_the_story_back_and_a_later_pass_completes_it(app: App, market: Market) -> None:
     m = market
     await approved_story(app, m)
     await app.deliver("pull_request", m.pr("opened", 11))
@@ -178,7 +186,7 @@ async def test_fail_gate_sends_the_story_back_and_a_later_pass_completes_it(app:
     assert (story["status"], story["reviews"]) == ("DONE", 2)
 
 
-async def test_the_same_gate_version_counts_once(app: App, market: Market) -> None:  # noqa: F811
+async def test_the_same_gate_version_counts_once(app: App, market: Market) -> None:
     m = market
     await approved_story(app, m)
     await app.deliver("pull_request", m.pr("opened", 12))
@@ -188,7 +196,7 @@ async def test_the_same_gate_version_counts_once(app: App, market: Market) -> No
     assert (await story_row(m))["reviews"] == 1
 
 
-async def test_closed_without_merge_rejects_the_deliverable(app: App, market: Market) -> None:  # noqa: F811
+async def test_closed_without_merge_rejects_the_deliverable(app: App, market: Market) -> None:
     m = market
     await approved_story(app, m)
     await app.deliver("pull_request", m.pr("opened", 13))
@@ -198,7 +206,7 @@ async def test_closed_without_merge_rejects_the_deliverable(app: App, market: Ma
     assert await m.rows('SELECT status FROM "Deliverable"') == [("REJECTED",)]
 
 
-async def test_converted_to_draft_goes_back_to_in_progress(app: App, market: Market) -> None:  # noqa: F811
+async def test_converted_to_draft_goes_back_to_in_progress(app: App, market: Market) -> None:
     m = market
     await approved_story(app, m)
     await app.deliver("pull_request", m.pr("opened", 14))
@@ -206,7 +214,7 @@ async def test_converted_to_draft_goes_back_to_in_progress(app: App, market: Mar
     assert (await story_row(m))["status"] == "IN_PROGRESS"
 
 
-async def test_a_stale_delivery_does_not_undo_a_newer_state(app: App, market: Market) -> None:  # noqa: F811
+async def test_a_stale_delivery_does_not_undo_a_newer_state(app: App, market: Market) -> None:
     m = market
     await approved_story(app, m)
     old = m.pr("converted_to_draft", 15, draft=True)
@@ -222,7 +230,9 @@ async def test_a_stale_delivery_does_not_undo_a_newer_state(app: App, market: Ma
 
 
 async def test_pr_by_someone_else_changes_nothing_and_says_why(
-    app: App, market: Market, fake_github: FakeGitHub  # noqa: F811
+    app: App,
+    market: Market,
+    fake_github: FakeGitHub,
 ) -> None:
     m = market
     await approved_story(app, m)
@@ -230,8 +240,7 @@ async def test_pr_by_someone_else_changes_nothing_and_says_why(
     story = await story_row(m)
     assert (story["status"], story["pr"]) == ("APPROVED", None)
     assert await m.rows('SELECT 1 FROM "Deliverable"') == []
-    [(reason,)] = await m.rows(
-        """SELECT metadata FROM "StoryAuditLog" WHERE action = 'transition_refused'""")
+    [(reason,)] = await m.rows("""SELECT metadata FROM "StoryAuditLog" WHERE action = 'transition_refused'""")
     assert OTHER_DEV in str(reason) and "not the developer assigned" in str(reason)
     await show(app)
     run = check_run(fake_github, "d" * 40)
@@ -240,7 +249,9 @@ async def test_pr_by_someone_else_changes_nothing_and_says_why(
 
 
 async def test_pr_by_a_non_marketplace_user_changes_nothing(
-    app: App, market: Market, fake_github: FakeGitHub  # noqa: F811
+    app: App,
+    market: Market,
+    fake_github: FakeGitHub,
 ) -> None:
     m = market
     await approved_story(app, m)
@@ -250,7 +261,7 @@ async def test_pr_by_a_non_marketplace_user_changes_nothing(
     assert "not a marketplace user" in check_run(fake_github, "e" * 40)["output"]["summary"]
 
 
-async def test_bot_senders_are_ignored(app: App, market: Market, fake_github: FakeGitHub) -> None:  # noqa: F811
+async def test_bot_senders_are_ignored(app: App, market: Market, fake_github: FakeGitHub) -> None:
     m = market
     await approved_story(app, m)
     await app.deliver("pull_request", m.pr("opened", 22, sender="dependabot[bot]"))
@@ -261,7 +272,7 @@ async def test_bot_senders_are_ignored(app: App, market: Market, fake_github: Fa
     assert fake_github.check_runs == {}
 
 
-async def test_approval_by_a_developer_is_refused(app: App, market: Market) -> None:  # noqa: F811
+async def test_approval_by_a_developer_is_refused(app: App, market: Market) -> None:
     m = market
     await app.deliver("push", m.push("main", {STORY_PATH: story_file("Draft")}, PM))
     await app.deliver("push", m.push("main", {STORY_PATH: story_file("Approved")}, DEV))
@@ -283,7 +294,12 @@ async def test_approval_by_a_developer_is_refused(app: App, market: Market) -> N
     ids=["developer", "not-qa", "broken-yaml", "unknown-gate", "waived-without-waiver", "oversized"],
 )
 async def test_invalid_or_unauthorized_gates_change_no_story_field(
-    app: App, market: Market, fake_github: FakeGitHub, pusher: str, content: str, problem: str  # noqa: F811
+    app: App,
+    market: Market,
+    fake_github: FakeGitHub,
+    pusher: str,
+    content: str,
+    problem: str,
 ) -> None:
     m = market
     await approved_story(app, m)
@@ -299,24 +315,28 @@ async def test_invalid_or_unauthorized_gates_change_no_story_field(
     assert problem in run["output"]["summary"]
 
 
-async def test_gate_for_a_story_that_does_not_exist(app: App, market: Market, fake_github: FakeGitHub) -> None:  # noqa: F811
+async def test_gate_for_a_story_that_does_not_exist(app: App, market: Market, fake_github: FakeGitHub) -> None:
     m = market
     await approved_story(app, m)
     await app.deliver("pull_request", m.pr("opened", 31, head_sha="9" * 40))
-    await app.deliver("push", m.push("story/1.3-user-auth",
-                                     {"docs/qa/gates/4.2-other.yml": gate_file("PASS", story="4.2")}, QA))
+    await app.deliver(
+        "push", m.push("story/1.3-user-auth", {"docs/qa/gates/4.2-other.yml": gate_file("PASS", story="4.2")}, QA)
+    )
     await show(app)
     assert "story 4.2 does not exist" in check_run(fake_github, "9" * 40)["output"]["summary"]
 
 
 async def test_unlinked_and_ambiguous_prs_are_told_how_to_link(
-    app: App, market: Market, fake_github: FakeGitHub  # noqa: F811
+    app: App,
+    market: Market,
+    fake_github: FakeGitHub,
 ) -> None:
     m = market
     await approved_story(app, m)
     await app.deliver("pull_request", m.pr("opened", 40, title="Refactor", branch="cleanup", head_sha="1" * 40))
-    await app.deliver("pull_request", m.pr("opened", 41, title="Story 1.3 and Story 1.4", branch="x",
-                                           head_sha="2" * 40))
+    await app.deliver(
+        "pull_request", m.pr("opened", 41, title="Story 1.3 and Story 1.4", branch="x", head_sha="2" * 40)
+    )
     await show(app)
     assert check_run(fake_github, "1" * 40)["conclusion"] == "neutral"
     assert "Story 1.3" in check_run(fake_github, "1" * 40)["output"]["summary"]  # how to name it
@@ -325,18 +345,19 @@ async def test_unlinked_and_ambiguous_prs_are_told_how_to_link(
     assert (await story_row(m))["status"] == "APPROVED"
 
 
-async def test_linking_by_changed_files(app: App, market: Market, fake_github: FakeGitHub) -> None:  # noqa: F811
+async def test_linking_by_changed_files(app: App, market: Market, fake_github: FakeGitHub) -> None:
     from tests.github_fixtures import REPO
 
     m = market
     await approved_story(app, m)
-    fake_github.set_pull_files(REPO, 42, [{"filename": STORY_PATH, "status": "modified"},
-                                          {"filename": "src/auth.py", "status": "added"}])
+    fake_github.set_pull_files(
+        REPO, 42, [{"filename": STORY_PATH, "status": "modified"}, {"filename": "src/auth.py", "status": "added"}]
+    )
     await app.deliver("pull_request", m.pr("opened", 42, title="Sign in", branch="feature/signin"))
     assert (await story_row(m))["pr"] == 42
 
 
-async def test_story_file_removal_is_audited_not_deleted(app: App, market: Market) -> None:  # noqa: F811
+async def test_story_file_removal_is_audited_not_deleted(app: App, market: Market) -> None:
     m = market
     await app.deliver("push", m.push("main", {STORY_PATH: story_file("Draft")}, PM))
     await app.deliver("push", m.push("main", {STORY_PATH: None}, PM))
@@ -344,7 +365,7 @@ async def test_story_file_removal_is_audited_not_deleted(app: App, market: Marke
     assert "story_file_removed" in await audit_actions(m)
 
 
-async def test_story_ids_that_are_not_integers_are_not_stored(app: App, market: Market) -> None:  # noqa: F811
+async def test_story_ids_that_are_not_integers_are_not_stored(app: App, market: Market) -> None:
     m = market
     await app.deliver("push", m.push("main", {"docs/stories/1.3A.user-auth.md": story_file("Draft")}, PM))
     assert await m.rows('SELECT 1 FROM "Story"') == []
@@ -352,12 +373,13 @@ async def test_story_ids_that_are_not_integers_are_not_stored(app: App, market: 
     assert state == "done"  # reported, not retried forever
 
 
-async def test_custom_locations_from_the_bmad_core_config(app: App, market: Market) -> None:  # noqa: F811
+async def test_custom_locations_from_the_bmad_core_config(app: App, market: Market) -> None:
     from tests.github_fixtures import REPO
 
     m = market
-    market.fake.put_file(REPO, "main", ".bmad-core/core-config.yaml",
-                         b"devStoryLocation: planning/stories\nqa:\n  qaLocation: quality\n")
+    market.fake.put_file(
+        REPO, "main", ".bmad-core/core-config.yaml", b"devStoryLocation: planning/stories\nqa:\n  qaLocation: quality\n"
+    )
     path = "planning/stories/1.3.user-auth.md"
     await app.deliver("push", m.push("main", {path: story_file("Draft")}, PM))
     await app.deliver("push", m.push("main", {path: story_file("Approved")}, PM))
@@ -371,7 +393,9 @@ async def test_custom_locations_from_the_bmad_core_config(app: App, market: Mark
 
 
 async def test_invalid_repo_config_is_reported_and_defaults_apply(
-    app: App, market: Market, fake_github: FakeGitHub  # noqa: F811
+    app: App,
+    market: Market,
+    fake_github: FakeGitHub,
 ) -> None:
     from tests.github_fixtures import REPO
 
@@ -386,7 +410,9 @@ async def test_invalid_repo_config_is_reported_and_defaults_apply(
 
 
 async def test_concerns_completes_only_where_the_repo_allows_it(
-    app: App, market: Market, fake_github: FakeGitHub  # noqa: F811
+    app: App,
+    market: Market,
+    fake_github: FakeGitHub,
 ) -> None:
     from tests.github_fixtures import REPO
 
@@ -396,29 +422,35 @@ async def test_concerns_completes_only_where_the_repo_allows_it(
     await app.deliver("push", m.push("story/1.3-user-auth", {GATE_PATH: gate_file("CONCERNS")}, QA))
     await app.deliver("pull_request", m.pr("closed", 52, merged=True))
     assert (await story_row(m))["status"] == "READY_FOR_REVIEW"  # CONCERNS is not accepted by default
-    fake_github.put_file(REPO, "main", ".github/bmad-marketplace.yml",
-                         b"accepted_gates: [PASS, WAIVED, CONCERNS]\n")
-    await app.deliver("push", m.push("story/1.3-user-auth",
-                                     {GATE_PATH: gate_file("CONCERNS", status_reason='"minor, accepted"')}, QA))
+    fake_github.put_file(REPO, "main", ".github/bmad-marketplace.yml", b"accepted_gates: [PASS, WAIVED, CONCERNS]\n")
+    await app.deliver(
+        "push", m.push("story/1.3-user-auth", {GATE_PATH: gate_file("CONCERNS", status_reason='"minor, accepted"')}, QA)
+    )
     assert (await story_row(m))["status"] == "DONE"
 
 
 async def test_a_truncated_push_is_read_through_the_compare_api(
-    app: App, market: Market, fake_github: FakeGitHub  # noqa: F811
+    app: App,
+    market: Market,
+    fake_github: FakeGitHub,
 ) -> None:
     from tests.github_fixtures import REPO
 
     m = market
     data = m.push("main", {"README.md": "hello"}, PM, before="0" * 39 + "1", commits=25)
     fake_github.put_file(REPO, data["after"], STORY_PATH, story_file("Draft").encode())
-    fake_github.set_compare(REPO, data["before"], data["after"],
-                            [{"filename": STORY_PATH, "status": "added"}, {"filename": "README.md", "status": "modified"}])
+    fake_github.set_compare(
+        REPO,
+        data["before"],
+        data["after"],
+        [{"filename": STORY_PATH, "status": "added"}, {"filename": "README.md", "status": "modified"}],
+    )
     await app.deliver("push", data)
     assert (await story_row(m))["status"] == "DRAFT"
     assert fake_github.requests_to("GET", f"/repos/{REPO}/compare/")
 
 
-async def test_two_workers_on_one_story_stay_consistent(app: App, market: Market, is_postgres: bool) -> None:  # noqa: F811
+async def test_two_workers_on_one_story_stay_consistent(app: App, market: Market, is_postgres: bool) -> None:
     if not is_postgres:
         pytest.skip("concurrent workers need PostgreSQL")
     from github_app.inbox.worker import Worker

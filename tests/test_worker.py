@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +31,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 async def store_deliveries(runtime: Runtime, n: int, event: str = "push", prefix: str = "d") -> list[str]:
     ids = [f"{prefix}-{i:04d}" for i in range(n)]
-    writer = (SqlAlchemyInboxWriter(runtime.engine) if runtime.is_sqlite
-              else await AsyncpgInboxWriter.connect(runtime.settings.database_url))
+    writer = (
+        SqlAlchemyInboxWriter(runtime.engine)
+        if runtime.is_sqlite
+        else await AsyncpgInboxWriter.connect(runtime.settings.database_url)
+    )
     try:
-        await writer.insert_batch([
-            Delivery(i, event, None, 1, "acme/widgets", b'{"ref": "refs/heads/main"}', utcnow()) for i in ids
-        ])
+        await writer.insert_batch(
+            [Delivery(i, event, None, 1, "acme/widgets", b'{"ref": "refs/heads/main"}', utcnow()) for i in ids]
+        )
     finally:
         await writer.close()
     async with runtime.engine.begin() as conn:
@@ -54,16 +56,18 @@ async def inbox(runtime: Runtime) -> dict[str, tuple[Any, ...]]:
     return {str(r[0]): r[1:] for r in rows}
 
 
-def recording_router(name: str = "w", fail_times: int = 0, exc: Callable[[], Exception] | None = None,
-                     delay: float = 0.0) -> routing.Router:
+def recording_router(
+    name: str = "w", fail_times: int = 0, exc: Callable[[], Exception] | None = None, delay: float = 0.0
+) -> routing.Router:
     router = routing.Router()
     calls: dict[str, int] = {}
 
     @router.register("push")
     async def handle(event: sansio.Event, ctx: HandlerContext) -> None:
         # The effect is written first: a failure after it must roll it back.
-        await ctx.session.execute(text("INSERT INTO test_effects (delivery_id, worker) VALUES (:d, :w)"),
-                                  {"d": event.delivery_id, "w": name})
+        await ctx.session.execute(
+            text("INSERT INTO test_effects (delivery_id, worker) VALUES (:d, :w)"), {"d": event.delivery_id, "w": name}
+        )
         if delay:
             await asyncio.sleep(delay)
         key = event.delivery_id or ""
@@ -135,8 +139,9 @@ def test_backoff_doubles_and_is_capped() -> None:
 
 async def test_a_permanent_failure_is_dead_at_once(runtime: Runtime) -> None:
     [d] = await store_deliveries(runtime, 1)
-    await Worker(runtime, recording_router(fail_times=1, exc=lambda: PermanentFailure("no such story"))
-                 ).run_until_idle()
+    await Worker(
+        runtime, recording_router(fail_times=1, exc=lambda: PermanentFailure("no such story"))
+    ).run_until_idle()
     state, attempts, error = (await inbox(runtime))[d]
     assert (state, attempts) == ("dead", 1) and "no such story" in error
 
@@ -162,8 +167,13 @@ async def test_an_expired_lease_is_taken_over_and_the_old_owner_cannot_complete(
 
 def _start_worker_process(db_url: str, marker: Path, sleep: float) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "tests.worker_process", db_url, str(marker), str(sleep)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.worker_process", db_url, str(marker), str(sleep)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 async def _wait_for(path: Path, timeout: float = 20) -> None:
@@ -254,5 +264,3 @@ async def test_processing_latency_is_measured(runtime: Runtime) -> None:
     await store_deliveries(runtime, 2)
     await Worker(runtime, recording_router()).run_until_idle()
     assert REGISTRY.get_sample_value("webhook_processing_latency_seconds_count") == before + 2
-
-

@@ -51,10 +51,20 @@ class Market:
     async def accept_bid(self, story_id: str, login: str) -> None:
         """The developer won the story's opportunity (what the marketplace does after APPROVED)."""
         async with self.runtime.sessionmaker() as s, s.begin():
-            opp_id = (await s.execute(text("SELECT opportunity_id FROM story_opportunity WHERE story_id = :s"),
-                                      {"s": story_id})).scalar_one()
-            bid = Bid(id=new_id(), opportunity_id=opp_id, expert_id=self.users[login], amount=150000,
-                      currency="USDC", proposal="I will build it", status=BidStatus.ACCEPTED)
+            opp_id = (
+                await s.execute(
+                    text("SELECT opportunity_id FROM story_opportunity WHERE story_id = :s"), {"s": story_id}
+                )
+            ).scalar_one()
+            bid = Bid(
+                id=new_id(),
+                opportunity_id=opp_id,
+                expert_id=self.users[login],
+                amount=150000,
+                currency="USDC",
+                proposal="I will build it",
+                status=BidStatus.ACCEPTED,
+            )
             s.add(bid)
             await s.flush()
             opp = await s.get(Opportunity, opp_id)
@@ -63,8 +73,15 @@ class Market:
 
     # -- deliveries --------------------------------------------------------------------------------------
 
-    def push(self, branch: str, files: dict[str, str | bytes | None], sender: str, *,
-             before: str | None = None, commits: int = 1) -> dict[str, Any]:
+    def push(
+        self,
+        branch: str,
+        files: dict[str, str | bytes | None],
+        sender: str,
+        *,
+        before: str | None = None,
+        commits: int = 1,
+    ) -> dict[str, Any]:
         """A push whose last commit adds/changes (content) or removes (None) `files`."""
         after = self.sha()
         for path, content in files.items():
@@ -73,41 +90,93 @@ class Market:
         stamp = self.tick()
         changed = [p for p, c in files.items() if c is not None]
         removed = [p for p, c in files.items() if c is None]
-        commit_list = [{"id": self.sha(), "timestamp": stamp, "added": [], "modified": [], "removed": [],
-                        "message": "work", "distinct": True} for _ in range(commits - 1)]
-        commit_list.append({"id": after, "timestamp": stamp, "added": [], "modified": changed,
-                            "removed": removed, "message": "bmad", "distinct": True})
+        commit_list = [
+            {
+                "id": self.sha(),
+                "timestamp": stamp,
+                "added": [],
+                "modified": [],
+                "removed": [],
+                "message": "work",
+                "distinct": True,
+            }
+            for _ in range(commits - 1)
+        ]
+        commit_list.append(
+            {
+                "id": after,
+                "timestamp": stamp,
+                "added": [],
+                "modified": changed,
+                "removed": removed,
+                "message": "bmad",
+                "distinct": True,
+            }
+        )
         data = payload("push", "payload.json")
-        data.update({
-            "ref": f"refs/heads/{branch}", "before": before or self.sha(), "after": after, "created": False,
-            "deleted": False, "commits": commit_list[-20:], "head_commit": commit_list[-1],
-            "installation": {"id": INSTALLATION_ID},
-            "sender": {"login": sender, "type": "Bot" if sender.endswith("[bot]") else "User", "id": 1},
-            "pusher": {"name": sender},
-        })
+        data.update(
+            {
+                "ref": f"refs/heads/{branch}",
+                "before": before or self.sha(),
+                "after": after,
+                "created": False,
+                "deleted": False,
+                "commits": commit_list[-20:],
+                "head_commit": commit_list[-1],
+                "installation": {"id": INSTALLATION_ID},
+                "sender": {"login": sender, "type": "Bot" if sender.endswith("[bot]") else "User", "id": 1},
+                "pusher": {"name": sender},
+            }
+        )
         data["repository"].update({"full_name": REPO, "default_branch": "main", "name": REPO.split("/")[1]})
         return data
 
-    def pr(self, action: str, number: int, *, author: str = DEV, sender: str | None = None,
-           title: str = "Story 1.3: user auth", body: str = "", branch: str = "story/1.3-user-auth",
-           draft: bool = False, merged: bool = False, state: str | None = None, head_sha: str | None = None,
-           updated_at: str | None = None) -> dict[str, Any]:
+    def pr(
+        self,
+        action: str,
+        number: int,
+        *,
+        author: str = DEV,
+        sender: str | None = None,
+        title: str = "Story 1.3: user auth",
+        body: str = "",
+        branch: str = "story/1.3-user-auth",
+        draft: bool = False,
+        merged: bool = False,
+        state: str | None = None,
+        head_sha: str | None = None,
+        updated_at: str | None = None,
+    ) -> dict[str, Any]:
         data = payload("pull_request", "opened.payload.json")
         pr = data["pull_request"]
         closed = action == "closed"
-        pr.update({
-            "number": number, "title": title, "body": body, "draft": draft, "merged": merged,
-            "state": state or ("closed" if closed else "open"),
-            "html_url": f"https://github.com/{REPO}/pull/{number}",
-            "updated_at": updated_at or self.tick(), "merged_at": self.tick() if merged else None,
-            "user": {**pr["user"], "login": author, "type": "User"},
-        })
+        pr.update(
+            {
+                "number": number,
+                "title": title,
+                "body": body,
+                "draft": draft,
+                "merged": merged,
+                "state": state or ("closed" if closed else "open"),
+                "html_url": f"https://github.com/{REPO}/pull/{number}",
+                "updated_at": updated_at or self.tick(),
+                "merged_at": self.tick() if merged else None,
+                "user": {**pr["user"], "login": author, "type": "User"},
+            }
+        )
         pr["head"].update({"ref": branch, "sha": head_sha or f"{number:04d}" + "a" * 36})
-        data.update({
-            "action": action, "number": number, "installation": {"id": INSTALLATION_ID},
-            "sender": {"login": sender or author, "type": "Bot" if (sender or "").endswith("[bot]") else "User",
-                       "id": 2},
-        })
+        data.update(
+            {
+                "action": action,
+                "number": number,
+                "installation": {"id": INSTALLATION_ID},
+                "sender": {
+                    "login": sender or author,
+                    "type": "Bot" if (sender or "").endswith("[bot]") else "User",
+                    "id": 2,
+                },
+            }
+        )
         data["repository"].update({"full_name": REPO, "default_branch": "main"})
         return data
 
@@ -115,25 +184,49 @@ class Market:
 async def seed_market(runtime: Runtime, fake: FakeGitHub) -> Market:
     market = Market(runtime, fake)
     async with runtime.sessionmaker() as s, s.begin():
-        for login, role in ((PM, Role.PM), (DEV, Role.DEVELOPER), (OTHER_DEV, Role.DEVELOPER), (QA, Role.QA),
-                            (CLIENT, Role.CLIENT), (STRANGER, Role.DEVELOPER)):
+        for login, role in (
+            (PM, Role.PM),
+            (DEV, Role.DEVELOPER),
+            (OTHER_DEV, Role.DEVELOPER),
+            (QA, Role.QA),
+            (CLIENT, Role.CLIENT),
+            (STRANGER, Role.DEVELOPER),
+        ):
             user = User(id=new_id(), email=f"{login}@example.com", name=login, github_username=login, role=role)
             s.add(user)
             market.users[login] = user.id
         await s.flush()
-        project = Project(id=new_id(), client_id=market.users[CLIENT], name="Widgets",
-                          repo_url=f"https://github.com/{REPO}", repo_name=REPO.upper())  # case-insensitive match
+        project = Project(
+            id=new_id(),
+            client_id=market.users[CLIENT],
+            name="Widgets",
+            repo_url=f"https://github.com/{REPO}",
+            repo_name=REPO.upper(),
+        )  # case-insensitive match
         s.add(project)
         await s.flush()
         market.project_id = project.id
         # The PM and the QA are tied to the project by their accepted bids on its pm and qa stages.
         for login, stage in ((PM, Stage.pm), (QA, Stage.qa)):
-            opp = Opportunity(id=new_id(), project_id=project.id, stage=stage, title=f"{stage} work",
-                              description="-", budget={"min": 1, "max": 2, "currency": "USDC"})
+            opp = Opportunity(
+                id=new_id(),
+                project_id=project.id,
+                stage=stage,
+                title=f"{stage} work",
+                description="-",
+                budget={"min": 1, "max": 2, "currency": "USDC"},
+            )
             s.add(opp)
             await s.flush()
-            bid = Bid(id=new_id(), opportunity_id=opp.id, expert_id=market.users[login], amount=1,
-                      currency="USDC", proposal="-", status=BidStatus.ACCEPTED)
+            bid = Bid(
+                id=new_id(),
+                opportunity_id=opp.id,
+                expert_id=market.users[login],
+                amount=1,
+                currency="USDC",
+                proposal="-",
+                status=BidStatus.ACCEPTED,
+            )
             s.add(bid)
             await s.flush()
             opp.accepted_bid_id = bid.id
@@ -161,8 +254,14 @@ def story_file(status: str = "Draft", title: str = "User auth", epic: int = 1, n
 
 
 def gate_file(gate: str = "PASS", story: str = "1.3", **extra: str) -> str:
-    lines = [f'schema: 1', f'story: "{story}"', 'story_title: "User auth"', f"gate: {gate}",
-             'status_reason: "reviewed"', 'reviewer: "Quinn (Test Architect)"']
+    lines = [
+        "schema: 1",
+        f'story: "{story}"',
+        'story_title: "User auth"',
+        f"gate: {gate}",
+        'status_reason: "reviewed"',
+        'reviewer: "Quinn (Test Architect)"',
+    ]
     lines += [f"{k}: {v}" for k, v in extra.items()]
     return "\n".join(lines) + "\n"
 

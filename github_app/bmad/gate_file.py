@@ -65,9 +65,7 @@ class GateDocument:
         return _as_utc(now) >= self.expires
 
 
-_NAME_ID = re.compile(
-    r"^(?P<epic>\d+)\.(?P<story>\d+)(?P<suffix>[A-Za-z]+)?(?P<third>\.\d+(?=[.\-_]))?(?P<rest>.*)$"
-)
+_NAME_ID = re.compile(r"^(?P<epic>\d+)\.(?P<story>\d+)(?P<suffix>[A-Za-z]+)?(?P<third>\.\d+(?=[.\-_]))?(?P<rest>.*)$")
 _FIELD_ID = re.compile(
     r"^(?:story\s*)?(?P<epic>\d+)\.(?P<story>\d+)(?P<suffix>[A-Za-z]+)?(?P<third>\.\d+)?$", re.IGNORECASE
 )
@@ -107,8 +105,7 @@ def parse_gate_file(path: str, raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES
         raise GateFileError("gate file is empty")
     if not isinstance(data, dict):
         raise GateFileError(
-            f'gate file should be a mapping of keys to values (gate: PASS, story: "1.3", ...), '
-            f"not a {_yaml_kind(data)}"
+            f'gate file should be a mapping of keys to values (gate: PASS, story: "1.3", ...), not a {_yaml_kind(data)}'
         )
 
     problems: list[str] = []
@@ -173,9 +170,7 @@ def _story_id(value: object, path: str, problems: list[str]) -> tuple[int, int]:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise GateFileError(f'story should be a quoted "<epic>.<story>" such as "1.3", not {value!r}')
     if isinstance(value, int):
-        raise GateFileError(
-            f'story: {value} has no epic number; write it as "<epic>.<story>", such as "1.{value}"'
-        )
+        raise GateFileError(f'story: {value} has no epic number; write it as "<epic>.<story>", such as "1.{value}"')
     if isinstance(value, float):
         if name_error is not None:
             raise name_error

@@ -33,9 +33,7 @@ REPO_CONFIG_PATH = ".github/bmad-marketplace.yml"
 # Finds 1.3 in story/1.3-user-auth, feature/1.3.user-auth or 1.3; not in release/v1.3.0 or 1.3.0.
 DEFAULT_BRANCH_PATTERN = r"(?:^|[/_-])(?P<epic>\d+)\.(?P<story>\d+)(?=$|[-_/]|\.(?!\d))"
 DEFAULT_ACCEPTED_GATES: frozenset[GateDecision] = frozenset({GateDecision.PASS, GateDecision.WAIVED})
-ACCEPTABLE_GATES: frozenset[GateDecision] = frozenset(
-    {GateDecision.PASS, GateDecision.WAIVED, GateDecision.CONCERNS}
-)
+ACCEPTABLE_GATES: frozenset[GateDecision] = frozenset({GateDecision.PASS, GateDecision.WAIVED, GateDecision.CONCERNS})
 MAX_PATTERN_LENGTH = 300
 
 _KNOWN_KEYS = ("story_dir", "gate_dir", "branch_pattern", "accepted_gates", "default_budget")
@@ -126,9 +124,7 @@ def parse_repo_config(text: str | bytes | None) -> RepoConfig:
     if data is None:
         return RepoConfig()
     if not isinstance(data, dict):
-        return RepoConfig(
-            problems=(f"{REPO_CONFIG_PATH} should be a mapping of keys to values; using the defaults",)
-        )
+        return RepoConfig(problems=(f"{REPO_CONFIG_PATH} should be a mapping of keys to values; using the defaults",))
 
     problems: list[str] = []
     for key in data:

@@ -229,8 +229,7 @@ def parse_story_file(path: str, text: str) -> StoryDocument:
             heading_ints = (int(heading_match["epic"]), int(heading_match["story"]))
             if heading_match["suffix"] or heading_match["third"] or heading_ints != (epic, story):
                 problems.append(
-                    f"the file name says story {epic}.{story} but the title says {heading_id}; "
-                    f"using the file name"
+                    f"the file name says story {epic}.{story} but the title says {heading_id}; using the file name"
                 )
     elif heading_match is not None:
         _reject_unstorable(heading_match, path)

@@ -103,10 +103,10 @@ class StoryOpportunity(Base):
     __table_args__ = (
         PrimaryKeyConstraint("story_id", name="story_opportunity_pkey"),
         UniqueConstraint("opportunity_id", name="story_opportunity_opportunity_id_key"),
-        ForeignKeyConstraint(["story_id"], ["Story.id"], name="story_opportunity_story_id_fkey",
-                             ondelete="CASCADE"),
-        ForeignKeyConstraint(["opportunity_id"], ["Opportunity.id"],
-                             name="story_opportunity_opportunity_id_fkey", ondelete="CASCADE"),
+        ForeignKeyConstraint(["story_id"], ["Story.id"], name="story_opportunity_story_id_fkey", ondelete="CASCADE"),
+        ForeignKeyConstraint(
+            ["opportunity_id"], ["Opportunity.id"], name="story_opportunity_opportunity_id_fkey", ondelete="CASCADE"
+        ),
     )
 
     story_id: Mapped[str] = mapped_column(Text)
@@ -120,8 +120,7 @@ class PullRequestLink(Base):
     __tablename__ = "pull_request_link"
     __table_args__ = (
         PrimaryKeyConstraint("repository_key", "pr_number", name="pull_request_link_pkey"),
-        ForeignKeyConstraint(["story_id"], ["Story.id"], name="pull_request_link_story_id_fkey",
-                             ondelete="SET NULL"),
+        ForeignKeyConstraint(["story_id"], ["Story.id"], name="pull_request_link_story_id_fkey", ondelete="SET NULL"),
         Index("pull_request_link_story_idx", "story_id"),
     )
 
@@ -201,8 +200,9 @@ class EscrowReleaseRequest(Base):
     __table_args__ = (
         PrimaryKeyConstraint("id", name="escrow_release_request_pkey"),
         UniqueConstraint("story_id", name="escrow_release_request_story_id_key"),
-        ForeignKeyConstraint(["story_id"], ["Story.id"], name="escrow_release_request_story_id_fkey",
-                             ondelete="RESTRICT"),
+        ForeignKeyConstraint(
+            ["story_id"], ["Story.id"], name="escrow_release_request_story_id_fkey", ondelete="RESTRICT"
+        ),
     )
 
     id: Mapped[str] = mapped_column(Text, default=new_id)

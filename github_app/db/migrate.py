@@ -41,9 +41,7 @@ def downgrade(database_url: str, revision: str = "base") -> None:
 
 async def current_revision(engine: AsyncEngine) -> str | None:
     async with engine.connect() as conn:
-        has_table = await conn.run_sync(
-            lambda sync: sync.dialect.has_table(sync, "alembic_version")
-        )
+        has_table = await conn.run_sync(lambda sync: sync.dialect.has_table(sync, "alembic_version"))
         if not has_table:
             return None
         return (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()

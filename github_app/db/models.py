@@ -240,7 +240,9 @@ class Deliverable(Base):
     )
     review_notes: Mapped[str | None] = mapped_column("reviewNotes", Text)
     submitted_at: Mapped[datetime] = mapped_column(
-        "submittedAt", Timestamp3, default=utcnow,
+        "submittedAt",
+        Timestamp3,
+        default=utcnow,
         server_default=text("CURRENT_TIMESTAMP"),
     )
     reviewed_at: Mapped[datetime | None] = mapped_column("reviewedAt", Timestamp3)
@@ -393,10 +395,27 @@ class StoryAuditLog(Base):
 
 
 SEED_TABLES = (
-    "User", "Project", "Opportunity", "Bid", "Story", "Deliverable", "Escrow", "Document", "Rating",
-    "ApiKey", "MCPSession", "GitHubInstallation", "StoryAuditLog",
+    "User",
+    "Project",
+    "Opportunity",
+    "Bid",
+    "Story",
+    "Deliverable",
+    "Escrow",
+    "Document",
+    "Rating",
+    "ApiKey",
+    "MCPSession",
+    "GitHubInstallation",
+    "StoryAuditLog",
 )
 SEED_ENUMS = (
-    "Role", "ProjectStatus", "Stage", "OpportunityStatus", "BidStatus", "StoryStatus", "DeliverableStatus",
+    "Role",
+    "ProjectStatus",
+    "Stage",
+    "OpportunityStatus",
+    "BidStatus",
+    "StoryStatus",
+    "DeliverableStatus",
     "EscrowStatus",
 )

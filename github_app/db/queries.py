@@ -12,10 +12,7 @@ from github_app.db.models import Project
 async def project_for_repository(session: AsyncSession, full_name: str) -> Project | None:
     """A repository belongs to the project whose repoName is its "owner/name", ignoring case."""
     stmt = (
-        select(Project)
-        .where(func.lower(Project.repo_name) == full_name.lower())
-        .order_by(Project.created_at)
-        .limit(1)
+        select(Project).where(func.lower(Project.repo_name) == full_name.lower()).order_by(Project.created_at).limit(1)
     )
     return (await session.execute(stmt)).scalars().first()
 

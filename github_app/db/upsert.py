@@ -13,7 +13,8 @@ from sqlalchemy.sql.expression import FromClause
 
 def _insert(session: AsyncSession, table: Table | FromClause) -> Any:
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    make: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return make(table)
 
 
 async def upsert(
@@ -26,8 +27,7 @@ async def upsert(
     """Insert, or update `update` columns of the row that conflicts on `conflict`."""
     stmt = _insert(session, table).values(**values)
     if update:
-        stmt = stmt.on_conflict_do_update(index_elements=list(conflict),
-                                          set_={c: stmt.excluded[c] for c in update})
+        stmt = stmt.on_conflict_do_update(index_elements=list(conflict), set_={c: stmt.excluded[c] for c in update})
     else:
         stmt = stmt.on_conflict_do_nothing(index_elements=list(conflict))
     await session.execute(stmt)
@@ -39,7 +39,8 @@ async def insert_if_absent(
     """Insert unless a row conflicts on `conflict`; True when this call inserted it. Safe under
     concurrency: the loser of a race gets False instead of an error."""
     stmt = (
-        _insert(session, table).values(**values)
+        _insert(session, table)
+        .values(**values)
         .on_conflict_do_nothing(index_elements=list(conflict))
         .returning(literal_column("1"))
     )

@@ -100,9 +100,7 @@ def story_mentions(text: str) -> tuple[list[StoryId], list[str]]:
     for match in _MENTION.finditer(_HTML_COMMENT.sub(" ", text)):
         if match["suffix"] or match["third"]:
             raw = f"{match['epic']}.{match['story']}{match['suffix'] or ''}{match['third'] or ''}"
-            notes.append(
-                f"Story {raw} cannot be linked: the marketplace stores epic and story numbers as integers."
-            )
+            notes.append(f"Story {raw} cannot be linked: the marketplace stores epic and story numbers as integers.")
             continue
         story_id = (int(match["epic"]), int(match["story"]))
         if story_id not in found:

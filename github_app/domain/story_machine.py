@@ -317,9 +317,7 @@ def decide(story: StorySnapshot, event: Event, actor: Actor) -> Decision:
 
 
 def _not_a_user(login: str) -> Refused:
-    return Refused(
-        f"{_at(login)} is not a marketplace user; link this GitHub account to a marketplace account first"
-    )
+    return Refused(f"{_at(login)} is not a marketplace user; link this GitHub account to a marketplace account first")
 
 
 def _role_refusal(story: StorySnapshot, actor: Actor, roles: frozenset[Role], doing: str) -> Refused | None:
@@ -328,9 +326,7 @@ def _role_refusal(story: StorySnapshot, actor: Actor, roles: frozenset[Role], do
     if not actor.roles & roles:
         names = sorted(roles)
         needed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
-        return Refused(
-            f"{actor.mention} cannot {doing} {story.label}: that needs the {needed} role on the project"
-        )
+        return Refused(f"{actor.mention} cannot {doing} {story.label}: that needs the {needed} role on the project")
     return None
 
 
@@ -376,8 +372,7 @@ def _bind_refusal(story: StorySnapshot, pr: PullRequestRef) -> Refused | None:
         return Refused(f"{_at(pr.author_login)} is not the developer assigned to {story.label}")
     if story.pr_number not in (None, pr.number) and not _can_replace_pr(story):
         return Refused(
-            f"{story.label} is already delivered by PR #{story.pr_number}; "
-            f"close that PR before opening another"
+            f"{story.label} is already delivered by PR #{story.pr_number}; close that PR before opening another"
         )
     return None
 
@@ -388,9 +383,7 @@ def _bound(story: StorySnapshot, pr: PullRequestRef) -> StorySnapshot:
     return replace(story, pr_number=pr.number, pr_merged=False, deliverable_status=None)
 
 
-def _settled(
-    after: StorySnapshot, pr: int | None, reason: str, story: StorySnapshot, action: Action
-) -> Decision:
+def _settled(after: StorySnapshot, pr: int | None, reason: str, story: StorySnapshot, action: Action) -> Decision:
     """Move a story under development to where its facts put it: DONE once its PR is merged and its gate
     accepted, READY_FOR_REVIEW once merged or ready."""
     if after.pr_merged and after.gate_accepted:
@@ -474,17 +467,13 @@ def _closed(story: StorySnapshot, pr: PullRequestRef) -> Decision:
         return _other_pr(story, pr)
     if story.pr_merged:
         return NoChange(f"PR #{pr.number} is already merged")
-    after = replace(
-        story, pr_number=None, pr_merged=False, gate=None, gate_accepted=False, deliverable_status=None
-    )
+    after = replace(story, pr_number=None, pr_merged=False, gate=None, gate_accepted=False, deliverable_status=None)
     deliverable = D.REJECTED if story.deliverable_status is not None else None
     reason = f"PR #{pr.number} was closed without merging"
     if story.status is S.READY_FOR_REVIEW:
         back = replace(after, status=S.IN_PROGRESS)
         return _transition(story, back, Action.PR_CLOSED, reason, deliverable, pr.number)
-    return Recorded(
-        story.status, Action.PR_CLOSED, reason, after, deliverable, pr.number if deliverable else None
-    )
+    return Recorded(story.status, Action.PR_CLOSED, reason, after, deliverable, pr.number if deliverable else None)
 
 
 def _merged(story: StorySnapshot, pr: PullRequestRef) -> Decision:

@@ -89,9 +89,7 @@ async def recover_missed_deliveries(app: GitHubApp, since: datetime, known: Know
             continue
         delivery_id = failed_attempt[guid]
         try:
-            await gh.post(
-                "/app/hook/deliveries/{delivery_id}/attempts", {"delivery_id": delivery_id}, data=b""
-            )
+            await gh.post("/app/hook/deliveries/{delivery_id}/attempts", {"delivery_id": delivery_id}, data=b"")
         except (HTTPException, aiohttp.ClientError, TimeoutError) as exc:
             report.errors += 1
             log.warning("redelivery of %s (delivery %d) failed: %s", guid, delivery_id, exc)

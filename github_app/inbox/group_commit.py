@@ -45,8 +45,7 @@ class GroupCommitWriter:
 
     def start(self) -> None:
         # Two flushers on two connections: one gathers and writes while the other waits for its commit.
-        self._tasks = [asyncio.create_task(self._flush_loop(), name=f"inbox-flusher-{i}")
-                       for i in range(self.flushers)]
+        self._tasks = [asyncio.create_task(self._flush_loop(), name=f"inbox-flusher-{i}") for i in range(self.flushers)]
 
     async def submit(self, delivery: Delivery) -> bool:
         if self._closing:
@@ -82,8 +81,7 @@ class GroupCommitWriter:
         try:
             new_ids = await self.writer.insert_batch(list(unique.values()))
         except Exception as exc:
-            log.error("inbox write failed; %d deliveries not acknowledged", len(items),
-                      extra={"error": repr(exc)})
+            log.error("inbox write failed; %d deliveries not acknowledged", len(items), extra={"error": repr(exc)})
             for _, future in items:
                 if not future.done():
                     future.set_exception(InboxUnavailable(f"inbox write failed: {type(exc).__name__}"))
@@ -91,7 +89,6 @@ class GroupCommitWriter:
         INGRESS_BATCH_SIZE.observe(len(unique))
         for delivery, future in items:
             if not future.done():
-                future.set_result(delivery.delivery_id in new_ids and
-                                  unique.get(delivery.delivery_id) is delivery)
+                future.set_result(delivery.delivery_id in new_ids and unique.get(delivery.delivery_id) is delivery)
         if new_ids and self.on_stored:
             self.on_stored()

@@ -30,9 +30,7 @@ class RecoveryUnavailable(Exception):
 async def recover_once(runtime: Runtime, window: timedelta) -> RecoverReport | None:
     """None when another process is already recovering."""
     if runtime.github is None:
-        raise RecoveryUnavailable(
-            "recovery needs the app's credentials: set GITHUB_APP_ID and GITHUB_PRIVATE_KEY"
-        )
+        raise RecoveryUnavailable("recovery needs the app's credentials: set GITHUB_APP_ID and GITHUB_PRIVATE_KEY")
 
     async def known(guids: set[str]) -> set[str]:
         async with runtime.engine.connect() as conn:
@@ -55,9 +53,15 @@ async def periodic_recovery(runtime: Runtime, stop: asyncio.Event) -> None:
         try:
             report = await recover_once(runtime, window)
             if report is not None:
-                log.info("delivery recovery", extra={"scanned": report.scanned, "failed": report.failed,
-                                                     "redelivered": report.redelivered,
-                                                     "errors": report.errors})
+                log.info(
+                    "delivery recovery",
+                    extra={
+                        "scanned": report.scanned,
+                        "failed": report.failed,
+                        "redelivered": report.redelivered,
+                        "errors": report.errors,
+                    },
+                )
         except RecoveryUnavailable as exc:
             log.warning("periodic recovery is off: %s", exc)
             return

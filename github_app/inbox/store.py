@@ -7,11 +7,12 @@ and PostgreSQL behave alike; leases are long compared with clock skew between ma
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Row, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from github_app.db.app_tables import InboxState, WebhookDelivery
@@ -88,13 +89,18 @@ async def mark_done(session: AsyncSession, delivery_id: str) -> None:
     await session.execute(
         update(T)
         .where(T.delivery_id == delivery_id)
-        .values(state=InboxState.DONE, processed_at=utcnow(), lease_owner=None, lease_expires_at=None,
-                last_error=None)
+        .values(state=InboxState.DONE, processed_at=utcnow(), lease_owner=None, lease_expires_at=None, last_error=None)
     )
 
 
 async def mark_failed(
-    conn: AsyncConnection, delivery_id: str, owner: str, error: str, *, attempts: int, max_attempts: int,
+    conn: AsyncConnection,
+    delivery_id: str,
+    owner: str,
+    error: str,
+    *,
+    attempts: int,
+    max_attempts: int,
     retry_base_seconds: float,
 ) -> str:
     """Schedule a retry, or mark the row dead once its attempts are spent. Returns the new state."""
@@ -129,8 +135,7 @@ async def retry(conn: AsyncConnection, delivery_id: str) -> bool:
     result = await conn.execute(
         update(T)
         .where(T.delivery_id == delivery_id, T.state != InboxState.PROCESSING)
-        .values(state=InboxState.PENDING, attempts=0, next_attempt_at=utcnow(), lease_owner=None,
-                lease_expires_at=None)
+        .values(state=InboxState.PENDING, attempts=0, next_attempt_at=utcnow(), lease_owner=None, lease_expires_at=None)
     )
     return bool(result.rowcount)
 
@@ -146,20 +151,23 @@ async def known_ids(conn: AsyncConnection, ids: Iterable[str]) -> set[str]:
     wanted = list(set(ids))
     found: set[str] = set()
     for i in range(0, len(wanted), 500):
-        rows = await conn.execute(select(T.delivery_id).where(T.delivery_id.in_(wanted[i:i + 500])))
+        rows = await conn.execute(select(T.delivery_id).where(T.delivery_id.in_(wanted[i : i + 500])))
         found.update(r[0] for r in rows)
     return found
 
 
-async def list_rows(conn: AsyncConnection, state: str | None, limit: int) -> Sequence[WebhookDelivery]:
-    stmt = select(
-        T.delivery_id, T.event, T.action, T.repository, T.state, T.attempts, T.received_at, T.last_error
-    ).order_by(T.received_at.desc()).limit(limit)
+async def list_rows(conn: AsyncConnection, state: str | None, limit: int) -> list[Row[Any]]:
+    stmt = (
+        select(T.delivery_id, T.event, T.action, T.repository, T.state, T.attempts, T.received_at, T.last_error)
+        .order_by(T.received_at.desc())
+        .limit(limit)
+    )
     if state:
         stmt = stmt.where(T.state == state)
-    return (await conn.execute(stmt)).all()  # type: ignore[return-value]
+    result: Any = await conn.execute(stmt)
+    return list(result.all())
 
 
-async def get_row(conn: AsyncConnection, delivery_id: str) -> WebhookDelivery | None:
+async def get_row(conn: AsyncConnection, delivery_id: str) -> Row[Any] | None:
     stmt = select(T.__table__).where(T.delivery_id == delivery_id)
-    return (await conn.execute(stmt)).first()  # type: ignore[return-value]
+    return (await conn.execute(stmt)).first()

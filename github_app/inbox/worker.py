@@ -79,7 +79,7 @@ class Worker:
                 await asyncio.gather(*self._inflight, return_exceptions=True)
             log.info("worker stopped", extra={"worker": self.name})
 
-    async def run_until_idle(self, timeout: float = 30.0) -> None:
+    async def run_until_idle(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109 - a bound, not a cancel scope
         """Process everything due now, then return (tests and one-shot operator runs)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -93,8 +93,7 @@ class Worker:
     async def _sleep(self, stop_waiter: asyncio.Task[bool]) -> None:
         wake = asyncio.create_task(self._wake.wait())
         try:
-            await asyncio.wait({wake, stop_waiter}, timeout=self.poll_seconds,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({wake, stop_waiter}, timeout=self.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
             wake.cancel()
             self._wake.clear()
@@ -105,8 +104,9 @@ class Worker:
             return 0
         try:
             async with self.runtime.engine.begin() as conn:
-                rows = await store.claim(conn, self.name, free, self.lease_seconds,
-                                         skip_locked=not self.runtime.is_sqlite)
+                rows = await store.claim(
+                    conn, self.name, free, self.lease_seconds, skip_locked=not self.runtime.is_sqlite
+                )
         except Exception as exc:  # the database may be down for a while; keep trying, say so once a poll
             log.error("worker cannot claim deliveries", extra={"error": repr(exc)})
             return 0
@@ -122,8 +122,13 @@ class Worker:
 
     async def _process(self, row: Claimed) -> None:
         started = time.monotonic()
-        fields = {"delivery_id": row.delivery_id, "event": row.event, "action": row.action,
-                  "repository": row.repository, "attempt": row.attempts}
+        fields = {
+            "delivery_id": row.delivery_id,
+            "event": row.event,
+            "action": row.action,
+            "repository": row.repository,
+            "attempt": row.attempts,
+        }
         if row.attempts > self.max_attempts:
             # Claimed again after its worker died mid-run on the last allowed attempt.
             await self._fail(row, "worker lost while processing; attempts exhausted", permanent=True)
@@ -133,8 +138,7 @@ class Worker:
             # Inside the lease, with a margin: past it another worker may claim the row.
             async with asyncio.timeout(self.lease_seconds * 0.9):
                 async with self.runtime.sessionmaker() as session, session.begin():
-                    if not await store.hold(session, row.delivery_id, self.name,
-                                            lock=not self.runtime.is_sqlite):
+                    if not await store.hold(session, row.delivery_id, self.name, lock=not self.runtime.is_sqlite):
                         DELIVERIES_PROCESSED.labels(row.event, "lost_lease").inc()
                         log.warning("delivery lease lost; another worker has it", extra=fields)
                         return
@@ -145,15 +149,20 @@ class Worker:
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             if isinstance(exc, TimeoutError):
                 detail = f"handler did not finish within {self.lease_seconds * 0.9:.0f}s"
-            log.warning("delivery failed", extra={**fields, "error": detail},
-                        exc_info=not isinstance(exc, PermanentFailure | TimeoutError))
+            log.warning(
+                "delivery failed",
+                extra={**fields, "error": detail},
+                exc_info=not isinstance(exc, PermanentFailure | TimeoutError),
+            )
             await self._fail(row, detail, permanent=isinstance(exc, PermanentFailure | orjson.JSONDecodeError))
             return
         latency = (utcnow() - row.received_at).total_seconds()
         PROCESSING_LATENCY.observe(max(0.0, latency))
         DELIVERIES_PROCESSED.labels(row.event, "done").inc()
-        log.info("delivery processed", extra={**fields, "outcome": "done",
-                                              "ms": round((time.monotonic() - started) * 1000, 1)})
+        log.info(
+            "delivery processed",
+            extra={**fields, "outcome": "done", "ms": round((time.monotonic() - started) * 1000, 1)},
+        )
         if self.on_processed:
             self.on_processed(row.delivery_id, InboxState.DONE)
 
@@ -162,17 +171,28 @@ class Worker:
         try:
             async with self.runtime.engine.begin() as conn:
                 state = await store.mark_failed(
-                    conn, row.delivery_id, self.name, error, attempts=attempts,
-                    max_attempts=self.max_attempts, retry_base_seconds=self.retry_base,
+                    conn,
+                    row.delivery_id,
+                    self.name,
+                    error,
+                    attempts=attempts,
+                    max_attempts=self.max_attempts,
+                    retry_base_seconds=self.retry_base,
                 )
         except Exception as exc:  # the lease will expire and the row comes back: nothing is lost
-            log.error("cannot record delivery failure", extra={"delivery_id": row.delivery_id,
-                                                               "error": repr(exc)})
+            log.error("cannot record delivery failure", extra={"delivery_id": row.delivery_id, "error": repr(exc)})
             return
         outcome = "dead" if state == InboxState.DEAD else "retry"
         DELIVERIES_PROCESSED.labels(row.event, outcome).inc()
-        log.info("delivery processed", extra={"delivery_id": row.delivery_id, "event": row.event,
-                                              "action": row.action, "repository": row.repository,
-                                              "outcome": outcome})
+        log.info(
+            "delivery processed",
+            extra={
+                "delivery_id": row.delivery_id,
+                "event": row.event,
+                "action": row.action,
+                "repository": row.repository,
+                "outcome": outcome,
+            },
+        )
         if self.on_processed:
             self.on_processed(row.delivery_id, state)

@@ -190,8 +190,7 @@ class OutboxSender:
     async def _sleep(self, stop_waiter: asyncio.Task[bool]) -> None:
         wake = asyncio.create_task(self._wake.wait())
         try:
-            await asyncio.wait({wake, stop_waiter}, timeout=self.poll_seconds,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({wake, stop_waiter}, timeout=self.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
             wake.cancel()
             self._wake.clear()
@@ -217,14 +216,22 @@ class OutboxSender:
         if github is not None:
             self._said_unconfigured = False
         elif not self._said_unconfigured:
-            log.warning("GitHub App not configured (no app id or private key): outbox rows stay pending",
-                        extra={"sender": self.name})
+            log.warning(
+                "GitHub App not configured (no app id or private key): outbox rows stay pending",
+                extra={"sender": self.name},
+            )
             self._said_unconfigured = True
         return github
 
     async def _process(self, row: _Claimed, github: GitHubApp) -> None:
-        fields = {"sender": self.name, "outbox_id": row.id, "kind": row.kind, "repository": row.repository,
-                  "target": row.target, "version": row.version}
+        fields = {
+            "sender": self.name,
+            "outbox_id": row.id,
+            "kind": row.kind,
+            "repository": row.repository,
+            "target": row.target,
+            "version": row.version,
+        }
         started = time.monotonic()
         try:
             # Inside the lease, with a margin: past it another sender may claim the row.
@@ -242,19 +249,27 @@ class OutboxSender:
             OUTBOX_SENT.labels(row.kind, "failed").inc()
             attempts = row.attempts + 1
             level = logging.ERROR if attempts >= LOUD_AFTER_ATTEMPTS else logging.WARNING
-            log.log(level, "outbox send failed; will retry",
-                    extra={**fields, "attempt": attempts, "error": detail})
+            log.log(level, "outbox send failed; will retry", extra={**fields, "attempt": attempts, "error": detail})
             await self._record(self._failed(row, detail), fields)
             return
         if isinstance(result, _Deferred):
             OUTBOX_SENT.labels(row.kind, "deferred").inc()
-            log.info("outbox send deferred: content-creation budget spent",
-                     extra={**fields, "seconds": round(result.seconds, 1)})
+            log.info(
+                "outbox send deferred: content-creation budget spent",
+                extra={**fields, "seconds": round(result.seconds, 1)},
+            )
             await self._record(self._deferred(row, result.seconds), fields)
             return
         OUTBOX_SENT.labels(row.kind, result.outcome).inc()
-        log.info("outbox sent", extra={**fields, "outcome": result.outcome, "remote_id": result.remote_id,
-                                       "ms": round((time.monotonic() - started) * 1000, 1)})
+        log.info(
+            "outbox sent",
+            extra={
+                **fields,
+                "outcome": result.outcome,
+                "remote_id": result.remote_id,
+                "ms": round((time.monotonic() - started) * 1000, 1),
+            },
+        )
         await self._record_sent(row, result, fields)
 
     # --- GitHub ------------------------------------------------------------------------------------
@@ -276,8 +291,7 @@ class OutboxSender:
         body["head_sha"] = str(body.get("head_sha") or row.target)
         # The commit of a run cannot change; GitHub wants it only when creating.
         changes = {key: value for key, value in body.items() if key != "head_sha"}
-        if row.remote_id is not None and await self._patch(gh, f"/repos/{repo}/check-runs/{row.remote_id}",
-                                                           changes):
+        if row.remote_id is not None and await self._patch(gh, f"/repos/{repo}/check-runs/{row.remote_id}", changes):
             return _Sent(row.remote_id, "updated")
         found = await self._find_check_run(gh, app_id, repo, body["head_sha"], str(body.get("name") or ""))
         if found is not None and await self._patch(gh, f"/repos/{repo}/check-runs/{found}", changes):
@@ -286,9 +300,7 @@ class OutboxSender:
         created = await gh.post(f"/repos/{repo}/check-runs", data=body)
         return _Sent(int(created["id"]), "created")
 
-    async def _find_check_run(
-        self, gh: GitHubClient, app_id: int, repo: str, sha: str, name: str
-    ) -> int | None:
+    async def _find_check_run(self, gh: GitHubClient, app_id: int, repo: str, sha: str, name: str) -> int | None:
         query = urlencode({"check_name": name, "per_page": 100}, quote_via=quote)
         found = await gh.getitem(f"/repos/{repo}/commits/{sha}/check-runs?{query}")
         ours = [
@@ -311,9 +323,7 @@ class OutboxSender:
         found = await self._find_comment(gh, app_id, repo, number)
         if found is not None:
             comment_id, current = found
-            if current == body or await self._patch(
-                gh, f"/repos/{repo}/issues/comments/{comment_id}", {"body": body}
-            ):
+            if current == body or await self._patch(gh, f"/repos/{repo}/issues/comments/{comment_id}", {"body": body}):
                 return _Sent(comment_id, "adopted")
         wait = self.pacer.create_delay()
         if wait > 0:
@@ -323,9 +333,7 @@ class OutboxSender:
         created = await gh.post(f"/repos/{repo}/issues/{number}/comments", data={"body": body})
         return _Sent(int(created["id"]), "created")
 
-    async def _find_comment(
-        self, gh: GitHubClient, app_id: int, repo: str, number: str
-    ) -> tuple[int, str] | None:
+    async def _find_comment(self, gh: GitHubClient, app_id: int, repo: str, number: str) -> tuple[int, str] | None:
         async for comment in gh.getiter(f"/repos/{repo}/issues/{number}/comments?per_page=100"):
             text = comment.get("body") or ""
             if COMMENT_MARKER in text and is_own_comment(comment, app_id):
@@ -363,8 +371,9 @@ class OutboxSender:
             update(T)
             .where(T.id.in_(due.scalar_subquery()))
             .values(lease_owner=self.name, lease_expires_at=now + timedelta(seconds=self.lease_seconds))
-            .returning(T.id, T.installation_id, T.repository, T.kind, T.target, T.payload, T.version,
-                       T.remote_id, T.attempts)
+            .returning(
+                T.id, T.installation_id, T.repository, T.kind, T.target, T.payload, T.version, T.remote_id, T.attempts
+            )
         )
         async with self.runtime.engine.begin() as conn:
             found = (await conn.execute(stmt)).first()
@@ -404,8 +413,13 @@ class OutboxSender:
         return (
             update(T)
             .where(T.id == row.id, T.lease_owner == self.name)
-            .values(attempts=T.attempts + 1, next_attempt_at=utcnow() + timedelta(seconds=delay),
-                    last_error=error[-ERROR_MAX_CHARS:], lease_owner=None, lease_expires_at=None)
+            .values(
+                attempts=T.attempts + 1,
+                next_attempt_at=utcnow() + timedelta(seconds=delay),
+                last_error=error[-ERROR_MAX_CHARS:],
+                lease_owner=None,
+                lease_expires_at=None,
+            )
         )
 
     def _deferred(self, row: _Claimed, seconds: float) -> Any:
@@ -413,8 +427,7 @@ class OutboxSender:
         return (
             update(T)
             .where(T.id == row.id, T.lease_owner == self.name)
-            .values(next_attempt_at=utcnow() + timedelta(seconds=seconds), lease_owner=None,
-                    lease_expires_at=None)
+            .values(next_attempt_at=utcnow() + timedelta(seconds=seconds), lease_owner=None, lease_expires_at=None)
         )
 
     async def _record(self, stmt: Any, fields: dict[str, Any]) -> None:
@@ -439,8 +452,7 @@ class OutboxSender:
         if time.monotonic() - self._pending_sampled_at < PENDING_SAMPLE_SECONDS:
             return
         self._pending_sampled_at = time.monotonic()
-        stmt = (select(func.count()).select_from(T)
-                .where(T.sent_version < T.version, T.next_attempt_at < PARKED))
+        stmt = select(func.count()).select_from(T).where(T.sent_version < T.version, T.next_attempt_at < PARKED)
         try:
             async with self.runtime.engine.connect() as conn:
                 OUTBOX_PENDING.set((await conn.execute(stmt)).scalar() or 0)

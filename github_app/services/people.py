@@ -38,8 +38,7 @@ async def is_tied_to_project(session: AsyncSession, user: User, project: Project
         return True
     story = (
         select(Story.id)
-        .where(Story.project_id == project.id,
-               or_(Story.assigned_dev_id == user.id, Story.assigned_qa_id == user.id))
+        .where(Story.project_id == project.id, or_(Story.assigned_dev_id == user.id, Story.assigned_qa_id == user.id))
         .limit(1)
     )
     return (await session.execute(story)).first() is not None

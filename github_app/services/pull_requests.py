@@ -50,12 +50,19 @@ async def _lock_link(session: AsyncSession, rc: RepoContext, pr: dict[str, Any])
         session,
         PullRequestLink.__table__,  # type: ignore[arg-type]
         {
-            "repository_key": key, "pr_number": pr["number"], "repository": rc.repository,
-            "installation_id": rc.installation_id, "project_id": rc.project.id,
-            "html_url": pr.get("html_url") or "", "author_login": (pr.get("user") or {}).get("login") or "",
-            "head_sha": pr["head"]["sha"], "head_ref": pr["head"].get("ref") or "",
-            "draft": bool(pr.get("draft")), "state": pr.get("state") or "open",
-            "merged": False, "updated_at": utcnow(),
+            "repository_key": key,
+            "pr_number": pr["number"],
+            "repository": rc.repository,
+            "installation_id": rc.installation_id,
+            "project_id": rc.project.id,
+            "html_url": pr.get("html_url") or "",
+            "author_login": (pr.get("user") or {}).get("login") or "",
+            "head_sha": pr["head"]["sha"],
+            "head_ref": pr["head"].get("ref") or "",
+            "draft": bool(pr.get("draft")),
+            "state": pr.get("state") or "open",
+            "merged": False,
+            "updated_at": utcnow(),
         },
         conflict=["repository_key", "pr_number"],
     )
@@ -77,8 +84,11 @@ async def _changed_files(rc: RepoContext, number: int) -> list[str]:
 async def _link_story(session: AsyncSession, rc: RepoContext, link: PullRequestLink, pr: dict[str, Any]) -> None:
     """Find the PR's story: title/body, branch name, then its changed files (only fetched if needed)."""
     args = {
-        "title": pr.get("title") or "", "body": pr.get("body") or "", "head_branch": link.head_ref,
-        "story_dir": rc.paths.story_dir, "branch_pattern": rc.config.branch_pattern,
+        "title": pr.get("title") or "",
+        "body": pr.get("body") or "",
+        "head_branch": link.head_ref,
+        "story_dir": rc.paths.story_dir,
+        "branch_pattern": rc.config.branch_pattern,
     }
     result = link_pull_request(changed_files=[], **args)
     if isinstance(result, Unlinked):
@@ -87,9 +97,11 @@ async def _link_story(session: AsyncSession, rc: RepoContext, link: PullRequestL
         story = await find_story(session, rc.project.id, result.epic, result.story)
         if story is None:
             link.story_id, link.link_source = None, None
-            link.link_problem = (f"this PR names story {result.epic}.{result.story}, which does not exist in "
-                                 f"the project; story files live in {rc.paths.story_dir}/ on "
-                                 f"{rc.default_branch}")
+            link.link_problem = (
+                f"this PR names story {result.epic}.{result.story}, which does not exist in "
+                f"the project; story files live in {rc.paths.story_dir}/ on "
+                f"{rc.default_branch}"
+            )
             return
         link.story_id, link.link_source, link.link_problem = story.id, str(result.level), None
     else:
@@ -141,8 +153,11 @@ async def handle_pull_request(ctx: HandlerContext, event: sansio.Event) -> None:
     if link.story_id is not None and (not stale or action == "closed"):
         story = await lock_story(session, link.story_id)
         metadata = {
-            "delivery_id": ctx.delivery_id, "event": f"pull_request.{action}", "repository": rc.repository,
-            "pr_number": link.pr_number, "commit_sha": link.head_sha,
+            "delivery_id": ctx.delivery_id,
+            "event": f"pull_request.{action}",
+            "repository": rc.repository,
+            "pr_number": link.pr_number,
+            "commit_sha": link.head_sha,
         }
         await ensure_developer(session, story, metadata)
         author_login = (pr.get("user") or {}).get("login") or ""
@@ -151,8 +166,9 @@ async def handle_pull_request(ctx: HandlerContext, event: sansio.Event) -> None:
         actor = await actor_for(session, rc.project, sender.get("login") or "", sender.get("type"))
         before = story.status
         decision = sm.decide(await snapshot(session, story), _story_event(action, pr, ref), actor)
-        await apply_decision(session, story, decision, actor, metadata,
-                             PrInfo(link.pr_number, link.html_url, author_login))
+        await apply_decision(
+            session, story, decision, actor, metadata, PrInfo(link.pr_number, link.html_url, author_login)
+        )
         if isinstance(decision, sm.Refused):
             link.refusal = decision.reason
         elif isinstance(decision, sm.Transition | sm.Recorded):

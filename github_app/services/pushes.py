@@ -100,8 +100,9 @@ async def changed_files(rc: RepoContext, push: Push) -> dict[str, str]:
     for f in compare.get("files") or []:
         if f.get("status") == "renamed" and f.get("previous_filename"):
             changes[f["previous_filename"]] = "removed"
-        changes[f["filename"]] = "removed" if f.get("status") == "removed" else (
-            "added" if f.get("status") == "added" else "modified")
+        changes[f["filename"]] = (
+            "removed" if f.get("status") == "removed" else ("added" if f.get("status") == "added" else "modified")
+        )
     return changes
 
 
@@ -113,8 +114,13 @@ async def handle_push(ctx: HandlerContext, event: sansio.Event) -> None:
     if rc is None:
         return
     changes = await changed_files(rc, push)
-    meta = {"delivery_id": ctx.delivery_id, "event": "push", "repository": rc.repository,
-            "commit_sha": push.after, "ref": push.ref}
+    meta = {
+        "delivery_id": ctx.delivery_id,
+        "event": "push",
+        "repository": rc.repository,
+        "commit_sha": push.after,
+        "ref": push.ref,
+    }
     if push.branch == rc.default_branch:
         for path, status in sorted(changes.items()):
             if is_story_path(path, rc.paths.story_dir):
@@ -152,30 +158,59 @@ async def _story_file(
     for problem in doc.problems:
         log.warning("story file problem", extra={"repository": rc.repository, "path": path, "problem": problem})
     now = utcnow()
-    created = await insert_if_absent(session, Story.__table__, {
-        "id": new_id(), "projectId": rc.project.id, "epicNumber": doc.epic, "storyNumber": doc.story,
-        "title": doc.title, "description": doc.description, "acceptanceCriteria": doc.acceptance_criteria,
-        "storyFile": path, "status": StoryStatus.DRAFT.value, "createdAt": now, "updatedAt": now,
-    }, conflict=["projectId", "epicNumber", "storyNumber"])
+    created = await insert_if_absent(
+        session,
+        Story.__table__,
+        {
+            "id": new_id(),
+            "projectId": rc.project.id,
+            "epicNumber": doc.epic,
+            "storyNumber": doc.story,
+            "title": doc.title,
+            "description": doc.description,
+            "acceptanceCriteria": doc.acceptance_criteria,
+            "storyFile": path,
+            "status": StoryStatus.DRAFT.value,
+            "createdAt": now,
+            "updatedAt": now,
+        },
+        conflict=["projectId", "epicNumber", "storyNumber"],
+    )
     found = await find_story(session, rc.project.id, doc.epic, doc.story)
     assert found is not None
     story = await lock_story(session, found.id)
     actor = await actor_for(session, rc.project, push.sender_login, push.sender_type)
     if created:
-        audit(session, story, "story_created", actor, {**fields, "reason": f"story file {path} added"},
-              None, StoryStatus.DRAFT)
+        audit(
+            session,
+            story,
+            "story_created",
+            actor,
+            {**fields, "reason": f"story file {path} added"},
+            None,
+            StoryStatus.DRAFT,
+        )
     else:
         changed = {
-            name: value for name, value in (
-                ("title", doc.title), ("description", doc.description),
-                ("acceptance_criteria", doc.acceptance_criteria), ("story_file", path),
-            ) if getattr(story, name) != value
+            name: value
+            for name, value in (
+                ("title", doc.title),
+                ("description", doc.description),
+                ("acceptance_criteria", doc.acceptance_criteria),
+                ("story_file", path),
+            )
+            if getattr(story, name) != value
         }
         if changed:
             for name, value in changed.items():
                 setattr(story, name, value)
-            audit(session, story, "story_updated", actor,
-                  {**fields, "reason": f"story file {path} changed", "fields": sorted(changed)})
+            audit(
+                session,
+                story,
+                "story_updated",
+                actor,
+                {**fields, "reason": f"story file {path} changed", "fields": sorted(changed)},
+            )
     if doc.status is StoryFileStatus.APPROVED and story.status == StoryStatus.DRAFT:
         decision = sm.decide(await snapshot(session, story), sm.StoryFileApproved(), actor)
         await apply_decision(session, story, decision, actor, fields)
@@ -186,11 +221,19 @@ async def _story_file(
 
 async def _gate_problem_on_branch(ctx: HandlerContext, rc: RepoContext, push: Push, problem: str) -> None:
     """A gate file that names no usable story is reported on the PRs of the branch it was pushed to."""
-    links = (await ctx.session.execute(
-        select(PullRequestLink).where(PullRequestLink.repository_key == rc.repository.lower(),
-                                      PullRequestLink.head_ref == push.branch,
-                                      PullRequestLink.state == "open")
-    )).scalars().all()
+    links = (
+        (
+            await ctx.session.execute(
+                select(PullRequestLink).where(
+                    PullRequestLink.repository_key == rc.repository.lower(),
+                    PullRequestLink.head_ref == push.branch,
+                    PullRequestLink.state == "open",
+                )
+            )
+        )
+        .scalars()
+        .all()
+    )
     for link in links:
         link.gate_problem = problem
         await refresh_pr(ctx.session, link, rc.config_problems)
@@ -224,7 +267,8 @@ async def _gate_file(ctx: HandlerContext, rc: RepoContext, push: Push, path: str
     found = await find_story(session, rc.project.id, doc.epic, doc.story)
     if found is None:
         await _gate_problem_on_branch(
-            ctx, rc, push, f"{path}: story {doc.epic}.{doc.story} does not exist in this project")
+            ctx, rc, push, f"{path}: story {doc.epic}.{doc.story} does not exist in this project"
+        )
         return
     story = await lock_story(session, found.id)
     state = await story_state(session, story.id)
@@ -240,19 +284,36 @@ async def _gate_file(ctx: HandlerContext, rc: RepoContext, push: Push, path: str
         await refresh_story_prs(session, story.id, rc.config_problems)
         return
     committed_at = push.committed_at(path)
-    new_review = await insert_if_absent(session, GateReview.__table__, {
-        "story_id": story.id, "path": path, "blob_sha": remote.blob_sha, "commit_sha": fields["commit_sha"],
-        "decision": doc.gate.value, "accepted": accepted, "reason": why, "reviewer_login": push.sender_login,
-        "committed_at": committed_at, "recorded_at": now,
-    }, conflict=["story_id", "path", "blob_sha"])
+    new_review = await insert_if_absent(
+        session,
+        GateReview.__table__,
+        {
+            "story_id": story.id,
+            "path": path,
+            "blob_sha": remote.blob_sha,
+            "commit_sha": fields["commit_sha"],
+            "decision": doc.gate.value,
+            "accepted": accepted,
+            "reason": why,
+            "reviewer_login": push.sender_login,
+            "committed_at": committed_at,
+            "recorded_at": now,
+        },
+        conflict=["story_id", "path", "blob_sha"],
+    )
     if not new_review:
         return  # this version of the gate file is already recorded: a review counts once
     story.qa_review_count += 1
     story.qa_gate_path, story.qa_gate_status, story.qa_reviewed_at = path, doc.gate.value, now
     state.gate_problem = None
     if state.gate_committed_at is not None and committed_at < state.gate_committed_at:
-        audit(session, story, "gate_superseded", actor,
-              {**fields, "reason": f"gate {doc.gate} was committed before the gate in force; recorded only"})
+        audit(
+            session,
+            story,
+            "gate_superseded",
+            actor,
+            {**fields, "reason": f"gate {doc.gate} was committed before the gate in force; recorded only"},
+        )
         await refresh_story_prs(session, story.id, rc.config_problems)
         return
     state.gate_committed_at = committed_at
@@ -264,4 +325,3 @@ async def _gate_file(ctx: HandlerContext, rc: RepoContext, push: Push, path: str
     state.gate_note = "; ".join(notes)
     await apply_decision(session, story, decision, actor, {**fields, "gate": doc.gate.value, "accepted": accepted})
     await refresh_story_prs(session, story.id, rc.config_problems)
-

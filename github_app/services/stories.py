@@ -49,17 +49,19 @@ async def lock_story(session: AsyncSession, story_id: str) -> Story:
 
 
 async def find_story(session: AsyncSession, project_id: str, epic: int, number: int) -> Story | None:
-    stmt = select(Story).where(
-        Story.project_id == project_id, Story.epic_number == epic, Story.story_number == number
-    )
+    stmt = select(Story).where(Story.project_id == project_id, Story.epic_number == epic, Story.story_number == number)
     return (await session.execute(stmt)).scalars().first()
 
 
 async def story_state(session: AsyncSession, story_id: str) -> StoryState:
     state = await session.get(StoryState, story_id)
     if state is None:
-        await upsert(session, StoryState.__table__, {"story_id": story_id, "updated_at": utcnow()},  # type: ignore[arg-type]
-                     conflict=["story_id"])
+        await upsert(
+            session,
+            StoryState.__table__,
+            {"story_id": story_id, "updated_at": utcnow()},  # type: ignore[arg-type]
+            conflict=["story_id"],
+        )
         state = await session.get(StoryState, story_id)
         assert state is not None
     return state
@@ -163,8 +165,15 @@ async def apply_decision(
     state.blocked_from = after.blocked_from.value if after.blocked_from else None
     if isinstance(decision, Recorded | Transition) and decision.deliverable_status is not None:
         await _set_deliverable(session, story, decision.deliverable_status, decision.deliverable_pr, pr)
-    audit(session, story, decision.action.value, actor, meta,
-          from_status, to_status if isinstance(decision, Transition) else None)
+    audit(
+        session,
+        story,
+        decision.action.value,
+        actor,
+        meta,
+        from_status,
+        to_status if isinstance(decision, Transition) else None,
+    )
     if to_status is StoryStatus.APPROVED and from_status is StoryStatus.DRAFT:
         story.validated_at = utcnow()
         story.validated_by = actor.user_id
@@ -211,9 +220,7 @@ async def opportunity_of(session: AsyncSession, story_id: str) -> str | None:
     return (await session.execute(stmt)).scalar()
 
 
-async def request_escrow_release(
-    session: AsyncSession, story: Story, actor: Actor, meta: dict[str, Any]
-) -> None:
+async def request_escrow_release(session: AsyncSession, story: Story, actor: Actor, meta: dict[str, Any]) -> None:
     """The durable instruction to pay, in DONE's own transaction. Unique per story: never twice."""
     opportunity_id = await opportunity_of(session, story.id)
     escrow_id = None
@@ -259,13 +266,20 @@ async def ensure_developer(session: AsyncSession, story: Story, metadata: dict[s
     expert = (await session.execute(stmt)).scalar()
     if expert is not None:
         story.assigned_dev_id = expert
-        audit(session, story, "developer_assigned", None,
-              {**metadata, "reason": "expert of the accepted bid on the story's opportunity",
-               "developer_id": expert})
+        audit(
+            session,
+            story,
+            "developer_assigned",
+            None,
+            {**metadata, "reason": "expert of the accepted bid on the story's opportunity", "developer_id": expert},
+        )
 
 
 async def publish_to_marketplace(
-    session: AsyncSession, story: Story, project: Project, budget: dict[str, Any] | None,
+    session: AsyncSession,
+    story: Story,
+    project: Project,
+    budget: dict[str, Any] | None,
     metadata: dict[str, Any],
 ) -> None:
     """An APPROVED story becomes a developer-stage Opportunity, linked once through story_opportunity."""
@@ -281,8 +295,16 @@ async def publish_to_marketplace(
     )
     session.add(opportunity)
     await session.flush()
-    await upsert(session, StoryOpportunity.__table__,  # type: ignore[arg-type]
-                 {"story_id": story.id, "opportunity_id": opportunity.id, "created_at": utcnow()},
-                 conflict=["story_id"])
-    audit(session, story, "published_to_marketplace", None,
-          {**metadata, "opportunity_id": opportunity.id, "reason": "story approved"})
+    await upsert(
+        session,
+        StoryOpportunity.__table__,  # type: ignore[arg-type]
+        {"story_id": story.id, "opportunity_id": opportunity.id, "created_at": utcnow()},
+        conflict=["story_id"],
+    )
+    audit(
+        session,
+        story,
+        "published_to_marketplace",
+        None,
+        {**metadata, "opportunity_id": opportunity.id, "reason": "story approved"},
+    )

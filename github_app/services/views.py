@@ -25,18 +25,20 @@ async def escrow_text(session: AsyncSession, story: Story) -> str:
     if opportunity_id is None:
         return "no escrow (not published to the marketplace yet)"
     escrow = (
-        await session.execute(
-            select(Escrow).where(Escrow.opportunity_id == opportunity_id).order_by(Escrow.created_at.desc())
+        (
+            await session.execute(
+                select(Escrow).where(Escrow.opportunity_id == opportunity_id).order_by(Escrow.created_at.desc())
+            )
         )
-    ).scalars().first()
+        .scalars()
+        .first()
+    )
     if escrow is None:
         return "no escrow yet"
     return f"{str(escrow.status).lower()} ({escrow.amount} {escrow.currency} on {escrow.blockchain})"
 
 
-async def build_view(
-    session: AsyncSession, link: PullRequestLink, config_problems: tuple[str, ...] = ()
-) -> StoryView:
+async def build_view(session: AsyncSession, link: PullRequestLink, config_problems: tuple[str, ...] = ()) -> StoryView:
     story = await session.get(Story, link.story_id) if link.story_id else None
     state = await session.get(StoryState, story.id) if story else None
     gate_problem = link.gate_problem or (state.gate_problem if state else None)
@@ -66,17 +68,26 @@ async def refresh_pr(session: AsyncSession, link: PullRequestLink, config_proble
     if link.installation_id is None:
         return
     view = await build_view(session, link, config_problems)
-    await set_desired(session, installation_id=link.installation_id, repository=link.repository,
-                      kind=KIND_CHECK_RUN, target=link.head_sha,
-                      payload=check_run_payload(view, details_url=link.html_url))
+    await set_desired(
+        session,
+        installation_id=link.installation_id,
+        repository=link.repository,
+        kind=KIND_CHECK_RUN,
+        target=link.head_sha,
+        payload=check_run_payload(view, details_url=link.html_url),
+    )
     if link.story_id is not None:  # the comment appears once the PR is linked, then is edited in place
-        await set_desired(session, installation_id=link.installation_id, repository=link.repository,
-                          kind=KIND_PR_COMMENT, target=str(link.pr_number), payload={"body": pr_comment_body(view)})
+        await set_desired(
+            session,
+            installation_id=link.installation_id,
+            repository=link.repository,
+            kind=KIND_PR_COMMENT,
+            target=str(link.pr_number),
+            payload={"body": pr_comment_body(view)},
+        )
 
 
 async def refresh_story_prs(session: AsyncSession, story_id: str, config_problems: tuple[str, ...] = ()) -> None:
-    links = (
-        await session.execute(select(PullRequestLink).where(PullRequestLink.story_id == story_id))
-    ).scalars().all()
+    links = (await session.execute(select(PullRequestLink).where(PullRequestLink.story_id == story_id))).scalars().all()
     for link in links:
         await refresh_pr(session, link, config_problems)

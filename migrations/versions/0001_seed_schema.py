@@ -22,12 +22,29 @@ depends_on: str | Sequence[str] | None = None
 
 # Children before parents; Bid before Opportunity (Opportunity.acceptedBidId is SET NULL on delete).
 TABLES_DROP_ORDER = (
-    "StoryAuditLog", "Deliverable", "Rating", "Document", "Escrow", "ApiKey", "Story", "Bid",
-    "Opportunity", "Project", "MCPSession", "GitHubInstallation", "User",
+    "StoryAuditLog",
+    "Deliverable",
+    "Rating",
+    "Document",
+    "Escrow",
+    "ApiKey",
+    "Story",
+    "Bid",
+    "Opportunity",
+    "Project",
+    "MCPSession",
+    "GitHubInstallation",
+    "User",
 )
 ENUMS = (
-    "Role", "ProjectStatus", "Stage", "OpportunityStatus", "BidStatus", "StoryStatus",
-    "DeliverableStatus", "EscrowStatus",
+    "Role",
+    "ProjectStatus",
+    "Stage",
+    "OpportunityStatus",
+    "BidStatus",
+    "StoryStatus",
+    "DeliverableStatus",
+    "EscrowStatus",
 )
 
 

@@ -34,9 +34,7 @@ def upgrade() -> None:
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("processed_at", sa.DateTime(), nullable=True),
         sa.PrimaryKeyConstraint("delivery_id", name="webhook_inbox_pkey"),
-        sa.CheckConstraint(
-            "state IN ('pending', 'processing', 'done', 'dead')", name="webhook_inbox_state_check"
-        ),
+        sa.CheckConstraint("state IN ('pending', 'processing', 'done', 'dead')", name="webhook_inbox_state_check"),
     )
     op.create_index("webhook_inbox_state_next_attempt_idx", "webhook_inbox", ["state", "next_attempt_at"])
 
@@ -49,9 +47,7 @@ def upgrade() -> None:
         sa.Column("added_at", sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint("repository_id", name="installation_repository_pkey"),
     )
-    op.create_index(
-        "installation_repository_full_name_key", "installation_repository", ["full_name_key"], unique=True
-    )
+    op.create_index("installation_repository_full_name_key", "installation_repository", ["full_name_key"], unique=True)
     op.create_index("installation_repository_installation_idx", "installation_repository", ["installation_id"])
 
     op.create_table(

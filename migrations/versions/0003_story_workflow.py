@@ -21,7 +21,7 @@ Serial = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def _fk(column: str, target: str, name: str, ondelete: str = "CASCADE") -> sa.ForeignKeyConstraint:
-    return sa.ForeignKeyConstraint([column], [f'{target}.id'], name=name, ondelete=ondelete)
+    return sa.ForeignKeyConstraint([column], [f"{target}.id"], name=name, ondelete=ondelete)
 
 
 def upgrade() -> None:
