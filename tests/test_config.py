@@ -72,3 +72,11 @@ def test_dotenv_file_is_read_and_the_environment_wins(tmp_path: Path, monkeypatc
     monkeypatch.setenv("PORT", "4200")
     s = load_settings(env_file=env_file)
     assert (s.port, s.log_level) == (4200, "DEBUG")
+
+
+def test_readme_documents_every_variable_with_its_default() -> None:
+    from github_app.config import SETTINGS
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for setting in SETTINGS:
+        assert f"| `{setting.name}` | {setting.default} |" in readme, setting.name
