@@ -1,0 +1,301 @@
+"""The story-workflow benchmark: many stories driven from story file to DONE through `bmad-app serve`.
+
+    python bench/lifecycle.py                 # 200 stories
+    python bench/lifecycle.py --stories 50    # a quick run
+
+Everything runs on 127.0.0.1: a fresh PostgreSQL database, the fake GitHub the tests use (serving the
+story and gate files, checking the app's JWT and installation tokens), and `bmad-app serve` as a real
+process with its worker and outbox sender. Each story gets six signed deliveries, sent in waves (every
+story's step k, concurrently, before step k+1): story file pushed as Draft, pushed as Approved by the
+PM, the marketplace accepts the developer's bid (a database write, as the marketplace would), PR opened
+ready for review, QA's PASS gate pushed to the PR branch, PR merged.
+
+It prints story transitions per second (audit rows that change a status, over the time from the first
+delivery sent to the last one processed), delivery-to-state latency (p50/p99 of `processed_at -
+received_at` in the inbox: from the ingress's commit to the commit of the handler's changes), and the
+ingress-only acknowledgement rate of the same run beside the figures of bench/ingress.py when it has
+run. It checks that every story reached DONE exactly once, with one escrow release request each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+WORK = BENCH / ".work"
+sys.path.insert(0, str(ROOT))
+
+from github_app.config import Settings  # noqa: E402
+from github_app.db import migrate  # noqa: E402
+from github_app.runtime import Runtime  # noqa: E402
+from tests.deliveries import headers_for  # noqa: E402
+from tests.fake_github import FakeGitHub  # noqa: E402
+from tests.github_fixtures import GITHUB_APP_ID, INSTALLATION_ID, REPO, generate_key_pair  # noqa: E402
+from tests.workflow import DEV, PM, QA, Market, gate_file, seed_market, story_file  # noqa: E402
+
+ADMIN_DSN = os.environ.get("BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+DATABASE = "bmad_lifecycle"
+SECRET = "bench-webhook-secret-0123456789"
+SEND_CONCURRENCY = 32
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def fresh_database() -> str:
+    conn = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{DATABASE}"')
+    finally:
+        await conn.close()
+    url = ADMIN_DSN.rsplit("/", 1)[0] + f"/{DATABASE}"
+    await asyncio.to_thread(migrate.upgrade, url)
+    return url
+
+
+class Driver:
+    def __init__(self, market: Market, url: str, session: aiohttp.ClientSession) -> None:
+        self.market = market
+        self.url = url
+        self.session = session
+        self.sent = 0
+        self.ack_seconds: list[float] = []
+        self.gate = asyncio.Semaphore(SEND_CONCURRENCY)
+
+    async def send(self, event: str, data: dict[str, Any]) -> None:
+        body = json.dumps(data).encode()
+        async with self.gate:
+            started = time.perf_counter()
+            async with self.session.post(self.url, data=body, headers=headers_for(event, body, SECRET)) as r:
+                if r.status != 202:
+                    raise RuntimeError(f"delivery answered {r.status}: {await r.text()}")
+            self.ack_seconds.append(time.perf_counter() - started)
+        self.sent += 1
+
+    async def wave(self, deliveries: list[tuple[str, dict[str, Any]]], db: asyncpg.Connection) -> None:
+        await asyncio.gather(*(self.send(event, data) for event, data in deliveries))
+        while True:  # the next step of a story needs this one applied
+            left = await db.fetchval("SELECT count(*) FROM webhook_inbox WHERE state <> 'done'")
+            dead = await db.fetchval("SELECT count(*) FROM webhook_inbox WHERE state = 'dead'")
+            if dead:
+                raise RuntimeError(f"{dead} deliveries died: see `bmad-app deliveries list --state dead`")
+            if left == 0:
+                return
+            await asyncio.sleep(0.02)
+
+
+async def run(stories: int) -> dict[str, Any]:
+    WORK.mkdir(exist_ok=True)
+    keys = generate_key_pair()
+    fake = FakeGitHub(GITHUB_APP_ID, keys.public_pem)
+    fake.add_repo(REPO)
+    fake.add_installation(INSTALLATION_ID)
+    await fake.start()
+    db_url = await fresh_database()
+    runtime = await Runtime.create(Settings(database_url=db_url))
+    market = await seed_market(runtime, fake)
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "GITHUB_APP_ID": str(GITHUB_APP_ID),
+        "GITHUB_PRIVATE_KEY": keys.private_pem,
+        "GITHUB_API_URL": fake.url,
+        "GITHUB_WEBHOOK_SECRET": SECRET,
+        "PORT": str(port),
+        "WORKER_POLL_SECONDS": "0.05",
+        "WORKER_CONCURRENCY": "8",
+        # The fake GitHub is local: pacing the outbox to GitHub's 1 write/s would only measure the pacing.
+        "GITHUB_WRITES_PER_SECOND": "1000",
+    }
+    log = (WORK / "lifecycle-server.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "github_app", "serve"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+    )
+    db = await asyncpg.connect(db_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(200):
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/readyz") as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+            driver = Driver(market, f"http://127.0.0.1:{port}/api/github/webhooks", session)
+            paths = [f"docs/stories/{1 + i // 50}.{1 + i % 50}.story-{i}.md" for i in range(stories)]
+            ids = [(1 + i // 50, 1 + i % 50) for i in range(stories)]
+            started = time.perf_counter()
+            await driver.wave(
+                [
+                    ("push", market.push("main", {p: story_file("Draft", f"Story {i}", e, s)}, PM))
+                    for i, (p, (e, s)) in enumerate(zip(paths, ids, strict=True))
+                ],
+                db,
+            )
+            await driver.wave(
+                [
+                    ("push", market.push("main", {p: story_file("Approved", f"Story {i}", e, s)}, PM))
+                    for i, (p, (e, s)) in enumerate(zip(paths, ids, strict=True))
+                ],
+                db,
+            )
+            for story_id in [r[0] for r in await db.fetch('SELECT id FROM "Story"')]:
+                await market.accept_bid(story_id, DEV)
+            heads = {n: f"{n:08d}" + "c" * 32 for n in range(1, stories + 1)}
+            await driver.wave(
+                [
+                    (
+                        "pull_request",
+                        market.pr(
+                            "opened", n, title=f"Story {e}.{s}: work", branch=f"story/{e}.{s}", head_sha=heads[n]
+                        ),
+                    )
+                    for n, (e, s) in enumerate(ids, start=1)
+                ],
+                db,
+            )
+            await driver.wave(
+                [
+                    (
+                        "push",
+                        market.push(
+                            f"story/{e}.{s}",
+                            {f"docs/qa/gates/{e}.{s}-story.yml": gate_file("PASS", story=f"{e}.{s}")},
+                            QA,
+                        ),
+                    )
+                    for e, s in ids
+                ],
+                db,
+            )
+            await driver.wave(
+                [
+                    (
+                        "pull_request",
+                        market.pr(
+                            "closed",
+                            n,
+                            merged=True,
+                            title=f"Story {e}.{s}: work",
+                            branch=f"story/{e}.{s}",
+                            head_sha=heads[n],
+                        ),
+                    )
+                    for n, (e, s) in enumerate(ids, start=1)
+                ],
+                db,
+            )
+            elapsed = time.perf_counter() - started
+            # What GitHub shows lags behind the database by design (paced, coalesced): wait for it.
+            for _ in range(1200):
+                if not await db.fetchval("SELECT count(*) FROM github_outbox WHERE sent_version < version"):
+                    break
+                await asyncio.sleep(0.05)
+            outbox_drained = time.perf_counter() - started
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+        log.close()
+    done = await db.fetchval("""SELECT count(*) FROM "Story" WHERE status = 'DONE'""")
+    releases = await db.fetchval("SELECT count(*) FROM escrow_release_request")
+    completed = await db.fetchval("""SELECT count(*) FROM "StoryAuditLog" WHERE action = 'completed'""")
+    transitions = await db.fetchval("""SELECT count(*) FROM "StoryAuditLog" WHERE "toStatus" IS NOT NULL""")
+    latencies = sorted(
+        r[0]
+        for r in await db.fetch(
+            "SELECT EXTRACT(EPOCH FROM processed_at - received_at) FROM webhook_inbox WHERE state = 'done'"
+        )
+    )
+    outbox_left = await db.fetchval("SELECT count(*) FROM github_outbox WHERE sent_version < version")
+    await db.close()
+    await runtime.close()
+    await fake.close()
+    if done != stories or releases != stories or completed != stories:
+        raise SystemExit(
+            f"FAILED: {done} DONE, {releases} release requests, {completed} completions for {stories} stories"
+        )
+    return {
+        "stories": stories,
+        "deliveries": driver.sent,
+        "elapsed_s": elapsed,
+        "transitions": transitions,
+        "transitions_per_s": transitions / elapsed,
+        "deliveries_per_s": driver.sent / elapsed,
+        "latency_p50_ms": 1000 * float(statistics.median(latencies)),
+        "latency_p99_ms": 1000 * float(latencies[int(0.99 * (len(latencies) - 1))]),
+        "ack_p50_ms": 1000 * statistics.median(driver.ack_seconds),
+        "ack_p99_ms": 1000 * sorted(driver.ack_seconds)[int(0.99 * (len(driver.ack_seconds) - 1))],
+        "outbox_unsent": outbox_left,
+        "outbox_drained_s": outbox_drained,
+        "check_runs": len(fake.check_runs),
+        "comments": len(fake.comments),
+    }
+
+
+def ingress_reference() -> str:
+    path = WORK / "ingress-results.json"
+    if not path.exists():
+        return "run `python bench/ingress.py` for the ingress-only throughput on this machine"
+    data = json.loads(path.read_text())
+    rows = data if isinstance(data, list) else data.get("rows", data.get("servers", []))
+    for row in rows if isinstance(rows, list) else []:
+        if isinstance(row, dict) and str(row.get("server", "")).startswith("bmad-app serve"):
+            return f"{row['server']}: {row.get('req_s', row.get('rps', '?'))} req/s (bench/ingress.py)"
+    return "see bench/.work/ingress-results.md"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stories", type=int, default=200)
+    args = parser.parse_args()
+    r = asyncio.run(run(args.stories))
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    table = "\n".join(
+        [
+            f"## Story lifecycle benchmark, {stamp}",
+            "",
+            f"{r['stories']} stories, {r['deliveries']} deliveries in 5 waves, `bmad-app serve` on PostgreSQL "
+            "(one process: HTTP, worker with 8 handlers at once, outbox sender), fake GitHub on 127.0.0.1.",
+            "",
+            "| measure | value |",
+            "|---|---:|",
+            f"| story transitions per second | {r['transitions_per_s']:.1f} ({r['transitions']} in {r['elapsed_s']:.1f} s) |",
+            f"| deliveries processed per second | {r['deliveries_per_s']:.1f} |",
+            f"| delivery-to-state latency p50 / p99 | {r['latency_p50_ms']:.0f} ms / {r['latency_p99_ms']:.0f} ms |",
+            f"| ingress acknowledgement p50 / p99 (same run, 32 concurrent senders) | "
+            f"{r['ack_p50_ms']:.1f} ms / {r['ack_p99_ms']:.1f} ms |",
+            f"| ingress only, for comparison | {ingress_reference()} |",
+            f"| every story DONE once, one release request each | yes ({r['stories']}) |",
+            f"| check runs / PR comments on the fake GitHub (GitHub up to date after) | "
+            f"{r['check_runs']} / {r['comments']} ({r['outbox_drained_s']:.1f} s; {r['outbox_unsent']} unsent) |",
+        ]
+    )
+    print(table)
+    (WORK / "lifecycle-results.md").write_text(table + "\n")
+    (WORK / "lifecycle-results.json").write_text(json.dumps(r, indent=2))
+
+
+if __name__ == "__main__":
+    main()
