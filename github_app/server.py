@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import signal
 from collections.abc import Awaitable, Callable
 
@@ -14,6 +15,7 @@ from gidgethub import routing
 
 from github_app.config import Settings
 from github_app.db import migrate
+from github_app.db.engine import is_sqlite
 from github_app.inbox import store
 from github_app.inbox.group_commit import GroupCommitWriter
 from github_app.inbox.worker import Worker
@@ -163,11 +165,34 @@ async def _listen_for_new_deliveries(runtime: Runtime, worker: Worker) -> asyncp
     return conn
 
 
+def _as_child() -> None:
+    """Die with the parent: a `serve` killed outright must not leave HTTP or worker processes behind."""
+    try:
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: rely on the parent's orderly shutdown
+        pass
+
+
 def _child_server(settings: Settings) -> None:
     from github_app.logs import setup_logging
 
+    _as_child()
     setup_logging(settings.log_level, settings.log_format, _secret_values(settings))
     asyncio.run(run_server(settings, with_worker=False, reuse_port=True))
+
+
+def _child_worker(settings: Settings) -> None:
+    from github_app.logs import setup_logging
+
+    _as_child()
+    # Answering GitHub within its 10 s is urgent, processing is not: under a burst the ingress keeps the
+    # CPU and the worker catches up afterwards.
+    os.nice(settings.worker_nice)
+    setup_logging(settings.log_level, settings.log_format, _secret_values(settings))
+    asyncio.run(run_worker(settings))
 
 
 def _secret_values(settings: Settings) -> list[str]:
@@ -178,16 +203,20 @@ def _secret_values(settings: Settings) -> list[str]:
 
 
 def serve(settings: Settings, *, with_worker: bool = True) -> None:
-    """Extra HTTP processes share the port through SO_REUSEPORT; the first also runs the worker."""
-    children = []
-    extra = settings.web_processes - 1
-    if extra > 0:
-        ctx = multiprocessing.get_context("spawn")
-        children = [ctx.Process(target=_child_server, args=(settings,), daemon=True) for _ in range(extra)]
-        for child in children:
-            child.start()
+    """On PostgreSQL the worker runs in a process of its own, at a lower priority, woken by the
+    ingress's NOTIFY: handler work never delays an acknowledgement. Extra HTTP processes share the port
+    through SO_REUSEPORT. On SQLite (one writer) everything stays in this process."""
+    ctx = multiprocessing.get_context("spawn")
+    sqlite = is_sqlite(settings.database_url)
+    extra = 0 if sqlite else settings.web_processes - 1
+    children = [ctx.Process(target=_child_server, args=(settings,), daemon=True) for _ in range(extra)]
+    separate_worker = with_worker and not sqlite
+    if separate_worker:
+        children.append(ctx.Process(target=_child_worker, args=(settings,), daemon=True, name="worker"))
+    for child in children:
+        child.start()
     try:
-        asyncio.run(run_server(settings, with_worker=with_worker, reuse_port=extra > 0))
+        asyncio.run(run_server(settings, with_worker=with_worker and sqlite, reuse_port=extra > 0))
     finally:
         for child in children:
             if child.is_alive():

@@ -151,3 +151,65 @@ async def test_deliveries_list_show_retry(runtime: Runtime, tmp_path: Path) -> N
     retried = await asyncio.to_thread(bmad_app, "deliveries", "retry", ids[0], env=env)
     assert retried.returncode == 0, retried.stderr
     assert (await inbox(runtime))[ids[0]][:2] == ("pending", 0)
+
+
+async def test_serve_on_postgresql_processes_in_a_separate_worker_process(db_url: str, tmp_path: Path) -> None:
+    """On PostgreSQL `serve` runs its worker as a child process, woken by the ingress's NOTIFY; SIGTERM
+    stops every process it started."""
+    if not TEST_DATABASE_URL:
+        pytest.skip("the separate worker process is the PostgreSQL layout")
+    import uuid
+
+    import aiohttp
+
+    from tests.conftest import WEBHOOK_SECRET
+    from tests.deliveries import encode, headers_for, payload
+
+    port = free_port()
+    env = clean_env(
+        tmp_path, PORT=str(port), DATABASE_URL=db_url, GITHUB_WEBHOOK_SECRET=WEBHOOK_SECRET, WORKER_POLL_SECONDS="30"
+    )  # a 30 s poll: only the NOTIFY can wake it in time
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "github_app", "serve"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    runtime = await Runtime.create(make_settings(db_url))
+    try:
+        async with aiohttp.ClientSession() as http:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                assert time.monotonic() < deadline and proc.poll() is None, "server did not start"
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(1.0)  # the worker child is listening by now
+            body = encode(payload("installation", "created.payload.json"))
+            delivery = str(uuid.uuid4())
+            async with http.post(
+                f"http://127.0.0.1:{port}/api/github/webhooks",
+                data=body,
+                headers=headers_for("installation", body, WEBHOOK_SECRET, delivery),
+            ) as r:
+                assert r.status == 202
+        deadline = time.monotonic() + 10
+        while (await inbox(runtime)).get(delivery, ("pending",))[0] != "done":
+            assert time.monotonic() < deadline, "the worker process did not pick the delivery up"
+            await asyncio.sleep(0.05)
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        assert children, "the worker runs in a child process"
+        proc.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.to_thread(proc.communicate, timeout=30)
+        assert proc.returncode == 0, out
+        for pid in children:
+            assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    finally:
+        proc.kill()
+        await runtime.close()

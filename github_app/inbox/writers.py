@@ -7,6 +7,7 @@ SQLite goes through SQLAlchemy Core; its speed is secondary.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -42,30 +43,64 @@ class InboxWriter(Protocol):
 
 
 class AsyncpgInboxWriter:
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
+    """One dedicated connection per group-commit flusher. A pool would add a reset round trip to
+    every batch; a connection that fails is closed and replaced on the next batch."""
+
+    def __init__(self, dsn: str, size: int = 2) -> None:
+        self.dsn = dsn
+        self._idle: asyncio.Queue[asyncpg.Connection | None] = asyncio.Queue()
+        for _ in range(size):
+            self._idle.put_nowait(None)  # connected on first use
+        self._open: set[asyncpg.Connection] = set()
 
     @classmethod
     async def connect(cls, database_url: str, size: int = 2) -> AsyncpgInboxWriter:
-        pool = await asyncpg.create_pool(asyncpg_dsn(database_url), min_size=1, max_size=size)
-        return cls(pool)
+        writer = cls(asyncpg_dsn(database_url), size)
+        # Fail at start, not on the first delivery, when the database is unreachable.
+        conn = await writer._checkout()
+        writer._idle.put_nowait(conn)
+        return writer
+
+    async def _checkout(self) -> asyncpg.Connection:
+        conn = await self._idle.get()
+        if conn is None or conn.is_closed():
+            try:
+                conn = await asyncpg.connect(self.dsn, timeout=10)
+            except BaseException:
+                self._idle.put_nowait(None)
+                raise
+            self._open.add(conn)
+        return conn
 
     async def insert_batch(self, batch: Sequence[Delivery]) -> set[str]:
-        # One statement in autocommit mode: it is its own transaction, committed when fetch returns.
-        rows = await self.pool.fetch(
-            _PG_INSERT,
-            [d.delivery_id for d in batch],
-            [d.event for d in batch],
-            [d.action for d in batch],
-            [d.installation_id for d in batch],
-            [d.repository for d in batch],
-            [d.payload for d in batch],
-            [d.received_at for d in batch],
-        )
+        conn = await self._checkout()
+        try:
+            # One statement in autocommit mode: it is its own transaction, committed when fetch returns.
+            rows = await conn.fetch(
+                _PG_INSERT,
+                [d.delivery_id for d in batch],
+                [d.event for d in batch],
+                [d.action for d in batch],
+                [d.installation_id for d in batch],
+                [d.repository for d in batch],
+                [d.payload for d in batch],
+                [d.received_at for d in batch],
+            )
+        except asyncpg.PostgresError:
+            self._idle.put_nowait(conn)  # the statement failed; the connection is fine
+            raise
+        except BaseException:
+            self._open.discard(conn)
+            conn.terminate()
+            self._idle.put_nowait(None)
+            raise
+        self._idle.put_nowait(conn)
         return {r[0] for r in rows}
 
     async def close(self) -> None:
-        await self.pool.close()
+        for conn in list(self._open):
+            await conn.close()
+        self._open.clear()
 
 
 class SqlAlchemyInboxWriter:
