@@ -79,6 +79,7 @@ class ServerSpec:
     baseline_rps: int
     baseline_p99: int
     web_processes: int = 1
+    serve_args: tuple[str, ...] = ()
 
     @property
     def is_bmad(self) -> bool:
@@ -90,6 +91,11 @@ SERVERS = (
     ServerSpec("probot", "Probot 14 (verifies, dispatches, stores nothing)", "Probot 14", 3_500, 21),
     ServerSpec("bmad", "bmad-app serve (PostgreSQL)", "obvious durable ingress", 760, 96),
     ServerSpec("bmad2", "bmad-app serve (2 processes)", "obvious durable ingress", 760, 96, web_processes=2),
+    # Diagnostic rows, not in the default set: the ingress alone, the worker left to `bmad-app worker`.
+    ServerSpec("bmad-ingress", "bmad-app serve --no-worker", "obvious durable ingress", 760, 96,
+               serve_args=("--no-worker",)),
+    ServerSpec("bmad2-ingress", "bmad-app serve --no-worker (2 processes)", "obvious durable ingress", 760, 96,
+               web_processes=2, serve_args=("--no-worker",)),
 )
 
 
@@ -376,7 +382,7 @@ class Server:
             "LOG_LEVEL": self.args.log_level.upper(),
             "WEB_PROCESSES": str(self.spec.web_processes),
         }
-        return [bmad_app(), "serve"], env, run_dir(), "/readyz"
+        return [bmad_app(), "serve", *self.spec.serve_args], env, run_dir(), "/readyz"
 
     def start(self) -> None:
         cmd, env, cwd, ready_path = self.command()
@@ -648,7 +654,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
     p.add_argument("--max-requests", type=int, default=1_000_000,
                    help="each wrk thread stops after this many requests (default 1,000,000)")
-    p.add_argument("--servers", default=",".join(s.key for s in SERVERS),
+    p.add_argument("--servers", default=",".join(s.key for s in SERVERS if not s.key.endswith("-ingress")),
                    help="comma-separated subset of: " + ", ".join(s.key for s in SERVERS))
     p.add_argument("--log-level", default="INFO", help="LOG_LEVEL for Probot and bmad-app (default INFO)")
     p.add_argument("--pg-admin-url", default=os.environ.get("BENCH_PG_ADMIN_URL",

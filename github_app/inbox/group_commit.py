@@ -32,7 +32,7 @@ class GroupCommitWriter:
         writer: InboxWriter,
         *,
         max_batch: int = 256,
-        flushers: int = 2,
+        flushers: int = 4,
         on_stored: Callable[[], None] | None = None,
     ) -> None:
         self.writer = writer

@@ -14,6 +14,7 @@ import socket
 import time
 import traceback
 import uuid
+from collections import deque
 from collections.abc import Callable
 
 import orjson
@@ -28,6 +29,9 @@ from github_app.metrics import DELIVERIES_PROCESSED, HANDLER_FAILURES, PROCESSIN
 from github_app.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+# Group-commit batches stored per second (each one NOTIFY) above which the worker steps aside.
+BURST_BATCHES_PER_SECOND = 20
 
 
 def worker_name() -> str:
@@ -56,11 +60,33 @@ class Worker:
         self.poll_seconds = settings.worker_poll_seconds
         self.on_processed = on_processed
         self._wake = asyncio.Event()
+        self._arrivals: deque[float] = deque()
+        self._burst_since: float | None = None
+        self.burst_defer_seconds = settings.worker_burst_defer_seconds
         self._inflight: set[asyncio.Task[None]] = set()
         self._draining = False
 
     def wake(self) -> None:
+        """New deliveries were stored (the ingress's NOTIFY, or the in-process writer)."""
+        now = time.monotonic()
+        self._arrivals.append(now)
+        while self._arrivals and self._arrivals[0] < now - 1.0:
+            self._arrivals.popleft()
         self._wake.set()
+
+    def deferring(self) -> bool:
+        """During a burst (many group-commit batches a second) the ingress gets the CPU and the
+        database: answering GitHub within its 10 s matters more than handling a delivery a few seconds
+        sooner. The deferral is bounded, so a sustained flood still gets processed."""
+        now = time.monotonic()
+        while self._arrivals and self._arrivals[0] < now - 1.0:
+            self._arrivals.popleft()
+        if len(self._arrivals) < BURST_BATCHES_PER_SECOND or self.burst_defer_seconds <= 0:
+            self._burst_since = None
+            return False
+        if self._burst_since is None:
+            self._burst_since = now
+        return now - self._burst_since < self.burst_defer_seconds
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until `stop` is set; then finish what is in flight and return."""
@@ -68,6 +94,9 @@ class Worker:
         stop_waiter = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
+                if self.deferring():
+                    await asyncio.wait({stop_waiter}, timeout=0.25)
+                    continue
                 claimed = await self._claim_some()
                 if claimed == 0 or len(self._inflight) >= self.concurrency:
                     await self._sleep(stop_waiter)

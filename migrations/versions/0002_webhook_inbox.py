@@ -41,9 +41,13 @@ def upgrade() -> None:
         # Payloads are ~25 KB of JSON. PostgreSQL's default pglz compression of them costs more CPU than
         # the rest of the ingress together; lz4 is five times cheaper and compresses better. Where the
         # server lacks lz4, store them uncompressed rather than pay pglz on the hot path.
-        lz4 = op.get_bind().exec_driver_sql(
-            "SELECT 1 FROM pg_settings WHERE name = 'default_toast_compression' AND 'lz4' = ANY(enumvals)"
-        ).first()
+        lz4 = (
+            op.get_bind()
+            .exec_driver_sql(
+                "SELECT 1 FROM pg_settings WHERE name = 'default_toast_compression' AND 'lz4' = ANY(enumvals)"
+            )
+            .first()
+        )
         if lz4:
             op.execute("ALTER TABLE webhook_inbox ALTER COLUMN payload SET COMPRESSION lz4")
         else:
