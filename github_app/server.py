@@ -136,6 +136,10 @@ def make_worker(runtime: Runtime, router: routing.Router) -> Worker:
     return Worker(runtime, router, on_processed=lambda _id, _state: sender.wake())
 
 
+def _count(payload: str) -> int:
+    return int(payload) if payload.isdigit() else 1
+
+
 def _background_tasks(runtime: Runtime, worker: Worker, stop: asyncio.Event) -> list[asyncio.Task[None]]:
     """The worker, the outbox sender, and periodic recovery when configured; all stop with `stop`."""
     tasks = [asyncio.create_task(worker.run(stop), name="inbox-worker")]
@@ -159,7 +163,7 @@ async def _listen_for_new_deliveries(runtime: Runtime, worker: Worker) -> asyncp
 
     try:
         conn = await asyncpg.connect(asyncpg_dsn(runtime.settings.database_url))
-        await conn.add_listener(NOTIFY_CHANNEL, lambda *_: worker.wake())
+        await conn.add_listener(NOTIFY_CHANNEL, lambda _c, _p, _ch, payload: worker.wake(_count(payload)))
     except Exception as exc:
         log.warning("cannot LISTEN for new deliveries; polling only", extra={"error": repr(exc)})
         return None

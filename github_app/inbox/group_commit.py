@@ -32,8 +32,8 @@ class GroupCommitWriter:
         writer: InboxWriter,
         *,
         max_batch: int = 256,
-        flushers: int = 4,
-        on_stored: Callable[[], None] | None = None,
+        flushers: int = 2,
+        on_stored: Callable[[int], None] | None = None,
     ) -> None:
         self.writer = writer
         self.max_batch = max_batch
@@ -91,4 +91,4 @@ class GroupCommitWriter:
             if not future.done():
                 future.set_result(delivery.delivery_id in new_ids and unique.get(delivery.delivery_id) is delivery)
         if new_ids and self.on_stored:
-            self.on_stored()
+            self.on_stored(len(new_ids))

@@ -30,8 +30,8 @@ from github_app.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-# Group-commit batches stored per second (each one NOTIFY) above which the worker steps aside.
-BURST_BATCHES_PER_SECOND = 20
+# Deliveries stored per second above which the worker steps aside for the ingress.
+BURST_DELIVERIES_PER_SECOND = 200
 
 
 def worker_name() -> str:
@@ -60,28 +60,32 @@ class Worker:
         self.poll_seconds = settings.worker_poll_seconds
         self.on_processed = on_processed
         self._wake = asyncio.Event()
-        self._arrivals: deque[float] = deque()
+        self._arrivals: deque[tuple[float, int]] = deque()
+        self._arrived = 0
         self._burst_since: float | None = None
         self.burst_defer_seconds = settings.worker_burst_defer_seconds
         self._inflight: set[asyncio.Task[None]] = set()
         self._draining = False
 
-    def wake(self) -> None:
-        """New deliveries were stored (the ingress's NOTIFY, or the in-process writer)."""
+    def wake(self, stored: int = 1) -> None:
+        """`stored` new deliveries are in the inbox (the ingress's NOTIFY, or the in-process writer)."""
         now = time.monotonic()
-        self._arrivals.append(now)
-        while self._arrivals and self._arrivals[0] < now - 1.0:
-            self._arrivals.popleft()
+        self._arrivals.append((now, stored))
+        self._arrived += stored
+        self._trim(now)
         self._wake.set()
+
+    def _trim(self, now: float) -> None:
+        while self._arrivals and self._arrivals[0][0] < now - 1.0:
+            self._arrived -= self._arrivals.popleft()[1]
 
     def deferring(self) -> bool:
         """During a burst (many group-commit batches a second) the ingress gets the CPU and the
         database: answering GitHub within its 10 s matters more than handling a delivery a few seconds
         sooner. The deferral is bounded, so a sustained flood still gets processed."""
         now = time.monotonic()
-        while self._arrivals and self._arrivals[0] < now - 1.0:
-            self._arrivals.popleft()
-        if len(self._arrivals) < BURST_BATCHES_PER_SECOND or self.burst_defer_seconds <= 0:
+        self._trim(now)
+        if self._arrived < BURST_DELIVERIES_PER_SECOND or self.burst_defer_seconds <= 0:
             self._burst_since = None
             return False
         if self._burst_since is None:

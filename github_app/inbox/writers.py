@@ -8,6 +8,7 @@ SQLite goes through SQLAlchemy Core; its speed is secondary.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -21,8 +22,12 @@ from github_app.webhook import Delivery
 
 NOTIFY_CHANNEL = "webhook_inbox"
 
-_PG_INSERT = f"""
-WITH inserted AS (
+# Workers LISTEN on this channel; the payload is how many deliveries were stored since the last one.
+# A NOTIFY is sent at most every NOTIFY_INTERVAL: every notifying commit takes a database-wide lock and
+# wakes each listener, which under a burst of thousands of deliveries a second cost more than the
+# workers gained from hearing about each batch.
+NOTIFY_INTERVAL = 0.05
+_INSERT = """
     INSERT INTO webhook_inbox
         (delivery_id, event, action, installation_id, repository, payload, received_at, next_attempt_at)
     SELECT d, e, a, i, r, p, t, t
@@ -30,8 +35,12 @@ WITH inserted AS (
         AS u(d, e, a, i, r, p, t)
     ON CONFLICT (delivery_id) DO NOTHING
     RETURNING delivery_id
-)
-SELECT delivery_id, pg_notify('{NOTIFY_CHANNEL}', '') FROM inserted
+"""
+_PG_INSERT = _INSERT
+# pg_notify with one payload in one transaction is delivered once, however many rows call it.
+_PG_INSERT_NOTIFY = f"""
+WITH inserted AS ({_INSERT})
+SELECT delivery_id, pg_notify('{NOTIFY_CHANNEL}', $8::text) FROM inserted
 """
 
 
@@ -52,6 +61,9 @@ class AsyncpgInboxWriter:
         for _ in range(size):
             self._idle.put_nowait(None)  # connected on first use
         self._open: set[asyncpg.Connection] = set()
+        self._last_notify = 0.0
+        self._unannounced = 0
+        self._trailing: asyncio.Task[None] | None = None
 
     @classmethod
     async def connect(cls, database_url: str, size: int = 2) -> AsyncpgInboxWriter:
@@ -74,18 +86,28 @@ class AsyncpgInboxWriter:
 
     async def insert_batch(self, batch: Sequence[Delivery]) -> set[str]:
         conn = await self._checkout()
+        columns = (
+            [d.delivery_id for d in batch],
+            [d.event for d in batch],
+            [d.action for d in batch],
+            [d.installation_id for d in batch],
+            [d.repository for d in batch],
+            [d.payload for d in batch],
+            [d.received_at for d in batch],
+        )
+        now = time.monotonic()
+        announce = now - self._last_notify >= NOTIFY_INTERVAL
         try:
             # One statement in autocommit mode: it is its own transaction, committed when fetch returns.
-            rows = await conn.fetch(
-                _PG_INSERT,
-                [d.delivery_id for d in batch],
-                [d.event for d in batch],
-                [d.action for d in batch],
-                [d.installation_id for d in batch],
-                [d.repository for d in batch],
-                [d.payload for d in batch],
-                [d.received_at for d in batch],
-            )
+            if announce:
+                self._last_notify = now
+                rows = await conn.fetch(_PG_INSERT_NOTIFY, *columns, str(self._unannounced + len(batch)))
+                self._unannounced = 0
+            else:
+                rows = await conn.fetch(_PG_INSERT, *columns)
+                self._unannounced += len(rows)
+                if self._unannounced and (self._trailing is None or self._trailing.done()):
+                    self._trailing = asyncio.create_task(self._announce_later())
         except asyncpg.PostgresError:
             self._idle.put_nowait(conn)  # the statement failed; the connection is fine
             raise
@@ -97,7 +119,26 @@ class AsyncpgInboxWriter:
         self._idle.put_nowait(conn)
         return {r[0] for r in rows}
 
+    async def _announce_later(self) -> None:
+        """The last batches of a burst are announced too, one interval later."""
+        await asyncio.sleep(NOTIFY_INTERVAL)
+        if not self._unannounced or time.monotonic() - self._last_notify < NOTIFY_INTERVAL:
+            return
+        count, self._unannounced = self._unannounced, 0
+        self._last_notify = time.monotonic()
+        conn = await self._checkout()
+        try:
+            await conn.execute(f"SELECT pg_notify('{NOTIFY_CHANNEL}', $1::text)", str(count))
+        except Exception:  # the worker's poll picks the rows up anyway
+            self._open.discard(conn)
+            conn.terminate()
+            conn = None
+        finally:
+            self._idle.put_nowait(conn)
+
     async def close(self) -> None:
+        if self._trailing is not None:
+            self._trailing.cancel()
         for conn in list(self._open):
             await conn.close()
         self._open.clear()
