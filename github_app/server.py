@@ -43,7 +43,7 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 async def open_writer(runtime: Runtime) -> InboxWriter:
     if runtime.is_sqlite:
         return SqlAlchemyInboxWriter(runtime.engine)
-    return await AsyncpgInboxWriter.connect(runtime.settings.database_url, size=8)
+    return await AsyncpgInboxWriter.connect(runtime.settings.database_url)
 
 
 def readiness(runtime: Runtime) -> Callable[[], Awaitable[str | None]]:

@@ -470,3 +470,21 @@ async def test_two_workers_on_one_story_stay_consistent(app: App, market: Market
     assert len(await m.rows("SELECT 1 FROM escrow_release_request")) == 1
     assert (await audit_actions(m)).count("completed") == 1
     assert await m.rows("SELECT state FROM webhook_inbox WHERE state <> 'done'") == []
+
+
+async def test_waived_with_an_active_waiver_completes_and_an_expired_gate_does_not(
+    app: App, market: Market, fake_github: FakeGitHub
+) -> None:
+    m = market
+    await approved_story(app, m)
+    await app.deliver("pull_request", m.pr("opened", 70, head_sha="7" * 40))
+    expired = gate_file("PASS", expires='"2020-01-01T00:00:00Z"')
+    await app.deliver("push", m.push("story/1.3-user-auth", {GATE_PATH: expired}, QA))
+    await app.deliver("pull_request", m.pr("closed", 70, merged=True, head_sha="7" * 40))
+    assert (await story_row(m))["status"] == "READY_FOR_REVIEW"  # a stale gate does not pay anyone
+    await show(app)
+    assert "expired" in check_run(fake_github, "7" * 40)["output"]["summary"]
+    waived = gate_file("WAIVED", waiver='{active: true, reason: "accepted risk", approved_by: "Cleo"}')
+    await app.deliver("push", m.push("story/1.3-user-auth", {GATE_PATH: waived}, QA))
+    story = await story_row(m)
+    assert (story["status"], story["gate"], story["reviews"]) == ("DONE", "WAIVED", 2)
