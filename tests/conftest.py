@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 from github_app.config import Settings
 from github_app.db import migrate
 from github_app.db.engine import is_sqlite
+from github_app.db.models import SEED_TABLES
 from github_app.runtime import Runtime
 
 pytest_plugins = ["tests.github_fixtures", "tests.harness"]
@@ -76,21 +77,7 @@ def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
 
 
 def _truncate_all(url: str) -> None:
-    tables = [
-        "StoryAuditLog",
-        "Deliverable",
-        "Rating",
-        "Document",
-        "Escrow",
-        "ApiKey",
-        "Story",
-        "Bid",
-        "Opportunity",
-        "Project",
-        "MCPSession",
-        "GitHubInstallation",
-        "User",
-    ]
+    tables = list(SEED_TABLES)
     app_tables = asyncio.run(_app_tables(url))
     names = ", ".join(f'"{t}"' for t in tables + app_tables)
     asyncio.run(pg_execute(url, f"TRUNCATE {names} CASCADE"))

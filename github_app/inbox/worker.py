@@ -27,6 +27,7 @@ from github_app.inbox import store
 from github_app.inbox.store import Claimed
 from github_app.metrics import DELIVERIES_PROCESSED, HANDLER_FAILURES, PROCESSING_LATENCY
 from github_app.runtime import Runtime
+from github_app.wakeup import sleep_until_woken
 
 log = logging.getLogger(__name__)
 
@@ -124,12 +125,7 @@ class Worker:
         raise TimeoutError("inbox not drained in time")
 
     async def _sleep(self, stop_waiter: asyncio.Task[bool]) -> None:
-        wake = asyncio.create_task(self._wake.wait())
-        try:
-            await asyncio.wait({wake, stop_waiter}, timeout=self.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            wake.cancel()
-            self._wake.clear()
+        await sleep_until_woken(self._wake, stop_waiter, self.poll_seconds)
 
     async def _claim_some(self) -> int:
         free = self.concurrency - len(self._inflight)

@@ -40,6 +40,7 @@ from github_app.metrics import OUTBOX_PENDING, OUTBOX_SENT
 from github_app.outbox.enqueue import KIND_CHECK_RUN, KIND_PR_COMMENT
 from github_app.presentation import COMMENT_MARKER, MAX_COMMENT_BYTES, MAX_OUTPUT_BYTES, truncate
 from github_app.runtime import Runtime
+from github_app.wakeup import sleep_until_woken
 
 if TYPE_CHECKING:
     from github_app.github.client import GitHubApp, GitHubClient
@@ -188,12 +189,7 @@ class OutboxSender:
     # --- the loop ----------------------------------------------------------------------------------
 
     async def _sleep(self, stop_waiter: asyncio.Task[bool]) -> None:
-        wake = asyncio.create_task(self._wake.wait())
-        try:
-            await asyncio.wait({wake, stop_waiter}, timeout=self.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            wake.cancel()
-            self._wake.clear()
+        await sleep_until_woken(self._wake, stop_waiter, self.poll_seconds)
 
     async def _step(self) -> bool:
         """Send one due row. False when there was none (or none can be sent now)."""
