@@ -277,7 +277,8 @@ def main() -> None:
             f"## Story lifecycle benchmark, {stamp}",
             "",
             f"{r['stories']} stories, {r['deliveries']} deliveries in 5 waves, `bmad-app serve` on PostgreSQL "
-            "(one process: HTTP, worker with 8 handlers at once, outbox sender), fake GitHub on 127.0.0.1.",
+            "(an HTTP process, and a worker process running 8 handlers at once and the outbox sender), fake GitHub "
+            "on 127.0.0.1. Each wave puts up to 200 deliveries in the inbox at once: latency includes their queueing.",
             "",
             "| measure | value |",
             "|---|---:|",
@@ -288,7 +289,8 @@ def main() -> None:
             f"{r['ack_p50_ms']:.1f} ms / {r['ack_p99_ms']:.1f} ms |",
             f"| ingress only, for comparison | {ingress_reference()} |",
             f"| every story DONE once, one release request each | yes ({r['stories']}) |",
-            f"| check runs / PR comments on the fake GitHub (GitHub up to date after) | "
+            f"| check runs / PR comments on the fake GitHub (all sent after; new comments are held to GitHub's "
+            f"80 a minute) | "
             f"{r['check_runs']} / {r['comments']} ({r['outbox_drained_s']:.1f} s; {r['outbox_unsent']} unsent) |",
         ]
     )

@@ -32,7 +32,7 @@ from github_app.wakeup import sleep_until_woken
 log = logging.getLogger(__name__)
 
 # Deliveries stored per second above which the worker steps aside for the ingress.
-BURST_DELIVERIES_PER_SECOND = 200
+BURST_DELIVERIES_PER_SECOND = 500
 
 
 def worker_name() -> str:
