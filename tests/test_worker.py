@@ -273,9 +273,9 @@ async def test_a_burst_defers_processing_for_a_bounded_time(db_url: str) -> None
         worker = Worker(runtime, recording_router())
         stop = asyncio.Event()
 
-        async def flood() -> None:  # a thousand deliveries a second, without end
+        async def flood() -> None:  # five thousand deliveries a second, without end
             while not stop.is_set():
-                worker.wake(10)
+                worker.wake(50)
                 await asyncio.sleep(0.01)
 
         flooding = asyncio.create_task(flood())
