@@ -81,9 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bmad-app: {exc}", file=sys.stderr)
         return 2
     from github_app.logs import setup_logging
-    from github_app.server import _secret_values
 
-    setup_logging(settings.log_level, settings.log_format, _secret_values(settings))
+    setup_logging(settings.log_level, settings.log_format, settings.secret_values())
     handler: Callable[[Settings, argparse.Namespace], int] = {
         "serve": cmd_serve,
         "worker": cmd_worker,
@@ -122,6 +121,10 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    if not is_sqlite(settings.database_url):
+        # Before anything imports prometheus_client: the HTTP and worker processes then share their
+        # metrics through files, and /metrics shows all of them.
+        share_metrics_between_processes()
     from github_app.db import migrate
     from github_app.server import serve
 
@@ -136,6 +139,19 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         )
     serve(settings, with_worker=not args.no_worker)
     return 0
+
+
+def share_metrics_between_processes() -> None:
+    import atexit
+    import os
+    import shutil
+    import tempfile
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    directory = tempfile.mkdtemp(prefix="bmad-app-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
 
 
 def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:

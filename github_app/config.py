@@ -105,6 +105,13 @@ class Settings:
     recover_window_hours: float = 24.0
     github_writes_per_second: float = 1.0
 
+    def secret_values(self) -> list[str]:
+        """What the log scrubber must never let through."""
+        values = list(self.webhook_secrets)
+        if self.github_private_key:
+            values.append(self.github_private_key.strip())
+        return values
+
     def missing_github_settings(self) -> list[str]:
         missing = []
         if self.github_app_id is None:

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 DELIVERIES_RECEIVED = Counter(
     "webhook_deliveries_received_total",
@@ -16,7 +26,9 @@ DELIVERIES_PROCESSED = Counter(
     ["event", "outcome"],
 )
 HANDLER_FAILURES = Counter("webhook_handler_failures_total", "Handler runs that raised, by event", ["event"])
-INBOX_DEPTH = Gauge("webhook_inbox_depth", "Inbox rows by state (sampled when scraped)", ["state"])
+INBOX_DEPTH = Gauge(
+    "webhook_inbox_depth", "Inbox rows by state (sampled when scraped)", ["state"], multiprocess_mode="max"
+)
 PROCESSING_LATENCY = Histogram(
     "webhook_processing_latency_seconds",
     "From a delivery's receipt to the commit of its handling",
@@ -36,4 +48,20 @@ OUTBOX_SENT = Counter(
 OUTBOX_PENDING = Gauge(
     "github_outbox_pending",
     "Outbox rows whose latest version is not on GitHub yet (sampled by the sender while idle)",
+    multiprocess_mode="max",
 )
+
+
+def exposition() -> tuple[bytes, str]:
+    """The metrics page. When `serve` runs several processes (HTTP and worker), each writes its
+    metrics to files in PROMETHEUS_MULTIPROC_DIR and the page adds them up."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST
+
+
+def forget_process(pid: int | None) -> None:
+    if pid is not None and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

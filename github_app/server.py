@@ -21,6 +21,7 @@ from github_app.inbox import store
 from github_app.inbox.group_commit import GroupCommitWriter
 from github_app.inbox.worker import Worker
 from github_app.inbox.writers import AsyncpgInboxWriter, InboxWriter, SqlAlchemyInboxWriter
+from github_app.metrics import forget_process
 from github_app.outbox.sender import OutboxSender
 from github_app.runtime import Runtime
 from github_app.web import create_app
@@ -199,7 +200,7 @@ def _child_server(settings: Settings) -> None:
     from github_app.logs import setup_logging
 
     _as_child()
-    setup_logging(settings.log_level, settings.log_format, _secret_values(settings))
+    setup_logging(settings.log_level, settings.log_format, settings.secret_values())
     run_fast(run_server(settings, with_worker=False, reuse_port=True))
 
 
@@ -210,15 +211,8 @@ def _child_worker(settings: Settings) -> None:
     # Answering GitHub within its 10 s is urgent, processing is not: under a burst the ingress keeps the
     # CPU and the worker catches up afterwards.
     os.nice(settings.worker_nice)
-    setup_logging(settings.log_level, settings.log_format, _secret_values(settings))
+    setup_logging(settings.log_level, settings.log_format, settings.secret_values())
     asyncio.run(run_worker(settings))
-
-
-def _secret_values(settings: Settings) -> list[str]:
-    values = list(settings.webhook_secrets)
-    if settings.github_private_key:
-        values.append(settings.github_private_key.strip())
-    return values
 
 
 def serve(settings: Settings, *, with_worker: bool = True) -> None:
@@ -242,3 +236,4 @@ def serve(settings: Settings, *, with_worker: bool = True) -> None:
                 child.terminate()  # SIGTERM: each child shuts down gracefully on its own
         for child in children:
             child.join(timeout=15)
+            forget_process(child.pid)

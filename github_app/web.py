@@ -10,11 +10,10 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from github_app.db.types import utcnow
 from github_app.inbox.group_commit import GroupCommitWriter, InboxUnavailable
-from github_app.metrics import DELIVERIES_RECEIVED, INBOX_DEPTH
+from github_app.metrics import DELIVERIES_RECEIVED, INBOX_DEPTH, exposition
 from github_app.webhook import MAX_BODY_BYTES, RejectedDelivery, parse_delivery
 
 log = logging.getLogger("github_app.ingress")
@@ -110,8 +109,8 @@ async def metrics(request: web.Request) -> web.Response:
                 INBOX_DEPTH.labels(state).set(count)
         except Exception as exc:
             log.warning("cannot sample inbox depth", extra={"error": repr(exc)})
-    body = generate_latest()
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    body, content_type = exposition()
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 def create_app(

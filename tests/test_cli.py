@@ -203,6 +203,11 @@ async def test_serve_on_postgresql_processes_in_a_separate_worker_process(db_url
         while (await inbox(runtime)).get(delivery, ("pending",))[0] != "done":
             assert time.monotonic() < deadline, "the worker process did not pick the delivery up"
             await asyncio.sleep(0.05)
+        async with aiohttp.ClientSession() as http:  # one page for every process: the worker's work shows
+            async with http.get(f"http://127.0.0.1:{port}/metrics") as r:
+                page = await r.text()
+        assert 'webhook_deliveries_processed_total{event="installation",outcome="done"} 1.0' in page
+        assert 'webhook_deliveries_received_total{event="installation",outcome="accepted"} 1.0' in page
         children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
         assert children, "the worker runs in a child process"
         proc.send_signal(signal.SIGTERM)
