@@ -422,7 +422,9 @@ async def test_concerns_completes_only_where_the_repo_allows_it(
     await app.deliver("push", m.push("story/1.3-user-auth", {GATE_PATH: gate_file("CONCERNS")}, QA))
     await app.deliver("pull_request", m.pr("closed", 52, merged=True))
     assert (await story_row(m))["status"] == "READY_FOR_REVIEW"  # CONCERNS is not accepted by default
-    fake_github.put_file(REPO, "main", ".github/bmad-marketplace.yml", b"accepted_gates: [PASS, WAIVED, CONCERNS]\n")
+    config = "accepted_gates: [PASS, WAIVED, CONCERNS]\n"
+    fake_github.put_file(REPO, "main", ".github/bmad-marketplace.yml", config.encode())
+    await app.deliver("push", m.push("main", {".github/bmad-marketplace.yml": config}, PM))  # read at once
     await app.deliver(
         "push", m.push("story/1.3-user-auth", {GATE_PATH: gate_file("CONCERNS", status_reason='"minor, accepted"')}, QA)
     )
@@ -488,3 +490,16 @@ async def test_waived_with_an_active_waiver_completes_and_an_expired_gate_does_n
     await app.deliver("push", m.push("story/1.3-user-auth", {GATE_PATH: waived}, QA))
     story = await story_row(m)
     assert (story["status"], story["gate"], story["reviews"]) == ("DONE", "WAIVED", 2)
+
+
+async def test_configuration_is_read_once_a_minute_not_per_delivery(
+    app: App, market: Market, fake_github: FakeGitHub
+) -> None:
+    from tests.github_fixtures import REPO
+
+    m = market
+    await approved_story(app, m)
+    for number in range(80, 85):
+        await app.deliver("pull_request", m.pr("opened", number, author=OTHER_DEV))
+    reads = fake_github.requests_to("GET", f"/repos/{REPO}/contents/.github/bmad-marketplace.yml")
+    assert len(reads) == 1  # seven deliveries, one read of the app's configuration

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -93,8 +94,58 @@ async def load_repo_context(ctx: HandlerContext, data: dict[str, Any]) -> RepoCo
     gh = await ctx.runtime.github.installation_client(installation_id)
     default_branch = str(repo.get("default_branch") or repo.get("master_branch") or "main")
     rc = RepoContext(project, full_name, installation_id, default_branch, gh)
-    core = await rc.fetch(CORE_CONFIG_PATH, default_branch)
-    app = await rc.fetch(REPO_CONFIG_PATH, default_branch)
-    rc.config = parse_repo_config(app.content if app else None)
-    rc.paths = effective_paths(parse_core_config(core.content if core else None), rc.config)
+    cache = config_cache(ctx)
+    if _changes_configuration(data, default_branch):
+        cache.forget(full_name)
+    cached = cache.get(full_name)
+    if cached is None:
+        core = await rc.fetch(CORE_CONFIG_PATH, default_branch)
+        app = await rc.fetch(REPO_CONFIG_PATH, default_branch)
+        config = parse_repo_config(app.content if app else None)
+        cached = (effective_paths(parse_core_config(core.content if core else None), config), config)
+        cache.put(full_name, cached)
+    rc.paths, rc.config = cached
     return rc
+
+
+class ConfigCache:
+    """Each repository's BMAD paths and app configuration, kept for a minute per worker process: two
+    contents-API calls per delivery would spend an installation's hourly budget on files that rarely
+    change. A push to the default branch that touches either file is read at once."""
+
+    TTL_SECONDS = 60.0
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[float, tuple[BmadPaths, RepoConfig]]] = {}
+
+    def get(self, repository: str) -> tuple[BmadPaths, RepoConfig] | None:
+        entry = self._entries.get(repository.lower())
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, repository: str, value: tuple[BmadPaths, RepoConfig]) -> None:
+        self._entries[repository.lower()] = (time.monotonic() + self.TTL_SECONDS, value)
+
+    def forget(self, repository: str) -> None:
+        self._entries.pop(repository.lower(), None)
+
+
+def config_cache(ctx: HandlerContext) -> ConfigCache:
+    cache = ctx.runtime.extras.get("config_cache")
+    if not isinstance(cache, ConfigCache):
+        cache = ctx.runtime.extras["config_cache"] = ConfigCache()
+    return cache
+
+
+def _changes_configuration(data: dict[str, Any], default_branch: str) -> bool:
+    """A push to the default branch whose commits touch a configuration file. (A push of more than
+    20 commits may not list them all; the cache's minute bounds that.)"""
+    if data.get("ref") != f"refs/heads/{default_branch}":
+        return False
+    watched = {CORE_CONFIG_PATH, REPO_CONFIG_PATH}
+    for commit in data.get("commits") or []:
+        for key in ("added", "modified", "removed"):
+            if watched.intersection(commit.get(key) or ()):
+                return True
+    return False
