@@ -80,3 +80,22 @@ async def test_recover_without_credentials_says_what_is_missing(runtime: Runtime
     )
     assert result.returncode == 1
     assert "set GITHUB_APP_ID and GITHUB_PRIVATE_KEY" in result.stderr
+
+
+async def test_the_worker_recovers_periodically_when_configured(app_runtime: Runtime, fake_github: FakeGitHub) -> None:
+    import dataclasses
+
+    from github_app.inbox.recovery import periodic_recovery
+
+    seed_log(fake_github)
+    app_runtime.settings = dataclasses.replace(app_runtime.settings, recover_interval_minutes=0.01)
+    stop = asyncio.Event()
+    task = asyncio.create_task(periodic_recovery(app_runtime, stop))
+    for _ in range(200):
+        if len(fake_github.redelivery_attempts) >= 2:
+            break
+        await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    # lost-1 and d-0000 (this inbox is empty): the two failed deliveries missing from the inbox.
+    assert len(set(fake_github.redelivery_attempts)) == 2
