@@ -157,6 +157,12 @@ def share_metrics_between_processes() -> None:
 def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
     from github_app.server import run_worker
 
+    if is_sqlite(settings.database_url):
+        log.warning(
+            "SQLite has a single writer: run one worker only (with `bmad-app serve --no-worker`); "
+            "scale out on PostgreSQL"
+        )
+
     asyncio.run(run_worker(settings))
     return 0
 
