@@ -129,6 +129,26 @@ def assess(view: StoryView) -> Assessment:
     return _by_status(view, label or "")
 
 
+STORY_FILES_CHECK_NAME = "BMAD story files"
+
+
+def story_files_check_payload(head_sha: str, refused: list[str], warnings: list[str]) -> dict[str, Any]:
+    """The check run on a default-branch commit whose story files could not all be read: a story that
+    cannot be stored (`1.3A`: the marketplace keeps epic and story numbers as integers) fails it, a
+    status that could not be mapped only warns. The PRs never see these files, so this is where the
+    person who pushed them learns what happened."""
+    lines = [f"- {_plain(p)}" for p in refused + warnings]
+    title = f"{len(refused)} story file(s) not stored" if refused else f"{len(warnings)} story file problem(s)"
+    summary = "\n".join([f"**{title}**", "", *lines])
+    return {
+        "name": STORY_FILES_CHECK_NAME,
+        "head_sha": head_sha,
+        "status": "completed",
+        "conclusion": FAILURE if refused else NEUTRAL,
+        "output": {"title": _title(title), "summary": truncate(summary)},
+    }
+
+
 def check_conclusion(view: StoryView) -> str:
     return assess(view).conclusion
 

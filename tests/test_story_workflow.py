@@ -365,10 +365,17 @@ async def test_story_file_removal_is_audited_not_deleted(app: App, market: Marke
     assert "story_file_removed" in await audit_actions(m)
 
 
-async def test_story_ids_that_are_not_integers_are_not_stored(app: App, market: Market) -> None:
+async def test_story_ids_that_are_not_integers_are_not_stored(
+    app: App, market: Market, fake_github: FakeGitHub
+) -> None:
     m = market
-    await app.deliver("push", m.push("main", {"docs/stories/1.3A.user-auth.md": story_file("Draft")}, PM))
+    data = m.push("main", {"docs/stories/1.3A.user-auth.md": story_file("Draft")}, PM)
+    await app.deliver("push", data)
     assert await m.rows('SELECT 1 FROM "Story"') == []
+    await show(app)  # the person who pushed it is told, on the commit
+    [run] = [r for r in fake_github.check_runs.values() if r["head_sha"] == data["after"]]
+    assert (run["name"], run["conclusion"]) == ("BMAD story files", "failure")
+    assert "1.3A" in run["output"]["summary"]
     [(state,)] = await m.rows("SELECT state FROM webhook_inbox ORDER BY received_at DESC LIMIT 1")
     assert state == "done"  # reported, not retried forever
 

@@ -4,6 +4,7 @@ branch record reviews and move stories."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +26,8 @@ from github_app.db.types import new_id, utcnow
 from github_app.db.upsert import insert_if_absent
 from github_app.domain import story_machine as sm
 from github_app.handling import HandlerContext
+from github_app.outbox.enqueue import KIND_CHECK_RUN, set_desired
+from github_app.presentation import story_files_check_payload
 from github_app.services.people import actor_for
 from github_app.services.repo import FileTooLarge, RepoContext, load_repo_context
 from github_app.services.stories import (
@@ -122,16 +125,38 @@ async def handle_push(ctx: HandlerContext, event: sansio.Event) -> None:
         "ref": push.ref,
     }
     if push.branch == rc.default_branch:
+        report = StoryFileReport()
         for path, status in sorted(changes.items()):
             if is_story_path(path, rc.paths.story_dir):
-                await _story_file(ctx, rc, push, path, status, meta)
+                await _story_file(ctx, rc, push, path, status, meta, report)
+        if report.refused or report.warnings:
+            await set_desired(
+                ctx.session,
+                installation_id=rc.installation_id,
+                repository=rc.repository,
+                kind=KIND_CHECK_RUN,
+                target=push.after,
+                payload=story_files_check_payload(push.after, report.refused, report.warnings),
+            )
     for path, status in sorted(changes.items()):
         if status != "removed" and is_gate_path(path, rc.paths.gate_dir):
             await _gate_file(ctx, rc, push, path, meta)
 
 
+@dataclass
+class StoryFileReport:
+    refused: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
 async def _story_file(
-    ctx: HandlerContext, rc: RepoContext, push: Push, path: str, status: str, meta: dict[str, Any]
+    ctx: HandlerContext,
+    rc: RepoContext,
+    push: Push,
+    path: str,
+    status: str,
+    meta: dict[str, Any],
+    report: StoryFileReport,
 ) -> None:
     session = ctx.session
     fields = {**meta, "path": path}
@@ -154,9 +179,11 @@ async def _story_file(
         doc = parse_story_file(path, remote.content.decode("utf-8", errors="replace"))
     except (BmadFileError, FileTooLarge) as exc:
         log.warning("story file not usable", extra={"repository": rc.repository, "path": path, "error": str(exc)})
+        report.refused.append(f"{path}: {exc}")
         return
     for problem in doc.problems:
         log.warning("story file problem", extra={"repository": rc.repository, "path": path, "problem": problem})
+        report.warnings.append(f"{path}: {problem}")
     now = utcnow()
     created = await insert_if_absent(
         session,
