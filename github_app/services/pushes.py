@@ -135,7 +135,7 @@ async def handle_push(ctx: HandlerContext, event: sansio.Event) -> None:
                 installation_id=rc.installation_id,
                 repository=rc.repository,
                 kind=KIND_CHECK_RUN,
-                target=push.after,
+                target=f"{push.after}:story-files",  # beside any PR check run on this commit
                 payload=story_files_check_payload(push.after, report.refused, report.warnings),
             )
     for path, status in sorted(changes.items()):
