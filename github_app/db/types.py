@@ -27,6 +27,18 @@ def utcnow() -> datetime:
     return now.replace(microsecond=(now.microsecond // 1000) * 1000)
 
 
+def from_github_time(value: object) -> datetime | None:
+    """A timestamp from a GitHub payload (`2026-11-27T02:35:25Z`, or a commit's local
+    `2026-11-27T03:35:25+01:00`) as naive UTC, the way this database stores time; None if unreadable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+
+
 def pg_enum(enum_cls: type[enum.Enum], name: str) -> sa.Enum:
     """A PostgreSQL enum type named as Prisma names it, storing the members' values."""
     return sa.Enum(

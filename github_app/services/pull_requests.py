@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Any
 
 from gidgethub import sansio
@@ -11,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from github_app.db.app_tables import PullRequestLink
-from github_app.db.types import utcnow
+from github_app.db.types import from_github_time, utcnow
 from github_app.db.upsert import upsert
 from github_app.domain import story_machine as sm
 from github_app.domain.linking import Ambiguous, Linked, Unlinked, link_pull_request
@@ -33,15 +32,6 @@ log = logging.getLogger(__name__)
 HANDLED_ACTIONS = frozenset(
     {"opened", "reopened", "synchronize", "ready_for_review", "converted_to_draft", "closed", "edited"}
 )
-
-
-def _timestamp(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).replace(tzinfo=None)
-    except ValueError:
-        return None
 
 
 async def _lock_link(session: AsyncSession, rc: RepoContext, pr: dict[str, Any]) -> PullRequestLink:
@@ -136,7 +126,7 @@ async def handle_pull_request(ctx: HandlerContext, event: sansio.Event) -> None:
     session = ctx.session
     pr = data["pull_request"]
     link = await _lock_link(session, rc, pr)
-    updated = _timestamp(pr.get("updated_at"))
+    updated = from_github_time(pr.get("updated_at"))
     stale = link.pr_updated_at is not None and updated is not None and updated < link.pr_updated_at
     if not stale:
         link.pr_updated_at = updated or link.pr_updated_at
@@ -145,7 +135,7 @@ async def handle_pull_request(ctx: HandlerContext, event: sansio.Event) -> None:
         link.html_url = pr.get("html_url") or link.html_url
     # A merge is final whatever order the deliveries come in.
     if pr.get("merged") and not link.merged:
-        link.merged, link.merged_at = True, _timestamp(pr.get("merged_at")) or utcnow()
+        link.merged, link.merged_at = True, from_github_time(pr.get("merged_at")) or utcnow()
     link.updated_at = utcnow()
     if link.story_id is None:
         await _link_story(session, rc, link, pr)

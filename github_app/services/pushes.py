@@ -22,7 +22,7 @@ from github_app.bmad.story_file import (
 from github_app.db.app_tables import GateReview, PullRequestLink
 from github_app.db.enums import StoryStatus
 from github_app.db.models import Story
-from github_app.db.types import new_id, utcnow
+from github_app.db.types import from_github_time, new_id, utcnow
 from github_app.db.upsert import insert_if_absent
 from github_app.domain import story_machine as sm
 from github_app.handling import HandlerContext
@@ -84,13 +84,7 @@ class Push:
 
     def committed_at(self, path: str) -> datetime:
         commit = self.last_commit_touching(path) or self.data.get("head_commit") or {}
-        stamp = commit.get("timestamp")
-        if isinstance(stamp, str):
-            try:
-                return datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone(UTC).replace(tzinfo=None)
-            except ValueError:
-                pass
-        return utcnow()
+        return from_github_time(commit.get("timestamp")) or utcnow()
 
 
 async def changed_files(rc: RepoContext, push: Push) -> dict[str, str]:

@@ -153,11 +153,11 @@ async def apply_decision(
     from_status = StoryStatus(story.status)
     to_status = decision.to_status if isinstance(decision, Transition) else decision.status
     story.status = to_status
-    if after.pr_number != story.dev_pr_number or (pr and pr.number == after.pr_number and not story.dev_pr_url):
-        if after.pr_number is None:
-            story.dev_pr_number = story.dev_pr_url = story.dev_pr_author = None
-        elif pr is not None and pr.number == after.pr_number:
-            story.dev_pr_number, story.dev_pr_url, story.dev_pr_author = pr.number, pr.url, pr.author_login
+    # The devPr* columns describe the PR delivering the story, as the decision left it.
+    if after.pr_number is None:
+        story.dev_pr_number = story.dev_pr_url = story.dev_pr_author = None
+    elif pr is not None and pr.number == after.pr_number:
+        story.dev_pr_number, story.dev_pr_url, story.dev_pr_author = pr.number, pr.url, pr.author_login
     state = await story_state(session, story.id)
     state.pr_merged = after.pr_merged
     state.gate = after.gate.value if after.gate else None
