@@ -5,7 +5,6 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import UTC, datetime
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -50,6 +49,3 @@ def pg_enum(enum_cls: type[enum.Enum], name: str) -> sa.Enum:
         validate_strings=True,
     )
 
-
-def enum_values(enum_cls: type[enum.Enum]) -> list[Any]:
-    return [m.value for m in enum_cls]
