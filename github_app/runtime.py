@@ -33,7 +33,7 @@ class Runtime:
     @classmethod
     async def create(cls, settings: Settings) -> Runtime:
         ensure_sqlite_directory(settings.database_url)
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, settings.database_app_schema)
         http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         runtime = cls(settings, engine, make_sessionmaker(engine), http)
         runtime.github = build_github(settings, http)

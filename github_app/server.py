@@ -44,7 +44,7 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 async def open_writer(runtime: Runtime) -> InboxWriter:
     if runtime.is_sqlite:
         return SqlAlchemyInboxWriter(runtime.engine)
-    return await AsyncpgInboxWriter.connect(runtime.settings.database_url)
+    return await AsyncpgInboxWriter.connect(runtime.settings.database_url, runtime.settings.database_app_schema)
 
 
 def readiness(runtime: Runtime) -> Callable[[], Awaitable[str | None]]:
@@ -163,7 +163,7 @@ async def _listen_for_new_deliveries(runtime: Runtime, worker: Worker) -> asyncp
     from github_app.inbox.writers import NOTIFY_CHANNEL
 
     try:
-        conn = await asyncpg.connect(asyncpg_dsn(runtime.settings.database_url))
+        conn = await asyncpg.connect(asyncpg_dsn(runtime.settings.database_url, runtime.settings.database_app_schema))
         await conn.add_listener(NOTIFY_CHANNEL, lambda _c, _p, _ch, payload: worker.wake(_count(payload)))
     except Exception as exc:
         log.warning("cannot LISTEN for new deliveries; polling only", extra={"error": repr(exc)})
