@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from github_app.config import Settings  # noqa: E402
 from github_app.db import migrate  # noqa: E402
+from github_app.db.engine import asyncpg_dsn  # noqa: E402
 from github_app.runtime import Runtime  # noqa: E402
 from tests.deliveries import headers_for  # noqa: E402
 from tests.fake_github import FakeGitHub  # noqa: E402
@@ -132,7 +133,7 @@ async def run(stories: int) -> dict[str, Any]:
     server = subprocess.Popen(
         [sys.executable, "-m", "github_app", "serve"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
     )
-    db = await asyncpg.connect(db_url.replace("postgresql+asyncpg", "postgresql"))
+    db = await asyncpg.connect(asyncpg_dsn(db_url))  # the app's search_path: its tables are in its schema
     try:
         async with aiohttp.ClientSession() as session:
             for _ in range(200):

@@ -49,7 +49,7 @@ async def open_writer(runtime: Runtime) -> InboxWriter:
 
 def readiness(runtime: Runtime) -> Callable[[], Awaitable[str | None]]:
     async def check() -> str | None:
-        return await migrate.schema_problem(runtime.engine)
+        return await migrate.schema_problem(runtime.engine, runtime.settings.database_app_schema)
 
     return check
 
