@@ -17,8 +17,8 @@ from github_app.db import (
     migrate,
 )
 from github_app.db.app_schema import SEED_SCHEMA
-from github_app.db.catalog import Catalog
 from github_app.db.base import Base
+from github_app.db.catalog import Catalog
 from github_app.db.engine import make_engine
 from github_app.db.models import SEED_ENUMS, SEED_TABLES
 from tests.conftest import TEST_DATABASE_URL, create_pg_database, drop_pg_database, pg_execute
