@@ -109,7 +109,10 @@ def test_db_commands(tmp_path: Path) -> None:
         pytest.skip("exercised on SQLite; PostgreSQL migrations are covered by test_schema")
     env = clean_env(tmp_path, DATABASE_URL=f"sqlite:///{tmp_path / 'cli.sqlite3'}")
     assert "database: (empty)" in bmad_app("db", "current", env=env).stdout
+    assert "run: bmad-app db upgrade" in bmad_app("db", "check", env=env).stdout
+    assert bmad_app("db", "check", env=env).returncode == 1
     assert bmad_app("db", "upgrade", env=env).returncode == 0
+    assert bmad_app("db", "check", env=env).returncode == 0
     current = bmad_app("db", "current", env=env).stdout
     assert "run: bmad-app db upgrade" not in current
     assert bmad_app("db", "downgrade", "base", env=env).returncode == 0

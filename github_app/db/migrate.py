@@ -8,6 +8,7 @@ verified; a database whose seed the app cannot work with is refused before anyth
 from __future__ import annotations
 
 import logging
+from functools import cache
 from pathlib import Path
 
 from alembic import command
@@ -48,7 +49,9 @@ def alembic_config(database_url: str, app_schema: str | None = None) -> Config:
     return cfg
 
 
+@cache
 def head_revision() -> str:
+    """The code's head: fixed for the life of the process, and reading the scripts costs milliseconds."""
     head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
     assert head is not None
     return head
