@@ -305,3 +305,31 @@ def test_an_installation_from_before_the_app_schema_is_moved_with_every_row(fres
     assert tables_in(fresh_url, "public") >= APP_TABLES
     for table in APP_TABLES - {"github_outbox"}:
         assert query(fresh_url, f'SELECT * FROM public."{table}" ORDER BY 1') == rows[table]
+
+
+async def test_another_app_schema_name_is_used_by_every_connection(fresh_url: str) -> None:
+    """DATABASE_APP_SCHEMA reaches the migrations, the engine, readiness and the ingress's own connections."""
+    from github_app.db.types import utcnow
+    from github_app.inbox.writers import AsyncpgInboxWriter
+    from github_app.runtime import Runtime
+    from github_app.server import readiness
+    from github_app.webhook import Delivery
+    from tests.conftest import make_settings
+
+    await asyncio.to_thread(build_marketplace_database, fresh_url)
+    await asyncio.to_thread(migrate.upgrade, fresh_url, "head", "acme_app")
+    assert await asyncio.to_thread(tables_in, fresh_url, "acme_app") == APP_TABLES | {"alembic_version"}
+    assert DEFAULT_APP_SCHEMA not in await asyncio.to_thread(schemas, fresh_url)
+
+    runtime = await Runtime.create(make_settings(fresh_url, database_app_schema="acme_app"))
+    writer = await AsyncpgInboxWriter.connect(fresh_url, "acme_app")
+    try:
+        assert await readiness(runtime)() is None
+        stored = await writer.insert_batch([Delivery("d-1", "ping", None, None, None, b"{}", utcnow())])
+        assert stored == {"d-1"}
+        async with runtime.engine.connect() as conn:
+            rows = (await conn.execute(text("SELECT delivery_id FROM acme_app.webhook_inbox"))).all()
+        assert [r[0] for r in rows] == ["d-1"]
+    finally:
+        await writer.close()
+        await runtime.close()
