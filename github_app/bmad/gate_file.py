@@ -257,15 +257,15 @@ def _expires(value: object) -> datetime | None:
     if value is None:
         return None
     # YAML already turns unquoted timestamps into datetime, and bare dates into date.
-    if isinstance(value, datetime):
-        return _as_utc(value)
-    if isinstance(value, date):
-        return datetime.combine(value, time(), tzinfo=UTC)
-    if isinstance(value, str) and value.strip():
-        try:
+    try:
+        if isinstance(value, datetime):
+            return _as_utc(value)
+        if isinstance(value, date):
+            return datetime.combine(value, time(), tzinfo=UTC)
+        if isinstance(value, str) and value.strip():
             return _as_utc(datetime.fromisoformat(value.strip()))
-        except ValueError:
-            pass
+    except (ValueError, OverflowError):  # OverflowError: 9999-12-31T23:00-05:00 is past year 9999 in UTC
+        pass
     raise GateFileError(f'expires {bounded_repr(value)} is not an ISO 8601 date-time such as "2025-01-14T00:00:00Z"')
 
 
