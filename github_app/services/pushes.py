@@ -50,7 +50,8 @@ log = logging.getLogger(__name__)
 
 ZERO_SHA = "0" * 40
 PUSH_COMMITS_CAP = 20  # GitHub lists at most 20 commits in a push payload
-STORY_FILE_MAX_BYTES = 512 * 1024  # five times the largest real story file seen; bounds the parse to well under a second
+# Five times the largest real story file seen; keeps one file's parse well under a second.
+STORY_FILE_MAX_BYTES = 512 * 1024
 
 
 class Push:
