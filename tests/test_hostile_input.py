@@ -219,3 +219,22 @@ async def test_a_branch_pattern_that_needs_backtracking_is_reported(
     await show(app)
     [run] = [r for r in fake_github.check_runs.values() if r["head_sha"] == "d" * 40]
     assert "RE2 syntax" in run["output"]["summary"]
+
+
+async def test_a_refused_story_file_is_on_its_storys_record(app: App, market: Market, fake_github: FakeGitHub) -> None:
+    m = market
+    await app.deliver("push", m.push("main", {STORY_PATH: story_file("Draft")}, PM))
+    oversized = story_file("Approved") + "x" * (512 * 1024)
+    data = m.push(
+        "main", {STORY_PATH: oversized, "docs/stories/2.1.other.md": story_file("Draft", epic=2, number=1)}, PM
+    )
+    await app.deliver("push", data)
+    found = await stories(m)
+    assert set(found) == {(1, 3), (2, 1)} and found[(1, 3)]["status"] == "DRAFT"
+    [(reason,)] = await m.rows(
+        """SELECT metadata FROM "StoryAuditLog" WHERE action = 'file_refused' AND "storyId" = :s""",
+        s=found[(1, 3)]["id"],
+    )
+    assert "byte limit" in str(reason)
+    await show(app)
+    assert story_files_run(fake_github, data["after"])["conclusion"] == "failure"

@@ -182,14 +182,19 @@ async def _isolated(
             exc_info=not isinstance(exc, ValueError | DBAPIError),
         )
         report.refused.append(reason)
-        try:
-            ident = story_id_from_path(path) if is_story_path(path, rc.paths.story_dir) else gate_id_from_path(path)
-        except BmadFileError:
-            ident = None
-        story = await find_story(ctx.session, rc.project.id, *ident) if ident else None
-        if story is not None:
-            story = await lock_story(ctx.session, story.id)
-            audit(ctx.session, story, "file_refused", None, {**meta, "path": path, "reason": reason})
+        await _audit_refusal(ctx, rc, path, meta, reason)
+
+
+async def _audit_refusal(ctx: HandlerContext, rc: RepoContext, path: str, meta: dict[str, Any], reason: str) -> None:
+    """A refused file is on the record of the story its name points to, when that story exists."""
+    try:
+        ident = story_id_from_path(path) if is_story_path(path, rc.paths.story_dir) else gate_id_from_path(path)
+    except BmadFileError:
+        ident = None
+    story = await find_story(ctx.session, rc.project.id, *ident) if ident else None
+    if story is not None:
+        story = await lock_story(ctx.session, story.id)
+        audit(ctx.session, story, "file_refused", None, {**meta, "path": path, "reason": reason})
 
 
 def _first_line(exc: Exception) -> str:
@@ -236,6 +241,7 @@ async def _story_file(
     except (BmadFileError, FileTooLarge) as exc:
         log.warning("story file not usable", extra={"repository": rc.repository, "path": path, "error": str(exc)})
         report.refused.append(f"{path}: {exc}")
+        await _audit_refusal(ctx, rc, path, meta, f"{path}: {exc}")
         return
     for problem in doc.problems:
         log.warning("story file problem", extra={"repository": rc.repository, "path": path, "problem": problem})
