@@ -238,3 +238,20 @@ async def test_a_refused_story_file_is_on_its_storys_record(app: App, market: Ma
     assert "byte limit" in str(reason)
     await show(app)
     assert story_files_run(fake_github, data["after"])["conclusion"] == "failure"
+
+
+async def test_a_value_the_database_refuses_is_refused_with_its_file(
+    app: App, market: Market, fake_github: FakeGitHub, is_postgres: bool
+) -> None:
+    m = market
+    # Git never makes such a path, but nothing in the database may depend on that: PostgreSQL refuses NUL
+    # in text, so there the file is refused on its own; SQLite stores it.
+    odd = "docs/stories/1.4.nul\x00name.md"
+    data = m.push("main", {odd: story_file("Draft", epic=1, number=4), STORY_PATH: story_file("Draft")}, PM)
+    await app.deliver("push", data)
+    assert await last_delivery_state(m) == "done"
+    assert set(await stories(m)) == ({(1, 3)} if is_postgres else {(1, 3), (1, 4)})
+    if is_postgres:
+        await show(app)
+        summary = story_files_run(fake_github, data["after"])["output"]["summary"]
+        assert "docs/stories/1.4.nulname.md: not applied" in summary and "0x00" in summary

@@ -23,7 +23,7 @@ from github_app.bmad.story_file import (
     parse_story_file,
     story_id_from_path,
 )
-from github_app.bounded import clip
+from github_app.bounded import clean_text, clip
 from github_app.db.app_tables import GateReview, PullRequestLink
 from github_app.db.enums import StoryStatus
 from github_app.db.models import Story
@@ -175,7 +175,8 @@ async def _isolated(
     except Exception as exc:
         if _worth_retrying(exc):
             raise
-        reason = f"{path}: not applied ({type(exc).__name__}: {clip(_first_line(exc), 200)})"
+        # Cleaned: the reason goes to JSON columns, and PostgreSQL refuses NUL there as well.
+        reason = clean_text(f"{clip(path, 200)}: not applied ({type(exc).__name__}: {clip(_first_line(exc), 200)})")
         log.warning(
             "changed file refused",
             extra={"repository": rc.repository, "path": path, "error": reason},
@@ -194,7 +195,9 @@ async def _audit_refusal(ctx: HandlerContext, rc: RepoContext, path: str, meta: 
     story = await find_story(ctx.session, rc.project.id, *ident) if ident else None
     if story is not None:
         story = await lock_story(ctx.session, story.id)
-        audit(ctx.session, story, "file_refused", None, {**meta, "path": path, "reason": reason})
+        audit(
+            ctx.session, story, "file_refused", None, {**meta, "path": clean_text(path), "reason": clean_text(reason)}
+        )
 
 
 def _first_line(exc: Exception) -> str:
