@@ -14,8 +14,10 @@ from typing import Any
 import orjson
 
 # Installation tokens (classic 40-char and the longer `ghs_<appid>_<jwt>` form), app JWTs, auth headers.
+# A JWT starts where a token starts: without the lookbehind, text like "eyJeyJeyJ..." (log lines quote
+# what users wrote) would be rescanned from every "eyJ", quadratically.
 _TOKEN_PATTERNS = re.compile(
-    r"(gh[pousr]_[A-Za-z0-9_.\-]+|eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+"
+    r"(gh[pousr]_[A-Za-z0-9_.\-]+|(?<![A-Za-z0-9_\-])eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+"
     r"|(?i:(?:bearer|token)\s+)[A-Za-z0-9_.\-]{12,})"
 )
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}

@@ -16,11 +16,16 @@ from typing import Any
 
 import yaml
 
+from github_app.bmad import safe_yaml
+from github_app.bounded import bounded_repr
+
 CORE_CONFIG_PATH = ".bmad-core/core-config.yaml"
 DEFAULT_STORY_DIR = "docs/stories"
 DEFAULT_QA_DIR = "docs/qa"
 GATES_SUBDIR = "gates"
 DEFAULT_GATE_DIR = f"{DEFAULT_QA_DIR}/{GATES_SUBDIR}"
+# Real core configs are a few kilobytes; a bigger file is refused before it is parsed.
+MAX_CONFIG_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -41,10 +46,10 @@ def normalize_dir(value: str) -> str:
         if part in ("", "."):
             continue
         if part == "..":
-            raise ValueError(f"folder {value!r} leaves the repository")
+            raise ValueError(f"folder {bounded_repr(value)} leaves the repository")
         parts.append(part)
     if not parts:
-        raise ValueError(f"folder {value!r} is empty")
+        raise ValueError(f"folder {bounded_repr(value)} is empty")
     return "/".join(parts)
 
 
@@ -75,13 +80,17 @@ def parse_core_config(text: str | bytes | None) -> BmadPaths:
     """Story and gate folders from the text of `.bmad-core/core-config.yaml` (None: the file is absent)."""
     if text is None:
         return BmadPaths()
+    if len(text) > MAX_CONFIG_BYTES:
+        return BmadPaths(
+            problems=(f"{CORE_CONFIG_PATH} is over the {MAX_CONFIG_BYTES}-byte limit; using the default folders",)
+        )
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8-sig")
         except UnicodeDecodeError:
             return BmadPaths(problems=(f"{CORE_CONFIG_PATH} is not UTF-8 text; using the default folders",))
     try:
-        data: Any = yaml.safe_load(text)
+        data: Any = safe_yaml.load(text)
     except yaml.YAMLError as exc:
         where = describe_yaml_error(exc)
         problem = f"{CORE_CONFIG_PATH} is not valid YAML ({where}); using the default folders"
@@ -109,7 +118,9 @@ def _folder(value: object, key: str, default: str, problems: list[str]) -> str:
     if value is None:
         return default
     if not isinstance(value, str):
-        problems.append(f"{CORE_CONFIG_PATH}: {key} should be a folder path, not {value!r}; using {default}")
+        problems.append(
+            f"{CORE_CONFIG_PATH}: {key} should be a folder path, not {bounded_repr(value)}; using {default}"
+        )
         return default
     try:
         return normalize_dir(value)

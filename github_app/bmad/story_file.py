@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 
 from github_app.bmad.core_config import is_under, normalize_path
+from github_app.bounded import MAX_STORY_NUMBER, bounded_repr, clean_text, clip, storable_number
 
 
 class BmadFileError(ValueError):
@@ -59,13 +60,15 @@ _FILE_ID = re.compile(
 )
 _TITLE_PREFIX = r"(?:(?:user\s+)?story|用户故事|用戶故事|故事|ユーザーストーリー|ストーリー)"
 _HEADING_ID = re.compile(
-    rf"^(?:{_TITLE_PREFIX}\s*#?\s*)?(?P<epic>\d+)\.(?P<story>\d+)(?P<suffix>[A-Za-z]+)?"
+    rf"^(?:{_TITLE_PREFIX}\s*+#?\s*+)?(?P<epic>\d+)\.(?P<story>\d+)(?P<suffix>[A-Za-z]+)?"
     r"(?P<third>\.\d+)?(?![\w])\s*(?:[:：.\-–—]\s*)?(?P<title>.*)$",
     re.IGNORECASE,
 )
 _HEADING_PREFIX_ONLY = re.compile(rf"^{_TITLE_PREFIX}\s*[:：]\s*", re.IGNORECASE)
 _FENCE = re.compile(r"^\s{0,3}(```|~~~)")
-_ATX = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
+# The heading text is cut from its closing `#`s in code (`_heading_text`): a lazy group followed by
+# optional spaces and hashes backtracks quadratically on a long line of spaces.
+_ATX = re.compile(r"^\s{0,3}(#{1,6})\s+(.*)$")
 _LOOSE_STATUS_LINE = re.compile(
     r"^[\s*_>-]*(?:status|状态|狀態|状態|ステータス)[\s*_]*[:：][\s*_]*(?P<value>.+)$", re.IGNORECASE
 )
@@ -176,12 +179,12 @@ def story_id_from_path(path: str) -> tuple[int, int] | None:
     match = _FILE_ID.match(name)
     if match is None:
         return None
-    _reject_unstorable(match, path)
-    return int(match["epic"]), int(match["story"])
+    return _reject_unstorable(match, path)
 
 
-def _reject_unstorable(match: re.Match[str], path: str) -> None:
-    base = f"{match['epic']}.{match['story']}"
+def _reject_unstorable(match: re.Match[str], path: str) -> tuple[int, int]:
+    """`(epic, story)` of a matched id; raises StoryIdError for one the marketplace cannot store."""
+    base = clip(f"{match['epic']}.{match['story']}", 24)
     if match["suffix"]:
         story_id = base + match["suffix"]
         raise StoryIdError(
@@ -199,6 +202,14 @@ def _reject_unstorable(match: re.Match[str], path: str) -> None:
             story_id=story_id,
             path=path,
         )
+    epic, story = storable_number(match["epic"]), storable_number(match["story"])
+    if epic is None or story is None:
+        raise StoryIdError(
+            f"{path}: story id {base} is too large; epic and story numbers go up to {MAX_STORY_NUMBER}.",
+            story_id=base,
+            path=path,
+        )
+    return epic, story
 
 
 @dataclass
@@ -215,25 +226,23 @@ def parse_story_file(path: str, text: str) -> StoryDocument:
     problems: list[str] = []
 
     name_match = _FILE_ID.match(normalize_path(path).rsplit("/", 1)[-1])
-    if name_match is not None:
-        _reject_unstorable(name_match, path)
     heading_match = _HEADING_ID.match(_plain(title_line)) if title_line is not None else None
 
     if name_match is not None:
-        epic, story = int(name_match["epic"]), int(name_match["story"])
+        epic, story = _reject_unstorable(name_match, path)
         if heading_match is not None:
-            heading_id = (
+            heading_id = clip(
                 f"{heading_match['epic']}.{heading_match['story']}"
-                f"{heading_match['suffix'] or ''}{heading_match['third'] or ''}"
+                f"{heading_match['suffix'] or ''}{heading_match['third'] or ''}",
+                24,
             )
-            heading_ints = (int(heading_match["epic"]), int(heading_match["story"]))
+            heading_ints = (storable_number(heading_match["epic"]), storable_number(heading_match["story"]))
             if heading_match["suffix"] or heading_match["third"] or heading_ints != (epic, story):
                 problems.append(
                     f"the file name says story {epic}.{story} but the title says {heading_id}; using the file name"
                 )
     elif heading_match is not None:
-        _reject_unstorable(heading_match, path)
-        epic, story = int(heading_match["epic"]), int(heading_match["story"])
+        epic, story = _reject_unstorable(heading_match, path)
     else:
         raise BmadFileError(
             f"{path}: no story number found; name the file {{epic}}.{{story}}.{{slug}}.md "
@@ -243,7 +252,7 @@ def parse_story_file(path: str, text: str) -> StoryDocument:
     title = _title(title_line, heading_match)
     if not title:
         title = _title_from_name(name_match) or f"Story {epic}.{story}"
-        problems.append(f"no '# Story {epic}.{story}: <title>' line; using the title {title!r}")
+        problems.append(f"no '# Story {epic}.{story}: <title>' line; using the title {bounded_repr(title)}")
 
     status_raw = _status_text(preamble, sections)
     status: StoryFileStatus | None = None
@@ -252,7 +261,7 @@ def parse_story_file(path: str, text: str) -> StoryDocument:
     else:
         status = parse_story_status(status_raw)
         if status is None:
-            problems.append(f"status {status_raw!r} is not one of {_KNOWN_STATUSES}")
+            problems.append(f"status {bounded_repr(status_raw)} is not one of {_KNOWN_STATUSES}")
 
     description = _section_text(sections, "story")
     if description is None:
@@ -264,11 +273,11 @@ def parse_story_file(path: str, text: str) -> StoryDocument:
     return StoryDocument(
         epic=epic,
         story=story,
-        title=title,
+        title=clean_text(title),
         status_raw=status_raw,
         status=status,
-        description=description or "",
-        acceptance_criteria=acceptance or "",
+        description=clean_text(description or ""),
+        acceptance_criteria=clean_text(acceptance or ""),
         problems=tuple(problems),
     )
 
@@ -289,13 +298,18 @@ def _split(lines: list[str]) -> tuple[str | None, list[str], list[_Section]]:
         if heading is None or len(heading[1]) > 2:
             (sections[-1].lines if sections else preamble).append(line)
         elif len(heading[1]) == 2:
-            sections.append(_Section(*_section_key(heading[2]), lines=[]))
+            sections.append(_Section(*_section_key(_heading_text(heading)), lines=[]))
         elif title is None:
-            title = heading[2]
+            title = _heading_text(heading)
         else:
             # A second top-level heading ends the current section without opening a known one.
             sections.append(_Section(None, None, lines=[]))
     return title, preamble, sections
+
+
+def _heading_text(heading: re.Match[str]) -> str:
+    """An ATX heading's text without its optional closing `#`s."""
+    return heading[2].rstrip().rstrip("#").rstrip()
 
 
 def _plain(text: str) -> str:
@@ -304,11 +318,12 @@ def _plain(text: str) -> str:
 
 def _heading_candidates(name: str) -> list[str]:
     candidates = [name]
-    bracketed = re.match(r"^(.*?)[(（](.*?)[)）]\s*$", name)
+    # Written so that no part of the name can be read two ways: both stay linear on hostile headings.
+    bracketed = re.match(r"^([^(（]*+)[(（](.*)[)）]\s*$", name)
     if bracketed:
         candidates += [bracketed[1], bracketed[2]]
     for candidate in list(candidates):
-        candidates += re.split(r"\s*[/|]\s*", candidate)
+        candidates += re.split(r"[/|]", candidate)
     return [" ".join(_strip_leading_symbols(c).split()).lower() for c in candidates]
 
 

@@ -3,13 +3,17 @@ branch record reviews and move stories."""
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from gidgethub import sansio
+import aiohttp
+from gidgethub import GitHubException, sansio
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 
 from github_app.bmad.gate_file import DEFAULT_MAX_BYTES, GateFileError, gate_id_from_path, is_gate_path, parse_gate_file
 from github_app.bmad.story_file import (
@@ -19,6 +23,7 @@ from github_app.bmad.story_file import (
     parse_story_file,
     story_id_from_path,
 )
+from github_app.bounded import clean_text, clip
 from github_app.db.app_tables import GateReview, PullRequestLink
 from github_app.db.enums import StoryStatus
 from github_app.db.models import Story
@@ -45,7 +50,8 @@ log = logging.getLogger(__name__)
 
 ZERO_SHA = "0" * 40
 PUSH_COMMITS_CAP = 20  # GitHub lists at most 20 commits in a push payload
-STORY_FILE_MAX_BYTES = 1024 * 1024
+# Five times the largest real story file seen; keeps one file's parse well under a second.
+STORY_FILE_MAX_BYTES = 512 * 1024
 
 
 class Push:
@@ -118,23 +124,87 @@ async def handle_push(ctx: HandlerContext, event: sansio.Event) -> None:
         "commit_sha": push.after,
         "ref": push.ref,
     }
+    report = StoryFileReport()
     if push.branch == rc.default_branch:
-        report = StoryFileReport()
         for path, status in sorted(changes.items()):
             if is_story_path(path, rc.paths.story_dir):
-                await _story_file(ctx, rc, push, path, status, meta, report)
-        if report.refused or report.warnings:
-            await set_desired(
-                ctx.session,
-                installation_id=rc.installation_id,
-                repository=rc.repository,
-                kind=KIND_CHECK_RUN,
-                target=f"{push.after}:story-files",  # beside any PR check run on this commit
-                payload=story_files_check_payload(push.after, report.refused, report.warnings),
-            )
+                story_work = functools.partial(_story_file, ctx, rc, push, path, status, meta, report)
+                await _isolated(ctx, rc, path, meta, report, story_work)
     for path, status in sorted(changes.items()):
         if status != "removed" and is_gate_path(path, rc.paths.gate_dir):
-            await _gate_file(ctx, rc, push, path, meta)
+            gate_work = functools.partial(_gate_file, ctx, rc, push, path, meta)
+            await _isolated(ctx, rc, path, meta, report, gate_work)
+    if report.refused or report.warnings:
+        await set_desired(
+            ctx.session,
+            installation_id=rc.installation_id,
+            repository=rc.repository,
+            kind=KIND_CHECK_RUN,
+            target=f"{push.after}:story-files",  # beside any PR check run on this commit
+            payload=story_files_check_payload(push.after, report.refused, report.warnings),
+        )
+
+
+def _worth_retrying(exc: Exception) -> bool:
+    """Whether a failure is about the world (GitHub, the network, the database's state) rather than about
+    the file: those fail the delivery, which is retried whole; anything else is the file's own fault."""
+    if isinstance(exc, GitHubException | aiohttp.ClientError | OSError | TimeoutError):
+        return True
+    if isinstance(exc, DBAPIError):
+        # SQLSTATE class 22 is a value the database refuses (NUL in text, a number out of range): retrying
+        # cannot help. Lost connections, deadlocks and serialization failures can.
+        sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
+        return exc.connection_invalidated or not sqlstate.startswith("22")
+    return False
+
+
+async def _isolated(
+    ctx: HandlerContext,
+    rc: RepoContext,
+    path: str,
+    meta: dict[str, Any],
+    report: StoryFileReport,
+    work: Callable[[], Awaitable[None]],
+) -> None:
+    """Apply one changed file inside its own savepoint. A file that fails for a reason of its own is
+    refused alone (logged, audited on its story when one exists, listed on the commit's story-files
+    check run) and the rest of the push is applied; a failure worth retrying fails the whole delivery."""
+    try:
+        async with ctx.session.begin_nested():
+            await work()
+    except Exception as exc:
+        if _worth_retrying(exc):
+            raise
+        # Cleaned: the reason goes to JSON columns, and PostgreSQL refuses NUL there as well.
+        reason = clean_text(f"{clip(path, 200)}: not applied ({type(exc).__name__}: {clip(_first_line(exc), 200)})")
+        log.warning(
+            "changed file refused",
+            extra={"repository": rc.repository, "path": path, "error": reason},
+            exc_info=not isinstance(exc, ValueError | DBAPIError),
+        )
+        report.refused.append(reason)
+        await _audit_refusal(ctx, rc, path, meta, reason)
+
+
+async def _audit_refusal(ctx: HandlerContext, rc: RepoContext, path: str, meta: dict[str, Any], reason: str) -> None:
+    """A refused file is on the record of the story its name points to, when that story exists."""
+    try:
+        ident = story_id_from_path(path) if is_story_path(path, rc.paths.story_dir) else gate_id_from_path(path)
+    except BmadFileError:
+        ident = None
+    story = await find_story(ctx.session, rc.project.id, *ident) if ident else None
+    if story is not None:
+        story = await lock_story(ctx.session, story.id)
+        audit(
+            ctx.session, story, "file_refused", None, {**meta, "path": clean_text(path), "reason": clean_text(reason)}
+        )
+
+
+def _first_line(exc: Exception) -> str:
+    # A database error's text carries the statement and its parameters (the whole file); its driver's
+    # message says what was wrong.
+    source = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    return (str(source).strip().splitlines() or [""])[0]
 
 
 @dataclass
@@ -174,6 +244,7 @@ async def _story_file(
     except (BmadFileError, FileTooLarge) as exc:
         log.warning("story file not usable", extra={"repository": rc.repository, "path": path, "error": str(exc)})
         report.refused.append(f"{path}: {exc}")
+        await _audit_refusal(ctx, rc, path, meta, f"{path}: {exc}")
         return
     for problem in doc.problems:
         log.warning("story file problem", extra={"repository": rc.repository, "path": path, "problem": problem})
