@@ -330,9 +330,11 @@ def test_yaml_tags_that_build_objects_are_refused() -> None:
     [
         ("docs/qa/gates/1.3-login.yml", True),
         ("docs/qa/gates/1.3-login.yaml", True),
-        ("docs/qa/gates/sub/1.3-login.yml", True),
+        ("docs/qa/gates/sub/1.3-login.yml", False),
+        ("docs/qa/gates/archive/1.3-login/1.3-login-2025-10-02.yml", False),
         ("docs/qa/1.3-login.yml", False),
-        ("docs/qa/gates/1.3-login.md", False),
+        ("docs/qa/gates/1.3-login.md", True),
+        ("docs/qa/gates/README.md", False),
         ("docs/qa/gates/.keep.yml", False),
     ],
 )

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from github_app.bmad.gate_file import DEFAULT_MAX_BYTES, GateFileError, gate_id_from_path, is_gate_path, parse_gate_file
 from github_app.bmad.story_file import (
     BmadFileError,
+    NotAStory,
     StoryFileStatus,
     is_story_path,
     parse_story_file,
@@ -120,7 +121,8 @@ async def handle_push(ctx: HandlerContext, event: sansio.Event) -> None:
     }
     if push.branch == rc.default_branch:
         report = StoryFileReport()
-        for path, status in sorted(changes.items()):
+        # Removals first: a renamed story file frees its story before the new name claims it.
+        for path, status in sorted(changes.items(), key=lambda item: (item[1] != "removed", item[0])):
             if is_story_path(path, rc.paths.story_dir):
                 await _story_file(ctx, rc, push, path, status, meta, report)
         if report.refused or report.warnings:
@@ -160,17 +162,24 @@ async def _story_file(
         except BmadFileError:
             ident = None
         story = await find_story(session, rc.project.id, *ident) if ident else None
-        if story is not None:  # a story is never deleted with its file; the removal is on record
+        # A story is never deleted with its file; the removal is on record. Removing a report or another
+        # file that merely names the story's number is not the story's business.
+        if story is not None and story.story_file == path:
             story = await lock_story(session, story.id)
             audit(session, story, "story_file_removed", None, {**fields, "reason": "story file removed"})
-            if story.story_file == path:
-                story.story_file = None
+            story.story_file = None
         return
     try:
         remote = await rc.fetch(path, push.after, max_bytes=STORY_FILE_MAX_BYTES)
         if remote is None:
             return
-        doc = parse_story_file(path, remote.content.decode("utf-8", errors="replace"))
+        doc = parse_story_file(
+            path, remote.content.decode("utf-8", errors="replace"), status_aliases=rc.config.status_aliases
+        )
+    except NotAStory as exc:
+        log.info("not a story file", extra={"repository": rc.repository, "path": path, "kind": exc.kind})
+        report.warnings.append(str(exc))
+        return
     except (BmadFileError, FileTooLarge) as exc:
         log.warning("story file not usable", extra={"repository": rc.repository, "path": path, "error": str(exc)})
         report.refused.append(f"{path}: {exc}")
@@ -200,6 +209,13 @@ async def _story_file(
     found = await find_story(session, rc.project.id, doc.epic, doc.story)
     assert found is not None
     story = await lock_story(session, found.id)
+    if not created and story.story_file and story.story_file != path:
+        # One file is a story's source; a second one naming the same story is reported, never merged in.
+        report.refused.append(
+            f"{path}: story {doc.epic}.{doc.story} is read from {story.story_file}; this file is not merged "
+            f"into it (remove or renumber one of them)"
+        )
+        return
     actor = await actor_for(session, rc.project, push.sender_login, push.sender_type)
     if created:
         audit(
@@ -214,13 +230,14 @@ async def _story_file(
     else:
         changed = {
             name: value
-            for name, value in (
-                ("title", doc.title),
-                ("description", doc.description),
-                ("acceptance_criteria", doc.acceptance_criteria),
-                ("story_file", path),
+            for name, value, found_in_file in (
+                ("title", doc.title, doc.title_found),
+                ("description", doc.description, bool(doc.description)),
+                ("acceptance_criteria", doc.acceptance_criteria, bool(doc.acceptance_criteria)),
+                ("story_file", path, True),
             )
-            if getattr(story, name) != value
+            # A file without a section never empties what is stored.
+            if found_in_file and getattr(story, name) != value
         }
         if changed:
             for name, value in changed.items():
