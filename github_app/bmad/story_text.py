@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 MAX_LABEL_LINE = 500
 MAX_FRONT_MATTER_LINES = 60
 MAX_HEADING = 200
+MAX_TITLE_LINE = 1000
+MAX_HEADINGS = 2000  # real story files have a few dozen; past this many, headings only end sections
 
 # Known parts and the headings or labels that open them. "review" collects the sections whose
 # statuses are about something else (a QA verdict, a history of changes).
@@ -82,7 +84,6 @@ ALIASES: dict[str, tuple[str, ...]] = {
 _BY_ALIAS = {alias: key for key, aliases in ALIASES.items() for alias in aliases}
 
 _FENCE = re.compile(r"^\s{0,3}(```|~~~)")
-_ATX = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
 # `**Label:** value`, `- **Label**: value`, `__Label:__`; the label holds no emphasis characters.
 _BOLD_LABEL = re.compile(r"^\s{0,3}(?:[-*+]\s+)?(?:\*\*|__)(?P<label>[^*_]{1,80})(?:\*\*|__)(?P<rest>.*)$")
 # `Status: value` with optional bullet and emphasis, as older files write it.
@@ -119,6 +120,23 @@ class StoryText:
             return None
         # A template heading wins over a deeper heading, which wins over a decorated one or a label.
         return min(found, key=lambda p: (not p.exact, p.level))
+
+
+def atx_heading(line: str) -> tuple[int, str] | None:
+    """`(level, text)` of a Markdown `#` heading line, without a regular expression: trailing spaces and
+    closing `#`s are stripped in linear time whatever the line holds."""
+    stripped = line.lstrip(" ")
+    if len(line) - len(stripped) > 3 or not stripped.startswith("#"):
+        return None
+    level = len(stripped) - len(stripped.lstrip("#"))
+    rest = stripped[level:]
+    if level > 6 or (rest and rest[0] not in " \t"):
+        return None
+    text = rest.strip()
+    closed = text.rstrip("#")
+    if not closed or closed[-1] in " \t":
+        text = closed.rstrip()
+    return level, text
 
 
 def plain(text: str) -> str:
@@ -198,12 +216,14 @@ def read_story_text(text: str) -> StoryText:
     open_label: Part | None = None
     top_key: str | None = None  # the key of the enclosing `##` section
     in_fence = False
+    headings_seen = 0
     for line in lines[start:]:
         if _FENCE.match(line):
             in_fence = not in_fence
-        heading = None if in_fence else _ATX.match(line)
+        heading = None if in_fence else atx_heading(line)
         if heading is not None:
-            level = len(heading[1])
+            level = heading[0]
+            headings_seen += 1
             open_label = None
             open_headings = [p for p in open_headings if p.level < level]
             for part in open_headings:
@@ -211,9 +231,9 @@ def read_story_text(text: str) -> StoryText:
             if level == 1:
                 top_key = None
                 if title is None:
-                    title = heading[2]
+                    title = heading[1][:MAX_TITLE_LINE]
                 continue
-            key, exact, inline = heading_key(heading[2])
+            key, exact, inline = heading_key(heading[1]) if headings_seen <= MAX_HEADINGS else (None, False, None)
             if level == 2:
                 top_key = key
             elif top_key == "review":
