@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from github_app.outbox.sender import OutboxSender
 from tests.corpus import corpus_file
@@ -108,6 +109,16 @@ async def test_one_file_per_story_is_its_source(app: App, market: Market, fake_g
     renamed = "docs/stories/4.5.delivery-time-override.story.md"
     await app.deliver("push", m.push("main", {STORY_45: None, renamed: story(PRADOK, STORY_45)}, PM))
     assert (await stories(m))["4.5"]["file"] == renamed
+
+
+async def test_a_summary_recorded_as_the_source_gives_way_to_the_story_file(app: App, market: Market) -> None:
+    m = market
+    await app.deliver("push", m.push("main", {STORY_45: story(PRADOK, STORY_45)}, PM))
+    # What an older version of the app may have recorded: the summary as the story's file.
+    async with m.runtime.engine.begin() as conn:
+        await conn.execute(text('UPDATE "Story" SET "storyFile" = :f'), {"f": SUMMARY_45})
+    await app.deliver("push", m.push("main", {STORY_45: story(PRADOK, STORY_45)}, PM))
+    assert (await stories(m))["4.5"]["file"] == STORY_45
 
 
 async def test_a_file_without_a_section_never_empties_the_story(app: App, market: Market) -> None:

@@ -20,6 +20,7 @@ from github_app.bmad.story_file import (
     parse_story_file,
     story_id_from_path,
 )
+from github_app.bmad.story_kind import kind_from_name
 from github_app.db.app_tables import GateReview, PullRequestLink
 from github_app.db.enums import StoryStatus
 from github_app.db.models import Story
@@ -209,8 +210,9 @@ async def _story_file(
     found = await find_story(session, rc.project.id, doc.epic, doc.story)
     assert found is not None
     story = await lock_story(session, found.id)
-    if not created and story.story_file and story.story_file != path:
+    if not created and story.story_file and story.story_file != path and kind_from_name(story.story_file) is None:
         # One file is a story's source; a second one naming the same story is reported, never merged in.
+        # (A source recorded before reports were told from stories is not one: the story file replaces it.)
         report.refused.append(
             f"{path}: story {doc.epic}.{doc.story} is read from {story.story_file}; this file is not merged "
             f"into it (remove or renumber one of them)"
