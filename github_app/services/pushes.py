@@ -210,9 +210,7 @@ async def _story_file(
     found = await find_story(session, rc.project.id, doc.epic, doc.story)
     assert found is not None
     story = await lock_story(session, found.id)
-    if not created and story.story_file and story.story_file != path and kind_from_name(story.story_file) is None:
-        # One file is a story's source; a second one naming the same story is reported, never merged in.
-        # (A source recorded before reports were told from stories is not one: the story file replaces it.)
+    if not created and _is_other_source(story.story_file, path, rc.paths.story_dir):
         report.refused.append(
             f"{path}: story {doc.epic}.{doc.story} is read from {story.story_file}; this file is not merged "
             f"into it (remove or renumber one of them)"
@@ -257,6 +255,18 @@ async def _story_file(
         if isinstance(decision, sm.Transition):
             budget = rc.config.default_budget
             await publish_to_marketplace(session, story, rc.project, budget, fields)
+
+
+def _is_other_source(source: str | None, path: str, story_dir: str) -> bool:
+    """Whether a story is already read from another file. One file is a story's source; a second one
+    naming the same story is reported, never merged in. A source that is no longer in the story folder
+    (the folder moved) or that is not a story (recorded before reports were told from stories) gives way."""
+    return (
+        bool(source)
+        and source != path
+        and is_story_path(source or "", story_dir)
+        and kind_from_name(source or "") is None
+    )
 
 
 async def _gate_problem_on_branch(ctx: HandlerContext, rc: RepoContext, push: Push, problem: str) -> None:
