@@ -5,6 +5,9 @@ The parser is lenient where real repositories vary (status spelling and decorati
 stores epic and story numbers as integers, so an id such as `1.3A` raises `StoryIdError` instead of being
 silently stored as 1.3. Anything else that could not be read ends up in `StoryDocument.problems`, for the
 check run and the audit log.
+
+Where the parts are found is `story_text`'s business, which files are stories at all is `story_kind`'s,
+and what a written status means is `statuses`'.
 """
 
 from __future__ import annotations
