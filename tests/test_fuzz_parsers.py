@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from github_app.bmad.core_config import parse_core_config
 from github_app.bmad.gate_file import gate_id_from_path, parse_gate_file
 from github_app.bmad.repo_config import check_branch_pattern, parse_repo_config, story_ids_in_branch
-from github_app.bmad.story_file import BmadFileError, parse_story_file, story_id_from_path
+from github_app.bmad.story_file import BmadFileError, NotAStory, parse_story_file, story_id_from_path
 from github_app.bounded import MAX_STORY_NUMBER
 from github_app.domain.linking import Linked, link_pull_request
 from github_app.logs import SecretScrubber
@@ -51,7 +51,7 @@ def bounded(call: Callable[[], T]) -> T | None:
     started = time.process_time()
     try:
         return call()
-    except BmadFileError:
+    except (BmadFileError, NotAStory):
         return None
     finally:
         spent = time.process_time() - started

@@ -26,7 +26,8 @@ from typing import Any
 import yaml
 
 from github_app.bmad import safe_yaml
-from github_app.bmad.core_config import describe_yaml_error, is_under, normalize_path
+from github_app.bmad.core_config import describe_yaml_error, normalize_path
+from github_app.bmad.gate_kind import gate_yaml_text, ids_in_name, is_gate_file, is_regular_gate_name, missing_gate_hint
 from github_app.bmad.story_file import BmadFileError
 from github_app.bounded import MAX_STORY_NUMBER, bounded_repr, clean_text, clip, storable_number
 
@@ -75,9 +76,9 @@ _FIELD_ID = re.compile(
 
 
 def is_gate_path(path: str, gate_dir: str) -> bool:
-    """Whether a changed file is a gate file: a YAML file under the gates folder."""
-    name = normalize_path(path).rsplit("/", 1)[-1].lower()
-    return is_under(path, gate_dir) and name.endswith((".yml", ".yaml")) and not name.startswith(".")
+    """Whether a changed file is a gate file: a YAML or Markdown file directly in the gates folder
+    (its subfolders hold superseded verdicts; see `github_app.bmad.gate_kind`)."""
+    return is_gate_file(path, gate_dir)
 
 
 def gate_id_from_path(path: str) -> tuple[int, int] | None:
@@ -99,10 +100,14 @@ def parse_gate_file(path: str, raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise GateFileError(f"gate file is not UTF-8 text (byte {exc.start})") from exc
+    text = gate_yaml_text(path, text)
     try:
         data: Any = safe_yaml.load(text)
     except yaml.YAMLError as exc:
-        raise GateFileError(f"gate file is not valid YAML: {describe_yaml_error(exc)}") from exc
+        where = "gate file is not valid YAML"
+        if path.lower().endswith(".md"):
+            where = "Markdown gate file holds no readable YAML (write the gate in a ```yaml block or front matter)"
+        raise GateFileError(f"{where}: {describe_yaml_error(exc)}") from exc
     if data is None:
         raise GateFileError("gate file is empty")
     if not isinstance(data, dict):
@@ -112,6 +117,8 @@ def parse_gate_file(path: str, raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES
 
     problems: list[str] = []
     epic, story = _story_id(data.get("story"), path, problems)
+    if data.get("gate") is None:
+        raise GateFileError(f"gate file has no gate field; expected one of {_DECISIONS}{missing_gate_hint(data)}")
     gate = _decision(data.get("gate"))
     waiver_active, waiver_reason = _waiver(data.get("waiver"), gate, problems)
     return GateDocument(
@@ -170,7 +177,7 @@ def _story_id(value: object, path: str, problems: list[str]) -> tuple[int, int]:
     if value is None or (isinstance(value, str) and not value.strip()):
         if name_error is not None:
             raise name_error
-        if from_name is None:
+        if from_name is None or not is_regular_gate_name(path):
             raise GateFileError(
                 'gate file names no story: add story: "<epic>.<story>" (for example story: "1.3") or name '
                 "the file {epic}.{story}-{slug}.yml"
@@ -184,7 +191,7 @@ def _story_id(value: object, path: str, problems: list[str]) -> tuple[int, int]:
     if isinstance(value, float):
         if name_error is not None:
             raise name_error
-        return _story_from_float(value, from_name)
+        return _story_from_float(value, from_name, ids_in_name(path))
 
     match = _FIELD_ID.match(value.strip())
     if match is None:
@@ -198,10 +205,14 @@ def _story_id(value: object, path: str, problems: list[str]) -> tuple[int, int]:
     return from_field
 
 
-def _story_from_float(value: float, from_name: tuple[int, int] | None) -> tuple[int, int]:
-    # YAML turns `story: 1.10` into 1.1, so the number alone cannot tell story 1 from story 10.
+def _story_from_float(value: float, from_name: tuple[int, int] | None, named: list[tuple[int, int]]) -> tuple[int, int]:
+    # YAML turns `story: 1.10` into 1.1, so the number alone cannot tell story 1 from story 10: an id
+    # written in the file name (at its start, or anywhere, as in 14.story-14.3-x.yml) must confirm it.
     if math.isfinite(value) and from_name is not None and float(f"{from_name[0]}.{from_name[1]}") == value:
         return from_name
+    confirming = {ident for ident in named if math.isfinite(value) and float(f"{ident[0]}.{ident[1]}") == value}
+    if len(confirming) == 1:
+        return confirming.pop()
     if from_name is not None:
         raise GateFileError(
             f"story: {value} (written as a number) does not match the file name's story "

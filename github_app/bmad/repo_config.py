@@ -8,6 +8,7 @@ gate_dir: docs/qa/gates            # overrides qa.qaLocation + "/gates"
 branch_pattern: '(?P<epic>\d+)\.(?P<story>\d+)'   # how a branch name names its story
 accepted_gates: [PASS, WAIVED, CONCERNS]          # PASS is required; FAIL is never accepted
 default_budget: {min: 500, max: 1500, currency: USD}   # budget of the published developer opportunity
+status_aliases: {"QA Approved": Done, "Pronto": Approved}  # story statuses in this repo's own words
 ```
 
 A branch pattern either names its groups `epic` and `story`, has two groups (epic, then story), or has
@@ -33,6 +34,7 @@ import yaml
 from github_app.bmad import safe_yaml
 from github_app.bmad.core_config import MAX_CONFIG_BYTES, BmadPaths, describe_yaml_error, normalize_dir
 from github_app.bmad.gate_file import GateDecision
+from github_app.bmad.statuses import StoryFileStatus, parse_status_aliases
 from github_app.bounded import bounded_repr, clip, storable_number
 
 REPO_CONFIG_PATH = ".github/bmad-marketplace.yml"
@@ -46,7 +48,7 @@ MAX_PATTERN_LENGTH = 300
 MAX_BRANCH_CHARS = 1024
 MAX_REPORTED = 5  # unknown keys or bad values listed one by one; the rest are counted
 
-_KNOWN_KEYS = ("story_dir", "gate_dir", "branch_pattern", "accepted_gates", "default_budget")
+_KNOWN_KEYS = ("story_dir", "gate_dir", "branch_pattern", "accepted_gates", "default_budget", "status_aliases")
 _BUDGET_KEYS = ("min", "max", "currency")
 
 
@@ -58,6 +60,8 @@ class RepoConfig:
     accepted_gates: frozenset[GateDecision] = DEFAULT_ACCEPTED_GATES
     # The JSON shape stored in Opportunity.budget: {"min": number, "max": number, "currency": str}.
     default_budget: dict[str, Any] | None = field(default=None, hash=False)
+    # Normalized written status -> template status; see github_app.bmad.statuses.
+    status_aliases: dict[str, StoryFileStatus] = field(default_factory=dict, hash=False)
     problems: tuple[str, ...] = ()
 
 
@@ -204,6 +208,7 @@ def parse_repo_config(text: str | bytes | None) -> RepoConfig:
         branch_pattern=branch_pattern,
         accepted_gates=_accepted_gates(data.get("accepted_gates"), problems),
         default_budget=_budget(data.get("default_budget"), problems),
+        status_aliases=parse_status_aliases(data.get("status_aliases"), problems),
         problems=tuple(problems),
     )
 

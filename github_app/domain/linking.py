@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from github_app.bmad.repo_config import DEFAULT_BRANCH_PATTERN, BranchPattern, story_ids_in_branch
 from github_app.bmad.story_file import StoryIdError, is_story_path, story_id_from_path
+from github_app.bmad.story_kind import kind_from_name
 from github_app.bounded import MAX_STORY_NUMBER, clip, storable_number
 
 StoryId = tuple[int, int]
@@ -125,8 +126,8 @@ def _files_level(changed_files: Iterable[str], story_dir: str) -> tuple[list[Sto
     found: list[StoryId] = []
     notes: list[str] = []
     for path in changed_files:
-        if not is_story_path(path, story_dir):
-            continue
+        if not is_story_path(path, story_dir) or kind_from_name(path) is not None:
+            continue  # a validation report or summary names a story without being it
         try:
             story_id = story_id_from_path(path)
         except StoryIdError as exc:

@@ -18,11 +18,13 @@ from sqlalchemy.exc import DBAPIError
 from github_app.bmad.gate_file import DEFAULT_MAX_BYTES, GateFileError, gate_id_from_path, is_gate_path, parse_gate_file
 from github_app.bmad.story_file import (
     BmadFileError,
+    NotAStory,
     StoryFileStatus,
     is_story_path,
     parse_story_file,
     story_id_from_path,
 )
+from github_app.bmad.story_kind import kind_from_name
 from github_app.bounded import clean_text, clip
 from github_app.db.app_tables import GateReview, PullRequestLink
 from github_app.db.enums import StoryStatus
@@ -126,7 +128,8 @@ async def handle_push(ctx: HandlerContext, event: sansio.Event) -> None:
     }
     report = StoryFileReport()
     if push.branch == rc.default_branch:
-        for path, status in sorted(changes.items()):
+        # Removals first: a renamed story file frees its story before the new name claims it.
+        for path, status in sorted(changes.items(), key=lambda item: (item[1] != "removed", item[0])):
             if is_story_path(path, rc.paths.story_dir):
                 story_work = functools.partial(_story_file, ctx, rc, push, path, status, meta, report)
                 await _isolated(ctx, rc, path, meta, report, story_work)
@@ -230,17 +233,24 @@ async def _story_file(
         except BmadFileError:
             ident = None
         story = await find_story(session, rc.project.id, *ident) if ident else None
-        if story is not None:  # a story is never deleted with its file; the removal is on record
+        # A story is never deleted with its file; the removal is on record. Removing a report or another
+        # file that merely names the story's number is not the story's business.
+        if story is not None and story.story_file == path:
             story = await lock_story(session, story.id)
             audit(session, story, "story_file_removed", None, {**fields, "reason": "story file removed"})
-            if story.story_file == path:
-                story.story_file = None
+            story.story_file = None
         return
     try:
         remote = await rc.fetch(path, push.after, max_bytes=STORY_FILE_MAX_BYTES)
         if remote is None:
             return
-        doc = parse_story_file(path, remote.content.decode("utf-8", errors="replace"))
+        doc = parse_story_file(
+            path, remote.content.decode("utf-8", errors="replace"), status_aliases=rc.config.status_aliases
+        )
+    except NotAStory as exc:
+        log.info("not a story file", extra={"repository": rc.repository, "path": path, "kind": exc.kind})
+        report.warnings.append(str(exc))
+        return
     except (BmadFileError, FileTooLarge) as exc:
         log.warning("story file not usable", extra={"repository": rc.repository, "path": path, "error": str(exc)})
         report.refused.append(f"{path}: {exc}")
@@ -271,6 +281,12 @@ async def _story_file(
     found = await find_story(session, rc.project.id, doc.epic, doc.story)
     assert found is not None
     story = await lock_story(session, found.id)
+    if not created and _is_other_source(story.story_file, path, rc.paths.story_dir):
+        report.refused.append(
+            f"{path}: story {doc.epic}.{doc.story} is read from {story.story_file}; this file is not merged "
+            f"into it (remove or renumber one of them)"
+        )
+        return
     actor = await actor_for(session, rc.project, push.sender_login, push.sender_type)
     if created:
         audit(
@@ -285,13 +301,14 @@ async def _story_file(
     else:
         changed = {
             name: value
-            for name, value in (
-                ("title", doc.title),
-                ("description", doc.description),
-                ("acceptance_criteria", doc.acceptance_criteria),
-                ("story_file", path),
+            for name, value, found_in_file in (
+                ("title", doc.title, doc.title_found),
+                ("description", doc.description, bool(doc.description)),
+                ("acceptance_criteria", doc.acceptance_criteria, bool(doc.acceptance_criteria)),
+                ("story_file", path, True),
             )
-            if getattr(story, name) != value
+            # A file without a section never empties what is stored.
+            if found_in_file and getattr(story, name) != value
         }
         if changed:
             for name, value in changed.items():
@@ -309,6 +326,18 @@ async def _story_file(
         if isinstance(decision, sm.Transition):
             budget = rc.config.default_budget
             await publish_to_marketplace(session, story, rc.project, budget, fields)
+
+
+def _is_other_source(source: str | None, path: str, story_dir: str) -> bool:
+    """Whether a story is already read from another file. One file is a story's source; a second one
+    naming the same story is reported, never merged in. A source that is no longer in the story folder
+    (the folder moved) or that is not a story (recorded before reports were told from stories) gives way."""
+    return (
+        bool(source)
+        and source != path
+        and is_story_path(source or "", story_dir)
+        and kind_from_name(source or "") is None
+    )
 
 
 async def _gate_problem_on_branch(ctx: HandlerContext, rc: RepoContext, push: Push, problem: str) -> None:
