@@ -44,7 +44,7 @@ from dataclasses import dataclass, replace
 
 from github_app.bmad.gate_file import GateDecision
 from github_app.bmad.repo_config import DEFAULT_ACCEPTED_GATES
-from github_app.db.enums import DeliverableStatus, Role, StoryStatus
+from github_app.domain.vocabulary import DeliverableStatus, Role, StoryStatus
 
 S = StoryStatus
 D = DeliverableStatus
