@@ -60,6 +60,7 @@ class Push:
         sender = data.get("sender") or {}
         self.sender_login: str = sender.get("login") or (data.get("pusher") or {}).get("name") or ""
         self.sender_type: str | None = sender.get("type")
+        self.sender_id: object = sender.get("id")
 
     @property
     def branch(self) -> str | None:
@@ -200,7 +201,7 @@ async def _story_file(
     found = await find_story(session, rc.project.id, doc.epic, doc.story)
     assert found is not None
     story = await lock_story(session, found.id)
-    actor = await actor_for(session, rc.project, push.sender_login, push.sender_type)
+    actor = await actor_for(session, rc.project, push.sender_login, push.sender_type, push.sender_id)
     if created:
         audit(
             session,
@@ -293,7 +294,7 @@ async def _gate_file(ctx: HandlerContext, rc: RepoContext, push: Push, path: str
         return
     story = await lock_story(session, found.id)
     state = await story_state(session, story.id)
-    actor = await actor_for(session, rc.project, push.sender_login, push.sender_type)
+    actor = await actor_for(session, rc.project, push.sender_login, push.sender_type, push.sender_id)
     now = utcnow()
     expired = doc.is_expired(datetime.now(UTC))
     accepted, why = sm.accepted_gate(doc.gate, doc.waiver_active, expired, rc.config.accepted_gates)
