@@ -133,3 +133,14 @@ async def test_a_renamed_account_is_refused_until_its_username_is_updated(app: A
     )
     assert (await story_row(m))["gate"] == "CONCERNS"
     assert any("was renamed" in r and f"@{QA}" in r for r in await refusals(m))
+
+    # The marketplace learns the new login: the same account speaks for the QA again.
+    async with m.runtime.sessionmaker() as s, s.begin():
+        qa = await s.get(User, m.users[QA])
+        assert qa is not None
+        qa.github_username = "quinn-renamed"
+    await app.deliver(
+        "push", m.push("story/1.3-user-auth", {GATE_PATH: gate_file("PASS")}, "quinn-renamed", sender_id=account_id(QA))
+    )
+    assert (await story_row(m))["gate"] == "PASS"
+    assert await m.rows("SELECT login FROM github_account WHERE user_id = :u", u=m.users[QA]) == [("quinn-renamed",)]

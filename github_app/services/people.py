@@ -99,6 +99,8 @@ async def identify(session: AsyncSession, login: str | None, account_id: object)
             problem=f"GitHub account {account} (@{login}) is already bound to another marketplace user, "
             f"known as @{by_account.login}"
         )
+    if by_user is not None and by_user.login != login:
+        by_user.login = login  # the same account, under the login the marketplace now knows it by
     if by_user is None:
         # A concurrent first action binding the same user to another account loses on the unique user_id
         # and is retried, then refused above.
