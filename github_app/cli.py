@@ -9,11 +9,14 @@ import re
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 
 from github_app import __version__
 from github_app.config import ConfigError, Settings, load_settings
 from github_app.db.engine import is_sqlite
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = logging.getLogger("github_app")
 
@@ -220,7 +223,7 @@ def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_engine(settings: Settings, body: Callable[[Any], Awaitable[int]]) -> int:
+def _with_engine(settings: Settings, body: Callable[[AsyncEngine], Awaitable[int]]) -> int:
     async def run() -> int:
         from github_app.db.engine import make_engine
 
@@ -238,7 +241,7 @@ def cmd_deliveries(settings: Settings, args: argparse.Namespace) -> int:
 
     if args.deliveries_command == "list":
 
-        async def listing(engine: Any) -> int:
+        async def listing(engine: AsyncEngine) -> int:
             async with engine.connect() as conn:
                 rows = await store.list_rows(conn, args.state, args.limit)
             print(f"{'DELIVERY':38} {'EVENT':28} {'STATE':10} {'TRIES':>5} {'RECEIVED':19} REPOSITORY")
@@ -255,7 +258,7 @@ def cmd_deliveries(settings: Settings, args: argparse.Namespace) -> int:
         return _with_engine(settings, listing)
     if args.deliveries_command == "show":
 
-        async def showing(engine: Any) -> int:
+        async def showing(engine: AsyncEngine) -> int:
             async with engine.connect() as conn:
                 row = await store.get_row(conn, args.delivery_id)
             if row is None:
@@ -271,7 +274,7 @@ def cmd_deliveries(settings: Settings, args: argparse.Namespace) -> int:
         return _with_engine(settings, showing)
     if args.deliveries_command == "retry":
 
-        async def retrying(engine: Any) -> int:
+        async def retrying(engine: AsyncEngine) -> int:
             async with engine.begin() as conn:
                 ok = await store.retry(conn, args.delivery_id)
             if not ok:

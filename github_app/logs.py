@@ -115,5 +115,19 @@ def setup_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("aiohttp.access", "sqlalchemy.engine", "asyncio"):
+    for noisy in ("aiohttp.access", "sqlalchemy.engine", "asyncio", "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    migration = logging.getLogger("alembic.runtime.migration")
+    for old_filter in [f for f in migration.filters if isinstance(f, AlembicSetupFilter)]:
+        migration.removeFilter(old_filter)
+    migration.addFilter(AlembicSetupFilter())
+
+
+class AlembicSetupFilter(logging.Filter):
+    """Keeps alembic's "Running upgrade" lines and drops its set-up lines (which dialect, whether DDL is
+    transactional): they say nothing an operator acts on, at every start."""
+
+    SETUP_PREFIXES = ("Context impl", "Will assume")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO or not str(record.msg).startswith(self.SETUP_PREFIXES)

@@ -102,6 +102,9 @@ def test_serve_with_no_configuration_answers_health_and_readiness(tmp_path: Path
     assert proc.returncode == 0, out
     assert out.count("GitHub is not fully configured; missing: GITHUB_APP_ID") == 1
     assert (tmp_path / "data" / "bmad-marketplace-app" / "bmad-app.sqlite3").exists()
+    # The migrations it ran are on record; alembic's own set-up chatter is not.
+    assert "Running upgrade  -> 0001_seed_schema" in out
+    assert "plugin" not in out and "Context impl" not in out and "Will assume" not in out
 
 
 def test_db_commands(tmp_path: Path) -> None:

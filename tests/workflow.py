@@ -22,6 +22,11 @@ from tests.github_fixtures import INSTALLATION_ID, REPO
 PM, DEV, OTHER_DEV, QA, CLIENT, STRANGER = "pat-pm", "dana-dev", "olly-dev", "quinn-qa", "cleo-client", "sam-nobody"
 
 
+def account_id(login: str) -> int:
+    """The numeric id of the GitHub account now called `login` (logins are case-insensitive)."""
+    return int(hashlib.sha1(login.lower().encode()).hexdigest()[:8], 16)
+
+
 @dataclass
 class Market:
     runtime: Runtime
@@ -81,6 +86,7 @@ class Market:
         *,
         before: str | None = None,
         commits: int = 1,
+        sender_id: int | None = None,
     ) -> dict[str, Any]:
         """A push whose last commit adds/changes (content) or removes (None) `files`."""
         after = self.sha()
@@ -124,7 +130,11 @@ class Market:
                 "commits": commit_list[-20:],
                 "head_commit": commit_list[-1],
                 "installation": {"id": INSTALLATION_ID},
-                "sender": {"login": sender, "type": "Bot" if sender.endswith("[bot]") else "User", "id": 1},
+                "sender": {
+                    "login": sender,
+                    "type": "Bot" if sender.endswith("[bot]") else "User",
+                    "id": sender_id or account_id(sender),
+                },
                 "pusher": {"name": sender},
             }
         )
@@ -146,6 +156,8 @@ class Market:
         state: str | None = None,
         head_sha: str | None = None,
         updated_at: str | None = None,
+        author_id: int | None = None,
+        sender_id: int | None = None,
     ) -> dict[str, Any]:
         data = payload("pull_request", "opened.payload.json")
         pr = data["pull_request"]
@@ -161,7 +173,7 @@ class Market:
                 "html_url": f"https://github.com/{REPO}/pull/{number}",
                 "updated_at": updated_at or self.tick(),
                 "merged_at": self.tick() if merged else None,
-                "user": {**pr["user"], "login": author, "type": "User"},
+                "user": {**pr["user"], "login": author, "type": "User", "id": author_id or account_id(author)},
             }
         )
         pr["head"].update({"ref": branch, "sha": head_sha or f"{number:04d}" + "a" * 36})
@@ -173,7 +185,7 @@ class Market:
                 "sender": {
                     "login": sender or author,
                     "type": "Bot" if (sender or "").endswith("[bot]") else "User",
-                    "id": 2,
+                    "id": sender_id or (author_id if sender is None else None) or account_id(sender or author),
                 },
             }
         )

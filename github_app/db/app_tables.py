@@ -92,6 +92,26 @@ class InstallationStatus(Base):
     updated_at: Mapped[datetime] = mapped_column()
 
 
+class GitHubAccount(Base):
+    """The GitHub account a marketplace user is bound to, by its numeric id, from their first action on.
+
+    Logins can be renamed and then reclaimed by someone else; the id cannot. `login` is the login seen
+    when the binding was made.
+    """
+
+    __tablename__ = "github_account"
+    __table_args__ = (
+        PrimaryKeyConstraint("account_id", name="github_account_pkey"),
+        UniqueConstraint("user_id", name="github_account_user_id_key"),
+        ForeignKeyConstraint(["user_id"], ["User.id"], name="github_account_user_id_fkey", ondelete="CASCADE"),
+    )
+
+    account_id: Mapped[int] = mapped_column(BigInteger, autoincrement=False)
+    user_id: Mapped[str] = mapped_column(Text)
+    login: Mapped[str] = mapped_column(Text)
+    bound_at: Mapped[datetime] = mapped_column()
+
+
 # SQLite only auto-increments an INTEGER PRIMARY KEY.
 Serial = BigInteger().with_variant(Integer(), "sqlite")
 

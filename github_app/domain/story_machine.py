@@ -44,7 +44,7 @@ from dataclasses import dataclass, replace
 
 from github_app.bmad.gate_file import GateDecision
 from github_app.bmad.repo_config import DEFAULT_ACCEPTED_GATES
-from github_app.db.enums import DeliverableStatus, Role, StoryStatus
+from github_app.domain.vocabulary import DeliverableStatus, Role, StoryStatus
 
 S = StoryStatus
 D = DeliverableStatus
@@ -75,12 +75,16 @@ def _at(login: str) -> str:
 
 @dataclass(frozen=True)
 class Actor:
-    """Who sent the event. `user_id` is the marketplace user linked to the GitHub login, if any."""
+    """Who sent the event. `user_id` is the marketplace user linked to the GitHub login, if any;
+    `identity_problem` says why a login that names a marketplace user was not taken as that user (its
+    account id differs from the one bound to the user, or several users claim it)."""
 
     user_id: str | None
     github_login: str
     roles: frozenset[Role] = frozenset()
     is_bot: bool = False
+    account_id: int | None = None
+    identity_problem: str | None = None
 
     @property
     def mention(self) -> str:
@@ -94,6 +98,7 @@ class PullRequestRef:
     number: int
     author_id: str | None
     author_login: str
+    author_problem: str | None = None  # as Actor.identity_problem, for the PR's author
 
 
 @dataclass(frozen=True)
@@ -316,13 +321,15 @@ def decide(story: StorySnapshot, event: Event, actor: Actor) -> Decision:
 # Rules --------------------------------------------------------------------------------------------
 
 
-def _not_a_user(login: str) -> Refused:
+def _not_a_user(login: str, identity_problem: str | None = None) -> Refused:
+    if identity_problem:
+        return Refused(identity_problem)
     return Refused(f"{_at(login)} is not a marketplace user; link this GitHub account to a marketplace account first")
 
 
 def _role_refusal(story: StorySnapshot, actor: Actor, roles: frozenset[Role], doing: str) -> Refused | None:
     if actor.user_id is None:
-        return _not_a_user(actor.github_login)
+        return _not_a_user(actor.github_login, actor.identity_problem)
     if not actor.roles & roles:
         names = sorted(roles)
         needed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
@@ -365,7 +372,7 @@ def _can_replace_pr(story: StorySnapshot) -> bool:
 
 def _bind_refusal(story: StorySnapshot, pr: PullRequestRef) -> Refused | None:
     if pr.author_id is None:
-        return _not_a_user(pr.author_login)
+        return _not_a_user(pr.author_login, pr.author_problem)
     if story.assigned_dev_id is None:
         return Refused(f"{story.label} has no assigned developer yet, so PR #{pr.number} cannot deliver it")
     if pr.author_id != story.assigned_dev_id:
@@ -501,7 +508,7 @@ def _merged(story: StorySnapshot, pr: PullRequestRef) -> Decision:
 
 def _qa_refusal(story: StorySnapshot, actor: Actor) -> Refused | None:
     if actor.user_id is None:
-        return _not_a_user(actor.github_login)
+        return _not_a_user(actor.github_login, actor.identity_problem)
     if actor.user_id == story.assigned_dev_id:
         return Refused(f"{actor.mention} is the developer of {story.label} and cannot record its QA gate")
     if story.assigned_qa_id is not None:

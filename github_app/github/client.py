@@ -4,12 +4,14 @@ cached installation tokens, and retries that respect GitHub's rate limits."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import functools
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
@@ -40,13 +42,40 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientConnectionEr
 
 Sleep = Callable[[float], Awaitable[None]]
 
+# When the work making a request must be finished (time.monotonic()); None: no deadline but the policy's.
+_retry_deadline: ContextVar[float | None] = ContextVar("github_retry_deadline", default=None)
+
+
+@contextlib.contextmanager
+def retry_deadline(seconds: float) -> Iterator[None]:
+    """Requests made inside give up rather than wait past `seconds` from now.
+
+    A webhook handler runs under the worker's deadline: a retry wait that ends after it only turns a
+    clear GitHub error into a timeout, and holds the delivery's lease for nothing. Given up early, the
+    delivery is retried on the inbox's own schedule instead.
+    """
+    token = _retry_deadline.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _retry_deadline.reset(token)
+
+
+def _time_left() -> float | None:
+    deadline = _retry_deadline.get()
+    return None if deadline is None else deadline - time.monotonic()
+
+
+class RetryBudgetExceeded(Exception):
+    """GitHub asked the app to hold its requests for longer than the caller can wait."""
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
     """How hard one request tries before the error is handed to the caller.
 
-    Waits are bounded twice: by the number of attempts and by the total time slept, so a handler never
-    hangs on GitHub for longer than ``max_total_wait``.
+    Waits are bounded by the number of attempts, by the total time slept (``max_total_wait``) and, inside
+    ``retry_deadline`` (every webhook handler), by the time left to the caller.
     """
 
     max_attempts: int = 5
@@ -233,6 +262,12 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
         while True:
             attempt += 1
             hold = min(self._gate.remaining(), max(0.0, policy.max_total_wait - waited))
+            left = _time_left()
+            if left is not None and hold > left:
+                raise RetryBudgetExceeded(
+                    f"GitHub's rate limit holds requests for another {hold:.0f}s, longer than the "
+                    f"{max(0.0, left):.0f}s left to this work"
+                )
             if hold > 0:
                 await self.sleep(hold)
                 waited += hold
@@ -253,15 +288,21 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
                 if found is None:
                     return response
                 outcome, decision = f"answered {status}", found
-            if attempt >= policy.max_attempts or waited + decision.delay > policy.max_total_wait:
+            left = _time_left()
+            past_deadline = left is not None and decision.delay > left
+            if attempt >= policy.max_attempts or waited + decision.delay > policy.max_total_wait or past_deadline:
                 log.warning(
-                    "GitHub %s %s %s (%s) on attempt %d; giving up",
+                    "GitHub %s %s %s (%s) on attempt %d; giving up%s",
                     method,
                     path,
                     outcome,
                     decision.reason,
                     attempt,
+                    f": waiting {decision.delay:.0f}s would pass the deadline" if past_deadline else "",
                 )
+                if decision.rate_limited:
+                    # GitHub still expects silence from every client spending this limit.
+                    self._gate.close_for(decision.delay)
                 # gidgethub turns the last response into its usual exception for the caller.
                 if response is not None:
                     return response
@@ -357,9 +398,11 @@ __all__ = [
     "GitHubApp",
     "GitHubClient",
     "RateLimitGate",
+    "RetryBudgetExceeded",
     "RetryDecision",
     "RetryPolicy",
     "TokenSource",
     "decide_retry",
     "error_backoff",
+    "retry_deadline",
 ]

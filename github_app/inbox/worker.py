@@ -22,6 +22,7 @@ from gidgethub import routing, sansio
 
 from github_app.db.app_tables import InboxState
 from github_app.db.types import utcnow
+from github_app.github.client import retry_deadline
 from github_app.handling import HandlerContext, PermanentFailure
 from github_app.inbox import store
 from github_app.inbox.store import Claimed
@@ -33,6 +34,9 @@ log = logging.getLogger(__name__)
 
 # Deliveries stored per second above which the worker steps aside for the ingress.
 BURST_DELIVERIES_PER_SECOND = 500
+# The part of a handler's deadline that GitHub's retry waits may use; the rest is for the request that
+# follows the last wait and for the commit.
+GITHUB_SHARE_OF_DEADLINE = 0.8
 
 
 def worker_name() -> str:
@@ -56,6 +60,8 @@ class Worker:
         # SQLite has a single writer: parallel handlers would only queue on its lock.
         self.concurrency = 1 if runtime.is_sqlite else (concurrency or settings.worker_concurrency)
         self.lease_seconds = settings.worker_lease_seconds
+        # Inside the lease, with a margin: past it another worker may claim the row.
+        self.handler_deadline = self.lease_seconds * 0.9
         self.max_attempts = settings.worker_max_attempts
         self.retry_base = settings.worker_retry_base_seconds
         self.poll_seconds = settings.worker_poll_seconds
@@ -164,20 +170,21 @@ class Worker:
             return
         try:
             event = sansio.Event(orjson.loads(row.payload), event=row.event, delivery_id=row.delivery_id)
-            # Inside the lease, with a margin: past it another worker may claim the row.
-            async with asyncio.timeout(self.lease_seconds * 0.9):
+            async with asyncio.timeout(self.handler_deadline):
                 async with self.runtime.sessionmaker() as session, session.begin():
                     if not await store.hold(session, row.delivery_id, self.name, lock=not self.runtime.is_sqlite):
                         DELIVERIES_PROCESSED.labels(row.event, "lost_lease").inc()
                         log.warning("delivery lease lost; another worker has it", extra=fields)
                         return
-                    await self.router.dispatch(event, HandlerContext(session, row.delivery_id, self.runtime))
+                    # GitHub's retry waits end in time for the last request and the commit.
+                    with retry_deadline(self.handler_deadline * GITHUB_SHARE_OF_DEADLINE):
+                        await self.router.dispatch(event, HandlerContext(session, row.delivery_id, self.runtime))
                     await store.mark_done(session, row.delivery_id)
         except Exception as exc:
             HANDLER_FAILURES.labels(row.event).inc()
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             if isinstance(exc, TimeoutError):
-                detail = f"handler did not finish within {self.lease_seconds * 0.9:.0f}s"
+                detail = f"handler did not finish within {self.handler_deadline:.0f}s"
             log.warning(
                 "delivery failed",
                 extra={**fields, "error": detail},

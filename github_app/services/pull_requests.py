@@ -15,7 +15,7 @@ from github_app.db.upsert import upsert
 from github_app.domain import story_machine as sm
 from github_app.domain.linking import Ambiguous, Linked, Unlinked, link_pull_request
 from github_app.handling import HandlerContext
-from github_app.services.people import actor_for, user_by_login
+from github_app.services.people import actor_for, identify
 from github_app.services.repo import RepoContext, load_repo_context
 from github_app.services.stories import (
     PrInfo,
@@ -151,9 +151,9 @@ async def handle_pull_request(ctx: HandlerContext, event: sansio.Event) -> None:
         }
         await ensure_developer(session, story, metadata)
         author_login = (pr.get("user") or {}).get("login") or ""
-        author = await user_by_login(session, author_login)
-        ref = sm.PullRequestRef(link.pr_number, author.id if author else None, author_login)
-        actor = await actor_for(session, rc.project, sender.get("login") or "", sender.get("type"))
+        author = await identify(session, author_login, (pr.get("user") or {}).get("id"))
+        ref = sm.PullRequestRef(link.pr_number, author.user.id if author.user else None, author_login, author.problem)
+        actor = await actor_for(session, rc.project, sender.get("login") or "", sender.get("type"), sender.get("id"))
         before = story.status
         decision = sm.decide(await snapshot(session, story), _story_event(action, pr, ref), actor)
         await apply_decision(

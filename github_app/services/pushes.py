@@ -68,6 +68,7 @@ class Push:
         sender = data.get("sender") or {}
         self.sender_login: str = sender.get("login") or (data.get("pusher") or {}).get("name") or ""
         self.sender_type: str | None = sender.get("type")
+        self.sender_id: object = sender.get("id")
 
     @property
     def branch(self) -> str | None:
@@ -287,7 +288,7 @@ async def _story_file(
             f"into it (remove or renumber one of them)"
         )
         return
-    actor = await actor_for(session, rc.project, push.sender_login, push.sender_type)
+    actor = await actor_for(session, rc.project, push.sender_login, push.sender_type, push.sender_id)
     if created:
         audit(
             session,
@@ -393,7 +394,7 @@ async def _gate_file(ctx: HandlerContext, rc: RepoContext, push: Push, path: str
         return
     story = await lock_story(session, found.id)
     state = await story_state(session, story.id)
-    actor = await actor_for(session, rc.project, push.sender_login, push.sender_type)
+    actor = await actor_for(session, rc.project, push.sender_login, push.sender_type, push.sender_id)
     now = utcnow()
     expired = doc.is_expired(datetime.now(UTC))
     accepted, why = sm.accepted_gate(doc.gate, doc.waiver_active, expired, rc.config.accepted_gates)
