@@ -42,7 +42,8 @@ INGRESS_BATCH_SIZE = Histogram(
 OUTBOX_SENT = Counter(
     "github_outbox_sent_total",
     "Outbox rows the sender worked on, by kind and outcome "
-    "(created, adopted, updated, failed, deferred: waiting for GitHub's content-creation budget)",
+    "(created, adopted, recovered: made by a create whose answer was lost, updated, failed, "
+    "deferred: waiting for GitHub's content-creation budget)",
     ["kind", "outcome"],
 )
 OUTBOX_PENDING = Gauge(

@@ -164,7 +164,7 @@ async def test_an_identical_payload_sends_nothing(app_runtime: Runtime, fake_git
 async def test_a_run_created_before_a_crash_is_adopted(app_runtime: Runtime, fake_github: FakeGitHub) -> None:
     # GitHub has the run (the POST went through) but the answer never reached the database; another
     # app's run of the same name is not ours to touch.
-    lost = fake_github.add_check_run(REPO, SHA, CHECK_RUN_NAME, status="in_progress")
+    lost = fake_github.add_check_run(REPO, SHA, CHECK_RUN_NAME, status="in_progress", external_id=SHA)
     other = fake_github.add_check_run(REPO, SHA, CHECK_RUN_NAME, app_id=999, conclusion="failure")
     await desire(app_runtime, KIND_CHECK_RUN, SHA, run_payload("adopted", conclusion="success"))
     await make_sender(app_runtime).run_until_idle(timeout=10)
@@ -175,6 +175,59 @@ async def test_a_run_created_before_a_crash_is_adopted(app_runtime: Runtime, fak
     assert (lost["conclusion"], lost["output"]["title"]) == ("success", "adopted")
     assert other["conclusion"] == "failure" and other["output"]["title"] is None
     assert (await outbox_row(app_runtime, KIND_CHECK_RUN, SHA)).remote_id == lost["id"]
+
+
+async def test_a_create_whose_answer_is_lost_makes_one_run(app_runtime: Runtime, fake_github: FakeGitHub) -> None:
+    # GitHub creates the run, then answers 502 (twice: on the create and on its retry, if any).
+    fake_github.lose_answer_next(2, path=RUNS)
+    await desire(app_runtime, KIND_CHECK_RUN, SHA, run_payload("waiting"))
+    await make_sender(app_runtime).run_until_idle(timeout=10)
+
+    [run] = app_runs(fake_github)
+    assert len(fake_github.requests_to("POST", RUNS)) == 1
+    assert run["external_id"] == SHA and run["output"]["title"] == "waiting"
+    row = await outbox_row(app_runtime, KIND_CHECK_RUN, SHA)
+    assert (row.remote_id, row.sent_version, row.attempts) == (run["id"], 1, 0)
+
+
+async def test_a_lost_create_is_adopted_by_its_own_target_only(app_runtime: Runtime, fake_github: FakeGitHub) -> None:
+    # Two targets showing a run of the same name on one commit (two PRs on one head): each finds its
+    # own run by the target it carries, never the other's.
+    first, second = f"{SHA}:pr-1", f"{SHA}:pr-2"
+    await desire(app_runtime, KIND_CHECK_RUN, first, run_payload("first"))
+    sender = make_sender(app_runtime)
+    await sender.run_until_idle(timeout=10)
+    fake_github.lose_answer_next(1, path=RUNS)
+    await desire(app_runtime, KIND_CHECK_RUN, second, run_payload("second"))
+    await sender.run_until_idle(timeout=10)
+
+    runs = sorted(app_runs(fake_github), key=lambda run: run["id"])
+    assert [(run["external_id"], run["output"]["title"]) for run in runs] == [(first, "first"), (second, "second")]
+    assert (await outbox_row(app_runtime, KIND_CHECK_RUN, second)).remote_id == runs[1]["id"]
+
+
+async def test_a_comment_whose_answer_is_lost_is_posted_once(app_runtime: Runtime, fake_github: FakeGitHub) -> None:
+    comments = f"/repos/{REPO}/issues/4/comments"
+    fake_github.lose_answer_next(2, path=comments)
+    await desire(app_runtime, KIND_PR_COMMENT, "4", {"body": f"{COMMENT_MARKER}\nwaiting for QA"})
+    await make_sender(app_runtime).run_until_idle(timeout=10)
+
+    [comment] = bot_comments(fake_github, 4)
+    assert len(fake_github.requests_to("POST", comments)) == 1
+    # The search after the lost answer asks only for comments made since shortly before it.
+    assert any("since" in r.query for r in fake_github.requests_to("GET", comments))
+    row = await outbox_row(app_runtime, KIND_PR_COMMENT, "4")
+    assert (row.remote_id, row.sent_version) == (comment["id"], 1)
+
+
+async def test_a_create_that_never_reached_github_is_made_later(app_runtime: Runtime, fake_github: FakeGitHub) -> None:
+    # A 502 that created nothing: the row fails once, and its next attempt looks again, then creates.
+    fake_github.fail_next(1, 502, path=RUNS)
+    await desire(app_runtime, KIND_CHECK_RUN, SHA, run_payload("waiting"))
+    await make_sender(app_runtime).run_until_idle(timeout=10)
+
+    assert [r.status for r in fake_github.requests_to("POST", RUNS)] == [502, 201]
+    assert len(app_runs(fake_github)) == 1
 
 
 async def test_a_send_whose_id_was_lost_is_not_repeated(app_runtime: Runtime, fake_github: FakeGitHub) -> None:

@@ -10,6 +10,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
@@ -39,6 +40,19 @@ DEFAULT_REQUESTER = "bmad-marketplace-app"
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientConnectionError, TimeoutError)
 
 Sleep = Callable[[float], Awaitable[None]]
+
+# Set while a request that creates something is in flight: such a request is never repeated after an
+# answer that may hide a success (a 5xx, a lost connection). GitHub documents that a 5xx to a POST may
+# still have created the object; the caller looks for it before creating again.
+_CREATING: ContextVar[bool] = ContextVar("github_creating", default=False)
+
+
+class AnswerLost(Exception):
+    """A request that creates something got no usable answer: it may or may not have been carried out."""
+
+    def __init__(self, method: str, path: str, outcome: str) -> None:
+        super().__init__(f"GitHub {method} {path} {outcome}: it may have been carried out")
+        self.outcome = outcome
 
 
 @dataclass(frozen=True)
@@ -182,6 +196,15 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
     async def sleep(self, seconds: float) -> None:
         await self._sleep(seconds)
 
+    async def create(self, url: str, data: Any) -> Any:
+        """POST something new, at most once: an answer that may hide a success (5xx, no response)
+        raises AnswerLost instead of being retried. Rate-limit refusals are still waited out."""
+        marker = _CREATING.set(True)
+        try:
+            return await self.post(url, data=data)
+        finally:
+            _CREATING.reset(marker)
+
     def _get_app_jwt(self) -> str | None:
         if self._jwt_source is not None:
             return self._jwt_source()
@@ -253,6 +276,11 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
                 if found is None:
                     return response
                 outcome, decision = f"answered {status}", found
+            if _CREATING.get() and not decision.rate_limited:
+                # A rate-limit refusal created nothing and is waited out below; anything else may hide
+                # a success, and repeating it would create a second object.
+                log.warning("GitHub %s %s %s on a create; not repeated", method, path, outcome)
+                raise AnswerLost(method, path, outcome)
             if attempt >= policy.max_attempts or waited + decision.delay > policy.max_total_wait:
                 log.warning(
                     "GitHub %s %s %s (%s) on attempt %d; giving up",
@@ -354,6 +382,7 @@ class GitHubApp:
 
 __all__ = [
     "DEFAULT_API_URL",
+    "AnswerLost",
     "GitHubApp",
     "GitHubClient",
     "RateLimitGate",

@@ -8,7 +8,10 @@ once more, and ten changes during one send still cost one more call, not ten.
 
 Creating twice is the failure users notice (two check runs, two bot comments), so before creating
 anything the sender looks for what it may already have created: a send that crashed after GitHub
-answered but before the id was recorded is adopted on the next attempt, never repeated.
+answered but before the id was recorded is adopted on the next attempt, never repeated. A create
+whose answer is lost (a 5xx, no response: GitHub may have made the object all the same) is never
+repeated by the client either; the sender looks for what it made and adopts it (`remote.py` says how
+each kind of object is marked and found).
 
 Writes are paced per process: a token bucket for all writes, and for new comments (GitHub's
 "content-creating" requests) sliding windows per minute and per hour. A comment that would exceed
@@ -26,7 +29,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlencode
 
 import orjson
 from gidgethub import BadRequest
@@ -34,11 +36,11 @@ from sqlalchemy import case, func, literal, or_, select, update
 
 from github_app.db.app_tables import OutboxItem
 from github_app.db.types import utcnow
+from github_app.github.client import AnswerLost
 from github_app.inbox.store import ERROR_MAX_CHARS, retry_delay
 from github_app.inbox.worker import worker_name
 from github_app.metrics import OUTBOX_PENDING, OUTBOX_SENT
-from github_app.outbox.enqueue import KIND_CHECK_RUN, KIND_PR_COMMENT
-from github_app.presentation import COMMENT_MARKER, MAX_COMMENT_BYTES, MAX_OUTPUT_BYTES, truncate
+from github_app.outbox.remote import REMOTE_KINDS, RemoteKind
 from github_app.runtime import Runtime
 from github_app.wakeup import sleep_until_woken
 
@@ -53,6 +55,9 @@ T = OutboxItem
 PARKED = datetime(9999, 1, 1)
 # From this many failed attempts in a row a target is logged at error level: someone should look.
 LOUD_AFTER_ATTEMPTS = 5
+# How far before a create whose answer was lost the search for what it made begins: GitHub's clock
+# and ours differ.
+LOOKBACK = timedelta(minutes=5)
 PENDING_SAMPLE_SECONDS = 15.0
 
 Clock = Callable[[], float]
@@ -273,67 +278,55 @@ class OutboxSender:
     async def _deliver(
         self, gh: GitHubClient, app_id: int, row: _Claimed, desired: dict[str, Any]
     ) -> _Sent | _Deferred:
-        if row.kind == KIND_CHECK_RUN:
-            return await self._send_check_run(gh, app_id, row, desired)
-        if row.kind == KIND_PR_COMMENT:
-            return await self._send_comment(gh, app_id, row, desired)
-        raise ValueError(f"unknown outbox kind {row.kind!r}")
-
-    async def _send_check_run(
-        self, gh: GitHubClient, app_id: int, row: _Claimed, desired: dict[str, Any]
-    ) -> _Sent | _Deferred:
+        kind = REMOTE_KINDS.get(row.kind)
+        if kind is None:
+            raise ValueError(f"unknown outbox kind {row.kind!r}")
         repo = row.repository
-        body = check_run_request(desired)
-        body["head_sha"] = str(body.get("head_sha") or row.target)
-        # The commit of a run cannot change; GitHub wants it only when creating.
-        changes = {key: value for key, value in body.items() if key != "head_sha"}
-        if row.remote_id is not None and await self._patch(gh, f"/repos/{repo}/check-runs/{row.remote_id}", changes):
-            return _Sent(row.remote_id, "updated")
-        found = await self._find_check_run(gh, app_id, repo, body["head_sha"], str(body.get("name") or ""))
-        if found is not None and await self._patch(gh, f"/repos/{repo}/check-runs/{found}", changes):
-            return _Sent(found, "adopted")
-        await self.pacer.before_write()
-        created = await gh.post(f"/repos/{repo}/check-runs", data=body)
-        return _Sent(int(created["id"]), "created")
-
-    async def _find_check_run(self, gh: GitHubClient, app_id: int, repo: str, sha: str, name: str) -> int | None:
-        query = urlencode({"check_name": name, "per_page": 100}, quote_via=quote)
-        found = await gh.getitem(f"/repos/{repo}/commits/{sha}/check-runs?{query}")
-        ours = [
-            int(run["id"])
-            for run in found.get("check_runs") or []
-            if run.get("name") == name and (run.get("app") or {}).get("id") == app_id
-        ]
-        return max(ours, default=None)
-
-    async def _send_comment(
-        self, gh: GitHubClient, app_id: int, row: _Claimed, desired: dict[str, Any]
-    ) -> _Sent | _Deferred:
-        repo, number = row.repository, row.target
-        body = comment_text(desired)
+        body = kind.request(row.target, desired)
         if row.remote_id is not None and await self._patch(
-            gh, f"/repos/{repo}/issues/comments/{row.remote_id}", {"body": body}
+            gh, kind.update_path(repo, row.remote_id), kind.changes(body)
         ):
             return _Sent(row.remote_id, "updated")
-        # Not created yet, lost before its id was recorded, or deleted by someone: look before creating.
-        found = await self._find_comment(gh, app_id, repo, number)
-        if found is not None:
-            comment_id, current = found
-            if current == body or await self._patch(gh, f"/repos/{repo}/issues/comments/{comment_id}", {"body": body}):
-                return _Sent(comment_id, "adopted")
-        wait = self.pacer.create_delay()
-        if wait > 0:
-            return _Deferred(wait)
+        # Not created yet, created by an attempt whose answer was lost, or deleted by someone: look
+        # before creating.
+        adopted = await self._adopt(gh, app_id, row, kind, body)
+        if adopted is not None:
+            return adopted
+        if kind.content_creating:
+            wait = self.pacer.create_delay()
+            if wait > 0:
+                return _Deferred(wait)
         await self.pacer.before_write()
-        self.pacer.record_create()
-        created = await gh.post(f"/repos/{repo}/issues/{number}/comments", data={"body": body})
+        if kind.content_creating:
+            self.pacer.record_create()
+        started = utcnow()
+        try:
+            created = await gh.create(kind.create_path(repo, row.target, body), body)
+        except AnswerLost:
+            # GitHub may have made it all the same: what it made is adopted, never made twice. Not
+            # found: the row fails and its next attempt looks again before creating.
+            adopted = await self._adopt(gh, app_id, row, kind, body, since=started - LOOKBACK)
+            if adopted is None:
+                raise
+            return _Sent(adopted.remote_id, "recovered")
         return _Sent(int(created["id"]), "created")
 
-    async def _find_comment(self, gh: GitHubClient, app_id: int, repo: str, number: str) -> tuple[int, str] | None:
-        async for comment in gh.getiter(f"/repos/{repo}/issues/{number}/comments?per_page=100"):
-            text = comment.get("body") or ""
-            if COMMENT_MARKER in text and is_own_comment(comment, app_id):
-                return int(comment["id"]), text
+    async def _adopt(
+        self,
+        gh: GitHubClient,
+        app_id: int,
+        row: _Claimed,
+        kind: RemoteKind,
+        body: dict[str, Any],
+        since: datetime | None = None,
+    ) -> _Sent | None:
+        found = await kind.find(gh, app_id, row.repository, row.target, body, since)
+        if found is None:
+            return None
+        if found.current or await self._patch(
+            gh, kind.update_path(row.repository, found.remote_id), kind.changes(body)
+        ):
+            return _Sent(found.remote_id, "adopted")
         return None
 
     async def _patch(self, gh: GitHubClient, url: str, data: dict[str, Any]) -> bool:
@@ -456,37 +449,4 @@ class OutboxSender:
             log.warning("cannot sample outbox depth", extra={"error": repr(exc)})
 
 
-def check_run_request(desired: dict[str, Any]) -> dict[str, Any]:
-    """The desired check run as GitHub accepts it: output texts within GitHub's size limit."""
-    body = dict(desired)
-    output = body.get("output")
-    if isinstance(output, dict):
-        output = dict(output)
-        for key in ("summary", "text"):
-            if isinstance(output.get(key), str):
-                output[key] = truncate(output[key], MAX_OUTPUT_BYTES)
-        body["output"] = output
-    return body
-
-
-def comment_text(desired: dict[str, Any]) -> str:
-    """The comment's body, always carrying the marker by which the app finds its comment again."""
-    text = str(desired.get("body") or "")
-    if COMMENT_MARKER not in text:
-        text = f"{COMMENT_MARKER}\n{text}"
-    text = truncate(text, MAX_COMMENT_BYTES)
-    if COMMENT_MARKER not in text:  # the marker sat past the cut
-        text = truncate(f"{COMMENT_MARKER}\n{text}", MAX_COMMENT_BYTES)
-    return text
-
-
-def is_own_comment(comment: dict[str, Any], app_id: int) -> bool:
-    """Written by the app: a bot account, and, where GitHub says which app acted, this one. A human
-    quoting the marker is never adopted (the app would then edit a person's comment)."""
-    if (comment.get("user") or {}).get("type") != "Bot":
-        return False
-    via = comment.get("performed_via_github_app")
-    return not via or via.get("id") == app_id
-
-
-__all__ = ["PARKED", "OutboxSender", "WritePacer", "check_run_request", "comment_text", "is_own_comment"]
+__all__ = ["PARKED", "OutboxSender", "WritePacer"]
