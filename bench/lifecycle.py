@@ -335,11 +335,15 @@ async def run_contention(prs: int) -> dict[str, Any]:
             retried = await db.fetchval(
                 "SELECT count(*) FROM webhook_inbox WHERE event = 'pull_request' AND attempts > 1"
             )
+            for _ in range(1200):  # the fake GitHub lives in this process: let the senders finish with it
+                if not await db.fetchval("SELECT count(*) FROM github_outbox WHERE sent_version < version"):
+                    break
+                await asyncio.sleep(0.05)
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)
         for process in processes:
-            process.wait(30)
+            await asyncio.to_thread(process.wait, 30)
         log.close()
     await db.close()
     await runtime.close()
