@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -14,12 +15,14 @@ from sqlalchemy import select, update
 
 from github_app.db.app_tables import OutboxItem
 from github_app.db.types import utcnow
+from github_app.github.client import GitHubApp
 from github_app.outbox import KIND_CHECK_RUN, KIND_PR_COMMENT, set_desired
-from github_app.outbox.sender import OutboxSender, WritePacer
+from github_app.outbox.pace import BUDGET, PENALTY, Limits, PaceState, Plan, plan
+from github_app.outbox.sender import OutboxSender
 from github_app.presentation import CHECK_RUN_NAME, COMMENT_MARKER
 from github_app.runtime import Runtime
 from tests.fake_github import FakeGitHub
-from tests.github_fixtures import GITHUB_APP_ID, INSTALLATION_ID, REPO
+from tests.github_fixtures import FAST_RETRY, GITHUB_APP_ID, INSTALLATION_ID, REPO
 
 SHA = "a" * 40
 RUNS = f"/repos/{REPO}/check-runs"
@@ -407,6 +410,57 @@ async def test_new_comments_wait_for_the_creation_budget(app_runtime: Runtime, f
     assert len([r for r in fake_github.write_requests if r.method == "POST"]) == 2
 
 
+@pytest.fixture
+async def second_runtime(app_runtime: Runtime) -> AsyncIterator[Runtime]:
+    """Another process's view of the same database: its own engine and GitHub client."""
+    other = await Runtime.create(app_runtime.settings)
+    other.github = GitHubApp(
+        GITHUB_APP_ID,
+        app_runtime.settings.github_private_key or "",
+        app_runtime.settings.github_api_url,
+        other.http,
+        retry_policy=FAST_RETRY,
+    )
+    yield other
+    await other.close()
+
+
+async def test_two_senders_share_one_creation_budget(
+    app_runtime: Runtime, second_runtime: Runtime, fake_github: FakeGitHub
+) -> None:
+    for number in range(1, 9):
+        await desire(app_runtime, KIND_PR_COMMENT, str(number), {"body": f"{COMMENT_MARKER}\nPR {number}"})
+    first = OutboxSender(app_runtime, name="sender-1", writes_per_second=200.0, creates_per_minute=3)
+    second = OutboxSender(second_runtime, name="sender-2", writes_per_second=200.0, creates_per_minute=3)
+    await asyncio.gather(first.run_until_idle(timeout=3), second.run_until_idle(timeout=3))
+
+    # Three a minute for the app, not three per sender.
+    assert len([r for r in fake_github.write_requests if r.method == "POST"]) == 3
+    assert len(fake_github.comments) == 3
+
+
+async def test_a_rate_limit_told_to_one_sender_holds_every_sender(
+    app_runtime: Runtime, second_runtime: Runtime, fake_github: FakeGitHub
+) -> None:
+    fake_github.rate_limit_next(1, retry_after=60, path=RUNS)
+    await desire(app_runtime, KIND_CHECK_RUN, SHA, run_payload())
+    await make_sender(app_runtime).run_until_idle(timeout=1)
+    [limited] = fake_github.requests_to("POST", RUNS)
+    assert limited.status == 403
+    row = await outbox_row(app_runtime, KIND_CHECK_RUN, SHA)
+    # Not a failure: put back until GitHub's wait is over.
+    assert (row.attempts, row.last_error) == (0, None)
+    assert row.next_attempt_at > utcnow() + timedelta(seconds=50)
+
+    # Another process's sender, with a row of its own, sends nothing until then either.
+    other_sha = "b" * 40
+    await desire(second_runtime, KIND_CHECK_RUN, other_sha, run_payload(sha=other_sha))
+    await make_sender(second_runtime).run_until_idle(timeout=1)
+    assert len(fake_github.write_requests) == 1
+    held = await outbox_row(second_runtime, KIND_CHECK_RUN, other_sha)
+    assert held.sent_version == 0 and held.next_attempt_at > utcnow() + timedelta(seconds=50)
+
+
 async def test_a_row_leased_by_another_sender_is_left_alone(app_runtime: Runtime, fake_github: FakeGitHub) -> None:
     await desire(app_runtime, KIND_CHECK_RUN, SHA, run_payload())
     await change_row(
@@ -494,30 +548,26 @@ async def test_run_sends_until_stopped(app_runtime: Runtime, fake_github: FakeGi
         await asyncio.wait_for(task, 5)
 
 
-# --- the pacer alone ------------------------------------------------------------------------------------
+# --- the pace's arithmetic --------------------------------------------------------------------------------
 
 
-async def test_pacer_windows() -> None:
-    now = [0.0]
-    slept: list[float] = []
+def test_plan_spaces_writes_and_counts_creates_in_windows() -> None:
+    limits = Limits.of(2.0, 2, 3)
+    state = PaceState()
+    state, first = plan(state, limits, 0.0, create=False)
+    state, second = plan(state, limits, 0.0, create=False)
+    assert (first.wait, second.wait) == (0.0, 0.5)  # the second write waits for its slot
 
-    async def sleep(seconds: float) -> None:
-        slept.append(seconds)
-        now[0] += seconds
+    state, _ = plan(state, limits, 0.5, create=True)  # its slot is at 1.0
+    state, _ = plan(state, limits, 10.0, create=True)
+    state, held = plan(state, limits, 10.0, create=True)
+    assert held.defer == pytest.approx(51.0) and held.reason == BUDGET  # the first leaves the minute at 61.0
+    state, _ = plan(state, limits, 61.5, create=True)
+    state, held = plan(state, limits, 181.5, create=True)
+    assert held.defer == pytest.approx(3600 - 181.5 + 1.0)  # three in the hour
+    assert plan(PaceState(next_write_at=5.0), limits, 4.0, create=False)[1] == Plan(wait=1.0, at=5.0)
 
-    pacer = WritePacer(2.0, 2, 3, clock=lambda: now[0], sleep=sleep)
-    await pacer.before_write()
-    await pacer.before_write()
-    assert slept == [0.5]
-
-    pacer.record_create()
-    now[0] += 10
-    pacer.record_create()
-    assert pacer.create_delay() == pytest.approx(50.0)  # the first (at 0.5) leaves the minute at 60.5
-    now[0] += 51
-    assert pacer.create_delay() == 0
-    pacer.record_create()
-    now[0] += 120
-    assert pacer.create_delay() == pytest.approx(3600 - 181.5 + 0.5)  # three in the hour
+    penalised = PaceState(not_before=200.0)
+    assert plan(penalised, limits, 190.0, create=False)[1] == Plan(defer=10.0, reason=PENALTY)
     with pytest.raises(ValueError):
-        WritePacer(0, 1, 1)
+        Limits.of(0, 1, 1)

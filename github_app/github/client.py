@@ -4,12 +4,13 @@ cached installation tokens, and retries that respect GitHub's rate limits."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import functools
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
@@ -45,6 +46,29 @@ Sleep = Callable[[float], Awaitable[None]]
 # answer that may hide a success (a 5xx, a lost connection). GitHub documents that a 5xx to a POST may
 # still have created the object; the caller looks for it before creating again.
 _CREATING: ContextVar[bool] = ContextVar("github_creating", default=False)
+# Set by a caller that paces itself across processes (the outbox sender): a rate-limit answer is handed
+# back to it at once instead of being waited out here, so that it can tell every other process.
+_HAND_BACK_RATE_LIMITS: ContextVar[bool] = ContextVar("github_hand_back_rate_limits", default=False)
+
+
+class RateLimited(Exception):
+    """GitHub asked for silence for `seconds` (Retry-After, a primary limit's reset, or a secondary
+    limit's back-off)."""
+
+    def __init__(self, method: str, path: str, seconds: float, reason: str) -> None:
+        super().__init__(f"GitHub {method} {path}: {reason}, wait {seconds:.1f}s")
+        self.seconds = seconds
+        self.reason = reason
+
+
+@contextlib.contextmanager
+def rate_limits_to_caller() -> Iterator[None]:
+    """Within this block, requests raise RateLimited instead of waiting a rate limit out."""
+    marker = _HAND_BACK_RATE_LIMITS.set(True)
+    try:
+        yield
+    finally:
+        _HAND_BACK_RATE_LIMITS.reset(marker)
 
 
 class AnswerLost(Exception):
@@ -256,6 +280,8 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
         while True:
             attempt += 1
             hold = min(self._gate.remaining(), max(0.0, policy.max_total_wait - waited))
+            if hold > 0 and _HAND_BACK_RATE_LIMITS.get():
+                raise RateLimited(method, path, hold, "held back after a rate limit")
             if hold > 0:
                 await self.sleep(hold)
                 waited += hold
@@ -276,6 +302,9 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
                 if found is None:
                     return response
                 outcome, decision = f"answered {status}", found
+            if decision.rate_limited and _HAND_BACK_RATE_LIMITS.get():
+                self._gate.close_for(decision.delay)
+                raise RateLimited(method, path, decision.delay, decision.reason)
             if _CREATING.get() and not decision.rate_limited:
                 # A rate-limit refusal created nothing and is waited out below; anything else may hide
                 # a success, and repeating it would create a second object.
@@ -357,6 +386,11 @@ class GitHubApp:
             **auth,
         )
 
+    def hold_installation(self, installation_id: int, seconds: float) -> None:
+        """Every client of this installation in this process waits `seconds` before its next request
+        (a penalty another process was told about)."""
+        self._installation_gates.setdefault(installation_id, RateLimitGate()).close_for(seconds)
+
     def app_client(self) -> GitHubClient:
         """A client authenticated as the app (JWT): /app endpoints, installation tokens, deliveries."""
         return self._client(self._app_gate, jwt_source=self._jwt)
@@ -386,9 +420,11 @@ __all__ = [
     "GitHubApp",
     "GitHubClient",
     "RateLimitGate",
+    "RateLimited",
     "RetryDecision",
     "RetryPolicy",
     "TokenSource",
     "decide_retry",
     "error_backoff",
+    "rate_limits_to_caller",
 ]
