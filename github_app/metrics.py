@@ -49,7 +49,7 @@ OUTBOX_SENT = Counter(
     "github_outbox_sent_total",
     "Outbox rows the sender worked on, by kind and outcome "
     "(created, adopted, recovered: made by a create whose answer was lost, updated, failed, "
-    "deferred: waiting for GitHub's content-creation budget)",
+    "deferred: waiting for GitHub's content-creation budget or for a rate-limit wait to end)",
     ["kind", "outcome"],
 )
 OUTBOX_PENDING = Gauge(

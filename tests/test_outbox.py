@@ -379,15 +379,33 @@ async def test_a_failure_backs_off_and_keeps_its_error(
     assert failures == [logging.ERROR]
 
 
-async def test_writes_are_paced(app_runtime: Runtime, fake_github: FakeGitHub) -> None:
-    for i in range(6):
+async def test_writes_are_paced(
+    app_runtime: Runtime, second_runtime: Runtime, fake_github: FakeGitHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(8):
         await desire(app_runtime, KIND_CHECK_RUN, f"{i:040x}", run_payload(sha=f"{i:040x}"))
-    await make_sender(app_runtime, writes_per_second=20.0).run_until_idle(timeout=10)
+    senders = [
+        OutboxSender(rt, name=f"sender-{n}", writes_per_second=20.0, poll_seconds=0.02)
+        for n, rt in enumerate((app_runtime, second_runtime))
+    ]
+    slots: list[float] = []
+    for sender in senders:
+        reserve = sender.pace.before_write
 
-    writes = fake_github.write_requests
-    assert len(writes) == 6
-    gaps = [later.at - earlier.at for earlier, later in zip(writes, writes[1:], strict=False)]
-    assert min(gaps) >= 0.045, gaps
+        async def recorded(scope: str, *, create: bool, reserve: Any = reserve) -> Plan:
+            decided: Plan = await reserve(scope, create=create)
+            slots.append(decided.at)
+            return decided
+
+        monkeypatch.setattr(sender.pace, "before_write", recorded)
+    await asyncio.gather(*(sender.run_until_idle(timeout=10) for sender in senders))
+
+    assert len(fake_github.write_requests) == 8
+    # Two senders with their own database connections, one pace: the slots they reserved in the shared
+    # row are a whole interval apart.
+    assert len(slots) == 8
+    ordered = sorted(slots)
+    assert all(later - earlier >= 0.05 - 1e-6 for earlier, later in zip(ordered, ordered[1:], strict=False))
 
 
 async def test_new_comments_wait_for_the_creation_budget(app_runtime: Runtime, fake_github: FakeGitHub) -> None:
