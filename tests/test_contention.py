@@ -7,8 +7,10 @@ import asyncio
 import dataclasses
 
 import pytest
+from gidgethub import routing, sansio
 from prometheus_client import REGISTRY
 
+from github_app.handling import HandlerContext
 from github_app.inbox.worker import Worker, is_lock_conflict
 from github_app.runtime import Runtime
 from github_app.server import default_router
@@ -72,3 +74,35 @@ def test_a_deadlock_is_recognised_through_its_wrappers() -> None:
     except RuntimeError as exc:
         assert is_lock_conflict(exc)
     assert not is_lock_conflict(ValueError("deadline"))
+
+
+async def test_a_deadlock_is_run_again_at_once_and_counted(runtime: Runtime, is_postgres: bool) -> None:
+    if not is_postgres:
+        pytest.skip("SQLite has no deadlock detector")
+    from sqlalchemy import text
+
+    from tests.test_worker import effects, inbox, store_deliveries
+
+    [delivery] = await store_deliveries(runtime, 1)
+    runs: list[int] = []
+    router = routing.Router()
+
+    @router.register("push")
+    async def handler(event: sansio.Event, ctx: HandlerContext) -> None:
+        runs.append(1)
+        await ctx.session.execute(
+            text("INSERT INTO test_effects (delivery_id, worker) VALUES (:d, 'w')"), {"d": event.delivery_id}
+        )
+        if len(runs) == 1:  # PostgreSQL breaks a lock cycle by failing one of its transactions like this
+            await ctx.session.execute(
+                text("DO $$ BEGIN RAISE EXCEPTION 'deadlock detected' USING ERRCODE = 'deadlock_detected'; END $$")
+            )
+
+    before = REGISTRY.get_sample_value("webhook_lock_conflicts_total", {"event": "push"}) or 0.0
+    await Worker(runtime, router).run_until_idle(timeout=10)
+
+    # Run again in the same claim: no attempt spent, no back-off, no error left; its first writes rolled back.
+    assert len(runs) == 2
+    assert (await inbox(runtime))[delivery] == ("done", 1, None)
+    assert await effects(runtime) == [(delivery, "w")]
+    assert (REGISTRY.get_sample_value("webhook_lock_conflicts_total", {"event": "push"}) or 0.0) - before == 1
