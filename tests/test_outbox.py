@@ -455,6 +455,9 @@ async def test_two_senders_share_one_creation_budget(
     # Three a minute for the app, not three per sender.
     assert len([r for r in fake_github.write_requests if r.method == "POST"]) == 3
     assert len(fake_github.comments) == 3
+    # A comment the budget refuses is put back before its lookup costs a request.
+    lookups = [r for r in fake_github.requests if r.method == "GET" and r.path.endswith("/comments")]
+    assert len(lookups) < 8
 
 
 async def test_a_rate_limit_told_to_one_sender_holds_every_sender(

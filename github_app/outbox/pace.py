@@ -135,6 +135,17 @@ class SharedPace:
             await self._sleep(wait)
         return decided
 
+    async def create_wait(self, scope: str) -> Plan:
+        """Whether a content-creating write of `scope` would be deferred now, without reserving anything
+        (a look before the work that precedes a create)."""
+        query = select(T.next_write_at, T.not_before, T.recent_creates).where(T.scope == scope)
+        async with self.engine.connect() as conn:
+            found = (await conn.execute(query)).first()
+        if found is None:
+            return Plan()
+        state = PaceState(found[0], found[1], tuple(orjson.loads(found[2])))
+        return plan(state, self.limits, self._clock(), create=True)[1]
+
     async def hold_off(self, scope: str, seconds: float) -> None:
         """GitHub told one sender to wait `seconds`: every sender of `scope` waits until then."""
         until = self._clock() + seconds

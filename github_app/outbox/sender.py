@@ -257,6 +257,11 @@ class OutboxSender:
             gh, row, kind.update_path(repo, row.remote_id), kind.changes(body)
         ):
             return _Sent(row.remote_id, "updated")
+        if kind.content_creating:
+            # A create the budget would refuse anyway waits before its lookup costs a request.
+            ahead = await self.pace.create_wait(installation_scope(row.installation_id))
+            if ahead.defer is not None:
+                raise _Hold(ahead.defer, ahead.reason)
         # Not created yet, created by an attempt whose answer was lost, or deleted by someone: look
         # before creating.
         adopted = await self._adopt(gh, app_id, row, kind, body)
