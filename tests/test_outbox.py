@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,8 +24,9 @@ from github_app.outbox.sender import OutboxSender
 from github_app.presentation import CHECK_RUN_NAME, COMMENT_MARKER
 from github_app.runtime import Runtime
 from tests.fake_github import FakeGitHub
-from tests.github_fixtures import FAST_RETRY, GITHUB_APP_ID, INSTALLATION_ID, REPO
+from tests.github_fixtures import FAST_RETRY, GITHUB_APP_ID, INSTALLATION_ID, REPO, KeyPair
 
+ROOT = Path(__file__).resolve().parent.parent
 SHA = "a" * 40
 RUNS = f"/repos/{REPO}/check-runs"
 
@@ -458,6 +461,29 @@ async def test_two_senders_share_one_creation_budget(
     # A comment the budget refuses is put back before its lookup costs a request.
     lookups = [r for r in fake_github.requests if r.method == "GET" and r.path.endswith("/comments")]
     assert len(lookups) < 8
+
+
+async def test_two_sender_processes_share_one_creation_budget(
+    app_runtime: Runtime, fake_github: FakeGitHub, github_app_keys: KeyPair, is_postgres: bool, tmp_path: Path
+) -> None:
+    if not is_postgres:
+        pytest.skip("SQLite serves one process")
+    for number in range(1, 9):
+        await desire(app_runtime, KIND_PR_COMMENT, str(number), {"body": f"{COMMENT_MARKER}\nPR {number}"})
+    key_file = tmp_path / "app.pem"
+    key_file.write_text(github_app_keys.private_pem)
+    url = app_runtime.settings.database_url
+    processes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.sender_process", url, fake_github.url, str(key_file), f"p{n}", "3", cwd=ROOT
+        )
+        for n in (1, 2)
+    ]
+    assert [await asyncio.wait_for(p.wait(), 60) for p in processes] == [0, 0]
+
+    # Machines apart, one budget: three new comments a minute for the app.
+    assert len([r for r in fake_github.write_requests if r.method == "POST"]) == 3
+    assert len(fake_github.comments) == 3
 
 
 async def test_a_rate_limit_told_to_one_sender_holds_every_sender(
