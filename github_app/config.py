@@ -82,7 +82,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "GITHUB_WRITES_PER_SECOND",
         "1",
-        "Pace of check run and comment writes per process (GitHub asks for about one per second)",
+        "Pace of check run and comment writes per installation, shared by every process "
+        "(GitHub asks for about one per second)",
     ),
     Setting("RECOVER_INTERVAL_MINUTES", "0", "Run missed-delivery recovery this often in the worker; 0 = off"),
     Setting("RECOVER_WINDOW_HOURS", "24", "How far back periodic recovery looks (GitHub keeps 3 days)"),

@@ -9,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Double,
     ForeignKeyConstraint,
     Index,
     Integer,
@@ -268,3 +269,23 @@ class OutboxItem(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column()
     sent_at: Mapped[datetime | None] = mapped_column()
+
+
+class GitHubPace(Base):
+    """How fast the app may write to GitHub right now, shared by every process and machine: GitHub's
+    secondary limits count per installation, not per process. Times are seconds since the epoch.
+
+    `next_write_at` spaces all writes (a token bucket of one); `recent_creates` holds the times of the
+    last hour's content-creating requests (at most the hourly budget of them), for the per-minute and
+    per-hour windows; `not_before` is a Retry-After or rate-limit reset one sender was told, which
+    every sender then honours.
+    """
+
+    __tablename__ = "github_pace"
+    __table_args__ = (PrimaryKeyConstraint("scope", name="github_pace_pkey"),)
+
+    scope: Mapped[str] = mapped_column(Text)
+    next_write_at: Mapped[float] = mapped_column(Double, server_default=text("0"), default=0.0)
+    not_before: Mapped[float] = mapped_column(Double, server_default=text("0"), default=0.0)
+    recent_creates: Mapped[str] = mapped_column(Text, server_default=text("'[]'"), default="[]")
+    updated_at: Mapped[datetime] = mapped_column()

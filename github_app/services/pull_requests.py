@@ -15,6 +15,7 @@ from github_app.db.upsert import upsert
 from github_app.domain import story_machine as sm
 from github_app.domain.linking import Ambiguous, Linked, Unlinked, link_pull_request
 from github_app.handling import HandlerContext
+from github_app.services.lock_order import lock_for_pull_request
 from github_app.services.people import actor_for, identify
 from github_app.services.repo import RepoContext, load_repo_context
 from github_app.services.stories import (
@@ -125,6 +126,7 @@ async def handle_pull_request(ctx: HandlerContext, event: sansio.Event) -> None:
         return
     session = ctx.session
     pr = data["pull_request"]
+    await lock_for_pull_request(session, rc, pr)
     link = await _lock_link(session, rc, pr)
     updated = from_github_time(pr.get("updated_at"))
     stale = link.pr_updated_at is not None and updated is not None and updated < link.pr_updated_at

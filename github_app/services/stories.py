@@ -41,8 +41,9 @@ class PrInfo:
 
 
 async def lock_story(session: AsyncSession, story_id: str) -> Story:
-    """Changes to one story are serialized by its row lock (PostgreSQL; SQLite has one writer)."""
-    stmt = select(Story).where(Story.id == story_id).with_for_update()
+    """Changes to one story are serialized by its row lock (PostgreSQL; SQLite has one writer). NO KEY
+    UPDATE, as in lock_order: rows referencing the story may be written meanwhile."""
+    stmt = select(Story).where(Story.id == story_id).with_for_update(key_share=True)
     story = (await session.execute(stmt)).scalars().one()
     await session.refresh(story)  # a row already in the session may predate the lock
     return story

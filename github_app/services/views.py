@@ -88,6 +88,12 @@ async def refresh_pr(session: AsyncSession, link: PullRequestLink, config_proble
 
 
 async def refresh_story_prs(session: AsyncSession, story_id: str, config_problems: tuple[str, ...] = ()) -> None:
-    links = (await session.execute(select(PullRequestLink).where(PullRequestLink.story_id == story_id))).scalars().all()
+    # In PR order, the order every unit of work writes outbox rows in (see lock_order).
+    stmt = (
+        select(PullRequestLink)
+        .where(PullRequestLink.story_id == story_id)
+        .order_by(PullRequestLink.repository_key, PullRequestLink.pr_number)
+    )
+    links = (await session.execute(stmt)).scalars().all()
     for link in links:
         await refresh_pr(session, link, config_problems)
