@@ -15,17 +15,23 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from github_app.db import migrate
+from github_app.db import (
+    app_tables,  # noqa: F401 - registers the app's tables on Base.metadata
+    migrate,
+)
 from github_app.db.app_schema import DEFAULT_APP_SCHEMA
+from github_app.db.base import Base
 from github_app.db.catalog import Catalog, read_catalog
 from github_app.db.engine import make_engine
+from github_app.db.models import SEED_TABLES
 from tests.conftest import TEST_DATABASE_URL, create_pg_database, drop_pg_database, pg_execute
 from tests.marketplace import build_marketplace_database, reference_sql
 from tests.test_cli import ROOT, bmad_app, clean_env, free_port, get
 
 pytestmark = pytest.mark.skipif(not TEST_DATABASE_URL, reason="attach mode is PostgreSQL's")
 
-APP_TABLES = {
+# The app's tables as of 0003, the last revision that kept them in `public`.
+LEGACY_APP_TABLES = {
     "webhook_inbox",
     "installation_repository",
     "installation_status",
@@ -36,6 +42,8 @@ APP_TABLES = {
     "escrow_release_request",
     "github_outbox",
 }
+# Every table the app's models declare beside the seed's.
+APP_TABLES = {name for name in Base.metadata.tables if name not in SEED_TABLES}
 
 
 @pytest.fixture
@@ -279,15 +287,16 @@ def test_an_installation_from_before_the_app_schema_is_moved_with_every_row(fres
     moves = [f'ALTER TABLE {DEFAULT_APP_SCHEMA}."{t}" SET SCHEMA public' for t in ours]
     asyncio.run(pg_execute(fresh_url, *moves, f"DROP SCHEMA {DEFAULT_APP_SCHEMA}"))
     asyncio.run(pg_execute(fresh_url, *LEGACY_ROWS))
-    assert tables_in(fresh_url, "public") >= APP_TABLES | {"alembic_version"}
-    rows = {t: query(fresh_url, f'SELECT * FROM public."{t}" ORDER BY 1') for t in APP_TABLES}
+    assert tables_in(fresh_url, "public") >= LEGACY_APP_TABLES | {"alembic_version"}
+    rows = {t: query(fresh_url, f'SELECT * FROM public."{t}" ORDER BY 1') for t in LEGACY_APP_TABLES}
     assert all(len(r) == 1 for r in rows.values()), rows
 
     migrate.upgrade(fresh_url)
 
     assert not (tables_in(fresh_url, "public") & (APP_TABLES | {"alembic_version"}))
     assert tables_in(fresh_url, DEFAULT_APP_SCHEMA) == APP_TABLES | {"alembic_version"}
-    assert {t: query(fresh_url, f'SELECT * FROM {DEFAULT_APP_SCHEMA}."{t}" ORDER BY 1') for t in APP_TABLES} == rows
+    moved = {t: query(fresh_url, f'SELECT * FROM {DEFAULT_APP_SCHEMA}."{t}" ORDER BY 1') for t in LEGACY_APP_TABLES}
+    assert moved == rows
     # Moved, not copied: sequences and foreign keys came along.
     asyncio.run(
         pg_execute(
@@ -302,8 +311,8 @@ def test_an_installation_from_before_the_app_schema_is_moved_with_every_row(fres
 
     # And back, for a release that predates the app's schema.
     migrate.downgrade(fresh_url, "0003_story_workflow")
-    assert tables_in(fresh_url, "public") >= APP_TABLES
-    for table in APP_TABLES - {"github_outbox"}:
+    assert tables_in(fresh_url, "public") >= LEGACY_APP_TABLES
+    for table in LEGACY_APP_TABLES - {"github_outbox"}:
         assert query(fresh_url, f'SELECT * FROM public."{table}" ORDER BY 1') == rows[table]
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from github_app.bmad import safe_yaml
-from github_app.bounded import bounded_repr
+from github_app.bounded import bounded_repr, clip
 
 CORE_CONFIG_PATH = ".bmad-core/core-config.yaml"
 DEFAULT_STORY_DIR = "docs/stories"
@@ -70,10 +70,12 @@ def is_under(path: str, directory: str) -> bool:
 def describe_yaml_error(exc: yaml.YAMLError) -> str:
     """One line for a user: where the YAML broke (1-based, as editors count) and why."""
     mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
+    # The parser quotes the offending text (a tag, a key) whole: clipped, so a hostile file cannot make the
+    # message as long as itself.
+    problem = clip(str(getattr(exc, "problem", None) or (str(exc).strip().splitlines() or [""])[0]), 200)
     if mark is not None:
         return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
-    return str(problem)
+    return problem
 
 
 def parse_core_config(text: str | bytes | None) -> BmadPaths:
