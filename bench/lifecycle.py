@@ -50,7 +50,7 @@ from tests.github_fixtures import GITHUB_APP_ID, INSTALLATION_ID, REPO, generate
 from tests.workflow import DEV, PM, QA, Market, gate_file, seed_market, story_file  # noqa: E402
 
 ADMIN_DSN = os.environ.get("BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
-DATABASE = "bmad_lifecycle"
+DATABASE = os.environ.get("BENCH_DATABASE", "bmad_lifecycle")
 SECRET = "bench-webhook-secret-0123456789"
 SEND_CONCURRENCY = 32
 

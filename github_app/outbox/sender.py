@@ -287,24 +287,54 @@ class OutboxSender:
         body["head_sha"] = str(body.get("head_sha") or row.target)
         # The commit of a run cannot change; GitHub wants it only when creating.
         changes = {key: value for key, value in body.items() if key != "head_sha"}
-        if row.remote_id is not None and await self._patch(gh, f"/repos/{repo}/check-runs/{row.remote_id}", changes):
-            return _Sent(row.remote_id, "updated")
-        found = await self._find_check_run(gh, app_id, repo, body["head_sha"], str(body.get("name") or ""))
+        # A completed run never goes back to in progress (GitHub refuses it): a new run is created.
+        reopening = body.get("status") not in (None, "completed")
+        remote_id = row.remote_id
+        if remote_id is not None and reopening and await self._is_completed(gh, repo, remote_id):
+            remote_id = None
+        if remote_id is not None and await self._patch(gh, f"/repos/{repo}/check-runs/{remote_id}", changes):
+            return _Sent(remote_id, "updated")
+        found = await self._find_check_run(
+            gh, app_id, repo, body["head_sha"], str(body.get("name") or ""), body.get("external_id"), reopening
+        )
         if found is not None and await self._patch(gh, f"/repos/{repo}/check-runs/{found}", changes):
             return _Sent(found, "adopted")
         await self.pacer.before_write()
         created = await gh.post(f"/repos/{repo}/check-runs", data=body)
         return _Sent(int(created["id"]), "created")
 
-    async def _find_check_run(self, gh: GitHubClient, app_id: int, repo: str, sha: str, name: str) -> int | None:
-        query = urlencode({"check_name": name, "per_page": 100}, quote_via=quote)
+    async def _find_check_run(
+        self,
+        gh: GitHubClient,
+        app_id: int,
+        repo: str,
+        sha: str,
+        name: str,
+        external_id: object = None,
+        open_only: bool = False,
+    ) -> int | None:
+        """Our run of `name` on `sha`; with an external id (one run per PR on a shared head), only the
+        run carrying it."""
+        query = urlencode({"check_name": name, "filter": "all", "per_page": 100}, quote_via=quote)
         found = await gh.getitem(f"/repos/{repo}/commits/{sha}/check-runs?{query}")
         ours = [
             int(run["id"])
             for run in found.get("check_runs") or []
-            if run.get("name") == name and (run.get("app") or {}).get("id") == app_id
+            if run.get("name") == name
+            and (run.get("app") or {}).get("id") == app_id
+            and (external_id is None or run.get("external_id") == external_id)
+            and not (open_only and run.get("status") == "completed")
         ]
         return max(ours, default=None)
+
+    async def _is_completed(self, gh: GitHubClient, repo: str, run_id: int) -> bool:
+        try:
+            run = await gh.getitem(f"/repos/{repo}/check-runs/{run_id}")
+        except BadRequest as exc:
+            if exc.status_code == 404:
+                return False
+            raise
+        return bool(run.get("status") == "completed")
 
     async def _send_comment(
         self, gh: GitHubClient, app_id: int, row: _Claimed, desired: dict[str, Any]

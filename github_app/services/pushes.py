@@ -28,14 +28,15 @@ from github_app.domain import story_machine as sm
 from github_app.handling import HandlerContext
 from github_app.outbox.enqueue import KIND_CHECK_RUN, set_desired
 from github_app.presentation import story_files_check_payload
+from github_app.services.decisions import StoryScope, apply_decision
 from github_app.services.people import actor_for
-from github_app.services.repo import FileTooLarge, RepoContext, load_repo_context
+from github_app.services.provenance import carried_note, push_introducer, record_origin
+from github_app.services.repo import FileTooLarge, RemoteFile, RepoContext, load_repo_context
 from github_app.services.stories import (
-    apply_decision,
     audit,
+    ensure_developer,
     find_story,
     lock_story,
-    publish_to_marketplace,
     snapshot,
     story_state,
 )
@@ -82,6 +83,14 @@ class Push:
                 return commit
         return None
 
+    @property
+    def complete(self) -> bool:
+        """Whether the payload lists every commit of the push (GitHub lists at most 20)."""
+        return len(self.commits) < PUSH_COMMITS_CAP or self.before == ZERO_SHA
+
+    def introducer(self, path: str) -> str:
+        return push_introducer(self.sender_login, self.commits, path, complete=self.complete)
+
     def committed_at(self, path: str) -> datetime:
         commit = self.last_commit_touching(path) or self.data.get("head_commit") or {}
         return from_github_time(commit.get("timestamp")) or utcnow()
@@ -103,6 +112,26 @@ async def changed_files(rc: RepoContext, push: Push) -> dict[str, str]:
     return changes
 
 
+@dataclass
+class Fetched:
+    """A story or gate file as the pushed commit has it, read before any row lock is taken."""
+
+    path: str
+    status: str
+    remote: RemoteFile | None = None
+    error: str | None = None
+    origin: str = ""  # the login of whoever introduced this version
+
+
+async def _read(rc: RepoContext, push: Push, path: str, status: str, max_bytes: int) -> Fetched:
+    if status == "removed":
+        return Fetched(path, status)
+    try:
+        return Fetched(path, status, await rc.fetch(path, push.after, max_bytes=max_bytes))
+    except FileTooLarge as exc:
+        return Fetched(path, status, error=str(exc))
+
+
 async def handle_push(ctx: HandlerContext, event: sansio.Event) -> None:
     push = Push(event.data)
     if push.sender_type == "Bot" or push.branch is None or push.after == ZERO_SHA:
@@ -118,11 +147,35 @@ async def handle_push(ctx: HandlerContext, event: sansio.Event) -> None:
         "commit_sha": push.after,
         "ref": push.ref,
     }
-    if push.branch == rc.default_branch:
+    on_default = push.branch == rc.default_branch
+    # Every GitHub read first, then the rows. Story files are read on every branch: who introduced a
+    # version decides whether its Approved status is an approval once it reaches the default branch.
+    stories = [
+        await _read(rc, push, path, status, STORY_FILE_MAX_BYTES)
+        for path, status in sorted(changes.items())
+        if is_story_path(path, rc.paths.story_dir) and (on_default or status != "removed")
+    ]
+    gates = [
+        await _read(rc, push, path, status, DEFAULT_MAX_BYTES)
+        for path, status in sorted(changes.items())
+        if status != "removed" and is_gate_path(path, rc.paths.gate_dir)
+    ]
+    for fetched in stories + gates:
+        if fetched.remote is not None and fetched.remote.blob_sha:
+            fetched.origin = await record_origin(
+                ctx.session,
+                repository=rc.repository,
+                blob_sha=fetched.remote.blob_sha,
+                path=fetched.path,
+                introducer=push.introducer(fetched.path),
+                commit_sha=push.after,
+                ref=push.ref,
+                source="push",
+            )
+    if on_default:
         report = StoryFileReport()
-        for path, status in sorted(changes.items()):
-            if is_story_path(path, rc.paths.story_dir):
-                await _story_file(ctx, rc, push, path, status, meta, report)
+        for fetched in stories:
+            await _story_file(ctx, rc, push, fetched, meta, report)
         if report.refused or report.warnings:
             await set_desired(
                 ctx.session,
@@ -132,9 +185,8 @@ async def handle_push(ctx: HandlerContext, event: sansio.Event) -> None:
                 target=f"{push.after}:story-files",  # beside any PR check run on this commit
                 payload=story_files_check_payload(push.after, report.refused, report.warnings),
             )
-    for path, status in sorted(changes.items()):
-        if status != "removed" and is_gate_path(path, rc.paths.gate_dir):
-            await _gate_file(ctx, rc, push, path, meta)
+    for fetched in gates:
+        await _gate_file(ctx, rc, push, fetched, meta)
 
 
 @dataclass
@@ -143,18 +195,22 @@ class StoryFileReport:
     warnings: list[str] = field(default_factory=list)
 
 
+def _scope(rc: RepoContext) -> StoryScope:
+    return StoryScope(rc.project, rc.config.default_budget, rc.config_problems)
+
+
 async def _story_file(
     ctx: HandlerContext,
     rc: RepoContext,
     push: Push,
-    path: str,
-    status: str,
+    fetched: Fetched,
     meta: dict[str, Any],
     report: StoryFileReport,
 ) -> None:
     session = ctx.session
+    path = fetched.path
     fields = {**meta, "path": path}
-    if status == "removed":
+    if fetched.status == "removed":
         try:
             ident = story_id_from_path(path)
         except BmadFileError:
@@ -167,11 +223,12 @@ async def _story_file(
                 story.story_file = None
         return
     try:
-        remote = await rc.fetch(path, push.after, max_bytes=STORY_FILE_MAX_BYTES)
-        if remote is None:
+        if fetched.error is not None:
+            raise BmadFileError(fetched.error)
+        if fetched.remote is None:
             return
-        doc = parse_story_file(path, remote.content.decode("utf-8", errors="replace"))
-    except (BmadFileError, FileTooLarge) as exc:
+        doc = parse_story_file(path, fetched.remote.content.decode("utf-8", errors="replace"))
+    except BmadFileError as exc:
         log.warning("story file not usable", extra={"repository": rc.repository, "path": path, "error": str(exc)})
         report.refused.append(f"{path}: {exc}")
         return
@@ -233,15 +290,17 @@ async def _story_file(
                 {**fields, "reason": f"story file {path} changed", "fields": sorted(changed)},
             )
     if doc.status is StoryFileStatus.APPROVED and story.status == StoryStatus.DRAFT:
-        decision = sm.decide(await snapshot(session, story), sm.StoryFileApproved(), actor)
-        await apply_decision(session, story, decision, actor, fields)
-        if isinstance(decision, sm.Transition):
-            budget = rc.config.default_budget
-            await publish_to_marketplace(session, story, rc.project, budget, fields)
+        # The approval is whoever wrote this version of the file, not whoever pushed or merged it.
+        approver = await actor_for(session, rc.project, fetched.origin, push.sender_type)
+        decision = sm.decide(await snapshot(session, story), sm.StoryFileApproved(), approver)
+        if isinstance(decision, sm.Refused):
+            decision = sm.Refused(decision.reason + carried_note(fetched.origin, push.sender_login))
+        await apply_decision(session, story, decision, approver, fields, _scope(rc))
 
 
-async def _gate_problem_on_branch(ctx: HandlerContext, rc: RepoContext, push: Push, problem: str) -> None:
-    """A gate file that names no usable story is reported on the PRs of the branch it was pushed to."""
+async def _gate_problem_on_branch(ctx: HandlerContext, rc: RepoContext, push: Push, problem: str | None) -> None:
+    """A gate file that names no usable story is reported on the PRs of the branch it was pushed to;
+    a valid gate clears that report."""
     links = (
         (
             await ctx.session.execute(
@@ -256,20 +315,36 @@ async def _gate_problem_on_branch(ctx: HandlerContext, rc: RepoContext, push: Pu
         .all()
     )
     for link in links:
+        if link.gate_problem == problem:
+            continue
         link.gate_problem = problem
         await refresh_pr(ctx.session, link, rc.config_problems)
 
 
-async def _gate_file(ctx: HandlerContext, rc: RepoContext, push: Push, path: str, meta: dict[str, Any]) -> None:
+async def _reviewed_heads(ctx: HandlerContext, rc: RepoContext, push: Push, story: Story) -> frozenset[str]:
+    """The commits a gate reviews. Pushed to a branch (the PR's, normally): the commit it was pushed as
+    and the one it was built on. Pushed to the default branch: the head of the story's PR then."""
+    if push.branch != rc.default_branch:
+        return frozenset(sha for sha in (push.after, push.before) if sha != ZERO_SHA)
+    if story.dev_pr_number is None:
+        return frozenset()
+    link = await ctx.session.get(PullRequestLink, (rc.repository.lower(), story.dev_pr_number))
+    return frozenset({link.head_sha}) if link is not None else frozenset()
+
+
+async def _gate_file(ctx: HandlerContext, rc: RepoContext, push: Push, fetched: Fetched, meta: dict[str, Any]) -> None:
     session = ctx.session
+    path = fetched.path
     commit = push.last_commit_touching(path) or {}
     fields = {**meta, "path": path, "commit_sha": commit.get("id") or push.after}
     try:
-        remote = await rc.fetch(path, push.after, max_bytes=DEFAULT_MAX_BYTES)
-        if remote is None:
+        if fetched.error is not None:
+            raise GateFileError(fetched.error)
+        if fetched.remote is None:
             return
+        remote = fetched.remote
         doc = parse_gate_file(path, remote.content)
-    except (GateFileError, FileTooLarge) as exc:
+    except GateFileError as exc:
         problem = f"{path}: {exc}"
         log.warning("gate file refused", extra={"repository": rc.repository, "path": path, "error": str(exc)})
         try:
@@ -281,6 +356,8 @@ async def _gate_file(ctx: HandlerContext, rc: RepoContext, push: Push, path: str
             await _gate_problem_on_branch(ctx, rc, push, problem)
             return
         story = await lock_story(session, story.id)
+        if story.status == StoryStatus.DONE:
+            return  # nothing changes a done story's review
         (await story_state(session, story.id)).gate_problem = problem
         audit(session, story, "gate_invalid", None, {**fields, "reason": problem})
         await refresh_story_prs(session, story.id, rc.config_problems)
@@ -292,17 +369,29 @@ async def _gate_file(ctx: HandlerContext, rc: RepoContext, push: Push, path: str
         )
         return
     story = await lock_story(session, found.id)
+    if story.status == StoryStatus.DONE:
+        # DONE is final: no gate, whoever pushes it, changes the review it was completed with.
+        if not await _review_known(session, story.id, path, remote.blob_sha):
+            reason = f"gate {doc.gate} in {path} arrived after {_label(story)} was DONE; the story's review stays"
+            audit(session, story, "gate_ignored", None, {**fields, "reason": reason})
+        return
+    # The story's developer is known from the first event on (an accepted bid), so that they can never
+    # review their own story, even holding the QA role.
+    await ensure_developer(session, story, fields)
     state = await story_state(session, story.id)
-    actor = await actor_for(session, rc.project, push.sender_login, push.sender_type)
+    reviewer = await actor_for(session, rc.project, fetched.origin, push.sender_type)
     now = utcnow()
     expired = doc.is_expired(datetime.now(UTC))
     accepted, why = sm.accepted_gate(doc.gate, doc.waiver_active, expired, rc.config.accepted_gates)
-    decision = sm.decide(await snapshot(session, story), sm.GateRecorded(doc.gate, accepted), actor)
+    reviewed = await _reviewed_heads(ctx, rc, push, story)
+    expires_at = doc.expires.astimezone(UTC).replace(tzinfo=None) if doc.expires is not None else None
+    event = sm.GateRecorded(doc.gate, accepted, reviewed, expires_at)
+    decision = sm.decide(await snapshot(session, story), event, reviewer)
     if isinstance(decision, sm.Refused):
         # An unauthorized gate changes no story field: only the refusal is on record and on the PR.
-        await apply_decision(session, story, decision, actor, fields)
+        decision = sm.Refused(decision.reason + carried_note(fetched.origin, push.sender_login))
         state.gate_problem = f"{path}: {decision.reason}"
-        await refresh_story_prs(session, story.id, rc.config_problems)
+        await apply_decision(session, story, decision, reviewer, fields, _scope(rc))
         return
     committed_at = push.committed_at(path)
     new_review = await insert_if_absent(
@@ -316,7 +405,7 @@ async def _gate_file(ctx: HandlerContext, rc: RepoContext, push: Push, path: str
             "decision": doc.gate.value,
             "accepted": accepted,
             "reason": why,
-            "reviewer_login": push.sender_login,
+            "reviewer_login": reviewer.github_login,
             "committed_at": committed_at,
             "recorded_at": now,
         },
@@ -325,18 +414,20 @@ async def _gate_file(ctx: HandlerContext, rc: RepoContext, push: Push, path: str
     if not new_review:
         return  # this version of the gate file is already recorded: a review counts once
     story.qa_review_count += 1
-    story.qa_gate_path, story.qa_gate_status, story.qa_reviewed_at = path, doc.gate.value, now
     state.gate_problem = None
+    await _gate_problem_on_branch(ctx, rc, push, None)
     if state.gate_committed_at is not None and committed_at < state.gate_committed_at:
+        # Recorded as a review, but the gate in force (and the columns showing it) stay as they are.
         audit(
             session,
             story,
             "gate_superseded",
-            actor,
+            reviewer,
             {**fields, "reason": f"gate {doc.gate} was committed before the gate in force; recorded only"},
         )
         await refresh_story_prs(session, story.id, rc.config_problems)
         return
+    story.qa_gate_path, story.qa_gate_status, story.qa_reviewed_at = path, doc.gate.value, now
     state.gate_committed_at = committed_at
     notes = [why]
     if doc.waiver_active and doc.waiver_reason:
@@ -344,5 +435,19 @@ async def _gate_file(ctx: HandlerContext, rc: RepoContext, push: Push, path: str
     if doc.expires is not None:
         notes.append(f"{'expired' if expired else 'expires'} {doc.expires:%Y-%m-%d}")
     state.gate_note = "; ".join(notes)
-    await apply_decision(session, story, decision, actor, {**fields, "gate": doc.gate.value, "accepted": accepted})
-    await refresh_story_prs(session, story.id, rc.config_problems)
+    gate_fields = {**fields, "gate": doc.gate.value, "accepted": accepted}
+    if isinstance(decision, sm.NoChange):
+        await refresh_story_prs(session, story.id, rc.config_problems)
+        return
+    await apply_decision(session, story, decision, reviewer, gate_fields, _scope(rc))
+
+
+async def _review_known(session: Any, story_id: str, path: str, blob_sha: str) -> bool:
+    stmt = select(GateReview.id).where(
+        GateReview.story_id == story_id, GateReview.path == path, GateReview.blob_sha == blob_sha
+    )
+    return (await session.execute(stmt)).first() is not None
+
+
+def _label(story: Story) -> str:
+    return f"story {story.epic_number}.{story.story_number}"
