@@ -10,8 +10,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from github_app.db.app_tables import PullRequestLink
 from github_app.db.models import Project, Story
 from github_app.domain import story_machine as sm
 from github_app.services.stories import PrInfo, publish_to_marketplace, request_escrow_release, store_decision
@@ -52,8 +54,16 @@ async def _request_release(raised: Raised) -> None:
     await request_escrow_release(raised.session, raised.story, raised.actor, raised.metadata)
 
 
+async def _forget_refusals(raised: Raised) -> None:
+    """Refusals made while the story was a draft judged a story that no longer is one; each PR's next
+    event judges it again."""
+    await raised.session.execute(
+        update(PullRequestLink).where(PullRequestLink.story_id == raised.story.id).values(refusal=None)
+    )
+
+
 SUBSCRIBERS: dict[type, tuple[Subscriber, ...]] = {
-    sm.StoryApproved: (_publish,),
+    sm.StoryApproved: (_publish, _forget_refusals),
     sm.StoryDone: (_request_release,),
 }
 
