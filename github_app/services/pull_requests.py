@@ -272,13 +272,16 @@ async def handle_pull_request(ctx: HandlerContext, event: sansio.Event) -> None:
         )
         if story_event is not None and not (closed_unmerged and action != "closed"):
             decision = sm.decide(await snapshot(session, story), story_event, actor)
-            await apply_decision(
-                session, story, decision, actor, metadata, scope, PrInfo(link.pr_number, link.html_url, author_login)
-            )
             if isinstance(decision, sm.Refused):
                 link.refusal = decision.reason
             elif isinstance(decision, sm.Transition | sm.Recorded):
                 link.refusal = None
+            await session.flush()
+            await apply_decision(
+                session, story, decision, actor, metadata, scope, PrInfo(link.pr_number, link.html_url, author_login)
+            )
+            if not isinstance(decision, sm.NoChange):
+                return  # its subscribers brought every PR of the story up to date, this one included
     await session.flush()
     await refresh_pr(session, link, rc.config_problems)
 
