@@ -435,3 +435,15 @@ async def test_approving_a_story_by_a_push_refreshes_its_prs(app: App, market: M
     [(events,)] = await m.rows("""SELECT metadata FROM "StoryAuditLog" WHERE action = 'story_approved'""")
     events = events if isinstance(events, dict) else json.loads(events)
     assert events["events"] == ["StatusChanged", "StoryApproved"]
+
+
+async def test_commits_a_bot_pushes_after_the_gate_are_not_reviewed(
+    app: App, market: Market, fake_github: FakeGitHub
+) -> None:
+    m = market
+    await accepted(app, m)
+    await app.deliver("pull_request", m.pr("synchronize", 7, sender="pre-commit-ci[bot]", head_sha="b07" * 13 + "a"))
+    await show(app)
+    assert not passing(latest_run(fake_github, "b07" * 13 + "a"))
+    await app.deliver("pull_request", m.pr("closed", 7, merged=True))
+    assert (await story_row(m))["status"] == "READY_FOR_REVIEW"

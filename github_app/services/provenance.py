@@ -50,7 +50,7 @@ async def record_origin(
     """Record `introducer` as the origin of `blob_sha` unless it is already known; the login of whoever
     introduced it first."""
     key = repository.lower()
-    await insert_if_absent(
+    inserted = await insert_if_absent(
         session,
         ContentOrigin.__table__,  # type: ignore[arg-type]
         {
@@ -65,6 +65,8 @@ async def record_origin(
         },
         conflict=["repository_key", "blob_sha"],
     )
+    if inserted:
+        return introducer
     stmt = select(ContentOrigin.introducer_login).where(
         ContentOrigin.repository_key == key, ContentOrigin.blob_sha == blob_sha
     )

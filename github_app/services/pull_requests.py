@@ -166,8 +166,9 @@ async def handle_pull_request(ctx: HandlerContext, event: sansio.Event) -> None:
     pr = data["pull_request"]
     sender_login = sender.get("login") or ""
     is_bot = sender.get("type") == "Bot" or sender_login.endswith("[bot]")
-    # A merge is a fact whoever performs it (a merge queue, an auto-merge bot); a bot is never an actor.
-    if is_bot and not (action == "closed" and pr.get("merged")):
+    # A merge is a fact whoever performs it (a merge queue, an auto-merge bot), and so is a new head a
+    # bot pushed (QA did not review it); a bot is never an actor: the machine ignores what it does.
+    if is_bot and not (action == "closed" and pr.get("merged")) and action != "synchronize":
         log.info("ignoring a bot's pull request event", extra={"sender": sender_login})
         return
     rc = await load_repo_context(ctx, data)

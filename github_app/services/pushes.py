@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gidgethub import sansio
-from sqlalchemy import select
+from sqlalchemy import select, true
 
 from github_app.bmad.gate_file import DEFAULT_MAX_BYTES, GateFileError, gate_id_from_path, is_gate_path, parse_gate_file
 from github_app.bmad.story_file import (
@@ -308,6 +308,7 @@ async def _gate_problem_on_branch(ctx: HandlerContext, rc: RepoContext, push: Pu
                     PullRequestLink.repository_key == rc.repository.lower(),
                     PullRequestLink.head_ref == push.branch,
                     PullRequestLink.state == "open",
+                    PullRequestLink.gate_problem.is_not(None) if problem is None else true(),
                 )
             )
         )
