@@ -472,9 +472,11 @@ async def test_two_workers_on_one_story_stay_consistent(app: App, market: Market
     await approved_story(app, m)
     await app.deliver("pull_request", m.pr("opened", 60))
     # Merge and gate arrive together and are handled by two workers at once.
-    for _ in range(3):
-        await app.deliver("pull_request", m.pr("closed", 60, merged=True), process=False)
-        await app.deliver("push", m.push("story/1.3-user-auth", {GATE_PATH: gate_file("PASS")}, QA), process=False)
+    merge = m.pr("closed", 60, merged=True)
+    gate = m.push("story/1.3-user-auth", {GATE_PATH: gate_file("PASS")}, QA)  # QA's commit on the merged head
+    for _ in range(3):  # each also redelivered under new delivery ids
+        await app.deliver("pull_request", merge, process=False)
+        await app.deliver("push", gate, process=False)
     workers = [Worker(app.runtime, default_router(), concurrency=4) for _ in range(2)]
     await asyncio.gather(*(w.run_until_idle() for w in workers))
     story = await story_row(m)
