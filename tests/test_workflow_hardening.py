@@ -136,6 +136,17 @@ async def test_squashed_or_cherry_picked_work_of_someone_else_is_not_the_pushers
     assert await releases(m) == 0
 
 
+async def test_a_commit_author_name_is_never_credited(app: App, market: Market) -> None:
+    m = market
+    await submitted(app, m)
+    # The developer writes QA's name into the commit: the push is still the developer's.
+    await app.deliver("push", m.push(BRANCH, {GATE_PATH: gate_file("PASS")}, DEV, authored_by=QA))
+    await app.deliver("pull_request", m.pr("closed", 7, merged=True))
+    story = await story_row(m)
+    assert (story["status"], story["gate"]) == ("READY_FOR_REVIEW", None)
+    assert await releases(m) == 0
+
+
 async def test_a_gate_from_a_fork_pr_counts_as_its_authors(app: App, market: Market, fake_github: FakeGitHub) -> None:
     m = market
     await approved(app, m)
@@ -447,3 +458,22 @@ async def test_commits_a_bot_pushes_after_the_gate_are_not_reviewed(
     assert not passing(latest_run(fake_github, "b07" * 13 + "a"))
     await app.deliver("pull_request", m.pr("closed", 7, merged=True))
     assert (await story_row(m))["status"] == "READY_FOR_REVIEW"
+
+
+async def test_a_merge_into_a_release_branch_the_repository_names_completes(
+    app: App, market: Market, fake_github: FakeGitHub
+) -> None:
+    m = market
+    fake_github.put_file(REPO, "main", ".github/bmad-marketplace.yml", b"release_branches: [release]\n")
+    head = await accepted(app, m)
+    await app.deliver("pull_request", m.pr("closed", 7, merged=True, base="release", head_sha=head))
+    assert (await story_row(m))["status"] == "DONE"
+    assert await releases(m) == 1
+
+
+def test_release_branches_must_be_branch_names() -> None:
+    from github_app.bmad.repo_config import parse_repo_config
+
+    assert parse_repo_config("release_branches: [release, release]\n").release_branches == ("release",)
+    bad = parse_repo_config("release_branches: release\n")
+    assert bad.release_branches == () and "release_branches" in bad.problems[0]

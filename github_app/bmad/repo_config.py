@@ -8,6 +8,7 @@ gate_dir: docs/qa/gates            # overrides qa.qaLocation + "/gates"
 branch_pattern: '(?P<epic>\d+)\.(?P<story>\d+)'   # how a branch name names its story
 accepted_gates: [PASS, WAIVED, CONCERNS]          # PASS is required; FAIL is never accepted
 default_budget: {min: 500, max: 1500, currency: USD}   # budget of the published developer opportunity
+release_branches: [release]        # besides the default branch, merges into these complete a story
 ```
 
 A branch pattern either names its groups `epic` and `story`, has two groups (epic, then story), or has
@@ -36,7 +37,7 @@ DEFAULT_ACCEPTED_GATES: frozenset[GateDecision] = frozenset({GateDecision.PASS, 
 ACCEPTABLE_GATES: frozenset[GateDecision] = frozenset({GateDecision.PASS, GateDecision.WAIVED, GateDecision.CONCERNS})
 MAX_PATTERN_LENGTH = 300
 
-_KNOWN_KEYS = ("story_dir", "gate_dir", "branch_pattern", "accepted_gates", "default_budget")
+_KNOWN_KEYS = ("story_dir", "gate_dir", "branch_pattern", "accepted_gates", "default_budget", "release_branches")
 _BUDGET_KEYS = ("min", "max", "currency")
 
 
@@ -48,6 +49,7 @@ class RepoConfig:
     accepted_gates: frozenset[GateDecision] = DEFAULT_ACCEPTED_GATES
     # The JSON shape stored in Opportunity.budget: {"min": number, "max": number, "currency": str}.
     default_budget: dict[str, Any] | None = field(default=None, hash=False)
+    release_branches: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
 
 
@@ -150,8 +152,18 @@ def parse_repo_config(text: str | bytes | None) -> RepoConfig:
         branch_pattern=branch_pattern,
         accepted_gates=_accepted_gates(data.get("accepted_gates"), problems),
         default_budget=_budget(data.get("default_budget"), problems),
+        release_branches=_release_branches(data.get("release_branches"), problems),
         problems=tuple(problems),
     )
+
+
+def _release_branches(value: object, problems: list[str]) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(item, str) and item.strip() for item in value):
+        problems.append(f"release_branches should be a list of branch names, not {value!r}; only the default branch")
+        return ()
+    return tuple(dict.fromkeys(item.strip() for item in value))
 
 
 def _folder(data: dict[Any, Any], key: str, problems: list[str]) -> str | None:

@@ -23,16 +23,18 @@ UNKNOWN = ""  # nobody the app can name: such content counts as no one's approva
 
 
 def push_introducer(sender_login: str, commits: list[dict[str, Any]], path: str, *, complete: bool) -> str:
-    """Who introduced `path` in a push: the sender, unless a commit touching it was authored by someone
-    else (a merge, squash, rebase or cherry-pick of their work). When the push lists only some of its
-    commits (`complete` False) and none shows the file, nobody can be named."""
+    """Who introduced `path` in a push: the sender, the only identity GitHub authenticates. A commit
+    touching the file authored by someone else (a merge, squash, rebase or cherry-pick of their work)
+    means the sender did not write it; the author named in a commit is never credited either, since
+    anyone can write any name into a commit. When the push lists only some of its commits
+    (`complete` False) and none shows the file, nobody can be named."""
     touching = [c for c in commits if path in (c.get("added") or []) + (c.get("modified") or [])]
     if not touching and not complete:
         return UNKNOWN
     for commit in touching:
         author = (commit.get("author") or {}).get("username")
         if isinstance(author, str) and author and author.lower() != sender_login.lower():
-            return author
+            return UNKNOWN
     return sender_login
 
 

@@ -267,7 +267,8 @@ async def handle_pull_request(ctx: HandlerContext, event: sansio.Event) -> None:
                 actor,
                 {**metadata, "reason": f"PR #{link.pr_number} now merges into {link.base_ref}", "base": link.base_ref},
             )
-        into = None if (pr.get("base") or {}).get("ref", rc.default_branch) == rc.default_branch else pr["base"]["ref"]
+        base = (pr.get("base") or {}).get("ref", rc.default_branch)
+        into = None if base == rc.default_branch or base in rc.config.release_branches else base
         story_event = (
             None if action == "edited" and not newly_linked else _story_event(action, data, ref, story, actor, into)
         )
