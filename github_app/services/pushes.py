@@ -10,6 +10,7 @@ from typing import Any
 
 from gidgethub import sansio
 from sqlalchemy import select, true
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from github_app.bmad.gate_file import DEFAULT_MAX_BYTES, GateFileError, gate_id_from_path, is_gate_path, parse_gate_file
 from github_app.bmad.story_file import (
@@ -443,7 +444,7 @@ async def _gate_file(ctx: HandlerContext, rc: RepoContext, push: Push, fetched: 
     await apply_decision(session, story, decision, reviewer, gate_fields, _scope(rc))
 
 
-async def _review_known(session: Any, story_id: str, path: str, blob_sha: str) -> bool:
+async def _review_known(session: AsyncSession, story_id: str, path: str, blob_sha: str) -> bool:
     stmt = select(GateReview.id).where(
         GateReview.story_id == story_id, GateReview.path == path, GateReview.blob_sha == blob_sha
     )

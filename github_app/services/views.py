@@ -67,9 +67,7 @@ async def build_view(session: AsyncSession, link: PullRequestLink, config_proble
         config_problems=config_problems,
         delivers=delivers,
         delivering_pr=story.dev_pr_number if story else None,
-        # Merged and done: what was reviewed is what the merge brought, judged when it completed.
-        head_reviewed=link.head_sha in reviewed
-        or (delivers and link.merged and story is not None and StoryStatus(story.status) is StoryStatus.DONE),
+        head_reviewed=link.head_sha in reviewed,
         reverted_by=link.reverted_by_pr,
     )
 
