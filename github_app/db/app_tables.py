@@ -147,10 +147,6 @@ class PullRequestLink(Base):
     gate_problem: Mapped[str | None] = mapped_column(Text)
     # The branch the PR merges into: only the default branch completes a story.
     base_ref: Mapped[str | None] = mapped_column(Text)
-    # A PR from a fork: its pushes never reach the app, so its files' origin is read from the PR.
-    from_fork: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
-    # Who pushed the current head (the synchronize delivery's sender).
-    head_pusher: Mapped[str | None] = mapped_column(Text)
     reverts_pr: Mapped[int | None] = mapped_column(Integer)
     reverted_by_pr: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column()

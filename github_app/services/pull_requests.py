@@ -207,7 +207,6 @@ async def handle_pull_request(ctx: HandlerContext, event: sansio.Event) -> None:
                 )
 
     link = await _lock_link(session, rc, pr)
-    link.from_fork = fork
     updated = from_github_time(pr.get("updated_at"))
     stale = link.pr_updated_at is not None and updated is not None and updated < link.pr_updated_at
     previous_base = link.base_ref
@@ -217,8 +216,6 @@ async def handle_pull_request(ctx: HandlerContext, event: sansio.Event) -> None:
         link.base_ref = (pr.get("base") or {}).get("ref") or link.base_ref
         link.draft, link.state = bool(pr.get("draft")), pr.get("state") or link.state
         link.html_url = pr.get("html_url") or link.html_url
-        if action == "synchronize":
-            link.head_pusher = sender_login
     # A merge is final whatever order the deliveries come in.
     if pr.get("merged") and not link.merged:
         link.merged, link.merged_at = True, from_github_time(pr.get("merged_at")) or utcnow()

@@ -32,8 +32,6 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("pull_request_link") as batch:
         batch.add_column(sa.Column("base_ref", sa.Text(), nullable=True))
-        batch.add_column(sa.Column("from_fork", sa.Boolean(), nullable=False, server_default=sa.false()))
-        batch.add_column(sa.Column("head_pusher", sa.Text(), nullable=True))
         batch.add_column(sa.Column("reverts_pr", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("reverted_by_pr", sa.Integer(), nullable=True))
     op.create_index("pull_request_link_head_idx", "pull_request_link", ["repository_key", "head_sha"])
@@ -54,7 +52,5 @@ def downgrade() -> None:
     with op.batch_alter_table("pull_request_link") as batch:
         batch.drop_column("reverted_by_pr")
         batch.drop_column("reverts_pr")
-        batch.drop_column("head_pusher")
-        batch.drop_column("from_fork")
         batch.drop_column("base_ref")
     op.drop_table("content_origin")
