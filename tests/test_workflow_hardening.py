@@ -477,3 +477,17 @@ def test_release_branches_must_be_branch_names() -> None:
     assert parse_repo_config("release_branches: [release, release]\n").release_branches == ("release",)
     bad = parse_repo_config("release_branches: release\n")
     assert bad.release_branches == () and "release_branches" in bad.problems[0]
+
+
+async def test_a_gate_on_the_default_branch_does_not_cover_a_head_pushed_after_it_was_written(
+    app: App, market: Market
+) -> None:
+    m = market
+    await submitted(app, m)
+    gate = m.push("main", {GATE_PATH: gate_file("PASS")}, QA)  # QA writes the gate, reviewing the head
+    m.push(BRANCH, {"src/auth.py": "sneaky"}, DEV)  # the developer pushes just before it arrives
+    await app.deliver("pull_request", m.pr("synchronize", 7))
+    await app.deliver("push", gate)
+    await app.deliver("pull_request", m.pr("closed", 7, merged=True))
+    assert (await story_row(m))["status"] == "READY_FOR_REVIEW"
+    assert await releases(m) == 0

@@ -147,6 +147,9 @@ class PullRequestLink(Base):
     gate_problem: Mapped[str | None] = mapped_column(Text)
     # The branch the PR merges into: only the default branch completes a story.
     base_ref: Mapped[str | None] = mapped_column(Text)
+    # When the head commit last changed (the PR's updated_at then): a gate committed to the default
+    # branch before it cannot have reviewed that head.
+    head_updated_at: Mapped[datetime | None] = mapped_column()
     reverts_pr: Mapped[int | None] = mapped_column(Integer)
     reverted_by_pr: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column()

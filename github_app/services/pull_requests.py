@@ -212,6 +212,8 @@ async def handle_pull_request(ctx: HandlerContext, event: sansio.Event) -> None:
     previous_base = link.base_ref
     if not stale:
         link.pr_updated_at = updated or link.pr_updated_at
+        if link.head_sha != pr["head"]["sha"] or link.head_updated_at is None:
+            link.head_updated_at = updated
         link.head_sha, link.head_ref = pr["head"]["sha"], pr["head"].get("ref") or link.head_ref
         link.base_ref = (pr.get("base") or {}).get("ref") or link.base_ref
         link.draft, link.state = bool(pr.get("draft")), pr.get("state") or link.state

@@ -323,7 +323,7 @@ async def _gate_problem_on_branch(ctx: HandlerContext, rc: RepoContext, push: Pu
         await refresh_pr(ctx.session, link, rc.config_problems)
 
 
-async def _reviewed_heads(ctx: HandlerContext, rc: RepoContext, push: Push, story: Story) -> frozenset[str]:
+async def _reviewed_heads(ctx: HandlerContext, rc: RepoContext, push: Push, story: Story, path: str) -> frozenset[str]:
     """The commits a gate reviews. Pushed to a branch (the PR's, normally): the commit it was pushed as
     and the one it was built on. Pushed to the default branch: the head of the story's PR then."""
     if push.branch != rc.default_branch:
@@ -331,7 +331,13 @@ async def _reviewed_heads(ctx: HandlerContext, rc: RepoContext, push: Push, stor
     if story.dev_pr_number is None:
         return frozenset()
     link = await ctx.session.get(PullRequestLink, (rc.repository.lower(), story.dev_pr_number))
-    return frozenset({link.head_sha}) if link is not None else frozenset()
+    if link is None:
+        return frozenset()
+    committed_at = push.committed_at(path)
+    if link.head_updated_at is not None and committed_at < link.head_updated_at:
+        # The PR's head moved after QA wrote this gate: QA cannot have reviewed it.
+        return frozenset()
+    return frozenset({link.head_sha})
 
 
 async def _gate_file(ctx: HandlerContext, rc: RepoContext, push: Push, fetched: Fetched, meta: dict[str, Any]) -> None:
@@ -385,7 +391,7 @@ async def _gate_file(ctx: HandlerContext, rc: RepoContext, push: Push, fetched: 
     now = utcnow()
     expired = doc.is_expired(datetime.now(UTC))
     accepted, why = sm.accepted_gate(doc.gate, doc.waiver_active, expired, rc.config.accepted_gates)
-    reviewed = await _reviewed_heads(ctx, rc, push, story)
+    reviewed = await _reviewed_heads(ctx, rc, push, story, path)
     expires_at = doc.expires.astimezone(UTC).replace(tzinfo=None) if doc.expires is not None else None
     event = sm.GateRecorded(doc.gate, accepted, reviewed, expires_at)
     decision = sm.decide(await snapshot(session, story), event, reviewer)

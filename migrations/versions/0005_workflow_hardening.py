@@ -32,6 +32,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("pull_request_link") as batch:
         batch.add_column(sa.Column("base_ref", sa.Text(), nullable=True))
+        batch.add_column(sa.Column("head_updated_at", sa.DateTime(), nullable=True))
         batch.add_column(sa.Column("reverts_pr", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("reverted_by_pr", sa.Integer(), nullable=True))
     op.create_index("pull_request_link_head_idx", "pull_request_link", ["repository_key", "head_sha"])
@@ -52,5 +53,6 @@ def downgrade() -> None:
     with op.batch_alter_table("pull_request_link") as batch:
         batch.drop_column("reverted_by_pr")
         batch.drop_column("reverts_pr")
+        batch.drop_column("head_updated_at")
         batch.drop_column("base_ref")
     op.drop_table("content_origin")
