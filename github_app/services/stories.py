@@ -167,9 +167,10 @@ async def store_decision(
     state.gate_expires_at = after.gate_expires_at
     heads = sorted(after.reviewed_heads)
     if set(heads) != {h for h in (state.reviewed_head, state.reviewed_base) if h}:
-        # Two columns: the newest covered head first where the machine extended a review.
+        # Two columns: a head the machine added first, then the latest ones already covered (a review
+        # extended by QA's own commit keeps the head it was built on, which is still a reviewed state).
         newest = [h for h in heads if h not in (state.reviewed_head, state.reviewed_base)]
-        kept = [h for h in heads if h not in newest]
+        kept = [h for h in (state.reviewed_head, state.reviewed_base) if h and h in after.reviewed_heads]
         ordered = (newest + kept)[:2]
         state.reviewed_head = ordered[0] if ordered else None
         state.reviewed_base = ordered[1] if len(ordered) > 1 else None
