@@ -179,10 +179,12 @@ async def handle_pull_request(ctx: HandlerContext, event: sansio.Event) -> None:
 
     # GitHub first, before any row lock: the PR's files, when linking needs them or the PR comes from a
     # fork (its pushes never reach the app, so its story and gate file versions are recorded here).
-    known = await session.get(PullRequestLink, (rc.repository.lower(), pr["number"]))
     reverts = reverted_pr(pr.get("title") or "", pr.get("body") or "", pr["head"].get("ref") or "", rc.repository)
     text_link = link_pull_request(changed_files=[], **_link_args(rc, pr))
-    needs_files = (known is None or known.story_id is None) and isinstance(text_link, Unlinked) and reverts is None
+    needs_files = isinstance(text_link, Unlinked) and reverts is None
+    if needs_files:  # only a PR not linked yet is linked by its files
+        known = await session.get(PullRequestLink, (rc.repository.lower(), pr["number"]))
+        needs_files = known is None or known.story_id is None
     fork = _is_fork(data)
     files: list[dict[str, Any]] | None = None
     if needs_files or (fork and action in _NEW_CONTENT):

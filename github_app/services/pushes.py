@@ -423,7 +423,8 @@ async def _gate_file(ctx: HandlerContext, rc: RepoContext, push: Push, fetched: 
         return  # this version of the gate file is already recorded: a review counts once
     story.qa_review_count += 1
     state.gate_problem = None
-    await _gate_problem_on_branch(ctx, rc, push, None)
+    if push.branch != rc.default_branch:
+        await _gate_problem_on_branch(ctx, rc, push, None)
     if state.gate_committed_at is not None and committed_at < state.gate_committed_at:
         # Recorded as a review, but the gate in force (and the columns showing it) stay as they are.
         audit(
