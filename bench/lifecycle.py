@@ -58,7 +58,7 @@ from tests.github_fixtures import GITHUB_APP_ID, INSTALLATION_ID, REPO, generate
 from tests.workflow import DEV, PM, QA, Market, gate_file, seed_market, story_file  # noqa: E402
 
 ADMIN_DSN = os.environ.get("BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
-DATABASE = "bmad_lifecycle"
+DATABASE = os.environ.get("BENCH_DATABASE", "bmad_lifecycle")
 SECRET = "bench-webhook-secret-0123456789"
 SEND_CONCURRENCY = 32
 
@@ -224,7 +224,11 @@ async def run(stories: int) -> dict[str, Any]:
             outbox_drained = time.perf_counter() - started
     finally:
         server.send_signal(signal.SIGTERM)
-        await asyncio.to_thread(server.wait, 30)  # the fake GitHub in this process keeps answering
+        try:
+            await asyncio.to_thread(server.wait, 30)  # the fake GitHub in this process keeps answering
+        except subprocess.TimeoutExpired:  # the figures are in the database already
+            server.kill()
+            server.wait()
         log.close()
     done = await db.fetchval("""SELECT count(*) FROM "Story" WHERE status = 'DONE'""")
     releases = await db.fetchval("SELECT count(*) FROM escrow_release_request")

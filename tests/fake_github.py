@@ -166,6 +166,7 @@ class FakeGitHub:
         app.router.add_get(repo + "/commits/{ref}/check-runs", self._list_check_runs)
         app.router.add_post(repo + "/check-runs", self._create_check_run)
         app.router.add_patch(repo + "/check-runs/{id:\\d+}", self._update_check_run)
+        app.router.add_get(repo + "/check-runs/{id:\\d+}", self._get_check_run)
         app.router.add_get(repo + "/issues/{number:\\d+}/comments", self._list_comments)
         app.router.add_post(repo + "/issues/{number:\\d+}/comments", self._create_comment)
         app.router.add_patch(repo + "/issues/comments/{id:\\d+}", self._update_comment)
@@ -647,11 +648,20 @@ class FakeGitHub:
             {"total_count": len(runs), "check_runs": runs[(page - 1) * per_page : page * per_page]}
         )
 
+    async def _get_check_run(self, request: web.Request) -> web.Response:
+        run = self.check_runs.get(int(request.match_info["id"]))
+        if run is None or run["repository"].lower() != self._repo_of(request).full_name.lower():
+            return error(404, "Not Found")
+        return web.json_response(run)
+
     async def _update_check_run(self, request: web.Request) -> web.Response:
         run = self.check_runs.get(int(request.match_info["id"]))
         if run is None or run["repository"].lower() != self._repo_of(request).full_name.lower():
             return error(404, "Not Found")
         body = _json_object(request)
+        if run["status"] == "completed" and body.get("status") in ("queued", "in_progress"):
+            # GitHub keeps a completed run completed: a new state needs a new run.
+            return error(422, "A completed check run cannot be set back to in progress")
         problem = self._check_output(body)
         if problem is not None:
             return problem

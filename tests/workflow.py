@@ -35,6 +35,7 @@ class Market:
     project_id: str = ""
     _sha: itertools.count = field(default_factory=lambda: itertools.count(1))
     _clock: datetime = field(default_factory=lambda: datetime(2026, 11, 1, 12, 0, tzinfo=UTC))
+    heads: dict[str, str] = field(default_factory=dict)  # branch -> its latest commit, as pushed or shown
 
     def sha(self) -> str:
         return hashlib.sha1(f"commit-{next(self._sha)}".encode()).hexdigest()
@@ -87,9 +88,13 @@ class Market:
         before: str | None = None,
         commits: int = 1,
         sender_id: int | None = None,
+        authored_by: str | None = None,
     ) -> dict[str, Any]:
-        """A push whose last commit adds/changes (content) or removes (None) `files`."""
+        """A push whose last commit adds/changes (content) or removes (None) `files`; that commit's
+        author is `authored_by` (default: the sender, who then wrote what they pushed)."""
         after = self.sha()
+        before = before or self.heads.get(branch) or self.sha()
+        self.heads[branch] = after
         for path, content in files.items():
             if content is not None:
                 self.fake.put_file(REPO, after, path, content.encode() if isinstance(content, str) else content)
@@ -117,13 +122,14 @@ class Market:
                 "removed": removed,
                 "message": "bmad",
                 "distinct": True,
+                "author": {"name": authored_by or sender, "username": authored_by or sender},
             }
         )
         data = payload("push", "payload.json")
         data.update(
             {
                 "ref": f"refs/heads/{branch}",
-                "before": before or self.sha(),
+                "before": before,
                 "after": after,
                 "created": False,
                 "deleted": False,
@@ -158,7 +164,14 @@ class Market:
         updated_at: str | None = None,
         author_id: int | None = None,
         sender_id: int | None = None,
+        base: str = "main",
+        fork: bool = False,
+        before: str | None = None,
     ) -> dict[str, Any]:
+        """A PR delivery; its head is the branch's latest pushed commit unless `head_sha` says otherwise."""
+        head_sha = head_sha or self.heads.get(branch) or f"{number:04d}" + "a" * 36
+        if not fork:
+            self.heads[branch] = head_sha
         data = payload("pull_request", "opened.payload.json")
         pr = data["pull_request"]
         closed = action == "closed"
@@ -176,12 +189,15 @@ class Market:
                 "user": {**pr["user"], "login": author, "type": "User", "id": author_id or account_id(author)},
             }
         )
-        pr["head"].update({"ref": branch, "sha": head_sha or f"{number:04d}" + "a" * 36})
+        head_repo = f"{author}/{REPO.split('/')[1]}" if fork else REPO
+        pr["head"].update({"ref": branch, "sha": head_sha, "repo": {**pr["head"]["repo"], "full_name": head_repo}})
+        pr["base"].update({"ref": base, "repo": {**pr["base"]["repo"], "full_name": REPO}})
         data.update(
             {
                 "action": action,
                 "number": number,
                 "installation": {"id": INSTALLATION_ID},
+                **({"before": before} if before else {}),
                 "sender": {
                     "login": sender or author,
                     "type": "Bot" if (sender or "").endswith("[bot]") else "User",

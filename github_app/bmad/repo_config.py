@@ -9,6 +9,7 @@ branch_pattern: '(?P<epic>\d+)\.(?P<story>\d+)'   # how a branch name names its 
 accepted_gates: [PASS, WAIVED, CONCERNS]          # PASS is required; FAIL is never accepted
 default_budget: {min: 500, max: 1500, currency: USD}   # budget of the published developer opportunity
 status_aliases: {"QA Approved": Done, "Pronto": Approved}  # story statuses in this repo's own words
+release_branches: [release]        # besides the default branch, merges into these complete a story
 ```
 
 A branch pattern either names its groups `epic` and `story`, has two groups (epic, then story), or has
@@ -48,7 +49,15 @@ MAX_PATTERN_LENGTH = 300
 MAX_BRANCH_CHARS = 1024
 MAX_REPORTED = 5  # unknown keys or bad values listed one by one; the rest are counted
 
-_KNOWN_KEYS = ("story_dir", "gate_dir", "branch_pattern", "accepted_gates", "default_budget", "status_aliases")
+_KNOWN_KEYS = (
+    "story_dir",
+    "gate_dir",
+    "branch_pattern",
+    "accepted_gates",
+    "default_budget",
+    "status_aliases",
+    "release_branches",
+)
 _BUDGET_KEYS = ("min", "max", "currency")
 
 
@@ -62,6 +71,7 @@ class RepoConfig:
     default_budget: dict[str, Any] | None = field(default=None, hash=False)
     # Normalized written status -> template status; see github_app.bmad.statuses.
     status_aliases: dict[str, StoryFileStatus] = field(default_factory=dict, hash=False)
+    release_branches: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
 
 
@@ -209,8 +219,18 @@ def parse_repo_config(text: str | bytes | None) -> RepoConfig:
         accepted_gates=_accepted_gates(data.get("accepted_gates"), problems),
         default_budget=_budget(data.get("default_budget"), problems),
         status_aliases=parse_status_aliases(data.get("status_aliases"), problems),
+        release_branches=_release_branches(data.get("release_branches"), problems),
         problems=tuple(problems),
     )
+
+
+def _release_branches(value: object, problems: list[str]) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(item, str) and item.strip() for item in value):
+        problems.append(f"release_branches should be a list of branch names, not {value!r}; only the default branch")
+        return ()
+    return tuple(dict.fromkeys(item.strip() for item in value))
 
 
 def _folder(data: dict[Any, Any], key: str, problems: list[str]) -> str | None:

@@ -143,6 +143,7 @@ class PullRequestLink(Base):
         PrimaryKeyConstraint("repository_key", "pr_number", name="pull_request_link_pkey"),
         ForeignKeyConstraint(["story_id"], ["Story.id"], name="pull_request_link_story_id_fkey", ondelete="SET NULL"),
         Index("pull_request_link_story_idx", "story_id"),
+        Index("pull_request_link_head_idx", "repository_key", "head_sha"),
     )
 
     repository_key: Mapped[str] = mapped_column(Text)
@@ -165,6 +166,13 @@ class PullRequestLink(Base):
     refusal: Mapped[str | None] = mapped_column(Text)
     # A gate file pushed to this PR's branch that names no story we could find.
     gate_problem: Mapped[str | None] = mapped_column(Text)
+    # The branch the PR merges into: only the default branch completes a story.
+    base_ref: Mapped[str | None] = mapped_column(Text)
+    # When the head commit last changed (the PR's updated_at then): a gate committed to the default
+    # branch before it cannot have reviewed that head.
+    head_updated_at: Mapped[datetime | None] = mapped_column()
+    reverts_pr: Mapped[int | None] = mapped_column(Integer)
+    reverted_by_pr: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column()
 
 
@@ -185,6 +193,12 @@ class StoryState(Base):
     gate_problem: Mapped[str | None] = mapped_column(Text)
     # The commit time of the gate in force: an older gate delivered late does not replace it.
     gate_committed_at: Mapped[datetime | None] = mapped_column()
+    # The heads the gate in force reviewed: the commit it was pushed as and the one it was built on
+    # (a gate pushed to the default branch reviews the PR's head at that moment).
+    reviewed_head: Mapped[str | None] = mapped_column(Text)
+    reviewed_base: Mapped[str | None] = mapped_column(Text)
+    merged_head: Mapped[str | None] = mapped_column(Text)
+    gate_expires_at: Mapped[datetime | None] = mapped_column()
     blocked_from: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -211,6 +225,25 @@ class GateReview(Base):
     reviewer_login: Mapped[str] = mapped_column(Text)
     committed_at: Mapped[datetime] = mapped_column()
     recorded_at: Mapped[datetime] = mapped_column()
+
+
+class ContentOrigin(Base):
+    """Who first introduced a version (blob) of a story or gate file in a repository. A file counts as
+    someone's approval or review only when that person introduced its exact content: whoever merges,
+    squashes, rebases or cherry-picks it later only carries it."""
+
+    __tablename__ = "content_origin"
+    __table_args__ = (PrimaryKeyConstraint("repository_key", "blob_sha", name="content_origin_pkey"),)
+
+    repository_key: Mapped[str] = mapped_column(Text)
+    blob_sha: Mapped[str] = mapped_column(Text)
+    path: Mapped[str] = mapped_column(Text)
+    introducer_login: Mapped[str] = mapped_column(Text)
+    introducer_id: Mapped[int | None] = mapped_column(BigInteger)  # their GitHub account id
+    commit_sha: Mapped[str] = mapped_column(Text)
+    ref: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(Text)  # push | pull_request
+    seen_at: Mapped[datetime] = mapped_column()
 
 
 class EscrowReleaseRequest(Base):

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Final, Protocol
 from urllib.parse import quote, urlencode
 
+from gidgethub import BadRequest
 from gidgethub.abc import GitHubAPI
 
 from github_app.outbox.enqueue import KIND_CHECK_RUN, KIND_PR_COMMENT
@@ -51,6 +52,10 @@ class RemoteKind(Protocol):
 
     def update_path(self, repository: str, remote_id: int) -> str: ...
 
+    async def updatable(self, gh: GitHubAPI, repository: str, remote_id: int, body: dict[str, Any]) -> bool:
+        """Whether the object made earlier may take `body`, or a new one must be created instead."""
+        ...
+
     async def find(
         self,
         gh: GitHubAPI,
@@ -86,6 +91,19 @@ class CheckRunKind:
     def update_path(self, repository: str, remote_id: int) -> str:
         return f"/repos/{repository}/check-runs/{remote_id}"
 
+    async def updatable(self, gh: GitHubAPI, repository: str, remote_id: int, body: dict[str, Any]) -> bool:
+        # GitHub refuses to move a completed run back to in progress: a head that needs review again
+        # gets a new run, and the completed one stays as the record of what was decided.
+        if not _reopens(body):
+            return True
+        try:
+            run = await gh.getitem(f"/repos/{repository}/check-runs/{remote_id}")
+        except BadRequest as exc:
+            if exc.status_code == 404:
+                return False
+            raise
+        return run.get("status") != "completed"
+
     async def find(
         self,
         gh: GitHubAPI,
@@ -108,6 +126,8 @@ class CheckRunKind:
             runs = found.get("check_runs") or []
             for run in runs:
                 if run.get("name") != name or (run.get("app") or {}).get("id") != app_id:
+                    continue
+                if _reopens(body) and run.get("status") == "completed":
                     continue
                 if run.get("external_id") == target:
                     ours.append(int(run["id"]))
@@ -147,6 +167,9 @@ class PrCommentKind:
     def update_path(self, repository: str, remote_id: int) -> str:
         return f"/repos/{repository}/issues/comments/{remote_id}"
 
+    async def updatable(self, gh: GitHubAPI, repository: str, remote_id: int, body: dict[str, Any]) -> bool:
+        return True  # a comment is edited in place, always
+
     async def find(
         self,
         gh: GitHubAPI,
@@ -173,6 +196,10 @@ class PrCommentKind:
 
 
 REMOTE_KINDS: dict[str, RemoteKind] = {kind.name: kind for kind in (CheckRunKind(), PrCommentKind())}
+
+
+def _reopens(body: dict[str, Any]) -> bool:
+    return body.get("status") not in (None, "completed")
 
 
 def check_run_request(desired: dict[str, Any]) -> dict[str, Any]:

@@ -253,8 +253,10 @@ class OutboxSender:
             raise ValueError(f"unknown outbox kind {row.kind!r}")
         repo = row.repository
         body = kind.request(row.target, desired)
-        if row.remote_id is not None and await self._patch(
-            gh, row, kind.update_path(repo, row.remote_id), kind.changes(body)
+        if (
+            row.remote_id is not None
+            and await kind.updatable(gh, repo, row.remote_id, body)
+            and await self._patch(gh, row, kind.update_path(repo, row.remote_id), kind.changes(body))
         ):
             return _Sent(row.remote_id, "updated")
         if kind.content_creating:

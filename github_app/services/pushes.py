@@ -3,17 +3,18 @@ branch record reviews and move stories."""
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import aiohttp
 from gidgethub import GitHubException, sansio
-from sqlalchemy import select
+from sqlalchemy import select, true
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from github_app.bmad.gate_file import DEFAULT_MAX_BYTES, GateFileError, gate_id_from_path, is_gate_path, parse_gate_file
 from github_app.bmad.story_file import (
@@ -35,14 +36,15 @@ from github_app.domain import story_machine as sm
 from github_app.handling import HandlerContext
 from github_app.outbox.enqueue import KIND_CHECK_RUN, set_desired
 from github_app.presentation import story_files_check_payload
+from github_app.services.decisions import StoryScope, apply_decision
 from github_app.services.people import actor_for
-from github_app.services.repo import FileTooLarge, RepoContext, load_repo_context
+from github_app.services.provenance import carried_note, push_introducer, record_origin
+from github_app.services.repo import FileTooLarge, RemoteFile, RepoContext, load_repo_context
 from github_app.services.stories import (
-    apply_decision,
     audit,
+    ensure_developer,
     find_story,
     lock_story,
-    publish_to_marketplace,
     snapshot,
     story_state,
 )
@@ -91,6 +93,14 @@ class Push:
                 return commit
         return None
 
+    @property
+    def complete(self) -> bool:
+        """Whether the payload lists every commit of the push (GitHub lists at most 20)."""
+        return len(self.commits) < PUSH_COMMITS_CAP or self.before == ZERO_SHA
+
+    def introducer(self, path: str) -> str:
+        return push_introducer(self.sender_login, self.commits, path, complete=self.complete)
+
     def committed_at(self, path: str) -> datetime:
         commit = self.last_commit_touching(path) or self.data.get("head_commit") or {}
         return from_github_time(commit.get("timestamp")) or utcnow()
@@ -112,6 +122,27 @@ async def changed_files(rc: RepoContext, push: Push) -> dict[str, str]:
     return changes
 
 
+@dataclass
+class Fetched:
+    """A story or gate file as the pushed commit has it, read before any row lock is taken."""
+
+    path: str
+    status: str
+    remote: RemoteFile | None = None
+    error: str | None = None
+    origin: str = ""  # the login of whoever introduced this version
+    origin_id: int | None = None  # and their GitHub account id
+
+
+async def _read(rc: RepoContext, push: Push, path: str, status: str, max_bytes: int) -> Fetched:
+    if status == "removed":
+        return Fetched(path, status)
+    try:
+        return Fetched(path, status, await rc.fetch(path, push.after, max_bytes=max_bytes))
+    except FileTooLarge as exc:
+        return Fetched(path, status, error=str(exc))
+
+
 async def handle_push(ctx: HandlerContext, event: sansio.Event) -> None:
     push = Push(event.data)
     if push.sender_type == "Bot" or push.branch is None or push.after == ZERO_SHA:
@@ -127,17 +158,33 @@ async def handle_push(ctx: HandlerContext, event: sansio.Event) -> None:
         "commit_sha": push.after,
         "ref": push.ref,
     }
+    on_default = push.branch == rc.default_branch
+    # Every GitHub read first, then the rows. Story files are read on every branch: who introduced a
+    # version decides whether its Approved status is an approval once it reaches the default branch.
+    # Removals first: a renamed story file frees its story before the new name claims it.
+    stories = [
+        await _read(rc, push, path, status, STORY_FILE_MAX_BYTES)
+        for path, status in sorted(changes.items(), key=lambda item: (item[1] != "removed", item[0]))
+        if is_story_path(path, rc.paths.story_dir) and (on_default or status != "removed")
+    ]
+    gates = [
+        await _read(rc, push, path, status, DEFAULT_MAX_BYTES)
+        for path, status in sorted(changes.items())
+        if status != "removed" and is_gate_path(path, rc.paths.gate_dir)
+    ]
     report = StoryFileReport()
-    if push.branch == rc.default_branch:
-        # Removals first: a renamed story file frees its story before the new name claims it.
-        for path, status in sorted(changes.items(), key=lambda item: (item[1] != "removed", item[0])):
-            if is_story_path(path, rc.paths.story_dir):
-                story_work = functools.partial(_story_file, ctx, rc, push, path, status, meta, report)
-                await _isolated(ctx, rc, path, meta, report, story_work)
-    for path, status in sorted(changes.items()):
-        if status != "removed" and is_gate_path(path, rc.paths.gate_dir):
-            gate_work = functools.partial(_gate_file, ctx, rc, push, path, meta)
-            await _isolated(ctx, rc, path, meta, report, gate_work)
+    # Each file is applied on its own, in a savepoint: one that cannot be stored is refused alone. Story
+    # files go before gate files: a gate may name a story the same push creates.
+    applied: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+    for fetched in stories:
+        if await _isolated(ctx, rc, fetched.path, meta, report, partial(_note_origin, ctx, rc, push, fetched)):
+            if on_default:
+                applied.append((fetched.path, partial(_story_file, ctx, rc, push, fetched, meta, report)))
+    for fetched in gates:
+        if await _isolated(ctx, rc, fetched.path, meta, report, partial(_note_origin, ctx, rc, push, fetched)):
+            applied.append((fetched.path, partial(_gate_file, ctx, rc, push, fetched, meta)))
+    for path, apply in applied:
+        await _isolated(ctx, rc, path, meta, report, apply)
     if report.refused or report.warnings:
         await set_desired(
             ctx.session,
@@ -147,6 +194,25 @@ async def handle_push(ctx: HandlerContext, event: sansio.Event) -> None:
             target=f"{push.after}:story-files",  # beside any PR check run on this commit
             payload=story_files_check_payload(push.after, report.refused, report.warnings),
         )
+
+
+async def _note_origin(ctx: HandlerContext, rc: RepoContext, push: Push, fetched: Fetched) -> None:
+    """Who introduced this version of the file, recorded the first time the app sees it."""
+    if fetched.remote is None or not fetched.remote.blob_sha:
+        return
+    introducer = push.introducer(fetched.path)
+    origin = await record_origin(
+        ctx.session,
+        repository=rc.repository,
+        blob_sha=fetched.remote.blob_sha,
+        path=fetched.path,
+        introducer=introducer,
+        introducer_id=push.sender_id if introducer else None,
+        commit_sha=push.after,
+        ref=push.ref,
+        source="push",
+    )
+    fetched.origin, fetched.origin_id = origin.login, origin.account_id
 
 
 def _worth_retrying(exc: Exception) -> bool:
@@ -169,13 +235,15 @@ async def _isolated(
     meta: dict[str, Any],
     report: StoryFileReport,
     work: Callable[[], Awaitable[None]],
-) -> None:
-    """Apply one changed file inside its own savepoint. A file that fails for a reason of its own is
-    refused alone (logged, audited on its story when one exists, listed on the commit's story-files
-    check run) and the rest of the push is applied; a failure worth retrying fails the whole delivery."""
+) -> bool:
+    """Apply one changed file inside its own savepoint; False when it was refused. A file that fails for
+    a reason of its own is refused alone (logged, audited on its story when one exists, listed on the
+    commit's story-files check run) and the rest of the push is applied; a failure worth retrying fails
+    the whole delivery."""
     try:
         async with ctx.session.begin_nested():
             await work()
+        return True
     except Exception as exc:
         if _worth_retrying(exc):
             raise
@@ -188,6 +256,7 @@ async def _isolated(
         )
         report.refused.append(reason)
         await _audit_refusal(ctx, rc, path, meta, reason)
+        return False
 
 
 async def _audit_refusal(ctx: HandlerContext, rc: RepoContext, path: str, meta: dict[str, Any], reason: str) -> None:
@@ -217,18 +286,22 @@ class StoryFileReport:
     warnings: list[str] = field(default_factory=list)
 
 
+def _scope(rc: RepoContext) -> StoryScope:
+    return StoryScope(rc.project, rc.config.default_budget, rc.config_problems)
+
+
 async def _story_file(
     ctx: HandlerContext,
     rc: RepoContext,
     push: Push,
-    path: str,
-    status: str,
+    fetched: Fetched,
     meta: dict[str, Any],
     report: StoryFileReport,
 ) -> None:
     session = ctx.session
+    path = fetched.path
     fields = {**meta, "path": path}
-    if status == "removed":
+    if fetched.status == "removed":
         try:
             ident = story_id_from_path(path)
         except BmadFileError:
@@ -242,11 +315,12 @@ async def _story_file(
             story.story_file = None
         return
     try:
-        remote = await rc.fetch(path, push.after, max_bytes=STORY_FILE_MAX_BYTES)
-        if remote is None:
+        if fetched.error is not None:
+            raise BmadFileError(fetched.error)
+        if fetched.remote is None:
             return
         doc = parse_story_file(
-            path, remote.content.decode("utf-8", errors="replace"), status_aliases=rc.config.status_aliases
+            path, fetched.remote.content.decode("utf-8", errors="replace"), status_aliases=rc.config.status_aliases
         )
     except NotAStory as exc:
         log.info("not a story file", extra={"repository": rc.repository, "path": path, "kind": exc.kind})
@@ -322,11 +396,12 @@ async def _story_file(
                 {**fields, "reason": f"story file {path} changed", "fields": sorted(changed)},
             )
     if doc.status is StoryFileStatus.APPROVED and story.status == StoryStatus.DRAFT:
-        decision = sm.decide(await snapshot(session, story), sm.StoryFileApproved(), actor)
-        await apply_decision(session, story, decision, actor, fields)
-        if isinstance(decision, sm.Transition):
-            budget = rc.config.default_budget
-            await publish_to_marketplace(session, story, rc.project, budget, fields)
+        # The approval is whoever wrote this version of the file, not whoever pushed or merged it.
+        approver = await actor_for(session, rc.project, fetched.origin, push.sender_type, fetched.origin_id)
+        decision = sm.decide(await snapshot(session, story), sm.StoryFileApproved(), approver)
+        if isinstance(decision, sm.Refused):
+            decision = sm.Refused(decision.reason + carried_note(fetched.origin, push.sender_login))
+        await apply_decision(session, story, decision, approver, fields, _scope(rc))
 
 
 def _is_other_source(source: str | None, path: str, story_dir: str) -> bool:
@@ -341,8 +416,9 @@ def _is_other_source(source: str | None, path: str, story_dir: str) -> bool:
     )
 
 
-async def _gate_problem_on_branch(ctx: HandlerContext, rc: RepoContext, push: Push, problem: str) -> None:
-    """A gate file that names no usable story is reported on the PRs of the branch it was pushed to."""
+async def _gate_problem_on_branch(ctx: HandlerContext, rc: RepoContext, push: Push, problem: str | None) -> None:
+    """A gate file that names no usable story is reported on the PRs of the branch it was pushed to;
+    a valid gate clears that report."""
     links = (
         (
             await ctx.session.execute(
@@ -350,6 +426,7 @@ async def _gate_problem_on_branch(ctx: HandlerContext, rc: RepoContext, push: Pu
                     PullRequestLink.repository_key == rc.repository.lower(),
                     PullRequestLink.head_ref == push.branch,
                     PullRequestLink.state == "open",
+                    PullRequestLink.gate_problem.is_not(None) if problem is None else true(),
                 )
             )
         )
@@ -357,20 +434,42 @@ async def _gate_problem_on_branch(ctx: HandlerContext, rc: RepoContext, push: Pu
         .all()
     )
     for link in links:
+        if link.gate_problem == problem:
+            continue
         link.gate_problem = problem
         await refresh_pr(ctx.session, link, rc.config_problems)
 
 
-async def _gate_file(ctx: HandlerContext, rc: RepoContext, push: Push, path: str, meta: dict[str, Any]) -> None:
+async def _reviewed_heads(ctx: HandlerContext, rc: RepoContext, push: Push, story: Story, path: str) -> frozenset[str]:
+    """The commits a gate reviews. Pushed to a branch (the PR's, normally): the commit it was pushed as
+    and the one it was built on. Pushed to the default branch: the head of the story's PR then."""
+    if push.branch != rc.default_branch:
+        return frozenset(sha for sha in (push.after, push.before) if sha != ZERO_SHA)
+    if story.dev_pr_number is None:
+        return frozenset()
+    link = await ctx.session.get(PullRequestLink, (rc.repository.lower(), story.dev_pr_number))
+    if link is None:
+        return frozenset()
+    committed_at = push.committed_at(path)
+    if link.head_updated_at is not None and committed_at < link.head_updated_at:
+        # The PR's head moved after QA wrote this gate: QA cannot have reviewed it.
+        return frozenset()
+    return frozenset({link.head_sha})
+
+
+async def _gate_file(ctx: HandlerContext, rc: RepoContext, push: Push, fetched: Fetched, meta: dict[str, Any]) -> None:
     session = ctx.session
+    path = fetched.path
     commit = push.last_commit_touching(path) or {}
     fields = {**meta, "path": path, "commit_sha": commit.get("id") or push.after}
     try:
-        remote = await rc.fetch(path, push.after, max_bytes=DEFAULT_MAX_BYTES)
-        if remote is None:
+        if fetched.error is not None:
+            raise GateFileError(fetched.error)
+        if fetched.remote is None:
             return
+        remote = fetched.remote
         doc = parse_gate_file(path, remote.content)
-    except (GateFileError, FileTooLarge) as exc:
+    except GateFileError as exc:
         problem = f"{path}: {exc}"
         log.warning("gate file refused", extra={"repository": rc.repository, "path": path, "error": str(exc)})
         try:
@@ -382,6 +481,8 @@ async def _gate_file(ctx: HandlerContext, rc: RepoContext, push: Push, path: str
             await _gate_problem_on_branch(ctx, rc, push, problem)
             return
         story = await lock_story(session, story.id)
+        if story.status == StoryStatus.DONE:
+            return  # nothing changes a done story's review
         (await story_state(session, story.id)).gate_problem = problem
         audit(session, story, "gate_invalid", None, {**fields, "reason": problem})
         await refresh_story_prs(session, story.id, rc.config_problems)
@@ -393,17 +494,29 @@ async def _gate_file(ctx: HandlerContext, rc: RepoContext, push: Push, path: str
         )
         return
     story = await lock_story(session, found.id)
+    if story.status == StoryStatus.DONE:
+        # DONE is final: no gate, whoever pushes it, changes the review it was completed with.
+        if not await _review_known(session, story.id, path, remote.blob_sha):
+            reason = f"gate {doc.gate} in {path} arrived after {_label(story)} was DONE; the story's review stays"
+            audit(session, story, "gate_ignored", None, {**fields, "reason": reason})
+        return
+    # The story's developer is known from the first event on (an accepted bid), so that they can never
+    # review their own story, even holding the QA role.
+    await ensure_developer(session, story, fields)
     state = await story_state(session, story.id)
-    actor = await actor_for(session, rc.project, push.sender_login, push.sender_type, push.sender_id)
+    reviewer = await actor_for(session, rc.project, fetched.origin, push.sender_type, fetched.origin_id)
     now = utcnow()
     expired = doc.is_expired(datetime.now(UTC))
     accepted, why = sm.accepted_gate(doc.gate, doc.waiver_active, expired, rc.config.accepted_gates)
-    decision = sm.decide(await snapshot(session, story), sm.GateRecorded(doc.gate, accepted), actor)
+    reviewed = await _reviewed_heads(ctx, rc, push, story, path)
+    expires_at = doc.expires.astimezone(UTC).replace(tzinfo=None) if doc.expires is not None else None
+    event = sm.GateRecorded(doc.gate, accepted, reviewed, expires_at)
+    decision = sm.decide(await snapshot(session, story), event, reviewer)
     if isinstance(decision, sm.Refused):
         # An unauthorized gate changes no story field: only the refusal is on record and on the PR.
-        await apply_decision(session, story, decision, actor, fields)
+        decision = sm.Refused(decision.reason + carried_note(fetched.origin, push.sender_login))
         state.gate_problem = f"{path}: {decision.reason}"
-        await refresh_story_prs(session, story.id, rc.config_problems)
+        await apply_decision(session, story, decision, reviewer, fields, _scope(rc))
         return
     committed_at = push.committed_at(path)
     new_review = await insert_if_absent(
@@ -417,7 +530,7 @@ async def _gate_file(ctx: HandlerContext, rc: RepoContext, push: Push, path: str
             "decision": doc.gate.value,
             "accepted": accepted,
             "reason": why,
-            "reviewer_login": push.sender_login,
+            "reviewer_login": reviewer.github_login,
             "committed_at": committed_at,
             "recorded_at": now,
         },
@@ -426,18 +539,21 @@ async def _gate_file(ctx: HandlerContext, rc: RepoContext, push: Push, path: str
     if not new_review:
         return  # this version of the gate file is already recorded: a review counts once
     story.qa_review_count += 1
-    story.qa_gate_path, story.qa_gate_status, story.qa_reviewed_at = path, doc.gate.value, now
     state.gate_problem = None
+    if push.branch != rc.default_branch:
+        await _gate_problem_on_branch(ctx, rc, push, None)
     if state.gate_committed_at is not None and committed_at < state.gate_committed_at:
+        # Recorded as a review, but the gate in force (and the columns showing it) stay as they are.
         audit(
             session,
             story,
             "gate_superseded",
-            actor,
+            reviewer,
             {**fields, "reason": f"gate {doc.gate} was committed before the gate in force; recorded only"},
         )
         await refresh_story_prs(session, story.id, rc.config_problems)
         return
+    story.qa_gate_path, story.qa_gate_status, story.qa_reviewed_at = path, doc.gate.value, now
     state.gate_committed_at = committed_at
     notes = [why]
     if doc.waiver_active and doc.waiver_reason:
@@ -445,5 +561,19 @@ async def _gate_file(ctx: HandlerContext, rc: RepoContext, push: Push, path: str
     if doc.expires is not None:
         notes.append(f"{'expired' if expired else 'expires'} {doc.expires:%Y-%m-%d}")
     state.gate_note = "; ".join(notes)
-    await apply_decision(session, story, decision, actor, {**fields, "gate": doc.gate.value, "accepted": accepted})
-    await refresh_story_prs(session, story.id, rc.config_problems)
+    gate_fields = {**fields, "gate": doc.gate.value, "accepted": accepted}
+    if isinstance(decision, sm.NoChange):
+        await refresh_story_prs(session, story.id, rc.config_problems)
+        return
+    await apply_decision(session, story, decision, reviewer, gate_fields, _scope(rc))
+
+
+async def _review_known(session: AsyncSession, story_id: str, path: str, blob_sha: str) -> bool:
+    stmt = select(GateReview.id).where(
+        GateReview.story_id == story_id, GateReview.path == path, GateReview.blob_sha == blob_sha
+    )
+    return (await session.execute(stmt)).first() is not None
+
+
+def _label(story: Story) -> str:
+    return f"story {story.epic_number}.{story.story_number}"

@@ -1,7 +1,7 @@
 """The pace of the app's writes to GitHub, shared by every process: one row per installation.
 
 Revision ID: 0007_github_pace
-Revises: 0005_github_accounts
+Revises: 0006_workflow_hardening
 Create Date: 2026-12-01
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007_github_pace"
-down_revision: str | None = "0005_github_accounts"
+down_revision: str | None = "0006_workflow_hardening"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
