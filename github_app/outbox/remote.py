@@ -70,7 +70,8 @@ class RemoteKind(Protocol):
 
 
 class CheckRunKind:
-    """A check run; its `external_id` is the outbox target, looked up among the app's runs on the commit."""
+    """A check run, found again by its `external_id` (the view's, else the outbox target) among the app's runs
+    on the commit."""
 
     name: Final = KIND_CHECK_RUN
     content_creating: Final = False
@@ -78,7 +79,8 @@ class CheckRunKind:
     def request(self, target: str, desired: dict[str, Any]) -> dict[str, Any]:
         body = check_run_request(desired)
         body["head_sha"] = str(body.get("head_sha") or target)
-        body["external_id"] = target
+        # The view may name the run itself (one run per PR on a shared head); else the target does.
+        body["external_id"] = str(body.get("external_id") or target)
         return body
 
     def changes(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -129,7 +131,7 @@ class CheckRunKind:
                     continue
                 if _reopens(body) and run.get("status") == "completed":
                     continue
-                if run.get("external_id") == target:
+                if run.get("external_id") == body["external_id"]:
                     ours.append(int(run["id"]))
                 elif not run.get("external_id"):
                     unmarked.append(int(run["id"]))
