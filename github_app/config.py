@@ -316,9 +316,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
             "SOLANA_USDC_MINT", "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v", _solana_address, "a base58 address"
         ),
         solana_commitment=r.choice("SOLANA_COMMITMENT", "finalized", ("confirmed", "finalized")),
-        solana_explorer_url=r.parse(
-            "SOLANA_EXPLORER_URL", "https://explorer.solana.com", _http_url, "an http(s) URL"
-        ),
+        solana_explorer_url=r.parse("SOLANA_EXPLORER_URL", "https://explorer.solana.com", _http_url, "an http(s) URL"),
         escrow_sync_seconds=r.number("ESCROW_SYNC_SECONDS", 60.0, minimum=0),
         escrow_release_concurrency=r.number("ESCROW_RELEASE_CONCURRENCY", 8, minimum=1, integer=True),
     )
@@ -415,7 +413,9 @@ def _keypair_path(r: _Reader) -> str | None:
     except ValueError:
         r.problems.append(f"SOLANA_AUTHORITY_KEYPAIR_PATH: {path!r} is not a JSON keypair file")
         return None
-    if not (isinstance(values, list) and len(values) == 64 and all(isinstance(b, int) and 0 <= b < 256 for b in values)):
+    if not (
+        isinstance(values, list) and len(values) == 64 and all(isinstance(b, int) and 0 <= b < 256 for b in values)
+    ):
         r.problems.append(f"SOLANA_AUTHORITY_KEYPAIR_PATH: {path!r} is not a keypair (a JSON array of 64 bytes)")
         return None
     return path

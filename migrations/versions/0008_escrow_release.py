@@ -64,8 +64,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="escrow_chain_tx_pkey"),
         sa.UniqueConstraint("tx_hash", name="escrow_chain_tx_hash_key"),
         sa.CheckConstraint("kind IN ('release', 'refund')", name="escrow_chain_tx_kind_check"),
-        sa.CheckConstraint("state IN ('signed', 'confirmed', 'reverted', 'dropped')", name="escrow_chain_tx_state_check"),
-        sa.ForeignKeyConstraint(["escrow_id"], ["Escrow.id"], name="escrow_chain_tx_escrow_id_fkey", ondelete="RESTRICT"),
+        sa.CheckConstraint(
+            "state IN ('signed', 'confirmed', 'reverted', 'dropped')", name="escrow_chain_tx_state_check"
+        ),
+        sa.ForeignKeyConstraint(
+            ["escrow_id"], ["Escrow.id"], name="escrow_chain_tx_escrow_id_fkey", ondelete="RESTRICT"
+        ),
     )
     op.create_index("escrow_chain_tx_escrow_idx", "escrow_chain_tx", ["escrow_id", "kind"])
 
