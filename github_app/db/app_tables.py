@@ -240,6 +240,8 @@ class EscrowReleaseRequest(Base):
     # Why a pending release is not going out yet ("waiting for funding", "Polygon is not configured").
     waiting_for: Mapped[str | None] = mapped_column(Text)
     released_at: Mapped[datetime | None] = mapped_column()
+    # The explorer link of the release transaction (while releasing, then once paid).
+    tx_url: Mapped[str | None] = mapped_column(Text)
 
 
 class Wallet(Base):

@@ -28,6 +28,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("lease_expires_at", sa.DateTime(), nullable=True))
         batch.add_column(sa.Column("waiting_for", sa.Text(), nullable=True))
         batch.add_column(sa.Column("released_at", sa.DateTime(), nullable=True))
+        batch.add_column(sa.Column("tx_url", sa.Text(), nullable=True))
         batch.create_check_constraint("escrow_release_request_state_check", RELEASE_STATES)
         # One escrow pays one story.
         batch.create_unique_constraint("escrow_release_request_escrow_id_key", ["escrow_id"])
@@ -107,5 +108,5 @@ def downgrade() -> None:
     with op.batch_alter_table("escrow_release_request") as batch:
         batch.drop_constraint("escrow_release_request_escrow_id_key", type_="unique")
         batch.drop_constraint("escrow_release_request_state_check", type_="check")
-        for column in ("released_at", "waiting_for", "lease_expires_at", "lease_owner", "next_attempt_at", "attempts"):
+        for column in ("tx_url", "released_at", "waiting_for", "lease_expires_at", "lease_owner", "next_attempt_at", "attempts"):
             batch.drop_column(column)
