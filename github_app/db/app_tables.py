@@ -276,12 +276,8 @@ class EscrowChainTx(Base):
         PrimaryKeyConstraint("id", name="escrow_chain_tx_pkey"),
         UniqueConstraint("tx_hash", name="escrow_chain_tx_hash_key"),
         CheckConstraint("kind IN ('release', 'refund')", name="escrow_chain_tx_kind_check"),
-        CheckConstraint(
-            "state IN ('signed', 'confirmed', 'reverted', 'dropped')", name="escrow_chain_tx_state_check"
-        ),
-        ForeignKeyConstraint(
-            ["escrow_id"], ["Escrow.id"], name="escrow_chain_tx_escrow_id_fkey", ondelete="RESTRICT"
-        ),
+        CheckConstraint("state IN ('signed', 'confirmed', 'reverted', 'dropped')", name="escrow_chain_tx_state_check"),
+        ForeignKeyConstraint(["escrow_id"], ["Escrow.id"], name="escrow_chain_tx_escrow_id_fkey", ondelete="RESTRICT"),
         Index("escrow_chain_tx_escrow_idx", "escrow_id", "kind"),
     )
 

@@ -36,6 +36,23 @@ class SyncReport:
     not_configured: dict[str, str] = field(default_factory=dict)
 
 
+async def periodic_sync(runtime: Any, chains: Chains, stop: Any) -> None:
+    """Every ESCROW_SYNC_SECONDS until `stop`: pending escrows checked on-chain."""
+    import asyncio
+
+    while not stop.is_set():
+        try:
+            report = await sync_funding(runtime, chains)
+            if report.funded:
+                log.info("escrows funded", extra={"count": len(report.funded)})
+        except Exception as exc:  # the database or a node may be down for a while; keep trying
+            log.error("escrow funding check failed", extra={"error": repr(exc)})
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=runtime.settings.escrow_sync_seconds)
+        except TimeoutError:
+            pass
+
+
 async def sync_funding(runtime: Any, chains: Chains) -> SyncReport:
     report = SyncReport()
     async with runtime.sessionmaker() as session:

@@ -35,6 +35,7 @@ from github_app.chains.addresses import CHAIN_NAMES
 from github_app.chains.evm import SignedTx
 from github_app.db.app_tables import (
     ChainTxState,
+    EscrowChainState,
     EscrowChainTx,
     EscrowReleaseRequest,
     EvmSignerNonce,
@@ -129,6 +130,9 @@ class Releaser:
     async def process(self, request_id: str) -> None:
         try:
             await self._process(request_id)
+            sender = self.runtime.extras.get("outbox_sender")
+            if sender is not None:  # the PR's views may have changed
+                sender.wake()
         except LostLease:
             ESCROW_RELEASES.labels("unknown", "lost_lease").inc()
             log.warning("escrow release lease lost; another worker has it", extra={"request": request_id})
@@ -156,6 +160,10 @@ class Releaser:
             escrow = await self._bind(session, request)
             if escrow is None:
                 return
+            chain_state = await session.get(EscrowChainState, escrow.id)
+            if chain_state is not None and chain_state.refund_requested_at is not None:
+                await self._fail(session, request, "an operator is refunding this escrow to the client")
+                return
             backend = self.chains.get(escrow.blockchain)
             if backend is None:
                 await self._wait(session, request, self.chains.problem(escrow.blockchain) or "chain not configured")
@@ -173,8 +181,8 @@ class Releaser:
                 tx_hash: str | None = escrow.release_transaction_hash
             else:
                 tx_hash = None
-            recorded = await _live_tx(session, escrow.id, "release")
-            signed = _signed(recorded) if recorded is not None else None
+            recorded = await live_tx(session, escrow.id, "release")
+            signed = signed_of(recorded) if recorded is not None else None
             escrow_id, expert_wallet = escrow.id, wallet.address
         self._step("bound", request_id)
         if tx_hash is not None:  # marked by an earlier run that died before closing the request
@@ -272,22 +280,7 @@ class Releaser:
         chain_nonce = await backend.pending_nonce()
         async with self.runtime.sessionmaker() as session, session.begin():
             request = await self._hold(session, request_id)
-            nonce = await allocate_nonce(session, backend.chain_id, backend.signer, chain_nonce)
-            signed: SignedTx = backend.sign(unsigned, nonce)
-            session.add(
-                EscrowChainTx(
-                    escrow_id=escrow_id,
-                    kind="release",
-                    chain=backend.chain,
-                    tx_hash=signed.tx_hash,
-                    raw_tx=signed.raw,
-                    signer=signed.signer,
-                    nonce=signed.nonce,
-                    recent_blockhash=signed.recent_blockhash,
-                    last_valid_block_height=signed.last_valid_block_height,
-                    state=ChainTxState.SIGNED,
-                )
-            )
+            signed = await record_signed(session, backend, escrow_id, "release", unsigned, chain_nonce)
             request.state = ReleaseState.RELEASING
             request.tx_url = backend.tx_url(signed.tx_hash)
             request.waiting_for = None
@@ -421,7 +414,7 @@ class Releaser:
             store.put_back(request)
 
 
-async def _live_tx(session: AsyncSession, escrow_id: str, kind: str) -> EscrowChainTx | None:
+async def live_tx(session: AsyncSession, escrow_id: str, kind: str) -> EscrowChainTx | None:
     """The recorded transaction whose fate is not settled yet (or that paid), newest first."""
     stmt = (
         select(EscrowChainTx)
@@ -435,7 +428,31 @@ async def _live_tx(session: AsyncSession, escrow_id: str, kind: str) -> EscrowCh
     return (await session.execute(stmt)).scalars().first()
 
 
-def _signed(row: EscrowChainTx) -> SignedTx:
+async def record_signed(
+    session: AsyncSession, backend: Any, escrow_id: str, kind: str, unsigned: dict[str, Any], chain_nonce: int
+) -> SignedTx:
+    """Sign with the signer's next nonce and add the transaction to the caller's transaction: it is
+    committed, with the nonce, before anyone broadcasts it."""
+    nonce = await allocate_nonce(session, backend.chain_id, backend.signer, chain_nonce)
+    signed: SignedTx = backend.sign(unsigned, nonce)
+    session.add(
+        EscrowChainTx(
+            escrow_id=escrow_id,
+            kind=kind,
+            chain=backend.chain,
+            tx_hash=signed.tx_hash,
+            raw_tx=signed.raw,
+            signer=signed.signer,
+            nonce=signed.nonce,
+            recent_blockhash=signed.recent_blockhash,
+            last_valid_block_height=signed.last_valid_block_height,
+            state=ChainTxState.SIGNED,
+        )
+    )
+    return signed
+
+
+def signed_of(row: EscrowChainTx) -> SignedTx:
     return SignedTx(
         tx_hash=row.tx_hash,
         raw=bytes(row.raw_tx),

@@ -18,9 +18,7 @@ class WalletError(ValueError):
 async def set_wallet(session: AsyncSession, email: str, chain: str, address: str) -> tuple[str, str]:
     """Store `address` as the user's wallet on `chain`; (user id, normalised address)."""
     normalised = address_for(chain, address)  # raises InvalidAddress (a ValueError) with the reason
-    user_id = (
-        await session.execute(select(User.id).where(func.lower(User.email) == email.strip().lower()))
-    ).scalar()
+    user_id = (await session.execute(select(User.id).where(func.lower(User.email) == email.strip().lower()))).scalar()
     if user_id is None:
         raise WalletError(f"no marketplace user with email {email!r}")
     wallet = await session.get(Wallet, (user_id, chain))

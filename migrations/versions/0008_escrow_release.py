@@ -108,5 +108,7 @@ def downgrade() -> None:
     with op.batch_alter_table("escrow_release_request") as batch:
         batch.drop_constraint("escrow_release_request_escrow_id_key", type_="unique")
         batch.drop_constraint("escrow_release_request_state_check", type_="check")
-        for column in ("tx_url", "released_at", "waiting_for", "lease_expires_at", "lease_owner", "next_attempt_at", "attempts"):
+        added = ("tx_url", "released_at", "waiting_for", "lease_expires_at", "lease_owner", "next_attempt_at")
+        added += ("attempts",)
+        for column in added:
             batch.drop_column(column)
