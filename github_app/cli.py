@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=timedelta(hours=24),
         help="how far back to look (default 24h; GitHub keeps 3 days)",
     )
-    from github_app.escrow.commands import add_parsers
+    from github_app.escrow.arguments import add_parsers
 
     add_parsers(sub)
     return parser
