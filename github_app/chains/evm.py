@@ -8,6 +8,7 @@ reverts surface differently on each node.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -22,6 +23,7 @@ from github_app.domain.escrow import OnChainEscrow
 
 DEFAULT_PRIORITY_FEE_WEI = 30 * 10**9  # Polygon's validators ignore tips under 25-30 gwei
 GAS_MARGIN = 1.25
+FEE_CACHE_SECONDS = 2.0
 
 
 @cache
@@ -72,6 +74,7 @@ class EvmChain:
         self.confirmations = confirmations
         self.tokens = {symbol.upper(): address for symbol, address in tokens.items()}
         self.explorer_url = explorer_url.rstrip("/")
+        self._fees: tuple[float, tuple[int, int]] | None = None
 
     @property
     def signer(self) -> str:
@@ -123,14 +126,20 @@ class EvmChain:
         return int(await self.w3.eth.get_transaction_count(self.account.address, "pending"))
 
     async def fees(self) -> tuple[int, int]:
-        """EIP-1559 (maxFeePerGas, maxPriorityFeePerGas): room for the base fee to double twice."""
+        """EIP-1559 (maxFeePerGas, maxPriorityFeePerGas): room for the base fee to double twice. Read
+        at most once per FEE_CACHE_SECONDS: a burst of releases shares one reading."""
+        now = time.monotonic()
+        if self._fees is not None and now - self._fees[0] < FEE_CACHE_SECONDS:
+            return self._fees[1]
         block = await self.w3.eth.get_block("latest")
         base = int(block.get("baseFeePerGas") or 0)
         try:
             priority = int(await self.w3.eth.max_priority_fee)
         except Exception:  # nodes without eth_maxPriorityFeePerGas
             priority = DEFAULT_PRIORITY_FEE_WEI
-        return 2 * base + priority, priority
+        fees = (2 * base + priority, priority)
+        self._fees = (now, fees)
+        return fees
 
     async def unsigned(self, kind: str, escrow_row_id: str) -> dict[str, Any]:
         """The release or refund call with gas estimated and fees set; no nonce yet. Raises when the

@@ -276,8 +276,7 @@ class Releaser:
         if problem is not None:
             await self._fail_by_id(request_id, problem)
             return None
-        unsigned = await backend.unsigned("release", escrow_id)
-        chain_nonce = await backend.pending_nonce()
+        unsigned, chain_nonce = await asyncio.gather(backend.unsigned("release", escrow_id), backend.pending_nonce())
         async with self.runtime.sessionmaker() as session, session.begin():
             request = await self._hold(session, request_id)
             signed = await record_signed(session, backend, escrow_id, "release", unsigned, chain_nonce)
