@@ -34,6 +34,9 @@ class OnChainEscrow:
     token: str | None = None
     amount: int = 0
     fee_bps: int = 0
+    # Solana's escrow account is held by the app's authority: expert and fee are not on-chain, the
+    # release applies the row's fee and the expert's wallet.
+    custodial: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,13 +62,17 @@ def funding_mismatches(expected: ExpectedFunding, actual: OnChainEscrow) -> list
     problems = []
     if actual.amount != expected.amount:
         problems.append(f"amount on-chain {actual.amount} != {expected.amount}")
-    if (actual.token or "").lower() != expected.token.lower():
+    if (
+        (actual.token or "") != expected.token
+        if actual.custodial
+        else (actual.token or "").lower() != expected.token.lower()
+    ):
         problems.append(f"token on-chain {actual.token} != {expected.token}")
     if expected.expert is None:
         problems.append("the expert has no wallet on this chain")
-    elif (actual.expert or "").lower() != expected.expert.lower():
+    elif not actual.custodial and (actual.expert or "").lower() != expected.expert.lower():
         problems.append(f"expert wallet on-chain {actual.expert} != {expected.expert}")
-    if actual.fee_bps != expected.fee_bps:
+    if not actual.custodial and actual.fee_bps != expected.fee_bps:
         problems.append(f"fee on-chain {actual.fee_bps} bps != {expected.fee_bps} bps")
     return problems
 

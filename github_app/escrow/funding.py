@@ -112,6 +112,9 @@ async def _check(
         problems.append(f"currency {currency!r} has no token configured on {chain_name}")
     if contract_address.lower() != backend.address_of(escrow_id).lower():
         problems.append(f"contractAddress {contract_address} is not the escrow address {backend.address_of(escrow_id)}")
+    if not problems and hasattr(backend, "ensure_account"):
+        # Solana: the app creates the escrow's account; the client then transfers into it.
+        await backend.ensure_account(escrow_id)
     onchain = await backend.read(escrow_id)
     if onchain.status == ONCHAIN_NONE and not problems:
         await _record(runtime, escrow_id, None)

@@ -82,6 +82,8 @@ async def refund(
                 raise RefundRefused("refunded on-chain, but its transaction was not found yet: run again")
             await _mark(runtime, backend, escrow_id, found)
             return RefundResult(escrow_id, found, backend.tx_url(found))
+        if onchain.custodial:
+            raise RefundRefused("refunds of Solana escrows are not supported by this version")
         if onchain.status != ONCHAIN_FUNDED:
             raise RefundRefused(
                 f"escrow {escrow_id} is not funded on-chain (status {onchain.status}): nothing to refund"

@@ -109,17 +109,33 @@ class Releaser:
                 return
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                claimed = await self.run_once()
-            except Exception as exc:  # the database may be down for a while; keep trying
-                log.error("escrow releaser cannot claim", extra={"error": repr(exc)})
-                claimed = 0
-            if claimed == 0:
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=self.poll_seconds)
-                except TimeoutError:
-                    pass
+        """Until `stop`: keep up to `concurrency` releases in flight, claiming as slots free up (a
+        release waiting for its confirmations does not hold up the others)."""
+        inflight: set[asyncio.Task[None]] = set()
+        stop_waiter = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                free = self.concurrency - len(inflight)
+                claimed = []
+                if free > 0:
+                    try:
+                        async with self.runtime.engine.begin() as conn:
+                            claimed = await store.claim(
+                                conn, self.name, free, self.lease_seconds, skip_locked=self._lock
+                            )
+                    except Exception as exc:  # the database may be down for a while; keep trying
+                        log.error("escrow releaser cannot claim", extra={"error": repr(exc)})
+                for c in claimed:
+                    inflight.add(asyncio.create_task(self.process(c.id), name=f"release-{c.id}"))
+                if not claimed or len(inflight) >= self.concurrency:
+                    await asyncio.wait(
+                        {*inflight, stop_waiter}, timeout=self.poll_seconds, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    inflight = {t for t in inflight if not t.done()}
+        finally:
+            stop_waiter.cancel()
+            if inflight:
+                await asyncio.gather(*inflight, return_exceptions=True)
 
     def _step(self, step: str, request_id: str) -> None:
         if self.fault is not None:
@@ -184,13 +200,14 @@ class Releaser:
             recorded = await live_tx(session, escrow.id, "release")
             signed = signed_of(recorded) if recorded is not None else None
             escrow_id, expert_wallet = escrow.id, wallet.address
+            amount, fee_bps = escrow.amount, escrow.platform_fee
         self._step("bound", request_id)
         if tx_hash is not None:  # marked by an earlier run that died before closing the request
             await self._mark(request_id, escrow_id, tx_hash, backend)
             return
 
         if signed is None:
-            signed = await self._sign(request_id, escrow_id, expert_wallet, backend)
+            signed = await self._sign(request_id, escrow_id, expert_wallet, amount, fee_bps, backend)
             if signed is None:
                 return
             self._step("signed", request_id)
@@ -251,7 +268,9 @@ class Releaser:
         request.opportunity_id = opportunity_id
         return await session.get(Escrow, binding.escrow_id)
 
-    async def _sign(self, request_id: str, escrow_id: str, expert_wallet: str, backend: Any) -> SignedTx | None:
+    async def _sign(
+        self, request_id: str, escrow_id: str, expert_wallet: str, amount_text: str, fee_bps: int, backend: Any
+    ) -> SignedTx | None:
         """Read the chain, then sign and commit the transaction; None when there is nothing to sign."""
         onchain = await backend.read(escrow_id)
         if onchain.status == ONCHAIN_RELEASED:
@@ -268,7 +287,9 @@ class Releaser:
             problem = "the escrow is not funded on-chain"
         elif onchain.status != ONCHAIN_FUNDED:
             problem = f"unknown on-chain escrow status {onchain.status}"
-        elif (onchain.expert or "").lower() != expert_wallet.lower():
+        elif onchain.custodial and str(onchain.amount) != amount_text.strip():
+            problem = f"the escrow account holds {onchain.amount}, not the row's {amount_text}: an operator decides"
+        elif not onchain.custodial and (onchain.expert or "").lower() != expert_wallet.lower():
             problem = (
                 f"the escrow pays {onchain.expert} on-chain but the expert's wallet is now {expert_wallet}: "
                 "an operator decides (refund, or restore the wallet and retry)"
@@ -276,16 +297,27 @@ class Releaser:
         if problem is not None:
             await self._fail_by_id(request_id, problem)
             return None
-        unsigned, chain_nonce = await asyncio.gather(backend.unsigned("release", escrow_id), backend.pending_nonce())
+        if onchain.custodial:  # Solana: no nonce; the signature's blockhash bounds its life
+            prepared = await backend.build_release(escrow_id, expert_wallet, onchain.amount, fee_bps)
+        else:
+            unsigned, chain_nonce = await asyncio.gather(
+                backend.unsigned("release", escrow_id), backend.pending_nonce()
+            )
         async with self.runtime.sessionmaker() as session, session.begin():
             request = await self._hold(session, request_id)
-            signed = await record_signed(session, backend, escrow_id, "release", unsigned, chain_nonce)
+            if onchain.custodial:
+                signed = prepared
+                add_signed(session, backend, escrow_id, "release", signed)
+            else:
+                signed = await record_signed(session, backend, escrow_id, "release", unsigned, chain_nonce)
             request.state = ReleaseState.RELEASING
             request.tx_url = backend.tx_url(signed.tx_hash)
             request.waiting_for = None
             request.last_error = None
-            await session.flush()
-            await refresh_story_prs(session, request.story_id)
+            story_id = request.story_id
+        # Outside the transaction that holds the signer's nonce lock: other releases sign meanwhile.
+        async with self.runtime.sessionmaker() as session, session.begin():
+            await refresh_story_prs(session, story_id)
         return signed
 
     async def _confirm(self, request_id: str, escrow_id: str, signed: SignedTx, backend: Any) -> bool:
@@ -434,6 +466,11 @@ async def record_signed(
     committed, with the nonce, before anyone broadcasts it."""
     nonce = await allocate_nonce(session, backend.chain_id, backend.signer, chain_nonce)
     signed: SignedTx = backend.sign(unsigned, nonce)
+    add_signed(session, backend, escrow_id, kind, signed)
+    return signed
+
+
+def add_signed(session: AsyncSession, backend: Any, escrow_id: str, kind: str, signed: SignedTx) -> None:
     session.add(
         EscrowChainTx(
             escrow_id=escrow_id,
@@ -448,7 +485,6 @@ async def record_signed(
             state=ChainTxState.SIGNED,
         )
     )
-    return signed
 
 
 def signed_of(row: EscrowChainTx) -> SignedTx:
