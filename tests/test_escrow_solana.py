@@ -127,3 +127,51 @@ async def test_a_crash_at_any_step_pays_once_on_solana(app: App, market: Market,
     assert (sol.balance(EXPERT), sol.balance(sol.treasury)) == (4750, 250)
     assert (await escrow_row(market, escrow_id))["status"] == "RELEASED"
     assert await market.scalar("SELECT count(*) FROM escrow_chain_tx") == 1
+
+
+@pytest.mark.external_chain
+async def test_release_through_solana_py_async_client(app: App, market: Market, sol: SolanaEnv, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The production transport: AsyncClient over HTTP to a JSON-RPC server backed by LiteSVM, the chain
+    configured from settings (keypair file, treasury, mint) exactly as in production."""
+    import dataclasses
+    import json
+
+    from github_app.chains.solana import RpcTransport
+    from tests.chain.solana_rpc import LiteSvmRpc
+
+    rpc = LiteSvmRpc(sol.svm)
+    url = await rpc.start()
+    keypair = tmp_path / "authority.json"
+    keypair.write_text(json.dumps(list(bytes(sol.authority))))
+    settings = dataclasses.replace(
+        app.runtime.settings,
+        solana_rpc_url=url,
+        solana_authority_keypair_path=str(keypair),
+        solana_treasury=str(sol.treasury),
+        solana_usdc_mint=str(sol.mint),
+        solana_commitment="finalized",
+    )
+    chains = Chains.from_settings(settings)
+    chain = chains.get("solana")
+    assert isinstance(chain.transport, RpcTransport)
+    try:
+        story_id = await done_story(app, market)
+        escrow_id = await create_escrow(
+            market, story_id, chain="solana", currency="USDC-SPL", amount=70_000, fee_bps=1000, contract_address="x"
+        )
+        async with market.runtime.engine.begin() as conn:
+            from sqlalchemy import text
+
+            await conn.execute(
+                text('UPDATE "Escrow" SET "contractAddress" = :a WHERE id = :e'),
+                {"a": chain.address_of(escrow_id), "e": escrow_id},
+            )
+        assert (await sync_funding(app.runtime, chains)).not_funded == [escrow_id]
+        sol.fund(chain.escrow_account(escrow_id), 70_000)
+        assert (await sync_funding(app.runtime, chains)).funded == [escrow_id]
+        await Releaser(app.runtime, chains, poll_seconds=0.01).run_until_idle()
+        assert (sol.balance(EXPERT), sol.balance(sol.treasury)) == (63_000, 7_000)
+        assert (await escrow_row(market, escrow_id))["status"] == "RELEASED"
+    finally:
+        await chain.transport.close()
+        await rpc.close()

@@ -250,3 +250,69 @@ class LiteSvmTransport:
 
     async def rent_exempt(self, size: int) -> int:
         return int(self.svm.minimum_balance_for_rent_exemption(size))
+
+
+class RpcTransport:
+    """A Solana JSON-RPC node through solana-py's AsyncClient (production)."""
+
+    def __init__(self, url: str, commitment: str = "finalized") -> None:
+        from solana.rpc.async_api import AsyncClient
+        from solana.rpc.commitment import Commitment
+
+        self.commitment = Commitment(commitment)
+        self.client = AsyncClient(url, commitment=self.commitment, timeout=30)
+
+    async def get_account(self, address: Pubkey) -> AccountInfo | None:
+        value = (await self.client.get_account_info(address, commitment=self.commitment)).value
+        if value is None or value.lamports == 0:
+            return None
+        return AccountInfo(value.owner, value.lamports, bytes(value.data))
+
+    async def latest_blockhash(self) -> tuple[Hash, int]:
+        value = (await self.client.get_latest_blockhash(commitment=self.commitment)).value
+        return value.blockhash, int(value.last_valid_block_height)
+
+    async def block_height(self) -> int:
+        return int((await self.client.get_block_height(commitment=self.commitment)).value)
+
+    async def send(self, tx: Transaction) -> None:
+        from solana.rpc.models import TxOpts
+
+        await self.client.send_raw_transaction(
+            bytes(tx), opts=TxOpts(skip_preflight=False, preflight_commitment=self.commitment)
+        )
+
+    async def status(self, signature: Signature) -> bool | None:
+        from solders.transaction_status import TransactionConfirmationStatus
+
+        [found] = (await self.client.get_signature_statuses([signature], search_transaction_history=True)).value
+        if found is None:
+            return None
+        if found.err is not None:
+            return False
+        wanted = (
+            (TransactionConfirmationStatus.Finalized,)
+            if str(self.commitment) == "finalized"
+            else (TransactionConfirmationStatus.Confirmed, TransactionConfirmationStatus.Finalized)
+        )
+        return True if found.confirmation_status in wanted else None
+
+    async def rent_exempt(self, size: int) -> int:
+        return int((await self.client.get_minimum_balance_for_rent_exemption(size)).value)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+def from_settings(settings: Any) -> SolanaChain:
+    import json
+    from pathlib import Path
+
+    secret = bytes(json.loads(Path(settings.solana_authority_keypair_path).expanduser().read_text(encoding="utf-8")))
+    return SolanaChain(
+        RpcTransport(settings.solana_rpc_url, settings.solana_commitment),
+        Keypair.from_bytes(secret),
+        treasury=settings.solana_treasury,
+        usdc_mint=settings.solana_usdc_mint,
+        explorer_url=settings.solana_explorer_url,
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from github_app.chains.addresses import CHAIN_NAMES, POLYGON
+from github_app.chains.addresses import CHAIN_NAMES, POLYGON, SOLANA
 from github_app.chains.evm import SignedTx, TxOutcome
 from github_app.domain.escrow import OnChainEscrow
 
@@ -48,5 +48,11 @@ class Chains:
             chains.backends[POLYGON] = EvmChain.from_settings(settings)
         else:
             chains.problems[POLYGON] = problem
-        chains.problems.setdefault("solana", settings.solana_problem() or "Solana releases are not supported yet")
+        problem = settings.solana_problem()
+        if problem is None:
+            from github_app.chains import solana
+
+            chains.backends[SOLANA] = solana.from_settings(settings)
+        else:
+            chains.problems[SOLANA] = problem
         return chains
