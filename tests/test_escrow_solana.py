@@ -175,3 +175,34 @@ async def test_release_through_solana_py_async_client(app: App, market: Market, 
     finally:
         await chain.transport.close()
         await rpc.close()
+
+
+async def test_done_story_paid_in_sol_exactly(app: App, market: Market, sol: SolanaEnv) -> None:
+    from solders.system_program import TransferParams, transfer
+
+    chain = sol.chain()
+    chains = Chains(backends={"solana": chain})
+    story_id = await done_story(app, market)
+    amount = 2 * 10**9 + 1
+    escrow_id = await create_escrow(
+        market, story_id, chain="solana", currency="SOL", amount=amount, fee_bps=500, contract_address="x"
+    )
+    account = chain.escrow_account(escrow_id, "SOL")
+    async with market.runtime.engine.begin() as conn:
+        from sqlalchemy import text
+
+        await conn.execute(
+            text('UPDATE "Escrow" SET "contractAddress" = :a WHERE id = :e'), {"a": str(account), "e": escrow_id}
+        )
+    assert (await sync_funding(app.runtime, chains)).not_funded == [escrow_id]
+    sol.send(
+        sol.client, [transfer(TransferParams(from_pubkey=sol.client.pubkey(), to_pubkey=account, lamports=amount))]
+    )
+    assert (await sync_funding(app.runtime, chains)).funded == [escrow_id]
+    expert_before = sol.svm.get_balance(EXPERT) or 0
+    await Releaser(app.runtime, chains, poll_seconds=0.01).run_until_idle()
+    expert, fee = fee_split(amount, 500)
+    assert sol.svm.get_balance(EXPERT) - expert_before == expert
+    assert sol.svm.get_balance(sol.treasury) == fee
+    assert not sol.svm.get_balance(account)  # emptied, so gone
+    assert (await escrow_row(market, escrow_id))["status"] == "RELEASED"

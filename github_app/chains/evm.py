@@ -101,7 +101,7 @@ class EvmChain:
     def tx_url(self, tx_hash: str) -> str:
         return f"{self.explorer_url}/tx/{tx_hash}"
 
-    def address_of(self, escrow_row_id: str) -> str:
+    def address_of(self, escrow_row_id: str, currency: str = "") -> str:
         return str(self.contract.address)
 
     def token_for(self, currency: str) -> str | None:
@@ -114,7 +114,7 @@ class EvmChain:
             return f"the Polygon RPC endpoint serves chain {actual}, not POLYGON_CHAIN_ID {self.chain_id}"
         return None
 
-    async def read(self, escrow_row_id: str) -> OnChainEscrow:
+    async def read(self, escrow_row_id: str, currency: str = "") -> OnChainEscrow:
         client, expert, token, amount, fee_bps, status = await self.contract.functions.escrows(
             evm_escrow_id(escrow_row_id)
         ).call(block_identifier="latest")

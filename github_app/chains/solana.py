@@ -5,7 +5,8 @@ expert and to the treasury, the escrow account closed), so a second release find
 on-chain. Transactions are built with solders/solana-py and sent through a transport: solana-py's
 AsyncClient in production, LiteSVM in-process in tests.
 
-This version pays USDC-SPL escrows; SOL escrows are refused with a clear reason.
+SOL escrows use a System-owned seeded account the same way (`transfer_with_seed`); an emptied SOL
+account can be refilled by anyone, so there the database status is the guard against a second release.
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ from solders.keypair import Keypair
 from solders.message import Message
 from solders.pubkey import Pubkey
 from solders.signature import Signature
-from solders.system_program import CreateAccountWithSeedParams, create_account_with_seed
+from solders.system_program import (
+    ID as SYSTEM_PROGRAM_ID,
+)
+from solders.system_program import (
+    CreateAccountWithSeedParams,
+    TransferWithSeedParams,
+    create_account_with_seed,
+    transfer_with_seed,
+)
 from solders.transaction import Transaction
 from spl.memo.constants import MEMO_PROGRAM_ID
 from spl.memo.instructions import create_memo
@@ -38,6 +47,7 @@ from github_app.chains.evm import SignedTx, TxOutcome
 from github_app.domain.escrow import ONCHAIN_FUNDED, ONCHAIN_NONE, OnChainEscrow, fee_split
 
 USDC_SPL = "USDC-SPL"
+SOL = "SOL"
 # Blocks a blockhash stays valid for (the cluster's MAX_PROCESSING_AGE plus margin).
 BLOCKHASH_VALIDITY = 150
 
@@ -90,20 +100,43 @@ class SolanaChain:
         return f"{self.explorer_url}/tx/{tx_hash}{suffix}"
 
     def token_for(self, currency: str) -> str | None:
-        return str(self.usdc_mint) if currency.upper() == USDC_SPL else None
+        if currency.upper() == USDC_SPL:
+            return str(self.usdc_mint)
+        return SOL if currency.upper() == SOL else None
 
-    def escrow_account(self, escrow_row_id: str) -> Pubkey:
-        return Pubkey.create_with_seed(self.authority.pubkey(), solana_escrow_seed(escrow_row_id), TOKEN_PROGRAM_ID)
+    @staticmethod
+    def owner_program(currency: str) -> Pubkey:
+        return SYSTEM_PROGRAM_ID if currency.upper() == SOL else TOKEN_PROGRAM_ID
 
-    def address_of(self, escrow_row_id: str) -> str:
-        return str(self.escrow_account(escrow_row_id))
+    def escrow_account(self, escrow_row_id: str, currency: str = USDC_SPL) -> Pubkey:
+        return Pubkey.create_with_seed(
+            self.authority.pubkey(), solana_escrow_seed(escrow_row_id), self.owner_program(currency)
+        )
 
-    async def ensure_account(self, escrow_row_id: str) -> bool:
-        """Create the escrow's token account (the client then transfers into it); True if created now."""
-        account = self.escrow_account(escrow_row_id)
+    def address_of(self, escrow_row_id: str, currency: str = USDC_SPL) -> str:
+        return str(self.escrow_account(escrow_row_id, currency))
+
+    async def ensure_account(self, escrow_row_id: str, currency: str = USDC_SPL) -> bool:
+        """Create the escrow's account (the client then transfers into it); True if created now."""
+        account = self.escrow_account(escrow_row_id, currency)
         if await self.transport.get_account(account) is not None:
             return False
         authority = self.authority.pubkey()
+        if currency.upper() == SOL:
+            create_sol = create_account_with_seed(
+                CreateAccountWithSeedParams(
+                    from_pubkey=authority,
+                    to_pubkey=account,
+                    base=authority,
+                    seed=solana_escrow_seed(escrow_row_id),
+                    lamports=await self.transport.rent_exempt(0),
+                    space=0,
+                    owner=SYSTEM_PROGRAM_ID,
+                )
+            )
+            blockhash, _ = await self.transport.latest_blockhash()
+            await self.transport.send(self._transaction([create_sol], blockhash))
+            return True
         create = create_account_with_seed(
             CreateAccountWithSeedParams(
                 from_pubkey=authority,
@@ -122,8 +155,14 @@ class SolanaChain:
         await self.transport.send(self._transaction([create, init], blockhash))
         return True
 
-    async def read(self, escrow_row_id: str) -> OnChainEscrow:
-        info = await self.transport.get_account(self.escrow_account(escrow_row_id))
+    async def read(self, escrow_row_id: str, currency: str = USDC_SPL) -> OnChainEscrow:
+        info = await self.transport.get_account(self.escrow_account(escrow_row_id, currency))
+        if currency.upper() == SOL:
+            if info is None or info.owner != SYSTEM_PROGRAM_ID:
+                return OnChainEscrow(status=ONCHAIN_NONE, custodial=True)
+            held = info.lamports - await self.transport.rent_exempt(0)
+            status = ONCHAIN_FUNDED if held > 0 else ONCHAIN_NONE
+            return OnChainEscrow(status=status, token=SOL, amount=max(0, held), custodial=True)
         if info is None or info.owner != TOKEN_PROGRAM_ID or len(info.data) < 72:
             return OnChainEscrow(status=ONCHAIN_NONE, custodial=True)
         mint = Pubkey.from_bytes(info.data[0:32])
@@ -132,10 +171,12 @@ class SolanaChain:
             return OnChainEscrow(status=ONCHAIN_NONE, token=str(mint), custodial=True)
         return OnChainEscrow(status=ONCHAIN_FUNDED, token=str(mint), amount=amount, custodial=True)
 
-    async def build_release(self, escrow_row_id: str, expert: str, amount: int, fee_bps: int) -> SignedTx:
+    async def build_release(
+        self, escrow_row_id: str, expert: str, amount: int, fee_bps: int, currency: str = USDC_SPL
+    ) -> SignedTx:
         authority = self.authority.pubkey()
         expert_key = Pubkey.from_string(expert)
-        account = self.escrow_account(escrow_row_id)
+        account = self.escrow_account(escrow_row_id, currency)
         expert_amount, fee = fee_split(amount, fee_bps)
         instructions: list[Instruction] = [
             create_memo(
@@ -144,21 +185,41 @@ class SolanaChain:
                 )
             )
         ]
-        for owner, share in ((expert_key, expert_amount), (self.treasury, fee)):
-            if share == 0:
-                continue
-            instructions.append(create_idempotent_associated_token_account(authority, owner, self.usdc_mint))
-            instructions.append(
-                _transfer_checked(
-                    account,
-                    self.usdc_mint,
-                    get_associated_token_address(owner, self.usdc_mint),
-                    authority,
-                    share,
-                    self.usdc_decimals,
+        if currency.upper() == SOL:
+            # Everything leaves the account (the rent back to the authority): it ceases to exist.
+            seed = solana_escrow_seed(escrow_row_id)
+            info = await self.transport.get_account(account)
+            rent = (info.lamports if info else 0) - amount
+            for to, lamports in ((expert_key, expert_amount), (self.treasury, fee), (authority, rent)):
+                if lamports > 0:
+                    instructions.append(
+                        transfer_with_seed(
+                            TransferWithSeedParams(
+                                from_pubkey=account,
+                                from_base=authority,
+                                from_seed=seed,
+                                from_owner=SYSTEM_PROGRAM_ID,
+                                to_pubkey=to,
+                                lamports=lamports,
+                            )
+                        )
+                    )
+        else:
+            for owner, share in ((expert_key, expert_amount), (self.treasury, fee)):
+                if share == 0:
+                    continue
+                instructions.append(create_idempotent_associated_token_account(authority, owner, self.usdc_mint))
+                instructions.append(
+                    _transfer_checked(
+                        account,
+                        self.usdc_mint,
+                        get_associated_token_address(owner, self.usdc_mint),
+                        authority,
+                        share,
+                        self.usdc_decimals,
+                    )
                 )
-            )
-        instructions.append(_close(account, authority, authority))
+            instructions.append(_close(account, authority, authority))
         blockhash, last_valid = await self.transport.latest_blockhash()
         tx = self._transaction(instructions, blockhash)
         return SignedTx(

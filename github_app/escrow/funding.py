@@ -110,12 +110,13 @@ async def _check(
         problems.append(f"amount {amount_text!r} is not a whole number of base units")
     if token is None:
         problems.append(f"currency {currency!r} has no token configured on {chain_name}")
-    if contract_address.lower() != backend.address_of(escrow_id).lower():
-        problems.append(f"contractAddress {contract_address} is not the escrow address {backend.address_of(escrow_id)}")
+    expected_address = backend.address_of(escrow_id, currency)
+    if contract_address.lower() != expected_address.lower():
+        problems.append(f"contractAddress {contract_address} is not the escrow address {expected_address}")
     if not problems and hasattr(backend, "ensure_account"):
         # Solana: the app creates the escrow's account; the client then transfers into it.
-        await backend.ensure_account(escrow_id)
-    onchain = await backend.read(escrow_id)
+        await backend.ensure_account(escrow_id, currency)
+    onchain = await backend.read(escrow_id, currency)
     if onchain.status == ONCHAIN_NONE and not problems:
         await _record(runtime, escrow_id, None)
         ESCROW_FUNDING.labels(backend.chain, "not_funded").inc()

@@ -72,10 +72,11 @@ async def refund(
             session.add(EscrowChainState(escrow_id=escrow_id, refund_requested_at=utcnow(), checked_at=utcnow()))
         elif state.refund_requested_at is None:
             state.refund_requested_at = utcnow()
+        currency = escrow.currency
         recorded = await live_tx(session, escrow_id, "refund")
         signed = signed_of(recorded) if recorded is not None else None
     if signed is None:
-        onchain = await backend.read(escrow_id)
+        onchain = await backend.read(escrow_id, currency)
         if onchain.status == ONCHAIN_REFUNDED:
             found = await backend.find_transaction("refund", escrow_id)
             if found is None:

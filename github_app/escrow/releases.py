@@ -200,20 +200,20 @@ class Releaser:
             recorded = await live_tx(session, escrow.id, "release")
             signed = signed_of(recorded) if recorded is not None else None
             escrow_id, expert_wallet = escrow.id, wallet.address
-            amount, fee_bps = escrow.amount, escrow.platform_fee
+            amount, fee_bps, currency = escrow.amount, escrow.platform_fee, escrow.currency
         self._step("bound", request_id)
         if tx_hash is not None:  # marked by an earlier run that died before closing the request
             await self._mark(request_id, escrow_id, tx_hash, backend)
             return
 
         if signed is None:
-            signed = await self._sign(request_id, escrow_id, expert_wallet, amount, fee_bps, backend)
+            signed = await self._sign(request_id, escrow_id, expert_wallet, amount, fee_bps, currency, backend)
             if signed is None:
                 return
             self._step("signed", request_id)
         await backend.broadcast(signed)
         self._step("broadcast", request_id)
-        if not await self._confirm(request_id, escrow_id, signed, backend):
+        if not await self._confirm(request_id, escrow_id, currency, signed, backend):
             return
         self._step("confirmed", request_id)
         await self._mark(request_id, escrow_id, signed.tx_hash, backend)
@@ -269,10 +269,17 @@ class Releaser:
         return await session.get(Escrow, binding.escrow_id)
 
     async def _sign(
-        self, request_id: str, escrow_id: str, expert_wallet: str, amount_text: str, fee_bps: int, backend: Any
+        self,
+        request_id: str,
+        escrow_id: str,
+        expert_wallet: str,
+        amount_text: str,
+        fee_bps: int,
+        currency: str,
+        backend: Any,
     ) -> SignedTx | None:
         """Read the chain, then sign and commit the transaction; None when there is nothing to sign."""
-        onchain = await backend.read(escrow_id)
+        onchain = await backend.read(escrow_id, currency)
         if onchain.status == ONCHAIN_RELEASED:
             # Released on-chain by a transaction we have no live record of (e.g. an operator by hand).
             found = await backend.find_transaction("release", escrow_id)
@@ -298,7 +305,7 @@ class Releaser:
             await self._fail_by_id(request_id, problem)
             return None
         if onchain.custodial:  # Solana: no nonce; the signature's blockhash bounds its life
-            prepared = await backend.build_release(escrow_id, expert_wallet, onchain.amount, fee_bps)
+            prepared = await backend.build_release(escrow_id, expert_wallet, onchain.amount, fee_bps, currency)
         else:
             unsigned, chain_nonce = await asyncio.gather(
                 backend.unsigned("release", escrow_id), backend.pending_nonce()
@@ -320,7 +327,7 @@ class Releaser:
             await refresh_story_prs(session, story_id)
         return signed
 
-    async def _confirm(self, request_id: str, escrow_id: str, signed: SignedTx, backend: Any) -> bool:
+    async def _confirm(self, request_id: str, escrow_id: str, currency: str, signed: SignedTx, backend: Any) -> bool:
         """Wait (inside the lease) until the transaction has its confirmations. False when this run
         stops here: rescheduled, dropped (the next run reads the chain and signs again only if the
         escrow is still funded there) or failed."""
@@ -332,7 +339,7 @@ class Releaser:
                 return True
             if outcome.landed and not outcome.succeeded:
                 await self._settle_tx(request_id, signed, ChainTxState.REVERTED)
-                onchain = await backend.read(escrow_id)
+                onchain = await backend.read(escrow_id, currency)
                 if onchain.status == ONCHAIN_RELEASED:
                     return False  # another recorded transaction paid it; the next run finds which
                 await self._fail_by_id(
