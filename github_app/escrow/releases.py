@@ -226,7 +226,10 @@ class Releaser:
 
     async def _bind(self, session: AsyncSession, request: EscrowReleaseRequest) -> Escrow | None:
         if request.escrow_id is not None:
-            return await session.get(Escrow, request.escrow_id)
+            bound = await session.get(Escrow, request.escrow_id)
+            if bound is None:
+                await self._fail(session, request, f"escrow {request.escrow_id} no longer exists")
+            return bound
         opportunity_id = (
             request.opportunity_id
             or (
