@@ -231,3 +231,29 @@ async def test_an_expert_without_a_wallet_is_a_permanent_failure(app: App, marke
     state, _, error, bound = await release_state(market)
     assert (state, bound) == ("failed", escrow_id) and "no Polygon wallet" in error
     assert (await escrow_row(market, escrow_id))["status"] == "FUNDED"
+
+
+async def test_retry_after_the_operator_fixes_the_cause_pays_once(
+    app: App, market: Market, evm: EvmEnv, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from argparse import Namespace
+
+    from sqlalchemy import text
+
+    from github_app.escrow.commands import _retry
+
+    escrow_id = await funded_done_story(app, market, evm)
+    async with market.runtime.engine.begin() as conn:
+        await conn.execute(text("DELETE FROM wallet"))
+    await releaser(app, evm).run_until_idle()
+    assert (await release_state(market))[0] == "failed"
+    await releaser(app, evm).run_until_idle()  # a failure stays failed: only an operator retries
+    assert (await release_state(market))[0] == "failed"
+    assert await _retry(app.runtime, Namespace(id="no-such-id")) == 1
+    await set_wallet(market, DEV, "polygon", EXPERT)
+    assert await _retry(app.runtime, Namespace(id=escrow_id)) == 0
+    assert await _retry(app.runtime, Namespace(id=escrow_id)) == 1  # pending now: nothing to retry
+    await releaser(app, evm).run_until_idle()
+    assert await evm.balance("USDC", EXPERT) == 950_000
+    assert (await release_state(market))[0] == "released"
+    assert "queued again" in capsys.readouterr().out
