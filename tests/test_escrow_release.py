@@ -257,3 +257,20 @@ async def test_retry_after_the_operator_fixes_the_cause_pays_once(
     assert await evm.balance("USDC", EXPERT) == 950_000
     assert (await release_state(market))[0] == "released"
     assert "queued again" in capsys.readouterr().out
+
+
+async def test_a_recorded_payment_is_reconciled_even_if_the_wallet_changed_since(
+    app: App, market: Market, evm: EvmEnv
+) -> None:
+    from sqlalchemy import text
+
+    escrow_id = await funded_done_story(app, market, evm)
+    with pytest.raises(Crash):
+        await releaser(app, evm, fault=crash_at("signed")).run_until_idle()
+    async with market.runtime.engine.begin() as conn:
+        await conn.execute(text("DELETE FROM wallet"))
+    await expire_leases(market)
+    await releaser(app, evm).run_until_idle()
+    # The signed transaction was already committed: it is sent and marked, not abandoned half-way.
+    assert (await escrow_row(market, escrow_id))["status"] == "RELEASED"
+    assert await evm.balance("USDC", EXPERT) == 950_000

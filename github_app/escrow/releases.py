@@ -176,30 +176,30 @@ class Releaser:
             escrow = await self._bind(session, request)
             if escrow is None:
                 return
-            chain_state = await session.get(EscrowChainState, escrow.id)
-            if chain_state is not None and chain_state.refund_requested_at is not None:
-                await self._fail(session, request, "an operator is refunding this escrow to the client")
-                return
             backend = self.chains.get(escrow.blockchain)
             if backend is None:
                 await self._wait(session, request, self.chains.problem(escrow.blockchain) or "chain not configured")
                 return
-            wallet = await session.get(Wallet, (request.expert_id, escrow.blockchain))
-            if wallet is None:
-                await self._fail(
-                    session,
-                    request,
-                    f"the expert has no {CHAIN_NAMES.get(escrow.blockchain, escrow.blockchain)} wallet: "
-                    f"set one with `bmad-app wallet set`, then `bmad-app escrow retry {escrow.id}`",
-                )
-                return
-            if escrow.status == EscrowStatus.RELEASED and escrow.release_transaction_hash:
-                tx_hash: str | None = escrow.release_transaction_hash
-            else:
-                tx_hash = None
+            tx_hash = escrow.release_transaction_hash if escrow.status == EscrowStatus.RELEASED else None
             recorded = await live_tx(session, escrow.id, "release")
             signed = signed_of(recorded) if recorded is not None else None
-            escrow_id, expert_wallet = escrow.id, wallet.address
+            wallet = await session.get(Wallet, (request.expert_id, escrow.blockchain))
+            if tx_hash is None and signed is None:
+                # Nothing in flight: the checks before a payment is signed. (A recorded transaction is
+                # always reconciled with the chain first, whatever changed since.)
+                chain_state = await session.get(EscrowChainState, escrow.id)
+                if chain_state is not None and chain_state.refund_requested_at is not None:
+                    await self._fail(session, request, "an operator is refunding this escrow to the client")
+                    return
+                if wallet is None:
+                    await self._fail(
+                        session,
+                        request,
+                        f"the expert has no {CHAIN_NAMES.get(escrow.blockchain, escrow.blockchain)} wallet: "
+                        f"set one with `bmad-app wallet set`, then `bmad-app escrow retry {escrow.id}`",
+                    )
+                    return
+            escrow_id, expert_wallet = escrow.id, wallet.address if wallet else ""
             amount, fee_bps, currency = escrow.amount, escrow.platform_fee, escrow.currency
         self._step("bound", request_id)
         if tx_hash is not None:  # marked by an earlier run that died before closing the request
