@@ -174,7 +174,12 @@ def _escrow_tasks(runtime: Runtime, stop: asyncio.Event) -> list[asyncio.Task[No
     tasks = [asyncio.create_task(releaser.run(stop), name="escrow-releaser")]
     if settings.escrow_sync_seconds > 0 and chains.backends:
         tasks.append(asyncio.create_task(periodic_sync(runtime, chains, stop), name="escrow-funding"))
-    return tasks
+
+    async def close_chains() -> None:
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await chains.close()
+
+    return [*tasks, asyncio.create_task(close_chains(), name="escrow-chains-close")]
 
 
 async def _listen_for_new_deliveries(runtime: Runtime, worker: Worker) -> asyncpg.Connection | None:

@@ -97,6 +97,7 @@ async def test_release_through_the_http_transport(app: App, market: Market, node
     chains = Chains.from_settings(settings)  # the production path: AsyncHTTPProvider + POA middleware
     assert (await sync_funding(app.runtime, chains)).funded == [escrow_id]
     await Releaser(app.runtime, chains, poll_seconds=0.05).run_until_idle()
+    await chains.close()
     assert await node.balance("ETH", EXPERT) == 95 * 10**16
     assert await node.balance("ETH", TREASURY) == 5 * 10**16
     assert (await escrow_row(market, escrow_id))["status"] == "RELEASED"

@@ -98,6 +98,11 @@ class EvmChain:
             explorer_url=settings.polygon_explorer_url,
         )
 
+    async def close(self) -> None:
+        disconnect = getattr(self.w3.provider, "disconnect", None)
+        if disconnect is not None:
+            await disconnect()
+
     def tx_url(self, tx_hash: str) -> str:
         return f"{self.explorer_url}/tx/{tx_hash}"
 

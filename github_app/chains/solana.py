@@ -95,6 +95,11 @@ class SolanaChain:
     def signer(self) -> str:
         return str(self.authority.pubkey())
 
+    async def close(self) -> None:
+        close = getattr(self.transport, "close", None)
+        if close is not None:
+            await close()
+
     def tx_url(self, tx_hash: str) -> str:
         suffix = f"?cluster={self.cluster}" if self.cluster else ""
         return f"{self.explorer_url}/tx/{tx_hash}{suffix}"

@@ -38,6 +38,12 @@ class Chains:
             return self.problems[chain]
         return f"{CHAIN_NAMES.get(chain, chain)} is not configured"
 
+    async def close(self) -> None:
+        for backend in self.backends.values():
+            close = getattr(backend, "close", None)
+            if close is not None:
+                await close()
+
     @classmethod
     def from_settings(cls, settings: Any) -> Chains:
         chains = cls()

@@ -89,7 +89,10 @@ async def _deploy(runtime: Runtime, args: argparse.Namespace) -> int:
     if int(await w3.eth.chain_id) != s.polygon_chain_id:
         return _err(f"the RPC endpoint is not chain POLYGON_CHAIN_ID={s.polygon_chain_id}")
     arbiter = Account.from_key(s.polygon_arbiter_key).address
-    address = await deploy(w3, s.polygon_arbiter_key, arbiter, s.polygon_treasury, s.polygon_chain_id)
+    try:
+        address = await deploy(w3, s.polygon_arbiter_key, arbiter, s.polygon_treasury, s.polygon_chain_id)
+    finally:
+        await w3.provider.disconnect()  # type: ignore[attr-defined]
     print(address)
     print(f"set POLYGON_ESCROW_CONTRACT={address} (arbiter {arbiter}, treasury {s.polygon_treasury})", file=sys.stderr)
     return 0
@@ -173,7 +176,11 @@ async def _show(runtime: Runtime, args: argparse.Namespace) -> int:
 async def _sync(runtime: Runtime, _args: argparse.Namespace) -> int:
     from github_app.escrow.funding import sync_funding
 
-    report = await sync_funding(runtime, Chains.from_settings(runtime.settings))
+    chains = Chains.from_settings(runtime.settings)
+    try:
+        report = await sync_funding(runtime, chains)
+    finally:
+        await chains.close()
     for escrow_id in report.funded:
         print(f"{escrow_id}: FUNDED")
     for escrow_id, problem in report.problems.items():
@@ -216,9 +223,12 @@ async def _retry(runtime: Runtime, args: argparse.Namespace) -> int:
 async def _refund(runtime: Runtime, args: argparse.Namespace) -> int:
     from github_app.escrow.refunds import RefundRefused, refund
 
+    chains = Chains.from_settings(runtime.settings)
     try:
-        result = await refund(runtime, Chains.from_settings(runtime.settings), args.escrow_id)
+        result = await refund(runtime, chains, args.escrow_id)
     except RefundRefused as exc:
         return _err(str(exc))
+    finally:
+        await chains.close()
     print(f"{result.escrow_id}: REFUNDED {result.tx_hash} {result.tx_url}")
     return 0
