@@ -39,9 +39,11 @@ async def market(app: App, fake_github: FakeGitHub) -> AsyncIterator[Market]:
 
 
 @pytest.fixture
-async def node(hardhat_url: str) -> EvmEnv:
+async def node(hardhat_url: str) -> AsyncIterator[EvmEnv]:
     """A fresh escrow contract and tokens on the session's node (each test has its own addresses)."""
-    return await deploy_env(AsyncWeb3(AsyncHTTPProvider(hardhat_url)))
+    w3 = AsyncWeb3(AsyncHTTPProvider(hardhat_url))
+    yield await deploy_env(w3)
+    await w3.provider.disconnect()  # type: ignore[attr-defined]
 
 
 def chain_env(hardhat_url: str, evm: EvmEnv, db_url: str) -> dict[str, str]:
