@@ -181,6 +181,9 @@ async def main() -> None:
     parser.add_argument("--stories", type=int, default=100)
     parser.add_argument("--chain", choices=("hardhat", "pyevm", "both"), default="both")
     args = parser.parse_args()
+    from github_app.logs import setup_logging
+
+    setup_logging("WARNING", "json", [])
     results = []
     if args.chain in ("hardhat", "both"):
         import contextlib

@@ -7,6 +7,7 @@ reverts surface differently on each node.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from github_app.domain.escrow import OnChainEscrow
 DEFAULT_PRIORITY_FEE_WEI = 30 * 10**9  # Polygon's validators ignore tips under 25-30 gwei
 GAS_MARGIN = 1.25
 FEE_CACHE_SECONDS = 2.0
+BROADCAST_ATTEMPTS = 20
 
 
 @cache
@@ -172,13 +174,22 @@ class EvmChain:
     async def broadcast(self, tx: SignedTx) -> None:
         """Send the recorded bytes. Sending the same signed transaction twice is harmless (same hash,
         same nonce): a node that already has it says so, and that is not an error here."""
-        try:
-            await self.w3.eth.send_raw_transaction(tx.raw)
-        except Exception:
-            # Each node words "already have it" differently; ask instead of parsing the message.
-            if await self._known(tx):
+        for attempt in range(BROADCAST_ATTEMPTS):
+            try:
+                await self.w3.eth.send_raw_transaction(tx.raw)
                 return
-            raise
+            except Exception:
+                # Each node words "already have it" differently; ask instead of parsing the message.
+                if await self._known(tx):
+                    return
+                # A node that does not queue future nonces (e.g. an automining dev node) refuses this
+                # one until the releases signed just before it are in: the same bytes, a moment later.
+                ahead = (
+                    tx.nonce is not None and await self.w3.eth.get_transaction_count(self.account.address) < tx.nonce
+                )
+                if not ahead or attempt == BROADCAST_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.02 * (attempt + 1))
 
     async def _known(self, tx: SignedTx) -> bool:
         from web3.exceptions import TransactionNotFound
