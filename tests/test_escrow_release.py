@@ -274,3 +274,23 @@ async def test_a_recorded_payment_is_reconciled_even_if_the_wallet_changed_since
     # The signed transaction was already committed: it is sent and marked, not abandoned half-way.
     assert (await escrow_row(market, escrow_id))["status"] == "RELEASED"
     assert await evm.balance("USDC", EXPERT) == 950_000
+
+
+async def test_an_escrow_named_at_done_is_checked_again_when_the_release_runs(
+    app: App, market: Market, evm: EvmEnv
+) -> None:
+    from sqlalchemy import text
+
+    from github_app.db.enums import EscrowStatus
+
+    story_id = await done_story(app, market)
+    first = await create_escrow(
+        market, story_id, contract_address=evm.escrow_address, amount=5, status=EscrowStatus.FUNDED
+    )
+    await create_escrow(market, story_id, contract_address=evm.escrow_address, amount=5, status=EscrowStatus.FUNDED)
+    async with market.runtime.engine.begin() as conn:
+        await conn.execute(text("UPDATE escrow_release_request SET escrow_id = :e"), {"e": first})
+    await releaser(app, evm).run_until_idle()
+    state, _, error, bound = await release_state(market)
+    assert (state, bound) == ("failed", None) and "2 funded escrows" in error
+    assert await evm.balance("USDC", EXPERT) == 0

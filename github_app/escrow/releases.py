@@ -226,10 +226,16 @@ class Releaser:
 
     async def _bind(self, session: AsyncSession, request: EscrowReleaseRequest) -> Escrow | None:
         if request.escrow_id is not None:
-            bound = await session.get(Escrow, request.escrow_id)
-            if bound is None:
-                await self._fail(session, request, f"escrow {request.escrow_id} no longer exists")
-            return bound
+            in_flight = request.state == ReleaseState.RELEASING or await live_tx(session, request.escrow_id, "release")
+            if in_flight:
+                bound = await session.get(Escrow, request.escrow_id)
+                if bound is None:
+                    await self._fail(session, request, f"escrow {request.escrow_id} no longer exists")
+                return bound
+            # An escrow named before anything was signed (e.g. at DONE) is only a hint: the binding
+            # rules are applied now, when the release runs.
+            request.escrow_id = None
+            await session.flush()
         opportunity_id = (
             request.opportunity_id
             or (
