@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=timedelta(hours=24),
         help="how far back to look (default 24h; GitHub keeps 3 days)",
     )
+    from github_app.escrow.arguments import add_parsers
+
+    add_parsers(sub)
     return parser
 
 
@@ -96,11 +99,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         "worker": cmd_worker,
         "db": cmd_db,
         "deliveries": cmd_deliveries,
+        "wallet": cmd_wallet,
+        "escrow": cmd_escrow,
     }[args.command]
     try:
         return handler(settings, args)
     except KeyboardInterrupt:
         return 130
+
+
+def cmd_wallet(settings: Settings, args: argparse.Namespace) -> int:
+    from github_app.escrow.commands import cmd_wallet as run
+
+    return run(settings, args)
+
+
+def cmd_escrow(settings: Settings, args: argparse.Namespace) -> int:
+    from github_app.escrow.commands import cmd_escrow as run
+
+    return run(settings, args)
 
 
 def cmd_db(settings: Settings, args: argparse.Namespace) -> int:

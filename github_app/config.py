@@ -7,6 +7,7 @@ variables win over it.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -87,6 +88,31 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("RECOVER_INTERVAL_MINUTES", "0", "Run missed-delivery recovery this often in the worker; 0 = off"),
     Setting("RECOVER_WINDOW_HOURS", "24", "How far back periodic recovery looks (GitHub keeps 3 days)"),
+    Setting("POLYGON_RPC_URL", "(none)", "Polygon JSON-RPC endpoint; unset = Polygon is not configured"),
+    Setting("POLYGON_CHAIN_ID", "137", "Chain id the RPC endpoint must report (Amoy testnet: 80002)"),
+    Setting("POLYGON_ESCROW_CONTRACT", "(none)", "Address of the deployed `Escrow` contract (EIP-55)"),
+    Setting("POLYGON_ARBITER_KEY", "(none)", "Private key (hex) of the contract's arbiter; a secret"),
+    Setting("POLYGON_ARBITER_KEY_PATH", "(none)", "File holding the arbiter key, instead of POLYGON_ARBITER_KEY"),
+    Setting("POLYGON_TREASURY", "(none)", "Address that receives the platform fee (used by `escrow deploy`)"),
+    Setting(
+        "POLYGON_TOKENS",
+        "(none)",
+        "ERC-20 tokens by currency: `USDC=0x...,USDT=0x...,ETH=0x...` (ETH on Polygon is WETH)",
+    ),
+    Setting("POLYGON_CONFIRMATIONS", "12", "Blocks on top of a release before it counts as paid"),
+    Setting("POLYGON_EXPLORER_URL", "https://polygonscan.com", "Explorer base for transaction links"),
+    Setting("SOLANA_RPC_URL", "(none)", "Solana JSON-RPC endpoint; unset = Solana is not configured"),
+    Setting("SOLANA_AUTHORITY_KEYPAIR_PATH", "(none)", "Keypair file (JSON array) of the escrow accounts' authority"),
+    Setting("SOLANA_TREASURY", "(none)", "Address that receives the platform fee on Solana"),
+    Setting(
+        "SOLANA_USDC_MINT",
+        "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v",
+        "Mint of the `USDC-SPL` currency (devnet has its own)",
+    ),
+    Setting("SOLANA_COMMITMENT", "finalized", "`confirmed` or `finalized`: when a release counts as paid"),
+    Setting("SOLANA_EXPLORER_URL", "https://explorer.solana.com", "Explorer base for transaction links"),
+    Setting("ESCROW_SYNC_SECONDS", "60", "How often the worker reads pending escrows' funding on-chain; 0 = off"),
+    Setting("ESCROW_RELEASE_CONCURRENCY", "8", "Releases one worker process has in flight at once"),
 )
 
 
@@ -113,13 +139,57 @@ class Settings:
     recover_interval_minutes: float = 0.0
     recover_window_hours: float = 24.0
     github_writes_per_second: float = 1.0
+    polygon_rpc_url: str | None = None
+    polygon_chain_id: int = 137
+    polygon_escrow_contract: str | None = None
+    polygon_arbiter_key: str | None = field(default=None, repr=False)
+    polygon_treasury: str | None = None
+    polygon_tokens: tuple[tuple[str, str], ...] = ()
+    polygon_confirmations: int = 12
+    polygon_explorer_url: str = "https://polygonscan.com"
+    solana_rpc_url: str | None = None
+    solana_authority_keypair_path: str | None = None
+    solana_treasury: str | None = None
+    solana_usdc_mint: str = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
+    solana_commitment: str = "finalized"
+    solana_explorer_url: str = "https://explorer.solana.com"
+    escrow_sync_seconds: float = 60.0
+    escrow_release_concurrency: int = 8
 
     def secret_values(self) -> list[str]:
         """What the log scrubber must never let through."""
         values = list(self.webhook_secrets)
         if self.github_private_key:
             values.append(self.github_private_key.strip())
+        if self.polygon_arbiter_key:
+            key = self.polygon_arbiter_key
+            values += [key, key.removeprefix("0x"), "0x" + key.removeprefix("0x")]
         return values
+
+    def polygon_problem(self) -> str | None:
+        """Why Polygon releases cannot go out from this process, or None when they can."""
+        missing = [
+            name
+            for name, value in (
+                ("POLYGON_RPC_URL", self.polygon_rpc_url),
+                ("POLYGON_ESCROW_CONTRACT", self.polygon_escrow_contract),
+                ("POLYGON_ARBITER_KEY", self.polygon_arbiter_key),
+            )
+            if not value
+        ]
+        return f"Polygon is not configured (missing {', '.join(missing)})" if missing else None
+
+    def solana_problem(self) -> str | None:
+        missing = [
+            name
+            for name, value in (
+                ("SOLANA_RPC_URL", self.solana_rpc_url),
+                ("SOLANA_AUTHORITY_KEYPAIR_PATH", self.solana_authority_keypair_path),
+                ("SOLANA_TREASURY", self.solana_treasury),
+            )
+            if not value
+        ]
+        return f"Solana is not configured (missing {', '.join(missing)})" if missing else None
 
     def missing_github_settings(self) -> list[str]:
         missing = []
@@ -243,6 +313,24 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         recover_interval_minutes=r.number("RECOVER_INTERVAL_MINUTES", 0.0, minimum=0),
         recover_window_hours=r.number("RECOVER_WINDOW_HOURS", 24.0, minimum=0.1),
         github_writes_per_second=r.number("GITHUB_WRITES_PER_SECOND", 1.0, minimum=0.01),
+        polygon_rpc_url=r.parse("POLYGON_RPC_URL", None, _http_url, "an http(s) URL"),
+        polygon_chain_id=r.parse("POLYGON_CHAIN_ID", 137, _positive_int, "a positive integer"),
+        polygon_escrow_contract=r.parse("POLYGON_ESCROW_CONTRACT", None, _evm_address, "an EIP-55 address"),
+        polygon_arbiter_key=_arbiter_key(r),
+        polygon_treasury=r.parse("POLYGON_TREASURY", None, _evm_address, "an EIP-55 address"),
+        polygon_tokens=r.parse("POLYGON_TOKENS", (), _token_list, "a list SYMBOL=0xADDRESS,... of EIP-55 addresses"),
+        polygon_confirmations=r.number("POLYGON_CONFIRMATIONS", 12, minimum=1, integer=True),
+        polygon_explorer_url=r.parse("POLYGON_EXPLORER_URL", "https://polygonscan.com", _http_url, "an http(s) URL"),
+        solana_rpc_url=r.parse("SOLANA_RPC_URL", None, _http_url, "an http(s) URL"),
+        solana_authority_keypair_path=_keypair_path(r),
+        solana_treasury=r.parse("SOLANA_TREASURY", None, _solana_address, "a base58 32-byte address"),
+        solana_usdc_mint=r.parse(
+            "SOLANA_USDC_MINT", "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v", _solana_address, "a base58 address"
+        ),
+        solana_commitment=r.choice("SOLANA_COMMITMENT", "finalized", ("confirmed", "finalized")),
+        solana_explorer_url=r.parse("SOLANA_EXPLORER_URL", "https://explorer.solana.com", _http_url, "an http(s) URL"),
+        escrow_sync_seconds=r.number("ESCROW_SYNC_SECONDS", 60.0, minimum=0),
+        escrow_release_concurrency=r.number("ESCROW_RELEASE_CONCURRENCY", 8, minimum=1, integer=True),
     )
     if settings.webhook_secrets and any(len(s) < 8 for s in settings.webhook_secrets):
         r.problems.append("GITHUB_WEBHOOK_SECRET: each secret must be at least 8 characters")
@@ -276,3 +364,70 @@ def _database_url(v: str) -> str:
     if backend not in ("postgresql", "sqlite"):
         raise ValueError
     return v
+
+
+def _evm_address(v: str) -> str:
+    from github_app.chains.addresses import evm_address
+
+    return evm_address(v)
+
+
+def _solana_address(v: str) -> str:
+    from github_app.chains.addresses import solana_address
+
+    return solana_address(v)
+
+
+def _token_list(v: str) -> tuple[tuple[str, str], ...]:
+    tokens: dict[str, str] = {}
+    for item in v.split(","):
+        if not item.strip():
+            continue
+        symbol, sep, address = item.partition("=")
+        if not sep or not symbol.strip():
+            raise ValueError
+        tokens[symbol.strip().upper()] = _evm_address(address)
+    return tuple(sorted(tokens.items()))
+
+
+def _arbiter_key(r: _Reader) -> str | None:
+    inline, path = r.raw("POLYGON_ARBITER_KEY"), r.raw("POLYGON_ARBITER_KEY_PATH")
+    if inline and path:
+        r.problems.append("POLYGON_ARBITER_KEY and POLYGON_ARBITER_KEY_PATH: set only one of them")
+        return None
+    source = "POLYGON_ARBITER_KEY"
+    if path:
+        source = "POLYGON_ARBITER_KEY_PATH"
+        try:
+            inline = Path(path).expanduser().read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            r.problems.append(f"POLYGON_ARBITER_KEY_PATH: cannot read {path!r} ({exc.strerror})")
+            return None
+    if inline is None:
+        return None
+    key = inline.removeprefix("0x")
+    if len(key) != 64 or any(c not in "0123456789abcdefABCDEF" for c in key):
+        # Never echo the value: it is a secret, even when malformed.
+        r.problems.append(f"{source}: is not a private key (expected 64 hexadecimal digits)")
+        return None
+    return "0x" + key.lower()
+
+
+def _keypair_path(r: _Reader) -> str | None:
+    path = r.raw("SOLANA_AUTHORITY_KEYPAIR_PATH")
+    if path is None:
+        return None
+    try:
+        values = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
+    except OSError as exc:
+        r.problems.append(f"SOLANA_AUTHORITY_KEYPAIR_PATH: cannot read {path!r} ({exc.strerror})")
+        return None
+    except ValueError:
+        r.problems.append(f"SOLANA_AUTHORITY_KEYPAIR_PATH: {path!r} is not a JSON keypair file")
+        return None
+    if not (
+        isinstance(values, list) and len(values) == 64 and all(isinstance(b, int) and 0 <= b < 256 for b in values)
+    ):
+        r.problems.append(f"SOLANA_AUTHORITY_KEYPAIR_PATH: {path!r} is not a keypair (a JSON array of 64 bytes)")
+        return None
+    return path

@@ -72,3 +72,15 @@ def exposition() -> tuple[bytes, str]:
 def forget_process(pid: int | None) -> None:
     if pid is not None and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+ESCROW_RELEASES = Counter(
+    "escrow_releases_total",
+    "Escrow release outcomes, by chain and outcome (released, waiting, failed, lost_lease, retry)",
+    ["chain", "outcome"],
+)
+ESCROW_FUNDING = Counter(
+    "escrow_funding_checks_total",
+    "Pending escrows read on-chain, by chain and outcome (funded, not_funded, mismatch, error)",
+    ["chain", "outcome"],
+)

@@ -281,6 +281,13 @@ def _by_status(view: StoryView, label: str) -> Assessment:
 def _done_step(view: StoryView) -> str:
     if view.escrow.strip().lower() in ("", "no escrow", "none"):
         return "Merged and accepted: the story is done (no escrow to release)."
+    escrow = view.escrow.strip().lower()
+    if escrow.startswith("paid"):
+        return "Merged and accepted: the story is done and the expert is paid."
+    if escrow.startswith("failed"):
+        return "Merged and accepted: the story is done, but the payment failed (why: below)."
+    if escrow.startswith("release pending: waiting for funding"):
+        return "Merged and accepted: the story is done; the payment goes out as soon as the escrow is funded."
     return "Merged and accepted: payment requested."
 
 

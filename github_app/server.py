@@ -150,7 +150,35 @@ def _background_tasks(runtime: Runtime, worker: Worker, stop: asyncio.Event) -> 
         from github_app.inbox.recovery import periodic_recovery
 
         tasks.append(asyncio.create_task(periodic_recovery(runtime, stop), name="recovery"))
+    tasks += _escrow_tasks(runtime, stop)
     return tasks
+
+
+def _escrow_tasks(runtime: Runtime, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+    """The release worker (always: a release on a chain that is not configured must say so on its PR)
+    and the periodic funding check."""
+    from github_app.escrow.backends import Chains
+    from github_app.escrow.funding import periodic_sync
+    from github_app.escrow.releases import Releaser
+
+    settings = runtime.settings
+    chains = Chains.from_settings(settings)
+    releaser = Releaser(
+        runtime,
+        chains,
+        lease_seconds=settings.worker_lease_seconds,
+        poll_seconds=settings.worker_poll_seconds,
+        concurrency=settings.escrow_release_concurrency,
+    )
+    tasks = [asyncio.create_task(releaser.run(stop), name="escrow-releaser")]
+    if settings.escrow_sync_seconds > 0 and chains.backends:
+        tasks.append(asyncio.create_task(periodic_sync(runtime, chains, stop), name="escrow-funding"))
+
+    async def close_chains() -> None:
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await chains.close()
+
+    return [*tasks, asyncio.create_task(close_chains(), name="escrow-chains-close")]
 
 
 async def _listen_for_new_deliveries(runtime: Runtime, worker: Worker) -> asyncpg.Connection | None:

@@ -22,7 +22,7 @@ from github_app.db.engine import is_sqlite
 from github_app.db.models import SEED_TABLES
 from github_app.runtime import Runtime
 
-pytest_plugins = ["tests.github_fixtures", "tests.harness"]
+pytest_plugins = ["tests.github_fixtures", "tests.harness", "tests.chain.hardhat"]
 
 WEBHOOK_SECRET = "test-webhook-secret-1"
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()

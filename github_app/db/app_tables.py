@@ -246,17 +246,34 @@ class ContentOrigin(Base):
     seen_at: Mapped[datetime] = mapped_column()
 
 
+class ReleaseState:
+    PENDING = "pending"  # due: bind the escrow (or wait for funding / configuration), then sign
+    RELEASING = "releasing"  # a signed transaction is recorded: reconcile with the chain, never re-sign blindly
+    RELEASED = "released"
+    FAILED = "failed"  # permanent, with its reason; only `escrow retry` makes it due again
+    CANCELLED = "cancelled"  # the escrow was refunded instead
+    ALL = (PENDING, RELEASING, RELEASED, FAILED, CANCELLED)
+    DUE = (PENDING, RELEASING)
+
+
 class EscrowReleaseRequest(Base):
     """Written in the same transaction as a story's DONE: the durable instruction to pay its expert.
-    The escrow service consumes it; the unique story_id means a story is never paid twice."""
+    The release worker consumes it under a lease; the unique story_id means a story is never paid twice,
+    the unique escrow_id that an escrow never pays two stories."""
 
     __tablename__ = "escrow_release_request"
     __table_args__ = (
         PrimaryKeyConstraint("id", name="escrow_release_request_pkey"),
         UniqueConstraint("story_id", name="escrow_release_request_story_id_key"),
+        UniqueConstraint("escrow_id", name="escrow_release_request_escrow_id_key"),
         ForeignKeyConstraint(
             ["story_id"], ["Story.id"], name="escrow_release_request_story_id_fkey", ondelete="RESTRICT"
         ),
+        CheckConstraint(
+            "state IN ('pending', 'releasing', 'released', 'failed', 'cancelled')",
+            name="escrow_release_request_state_check",
+        ),
+        Index("escrow_release_request_due_idx", "state", "next_attempt_at"),
     )
 
     id: Mapped[str] = mapped_column(Text, default=new_id)
@@ -270,6 +287,100 @@ class EscrowReleaseRequest(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"), default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(default=utcnow)
+    lease_owner: Mapped[str | None] = mapped_column(Text)
+    lease_expires_at: Mapped[datetime | None] = mapped_column()
+    # Why a pending release is not going out yet ("waiting for funding", "Polygon is not configured").
+    waiting_for: Mapped[str | None] = mapped_column(Text)
+    released_at: Mapped[datetime | None] = mapped_column()
+    # The explorer link of the release transaction (while releasing, then once paid).
+    tx_url: Mapped[str | None] = mapped_column(Text)
+
+
+class Wallet(Base):
+    """A user's payout (expert) or funding (client) address on one chain. Not in the seed."""
+
+    __tablename__ = "wallet"
+    __table_args__ = (
+        PrimaryKeyConstraint("user_id", "chain", name="wallet_pkey"),
+        CheckConstraint("chain IN ('polygon', 'solana')", name="wallet_chain_check"),
+        ForeignKeyConstraint(["user_id"], ["User.id"], name="wallet_user_id_fkey", ondelete="CASCADE"),
+    )
+
+    user_id: Mapped[str] = mapped_column(Text)
+    chain: Mapped[str] = mapped_column(Text)
+    address: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ChainTxState:
+    SIGNED = "signed"  # recorded before broadcast; its fate is asked of the chain
+    CONFIRMED = "confirmed"
+    REVERTED = "reverted"
+    DROPPED = "dropped"  # the chain confirmed it can never land (nonce used / blockhash expired)
+
+
+class EscrowChainTx(Base):
+    """A signed release or refund transaction, committed BEFORE it is broadcast: after a crash the
+    reconciler asks the chain about exactly this hash instead of signing another payment."""
+
+    __tablename__ = "escrow_chain_tx"
+    __table_args__ = (
+        PrimaryKeyConstraint("id", name="escrow_chain_tx_pkey"),
+        UniqueConstraint("tx_hash", name="escrow_chain_tx_hash_key"),
+        CheckConstraint("kind IN ('release', 'refund')", name="escrow_chain_tx_kind_check"),
+        CheckConstraint("state IN ('signed', 'confirmed', 'reverted', 'dropped')", name="escrow_chain_tx_state_check"),
+        ForeignKeyConstraint(["escrow_id"], ["Escrow.id"], name="escrow_chain_tx_escrow_id_fkey", ondelete="RESTRICT"),
+        Index("escrow_chain_tx_escrow_idx", "escrow_id", "kind"),
+    )
+
+    id: Mapped[str] = mapped_column(Text, default=new_id)
+    escrow_id: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(Text)
+    chain: Mapped[str] = mapped_column(Text)
+    tx_hash: Mapped[str] = mapped_column(Text)
+    raw_tx: Mapped[bytes] = mapped_column(LargeBinary)
+    signer: Mapped[str] = mapped_column(Text)
+    nonce: Mapped[int | None] = mapped_column(BigInteger)
+    recent_blockhash: Mapped[str | None] = mapped_column(Text)
+    last_valid_block_height: Mapped[int | None] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    confirmed_at: Mapped[datetime | None] = mapped_column()
+
+
+class EvmSignerNonce(Base):
+    """The next nonce of one signing key on one chain, allocated under this row's lock so that workers
+    on several machines never sign two transactions with one nonce."""
+
+    __tablename__ = "evm_signer_nonce"
+    __table_args__ = (PrimaryKeyConstraint("chain_id", "signer", name="evm_signer_nonce_pkey"),)
+
+    chain_id: Mapped[int] = mapped_column(BigInteger, autoincrement=False)
+    signer: Mapped[str] = mapped_column(Text)
+    next_nonce: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class EscrowChainState(Base):
+    """What the seed's Escrow has no column for: a funding mismatch found on-chain, and refunds."""
+
+    __tablename__ = "escrow_chain_state"
+    __table_args__ = (
+        PrimaryKeyConstraint("escrow_id", name="escrow_chain_state_pkey"),
+        ForeignKeyConstraint(
+            ["escrow_id"], ["Escrow.id"], name="escrow_chain_state_escrow_id_fkey", ondelete="CASCADE"
+        ),
+    )
+
+    escrow_id: Mapped[str] = mapped_column(Text)
+    problem: Mapped[str | None] = mapped_column(Text)
+    refund_requested_at: Mapped[datetime | None] = mapped_column()
+    refund_tx_hash: Mapped[str | None] = mapped_column(Text)
+    refunded_at: Mapped[datetime | None] = mapped_column()
+    checked_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class OutboxItem(Base):

@@ -8,7 +8,7 @@ from dataclasses import replace
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from github_app.db.app_tables import EscrowReleaseRequest, PullRequestLink, StoryState
+from github_app.db.app_tables import EscrowReleaseRequest, PullRequestLink, ReleaseState, StoryState
 from github_app.db.enums import StoryStatus
 from github_app.db.models import Escrow, Story
 from github_app.outbox.enqueue import KIND_CHECK_RUN, KIND_PR_COMMENT, set_desired
@@ -17,12 +17,33 @@ from github_app.services.people import login_of
 from github_app.services.stories import opportunity_of
 
 
+def release_text(release: EscrowReleaseRequest) -> str:
+    """The structured escrow state a DONE story shows: waiting for funding, releasing, paid, failed."""
+    link = f" ([transaction]({release.tx_url}))" if release.tx_url else ""
+    if release.state == ReleaseState.RELEASED:
+        return f"paid{link}"
+    if release.state == ReleaseState.RELEASING:
+        return f"releasing: payment sent, waiting for confirmation{link}"
+    if release.state == ReleaseState.FAILED:
+        return (
+            f"failed: {release.last_error or 'unknown reason'}. An operator fixes the cause, then runs "
+            f"`bmad-app escrow retry {release.escrow_id or release.story_id}` (it never pays twice)"
+        )
+    if release.state == ReleaseState.CANCELLED:
+        return "refunded to the client: no payment"
+    if release.waiting_for:
+        return f"release pending: {release.waiting_for}"
+    return "release requested"
+
+
 async def escrow_text(session: AsyncSession, story: Story) -> str:
     release = (
-        await session.execute(select(EscrowReleaseRequest.state).where(EscrowReleaseRequest.story_id == story.id))
-    ).scalar()
+        (await session.execute(select(EscrowReleaseRequest).where(EscrowReleaseRequest.story_id == story.id)))
+        .scalars()
+        .first()
+    )
     if release is not None:
-        return "release requested" if release == "pending" else f"release {release}"
+        return release_text(release)
     opportunity_id = await opportunity_of(session, story.id)
     if opportunity_id is None:
         return "no escrow (not published to the marketplace yet)"

@@ -1,0 +1,220 @@
+"""The escrow release benchmark: merge deliveries in, RELEASED escrows out, on a real EVM.
+
+    python bench/escrow.py                      # 100 stories, hardhat node and py-evm in-process
+    python bench/escrow.py --stories 30 --chain hardhat
+
+Each story is driven to "QA accepted, PR open" through signed deliveries (the app in-process: ingress,
+worker, handlers, the fake GitHub), its escrow is created (as the marketplace does), funded on-chain by
+the client and marked FUNDED by `escrow sync`. Then every story's merge delivery is sent at once and
+the clock runs until every escrow is RELEASED: the worker turns each merge into DONE and a release
+request, the release worker signs, records, broadcasts, waits for 1 confirmation and marks.
+
+It prints releases per second over that window, the time from each merge delivery's receipt to its
+escrow's `releasedAt` (p50, p99), and beside them the chain's own time per release transaction (sign,
+send, receipt; one at a time, no database). The database is PostgreSQL (BENCH_POSTGRES, default
+postgresql://postgres@127.0.0.1:5432/postgres, database bmad_escrow_bench): SQLite has one writer and
+releases one at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT))
+
+from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
+from web3 import AsyncHTTPProvider, AsyncWeb3  # noqa: E402
+
+from github_app.config import Settings  # noqa: E402
+from github_app.db import migrate  # noqa: E402
+from github_app.escrow.backends import Chains  # noqa: E402
+from github_app.escrow.funding import sync_funding  # noqa: E402
+from github_app.escrow.releases import Releaser  # noqa: E402
+from github_app.inbox.group_commit import GroupCommitWriter  # noqa: E402
+from github_app.inbox.worker import Worker  # noqa: E402
+from github_app.runtime import Runtime  # noqa: E402
+from github_app.server import default_router, depth_sampler, open_writer, readiness  # noqa: E402
+from github_app.web import create_app  # noqa: E402
+from tests.chain.evm_env import EvmEnv, address, deploy_env, expert_key, in_process_web3  # noqa: E402
+from tests.chain.market import create_escrow, set_wallet  # noqa: E402
+from tests.fake_github import FakeGitHub  # noqa: E402
+from tests.github_fixtures import GITHUB_APP_ID, INSTALLATION_ID, REPO, generate_key_pair  # noqa: E402
+from tests.harness import App  # noqa: E402
+from tests.workflow import DEV, GATE_PATH, PM, QA, STORY_PATH, gate_file, seed_market, story_file  # noqa: E402
+
+ADMIN_DSN = os.environ.get("BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+DATABASE = "bmad_escrow_bench"
+EXPERT = address(expert_key(1))
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def fresh_database() -> str:
+    import asyncpg
+
+    conn = await asyncpg.connect(ADMIN_DSN)
+    await conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+    await conn.execute(f'CREATE DATABASE "{DATABASE}"')
+    await conn.close()
+    url = ADMIN_DSN.rsplit("/", 1)[0] + "/" + DATABASE
+    await asyncio.to_thread(migrate.upgrade, url)
+    return url
+
+
+async def chain_time_per_release(evm: EvmEnv, count: int) -> float:
+    """The chain's own cost: fund `count` escrows, then release them one at a time, no database."""
+    chain = evm.chain()
+    ids = [f"bench-direct-{i}-{time.monotonic_ns()}" for i in range(count)]
+    for escrow_id in ids:
+        await evm.fund(escrow_id, EXPERT, "USDC", 1000, 500)
+    started = time.perf_counter()
+    for escrow_id in ids:
+        signed = chain.sign(await chain.unsigned("release", escrow_id), await chain.pending_nonce())
+        await chain.broadcast(signed)
+        while not (await chain.outcome(signed)).landed:
+            await asyncio.sleep(0.005)
+    return (time.perf_counter() - started) / count
+
+
+async def run(label: str, w3: AsyncWeb3, stories: int) -> dict[str, Any]:
+    evm = await deploy_env(w3)
+    url = await fresh_database()
+    keys = generate_key_pair()
+    fake = FakeGitHub(GITHUB_APP_ID, keys.public_pem)
+    fake.add_repo(REPO)
+    fake.add_installation(INSTALLATION_ID)
+    await fake.start()
+    settings = Settings(
+        database_url=url,
+        webhook_secrets=("test-webhook-secret-1",),
+        github_app_id=GITHUB_APP_ID,
+        github_private_key=keys.private_pem,
+        github_api_url=fake.url,
+        worker_poll_seconds=0.01,
+        worker_concurrency=8,
+    )
+    runtime = await Runtime.create(settings)
+    writer = GroupCommitWriter(await open_writer(runtime))
+    writer.start()
+    client = TestClient(
+        TestServer(create_app(writer, settings.webhook_secrets, readiness(runtime), depth_sampler(runtime)))
+    )
+    await client.start_server()
+    app = App(client, runtime, Worker(runtime, default_router()))
+    try:
+        m = await seed_market(runtime, fake)
+        await set_wallet(m, DEV, "polygon", EXPERT)
+        merges = []
+        for n in range(1, stories + 1):
+            path, gate = STORY_PATH.replace("1.3", f"1.{n}"), GATE_PATH.replace("1.3", f"1.{n}")
+            await app.deliver("push", m.push("main", {path: story_file("Approved", number=n)}, PM))
+            story_id = str(await m.scalar('SELECT id FROM "Story" WHERE "storyNumber" = :n', n=n))
+            await m.accept_bid(story_id, DEV)
+            sha, branch, title = m.sha(), f"story/1.{n}-work", f"Story 1.{n}: work"
+            await app.deliver("pull_request", m.pr("opened", n, head_sha=sha, branch=branch, title=title))
+            await app.deliver("push", m.push(branch, {gate: gate_file("PASS", story=f"1.{n}")}, QA))
+            escrow_id = await create_escrow(m, story_id, contract_address=evm.escrow_address, amount=10**6)
+            await evm.fund(escrow_id, EXPERT, "USDC", 10**6, 500)
+            merges.append(m.pr("closed", n, merged=True, head_sha=sha, branch=branch, title=title, sender=PM))
+        chains = Chains(backends={"polygon": evm.chain(confirmations=1)})
+        assert len((await sync_funding(runtime, chains)).funded) == stories
+        releaser = Releaser(runtime, chains, poll_seconds=0.005, waiting_retry_seconds=0.05, concurrency=16)
+
+        stop = asyncio.Event()
+        app.worker.poll_seconds = 0.01
+        tasks = [asyncio.create_task(app.worker.run(stop)), asyncio.create_task(releaser.run(stop))]
+        started = time.perf_counter()
+        await asyncio.gather(*(app.deliver("pull_request", merge, process=False) for merge in merges))
+        app.worker.wake(len(merges))
+        all_done = None
+        while await m.scalar("""SELECT count(*) FROM "Escrow" WHERE status = 'RELEASED'""") < stories:
+            if all_done is None and await m.scalar("SELECT count(*) FROM escrow_release_request") == stories:
+                all_done = time.perf_counter() - started
+            await asyncio.sleep(0.02)
+        elapsed = time.perf_counter() - started
+        stop.set()
+        await asyncio.gather(*tasks)
+        latencies = [
+            float(r[0])
+            for r in await m.rows(
+                """SELECT EXTRACT(EPOCH FROM (e."releasedAt" - i.received_at)) FROM "Escrow" e
+                   JOIN escrow_release_request r ON r.escrow_id = e.id
+                   JOIN "Story" s ON s.id = r.story_id
+                   JOIN webhook_inbox i ON i.event = 'pull_request' AND i.action = 'closed'
+                        AND (convert_from(i.payload, 'UTF8')::jsonb -> 'pull_request' ->> 'number')::int = s."storyNumber" """
+            )
+        ]
+        assert await evm.balance("USDC", EXPERT) == stories * 950_000, "every expert paid exactly once"
+        per_tx = await chain_time_per_release(evm, min(20, stories))
+        return {
+            "label": label,
+            "stories": stories,
+            "releases_per_s": stories / elapsed,
+            "p50_ms": statistics.median(latencies) * 1000,
+            "p99_ms": pct(latencies, 0.99) * 1000,
+            "chain_ms_per_release": per_tx * 1000,
+            "all_done_s": all_done or elapsed,
+            "elapsed_s": elapsed,
+        }
+    finally:
+        await client.close()
+        await writer.close()
+        await writer.writer.close()
+        await runtime.close()
+        await fake.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--stories", type=int, default=100)
+    parser.add_argument("--chain", choices=("hardhat", "pyevm", "both"), default="both")
+    args = parser.parse_args()
+    from github_app.logs import setup_logging
+
+    setup_logging("WARNING", "json", [])
+    results = []
+    if args.chain in ("hardhat", "both"):
+        import contextlib
+
+        import tests.chain.hardhat as hh
+
+        class Factory:
+            def mktemp(self, name: str) -> Path:
+                path = BENCH / ".work" / name
+                path.mkdir(parents=True, exist_ok=True)
+                return path
+
+        gen = hh.hardhat_url.__wrapped__(Factory())  # type: ignore[attr-defined]
+        url = next(gen)
+        try:
+            results.append(await run("hardhat@2 (JSON-RPC, 1 confirmation)", AsyncWeb3(AsyncHTTPProvider(url)), args.stories))
+        finally:
+            with contextlib.suppress(StopIteration):
+                next(gen)
+    if args.chain in ("pyevm", "both"):
+        results.append(await run("py-evm in-process", in_process_web3(), args.stories))
+    print(
+        f"{'chain':40} {'stories':>7} {'releases/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'chain ms/release':>17} "
+        f"{'all DONE s':>10} {'all paid s':>10}"
+    )
+    for r in results:
+        print(
+            f"{r['label']:40} {r['stories']:>7} {r['releases_per_s']:>11.1f} {r['p50_ms']:>8.0f} {r['p99_ms']:>8.0f} "
+            f"{r['chain_ms_per_release']:>17.1f} {r['all_done_s']:>10.1f} {r['elapsed_s']:>10.1f}"
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

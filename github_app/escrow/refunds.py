@@ -1,0 +1,160 @@
+"""Refunds, by an operator (`bmad-app escrow refund ID`): a CANCELLED project, or a story that will not
+be done. The same exactly-once machinery as releases: the signed transaction is committed before it
+is broadcast, a re-run asks the chain about it, and the contract refuses to move an escrow's money
+twice. The seed has no refund hash: it is kept in `escrow_chain_state`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, update
+
+from github_app.db.app_tables import (
+    ChainTxState,
+    EscrowChainState,
+    EscrowChainTx,
+    EscrowReleaseRequest,
+    ReleaseState,
+)
+from github_app.db.enums import EscrowStatus
+from github_app.db.models import Escrow, Story
+from github_app.db.types import utcnow
+from github_app.domain.escrow import ONCHAIN_FUNDED, ONCHAIN_REFUNDED
+from github_app.escrow.backends import Chains
+from github_app.escrow.releases import live_tx, record_signed, signed_of
+from github_app.services.stories import audit
+from github_app.services.views import refresh_story_prs
+
+REFUNDED_ACTION = "escrow_refunded"
+
+
+class RefundRefused(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class RefundResult:
+    escrow_id: str
+    tx_hash: str
+    tx_url: str
+
+
+async def refund(
+    runtime: Any, chains: Chains, escrow_id: str, *, poll_seconds: float = 1.0, wait_seconds: float = 600.0
+) -> RefundResult:
+    async with runtime.sessionmaker() as session, session.begin():
+        escrow = await session.get(Escrow, escrow_id)
+        if escrow is None:
+            raise RefundRefused(f"no escrow {escrow_id!r}")
+        backend = chains.get(escrow.blockchain)
+        if backend is None:
+            raise RefundRefused(chains.problem(escrow.blockchain) or "chain not configured")
+        state = await session.get(EscrowChainState, escrow_id)
+        if escrow.status == EscrowStatus.REFUNDED and state is not None and state.refund_tx_hash:
+            return RefundResult(escrow_id, state.refund_tx_hash, backend.tx_url(state.refund_tx_hash))
+        if escrow.status == EscrowStatus.RELEASED:
+            raise RefundRefused(f"escrow {escrow_id} is already RELEASED to the expert")
+        releasing = (
+            await session.execute(
+                select(EscrowReleaseRequest.id).where(
+                    EscrowReleaseRequest.escrow_id == escrow_id,
+                    EscrowReleaseRequest.state.in_((ReleaseState.RELEASING, ReleaseState.RELEASED)),
+                )
+            )
+        ).scalar()
+        if releasing is not None:
+            raise RefundRefused(f"escrow {escrow_id} is being released to the expert: wait for its outcome")
+        # From now on the release worker refuses this escrow.
+        if state is None:
+            session.add(EscrowChainState(escrow_id=escrow_id, refund_requested_at=utcnow(), checked_at=utcnow()))
+        elif state.refund_requested_at is None:
+            state.refund_requested_at = utcnow()
+        currency = escrow.currency
+        recorded = await live_tx(session, escrow_id, "refund")
+        signed = signed_of(recorded) if recorded is not None else None
+    if signed is None:
+        onchain = await backend.read(escrow_id, currency)
+        if onchain.status == ONCHAIN_REFUNDED:
+            found = await backend.find_transaction("refund", escrow_id)
+            if found is None:
+                raise RefundRefused("refunded on-chain, but its transaction was not found yet: run again")
+            await _mark(runtime, backend, escrow_id, found)
+            return RefundResult(escrow_id, found, backend.tx_url(found))
+        if onchain.custodial:
+            raise RefundRefused("refunds of Solana escrows are not supported by this version")
+        if onchain.status != ONCHAIN_FUNDED:
+            raise RefundRefused(
+                f"escrow {escrow_id} is not funded on-chain (status {onchain.status}): nothing to refund"
+            )
+        unsigned = await backend.unsigned("refund", escrow_id)
+        chain_nonce = await backend.pending_nonce()
+        async with runtime.sessionmaker() as session, session.begin():
+            signed = await record_signed(session, backend, escrow_id, "refund", unsigned, chain_nonce)
+    await backend.broadcast(signed)
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        outcome = await backend.outcome(signed)
+        if outcome.landed and not outcome.succeeded:
+            await _settle(runtime, signed.tx_hash, ChainTxState.REVERTED)
+            raise RefundRefused(f"the refund transaction {signed.tx_hash} reverted on-chain")
+        if outcome.never_lands:
+            await _settle(runtime, signed.tx_hash, ChainTxState.DROPPED)
+            raise RefundRefused(f"the refund transaction {signed.tx_hash} can never land: run again")
+        if outcome.landed and outcome.confirmations >= backend.confirmations:
+            break
+        if time.monotonic() > deadline:
+            raise RefundRefused(f"the refund {signed.tx_hash} is not confirmed yet: run again to keep waiting")
+        await asyncio.sleep(poll_seconds)
+    await _mark(runtime, backend, escrow_id, signed.tx_hash)
+    return RefundResult(escrow_id, signed.tx_hash, backend.tx_url(signed.tx_hash))
+
+
+async def _settle(runtime: Any, tx_hash: str, state: str) -> None:
+    async with runtime.sessionmaker() as session, session.begin():
+        await session.execute(update(EscrowChainTx).where(EscrowChainTx.tx_hash == tx_hash).values(state=state))
+
+
+async def _mark(runtime: Any, backend: Any, escrow_id: str, tx_hash: str) -> None:
+    async with runtime.sessionmaker() as session, session.begin():
+        stmt = select(Escrow).where(Escrow.id == escrow_id)
+        if not runtime.is_sqlite:
+            stmt = stmt.with_for_update()
+        escrow = (await session.execute(stmt)).scalars().one()
+        await session.refresh(escrow)
+        now = utcnow()
+        escrow.status = EscrowStatus.REFUNDED
+        state = await session.get(EscrowChainState, escrow_id)
+        if state is None:
+            state = EscrowChainState(escrow_id=escrow_id, checked_at=now)
+            session.add(state)
+        state.refund_tx_hash = tx_hash
+        state.refunded_at = now
+        await session.execute(
+            update(EscrowChainTx)
+            .where(EscrowChainTx.tx_hash == tx_hash)
+            .values(state=ChainTxState.CONFIRMED, confirmed_at=now)
+        )
+        requests = (
+            (await session.execute(select(EscrowReleaseRequest).where(EscrowReleaseRequest.escrow_id == escrow_id)))
+            .scalars()
+            .all()
+        )
+        for request in requests:
+            request.state = ReleaseState.CANCELLED
+            request.tx_url = backend.tx_url(tx_hash)
+            request.lease_owner = None
+            request.lease_expires_at = None
+            story = await session.get(Story, request.story_id)
+            if story is not None:
+                audit(
+                    session,
+                    story,
+                    REFUNDED_ACTION,
+                    None,
+                    {"escrowId": escrow_id, "transactionHash": tx_hash, "explorerUrl": backend.tx_url(tx_hash)},
+                )
+            await session.flush()
+            await refresh_story_prs(session, request.story_id)

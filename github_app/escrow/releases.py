@@ -1,0 +1,537 @@
+"""The release worker: pays the expert of a DONE story exactly once.
+
+Each request goes through short transactions, none of which waits for the chain while holding a lock
+on the marketplace's shared `Escrow` row:
+
+1. bind: the FUNDED escrow of the story's developer opportunity for the story's developer (or wait
+   for funding, or fail permanently with the reason);
+2. sign: under the signer's nonce row lock, sign the release and COMMIT its hash and bytes (app table)
+   before anything is broadcast;
+3. broadcast the recorded bytes, then wait for the configured confirmations;
+4. mark: lock the Escrow row and, in one transaction, Escrow RELEASED with the hash, Opportunity
+   COMPLETED, an audit row and the PR views.
+
+A worker that dies anywhere leaves its lease to expire; the next one finds the recorded transaction
+and asks the chain what became of it. Nothing is signed again unless the chain proves the recorded
+transaction can never land AND the escrow is still funded on-chain; and the contract itself refuses a
+second release of one escrow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import case, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from github_app.chains.addresses import CHAIN_NAMES
+from github_app.chains.evm import SignedTx
+from github_app.db.app_tables import (
+    ChainTxState,
+    EscrowChainState,
+    EscrowChainTx,
+    EscrowReleaseRequest,
+    EvmSignerNonce,
+    ReleaseState,
+    StoryOpportunity,
+    Wallet,
+)
+from github_app.db.enums import EscrowStatus, OpportunityStatus
+from github_app.db.models import Escrow, Opportunity, Story
+from github_app.db.types import utcnow
+from github_app.domain.escrow import ONCHAIN_FUNDED, ONCHAIN_NONE, ONCHAIN_REFUNDED, ONCHAIN_RELEASED, bind_escrow
+from github_app.escrow import store
+from github_app.escrow.backends import Chains
+from github_app.inbox.store import ERROR_MAX_CHARS
+from github_app.inbox.worker import worker_name
+from github_app.metrics import ESCROW_RELEASES
+from github_app.services.stories import audit
+from github_app.services.views import refresh_story_prs
+
+log = logging.getLogger(__name__)
+
+RELEASED_ACTION = "escrow_released"
+RELEASE_FAILED_ACTION = "escrow_release_failed"
+
+# Fault injection points, in order: after the escrow is bound, after the signed transaction is
+# committed, after it is broadcast, after it is confirmed (before the final mark).
+STEPS = ("bound", "signed", "broadcast", "confirmed")
+Fault = Callable[[str, str], None]
+
+
+class LostLease(Exception):
+    """Another worker took the request over: this one stops and writes nothing."""
+
+
+class Releaser:
+    def __init__(
+        self,
+        runtime: Any,
+        chains: Chains,
+        *,
+        name: str | None = None,
+        lease_seconds: float = 120.0,
+        waiting_retry_seconds: float = 60.0,
+        poll_seconds: float = 1.0,
+        concurrency: int = 8,
+        fault: Fault | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.chains = chains
+        self.name = name or worker_name()
+        self.lease_seconds = lease_seconds
+        self.waiting_retry_seconds = waiting_retry_seconds
+        self.poll_seconds = poll_seconds
+        self.concurrency = 1 if runtime.is_sqlite else concurrency
+        self.fault = fault
+        self._lock = not runtime.is_sqlite
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    async def run_once(self) -> int:
+        """Claim what is due and process it; the number of requests claimed."""
+        async with self.runtime.engine.begin() as conn:
+            claimed = await store.claim(conn, self.name, self.concurrency, self.lease_seconds, skip_locked=self._lock)
+        if claimed:
+            await asyncio.gather(*(self.process(c.id) for c in claimed))
+        return len(claimed)
+
+    async def run_until_idle(self, limit: int = 1000) -> None:
+        for _ in range(limit):
+            if await self.run_once() == 0:
+                return
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until `stop`: keep up to `concurrency` releases in flight, claiming as slots free up (a
+        release waiting for its confirmations does not hold up the others)."""
+        inflight: set[asyncio.Task[None]] = set()
+        stop_waiter = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                free = self.concurrency - len(inflight)
+                claimed = []
+                if free > 0:
+                    try:
+                        async with self.runtime.engine.begin() as conn:
+                            claimed = await store.claim(
+                                conn, self.name, free, self.lease_seconds, skip_locked=self._lock
+                            )
+                    except Exception as exc:  # the database may be down for a while; keep trying
+                        log.error("escrow releaser cannot claim", extra={"error": repr(exc)})
+                for c in claimed:
+                    inflight.add(asyncio.create_task(self.process(c.id), name=f"release-{c.id}"))
+                if not claimed or len(inflight) >= self.concurrency:
+                    await asyncio.wait(
+                        {*inflight, stop_waiter}, timeout=self.poll_seconds, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    inflight = {t for t in inflight if not t.done()}
+        finally:
+            stop_waiter.cancel()
+            if inflight:
+                await asyncio.gather(*inflight, return_exceptions=True)
+
+    def _step(self, step: str, request_id: str) -> None:
+        if self.fault is not None:
+            self.fault(step, request_id)
+
+    # --- one request ------------------------------------------------------------------------
+
+    async def process(self, request_id: str) -> None:
+        try:
+            await self._process(request_id)
+            sender = self.runtime.extras.get("outbox_sender")
+            if sender is not None:  # the PR's views may have changed
+                sender.wake()
+        except LostLease:
+            ESCROW_RELEASES.labels("unknown", "lost_lease").inc()
+            log.warning("escrow release lease lost; another worker has it", extra={"request": request_id})
+        except Exception as exc:
+            # A transient problem (node unreachable, database hiccup): keep the request, retry soon.
+            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:ERROR_MAX_CHARS]
+            log.warning("escrow release attempt failed; will retry", extra={"request": request_id, "error": detail})
+            ESCROW_RELEASES.labels("unknown", "retry").inc()
+            try:
+                async with self.runtime.sessionmaker() as session, session.begin():
+                    request = await store.hold(session, request_id, self.name, lock=self._lock)
+                    if request is not None:
+                        request.last_error = detail
+                        delay = min(300.0, self.poll_seconds * 2 ** min(request.attempts, 8))
+                        store.put_back(request, utcnow() + timedelta(seconds=delay))
+            except Exception:  # the lease expires and the request comes back: nothing is lost
+                log.exception("cannot record escrow release failure")
+
+    async def _process(self, request_id: str) -> None:
+        # 1. bind, and find what is already recorded
+        async with self.runtime.sessionmaker() as session, session.begin():
+            request = await self._hold(session, request_id)
+            if request.state not in ReleaseState.DUE:
+                return
+            escrow = await self._bind(session, request)
+            if escrow is None:
+                return
+            backend = self.chains.get(escrow.blockchain)
+            if backend is None:
+                await self._wait(session, request, self.chains.problem(escrow.blockchain) or "chain not configured")
+                return
+            tx_hash = escrow.release_transaction_hash if escrow.status == EscrowStatus.RELEASED else None
+            recorded = await live_tx(session, escrow.id, "release")
+            signed = signed_of(recorded) if recorded is not None else None
+            wallet = await session.get(Wallet, (request.expert_id, escrow.blockchain))
+            if tx_hash is None and signed is None:
+                # Nothing in flight: the checks before a payment is signed. (A recorded transaction is
+                # always reconciled with the chain first, whatever changed since.)
+                chain_state = await session.get(EscrowChainState, escrow.id)
+                if chain_state is not None and chain_state.refund_requested_at is not None:
+                    await self._fail(session, request, "an operator is refunding this escrow to the client")
+                    return
+                if wallet is None:
+                    await self._fail(
+                        session,
+                        request,
+                        f"the expert has no {CHAIN_NAMES.get(escrow.blockchain, escrow.blockchain)} wallet: "
+                        f"set one with `bmad-app wallet set`, then `bmad-app escrow retry {escrow.id}`",
+                    )
+                    return
+            escrow_id, expert_wallet = escrow.id, wallet.address if wallet else ""
+            amount, fee_bps, currency = escrow.amount, escrow.platform_fee, escrow.currency
+        self._step("bound", request_id)
+        if tx_hash is not None:  # marked by an earlier run that died before closing the request
+            await self._mark(request_id, escrow_id, tx_hash, backend)
+            return
+
+        if signed is None:
+            signed = await self._sign(request_id, escrow_id, expert_wallet, amount, fee_bps, currency, backend)
+            if signed is None:
+                return
+            self._step("signed", request_id)
+        await backend.broadcast(signed)
+        self._step("broadcast", request_id)
+        if not await self._confirm(request_id, escrow_id, currency, signed, backend):
+            return
+        self._step("confirmed", request_id)
+        await self._mark(request_id, escrow_id, signed.tx_hash, backend)
+
+    async def _hold(self, session: AsyncSession, request_id: str) -> EscrowReleaseRequest:
+        request = await store.hold(session, request_id, self.name, lock=self._lock)
+        if request is None:
+            raise LostLease(request_id)
+        return request
+
+    async def _bind(self, session: AsyncSession, request: EscrowReleaseRequest) -> Escrow | None:
+        if request.escrow_id is not None:
+            in_flight = request.state == ReleaseState.RELEASING or await live_tx(session, request.escrow_id, "release")
+            if in_flight:
+                bound = await session.get(Escrow, request.escrow_id)
+                if bound is None:
+                    await self._fail(session, request, f"escrow {request.escrow_id} no longer exists")
+                return bound
+            # An escrow named before anything was signed (e.g. at DONE) is only a hint: the binding
+            # rules are applied now, when the release runs.
+            request.escrow_id = None
+            await session.flush()
+        opportunity_id = (
+            request.opportunity_id
+            or (
+                await session.execute(
+                    select(StoryOpportunity.opportunity_id).where(StoryOpportunity.story_id == request.story_id)
+                )
+            ).scalar()
+        )
+        funded: list[str] = []
+        pending: list[str] = []
+        if opportunity_id is not None and request.expert_id:
+            rows = (
+                await session.execute(
+                    select(Escrow.id, Escrow.status).where(
+                        Escrow.opportunity_id == opportunity_id, Escrow.expert_id == request.expert_id
+                    )
+                )
+            ).all()
+            funded = [r.id for r in rows if r.status == EscrowStatus.FUNDED]
+            pending = [r.id for r in rows if r.status == EscrowStatus.PENDING]
+        binding = bind_escrow(request.expert_id, opportunity_id, funded, pending)
+        if binding.failure is not None:
+            await self._fail(session, request, binding.failure)
+            return None
+        if binding.escrow_id is None:
+            await self._wait(session, request, binding.waiting_for or "waiting for funding")
+            return None
+        taken = (
+            await session.execute(
+                select(EscrowReleaseRequest.story_id).where(
+                    EscrowReleaseRequest.escrow_id == binding.escrow_id, EscrowReleaseRequest.id != request.id
+                )
+            )
+        ).scalar()
+        if taken is not None:
+            await self._fail(session, request, f"escrow {binding.escrow_id} already pays story {taken}")
+            return None
+        request.escrow_id = binding.escrow_id
+        request.opportunity_id = opportunity_id
+        return await session.get(Escrow, binding.escrow_id)
+
+    async def _sign(
+        self,
+        request_id: str,
+        escrow_id: str,
+        expert_wallet: str,
+        amount_text: str,
+        fee_bps: int,
+        currency: str,
+        backend: Any,
+    ) -> SignedTx | None:
+        """Read the chain, then sign and commit the transaction; None when there is nothing to sign."""
+        onchain = await backend.read(escrow_id, currency)
+        if onchain.status == ONCHAIN_RELEASED:
+            # Released on-chain by a transaction we have no live record of (e.g. an operator by hand).
+            found = await backend.find_transaction("release", escrow_id)
+            if found is None:
+                raise RuntimeError("escrow is released on-chain but its transaction was not found yet")
+            await self._mark(request_id, escrow_id, found, backend)
+            return None
+        problem = None
+        if onchain.status == ONCHAIN_REFUNDED:
+            problem = "the escrow was refunded on-chain: nothing to release"
+        elif onchain.status == ONCHAIN_NONE:
+            problem = "the escrow is not funded on-chain"
+        elif onchain.status != ONCHAIN_FUNDED:
+            problem = f"unknown on-chain escrow status {onchain.status}"
+        elif onchain.custodial and str(onchain.amount) != amount_text.strip():
+            problem = f"the escrow account holds {onchain.amount}, not the row's {amount_text}: an operator decides"
+        elif not onchain.custodial and (onchain.expert or "").lower() != expert_wallet.lower():
+            problem = (
+                f"the escrow pays {onchain.expert} on-chain but the expert's wallet is now {expert_wallet}: "
+                "an operator decides (refund, or restore the wallet and retry)"
+            )
+        if problem is not None:
+            await self._fail_by_id(request_id, problem)
+            return None
+        if onchain.custodial:  # Solana: no nonce; the signature's blockhash bounds its life
+            prepared = await backend.build_release(escrow_id, expert_wallet, onchain.amount, fee_bps, currency)
+        else:
+            unsigned, chain_nonce = await asyncio.gather(
+                backend.unsigned("release", escrow_id), backend.pending_nonce()
+            )
+        async with self.runtime.sessionmaker() as session, session.begin():
+            request = await self._hold(session, request_id)
+            if onchain.custodial:
+                signed = prepared
+                add_signed(session, backend, escrow_id, "release", signed)
+            else:
+                signed = await record_signed(session, backend, escrow_id, "release", unsigned, chain_nonce)
+            request.state = ReleaseState.RELEASING
+            request.tx_url = backend.tx_url(signed.tx_hash)
+            request.waiting_for = None
+            request.last_error = None
+            story_id = request.story_id
+        # Outside the transaction that holds the signer's nonce lock: other releases sign meanwhile.
+        async with self.runtime.sessionmaker() as session, session.begin():
+            await refresh_story_prs(session, story_id)
+        return signed
+
+    async def _confirm(self, request_id: str, escrow_id: str, currency: str, signed: SignedTx, backend: Any) -> bool:
+        """Wait (inside the lease) until the transaction has its confirmations. False when this run
+        stops here: rescheduled, dropped (the next run reads the chain and signs again only if the
+        escrow is still funded there) or failed."""
+        deadline = time.monotonic() + self.lease_seconds * 0.8
+        rebroadcast = time.monotonic() + 10 * self.poll_seconds
+        while True:
+            outcome = await backend.outcome(signed)
+            if outcome.landed and outcome.succeeded and outcome.confirmations >= backend.confirmations:
+                return True
+            if outcome.landed and not outcome.succeeded:
+                await self._settle_tx(request_id, signed, ChainTxState.REVERTED)
+                onchain = await backend.read(escrow_id, currency)
+                if onchain.status == ONCHAIN_RELEASED:
+                    return False  # another recorded transaction paid it; the next run finds which
+                await self._fail_by_id(
+                    request_id,
+                    f"the release transaction {signed.tx_hash} reverted on-chain (escrow status {onchain.status})",
+                )
+                return False
+            if outcome.never_lands:
+                await self._settle_tx(request_id, signed, ChainTxState.DROPPED)
+                return False
+            if time.monotonic() > deadline:
+                await self._reschedule(request_id, self.poll_seconds)
+                return False
+            if not outcome.landed and time.monotonic() > rebroadcast:
+                await backend.broadcast(signed)  # the same bytes: a node that lost it gets it again
+                rebroadcast = time.monotonic() + 10 * self.poll_seconds
+            await asyncio.sleep(self.poll_seconds if not outcome.landed else self.poll_seconds / 2)
+
+    async def _mark(self, request_id: str, escrow_id: str, tx_hash: str, backend: Any) -> None:
+        async with self.runtime.sessionmaker() as session, session.begin():
+            request = await self._hold(session, request_id)
+            # The only lock on the shared row, and only for this short write.
+            stmt = select(Escrow).where(Escrow.id == escrow_id)
+            if self._lock:
+                stmt = stmt.with_for_update()
+            escrow = (await session.execute(stmt)).scalars().one()
+            await session.refresh(escrow)
+            now = utcnow()
+            if escrow.status != EscrowStatus.RELEASED:
+                escrow.status = EscrowStatus.RELEASED
+                escrow.release_transaction_hash = tx_hash
+                escrow.released_at = now
+            if escrow.opportunity_id is not None:
+                await session.execute(
+                    update(Opportunity)
+                    .where(Opportunity.id == escrow.opportunity_id)
+                    .values(status=OpportunityStatus.COMPLETED, updated_at=now)
+                )
+            await session.execute(
+                update(EscrowChainTx)
+                .where(EscrowChainTx.tx_hash == tx_hash)
+                .values(state=ChainTxState.CONFIRMED, confirmed_at=now)
+            )
+            request.state = ReleaseState.RELEASED
+            request.tx_url = backend.tx_url(tx_hash)
+            request.released_at = now
+            request.waiting_for = None
+            request.last_error = None
+            store.put_back(request)
+            story = await session.get(Story, request.story_id)
+            if story is not None:
+                audit(
+                    session,
+                    story,
+                    RELEASED_ACTION,
+                    None,
+                    {
+                        "escrowId": escrow.id,
+                        "chain": escrow.blockchain,
+                        "transactionHash": tx_hash,
+                        "amount": escrow.amount,
+                        "currency": escrow.currency,
+                        "explorerUrl": backend.tx_url(tx_hash),
+                    },
+                )
+            await session.flush()
+            await refresh_story_prs(session, request.story_id)
+        ESCROW_RELEASES.labels(backend.chain, "released").inc()
+        log.info("escrow released", extra={"escrow": escrow_id, "tx": tx_hash, "chain": backend.chain})
+
+    # --- outcomes ---------------------------------------------------------------------------
+
+    async def _wait(self, session: AsyncSession, request: EscrowReleaseRequest, why: str) -> None:
+        changed = request.waiting_for != why
+        request.waiting_for = why
+        store.put_back(request, utcnow() + timedelta(seconds=self.waiting_retry_seconds))
+        ESCROW_RELEASES.labels("unknown", "waiting").inc()
+        if changed:
+            await session.flush()
+            await refresh_story_prs(session, request.story_id)
+
+    async def _fail(self, session: AsyncSession, request: EscrowReleaseRequest, reason: str) -> None:
+        request.state = ReleaseState.FAILED
+        request.last_error = reason[:ERROR_MAX_CHARS]
+        request.waiting_for = None
+        store.put_back(request)
+        story = await session.get(Story, request.story_id)
+        if story is not None:
+            audit(session, story, RELEASE_FAILED_ACTION, None, {"reason": reason, "escrowId": request.escrow_id})
+        ESCROW_RELEASES.labels("unknown", "failed").inc()
+        log.error("escrow release failed permanently", extra={"request": request.id, "reason": reason})
+        await session.flush()
+        await refresh_story_prs(session, request.story_id)
+
+    async def _fail_by_id(self, request_id: str, reason: str) -> None:
+        async with self.runtime.sessionmaker() as session, session.begin():
+            await self._fail(session, await self._hold(session, request_id), reason)
+
+    async def _reschedule(self, request_id: str, delay: float) -> None:
+        async with self.runtime.sessionmaker() as session, session.begin():
+            store.put_back(await self._hold(session, request_id), utcnow() + timedelta(seconds=delay))
+
+    async def _settle_tx(self, request_id: str, signed: SignedTx, state: str) -> None:
+        async with self.runtime.sessionmaker() as session, session.begin():
+            request = await self._hold(session, request_id)
+            await session.execute(
+                update(EscrowChainTx).where(EscrowChainTx.tx_hash == signed.tx_hash).values(state=state)
+            )
+            request.state = ReleaseState.PENDING
+            store.put_back(request)
+
+
+async def live_tx(session: AsyncSession, escrow_id: str, kind: str) -> EscrowChainTx | None:
+    """The recorded transaction whose fate is not settled yet (or that paid), newest first."""
+    stmt = (
+        select(EscrowChainTx)
+        .where(
+            EscrowChainTx.escrow_id == escrow_id,
+            EscrowChainTx.kind == kind,
+            EscrowChainTx.state.in_((ChainTxState.SIGNED, ChainTxState.CONFIRMED)),
+        )
+        .order_by(EscrowChainTx.created_at.desc())
+    )
+    return (await session.execute(stmt)).scalars().first()
+
+
+async def record_signed(
+    session: AsyncSession, backend: Any, escrow_id: str, kind: str, unsigned: dict[str, Any], chain_nonce: int
+) -> SignedTx:
+    """Sign with the signer's next nonce and add the transaction to the caller's transaction: it is
+    committed, with the nonce, before anyone broadcasts it."""
+    nonce = await allocate_nonce(session, backend.chain_id, backend.signer, chain_nonce)
+    signed: SignedTx = backend.sign(unsigned, nonce)
+    add_signed(session, backend, escrow_id, kind, signed)
+    return signed
+
+
+def add_signed(session: AsyncSession, backend: Any, escrow_id: str, kind: str, signed: SignedTx) -> None:
+    session.add(
+        EscrowChainTx(
+            escrow_id=escrow_id,
+            kind=kind,
+            chain=backend.chain,
+            tx_hash=signed.tx_hash,
+            raw_tx=signed.raw,
+            signer=signed.signer,
+            nonce=signed.nonce,
+            recent_blockhash=signed.recent_blockhash,
+            last_valid_block_height=signed.last_valid_block_height,
+            state=ChainTxState.SIGNED,
+        )
+    )
+
+
+def signed_of(row: EscrowChainTx) -> SignedTx:
+    return SignedTx(
+        tx_hash=row.tx_hash,
+        raw=bytes(row.raw_tx),
+        signer=row.signer,
+        nonce=row.nonce,
+        recent_blockhash=row.recent_blockhash,
+        last_valid_block_height=row.last_valid_block_height,
+    )
+
+
+async def allocate_nonce(session: AsyncSession, chain_id: int, signer: str, chain_next: int) -> int:
+    """The signer's next nonce, under its row's lock until the caller's transaction ends (so the
+    transaction signed with it is recorded before anyone else allocates). Never below what the chain
+    has seen: a key also used elsewhere does not make us reuse a nonce."""
+    T = EvmSignerNonce
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    await session.execute(
+        insert(T)
+        .values(chain_id=chain_id, signer=signer, next_nonce=chain_next, updated_at=utcnow())
+        .on_conflict_do_nothing(index_elements=[T.chain_id, T.signer])
+    )
+    current = case((T.next_nonce > chain_next, T.next_nonce), else_=chain_next)
+    row = (
+        await session.execute(
+            update(T)
+            .where(T.chain_id == chain_id, T.signer == signer)
+            .values(next_nonce=current + 1, updated_at=utcnow())
+            .returning(T.next_nonce)
+        )
+    ).scalar_one()
+    return int(row) - 1

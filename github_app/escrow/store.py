@@ -1,0 +1,65 @@
+"""The release queue: claiming due release requests under a lease, like the inbox and the outbox."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from github_app.db.app_tables import EscrowReleaseRequest, ReleaseState
+from github_app.db.types import utcnow
+
+T = EscrowReleaseRequest
+
+
+@dataclass(frozen=True)
+class ClaimedRelease:
+    id: str
+    story_id: str
+    attempts: int
+
+
+async def claim(
+    conn: AsyncConnection, owner: str, limit: int, lease_seconds: float, *, skip_locked: bool
+) -> list[ClaimedRelease]:
+    """Due requests (pending or releasing, their time come, no live lease), reserved for `owner`."""
+    now = utcnow()
+    due = (
+        select(T.id)
+        .where(
+            T.state.in_(ReleaseState.DUE),
+            or_(T.next_attempt_at <= now, T.next_attempt_at.is_(None)),
+            or_(T.lease_expires_at.is_(None), T.lease_expires_at < now),
+        )
+        .order_by(T.next_attempt_at)
+        .limit(limit)
+    )
+    if skip_locked:
+        due = due.with_for_update(skip_locked=True)
+    stmt = (
+        update(T)
+        .where(T.id.in_(due.scalar_subquery()))
+        .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds), attempts=T.attempts + 1)
+        .returning(T.id, T.story_id, T.attempts)
+    )
+    return [ClaimedRelease(*row) for row in (await conn.execute(stmt)).all()]
+
+
+async def hold(session: AsyncSession, request_id: str, owner: str, *, lock: bool) -> EscrowReleaseRequest | None:
+    """Inside a step's transaction: the request if this worker still holds its lease (compare-and-set:
+    a worker whose lease expired and was taken over writes nothing)."""
+    stmt = select(T).where(T.id == request_id, T.lease_owner == owner, T.lease_expires_at > utcnow())
+    if lock:
+        stmt = stmt.with_for_update()
+    row = (await session.execute(stmt)).scalars().first()
+    if row is not None:
+        await session.refresh(row)
+    return row
+
+
+def put_back(request: EscrowReleaseRequest, at: datetime | None = None) -> None:
+    request.lease_owner = None
+    request.lease_expires_at = None
+    request.next_attempt_at = at or utcnow()

@@ -1,0 +1,120 @@
+"""A real EVM with the escrow contract deployed: py-evm in-process, or any JSON-RPC node (hardhat).
+
+Keys are made here and funded with gas from the node's first unlocked account, so the same code runs
+on both; tokens are the test ERC-20s compiled from contracts/test/TestTokens.sol."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+from web3 import AsyncWeb3
+
+from github_app.chains.evm import EvmChain, deploy
+
+TOKENS = json.loads((Path(__file__).parent / "TestTokens.json").read_text())["contracts"]
+
+
+def key(n: int) -> str:
+    return "0x" + (n + 0x1000).to_bytes(32, "big").hex()
+
+
+ARBITER_KEY = key(1)
+TREASURY_KEY = key(2)
+CLIENT_KEY = key(3)
+DEPLOYER_KEY = key(4)
+
+
+def address(private_key: str) -> str:
+    return str(Account.from_key(private_key).address)
+
+
+def expert_key(n: int) -> str:
+    return key(100 + n)
+
+
+@dataclass
+class EvmEnv:
+    w3: AsyncWeb3
+    chain_id: int
+    escrow_address: str
+    tokens: dict[str, str]  # currency -> token address
+    token_contracts: dict[str, Any] = field(default_factory=dict)
+
+    def chain(self, confirmations: int = 1) -> EvmChain:
+        return EvmChain(
+            self.w3,
+            contract_address=self.escrow_address,
+            arbiter_key=ARBITER_KEY,
+            chain_id=self.chain_id,
+            confirmations=confirmations,
+            tokens=self.tokens,
+            explorer_url="https://amoy.polygonscan.com",
+        )
+
+    async def balance(self, currency: str, owner: str) -> int:
+        return int(await self.token_contracts[currency].functions.balanceOf(owner).call())
+
+    async def send(self, private_key: str, fn: Any) -> Any:
+        account = Account.from_key(private_key)
+        tx = await fn.build_transaction(
+            {
+                "from": account.address,
+                "nonce": await self.w3.eth.get_transaction_count(account.address, "pending"),
+                "chainId": self.chain_id,
+            }
+        )
+        signed = account.sign_transaction(tx)
+        tx_hash = await self.w3.eth.send_raw_transaction(signed.raw_transaction)
+        return await self.w3.eth.wait_for_transaction_receipt(tx_hash)
+
+    async def fund(
+        self, escrow_row_id: str, expert: str, currency: str, amount: int, fee_bps: int, client_key: str = CLIENT_KEY
+    ) -> str:
+        """What the client does from the marketplace's web page: mint (test only), approve, fund."""
+        from github_app.chains.addresses import evm_escrow_id
+
+        token = self.token_contracts[currency]
+        client = address(client_key)
+        await self.send(client_key, token.functions.mint(client, amount))
+        await self.send(client_key, token.functions.approve(self.escrow_address, amount))
+        escrow = self.w3.eth.contract(address=self.escrow_address, abi=self.chain().contract.abi)
+        receipt = await self.send(
+            client_key,
+            escrow.functions.fund(evm_escrow_id(escrow_row_id), expert, self.tokens[currency], amount, fee_bps),
+        )
+        assert receipt["status"] == 1
+        return "0x" + bytes(receipt["transactionHash"]).hex()
+
+
+async def give_gas(w3: AsyncWeb3, *private_keys: str) -> None:
+    rich = (await w3.eth.accounts)[0]
+    for k in private_keys:
+        tx = await w3.eth.send_transaction({"from": rich, "to": address(k), "value": 10**21})
+        await w3.eth.wait_for_transaction_receipt(tx)
+
+
+async def deploy_env(w3: AsyncWeb3) -> EvmEnv:
+    chain_id = int(await w3.eth.chain_id)
+    await give_gas(w3, ARBITER_KEY, CLIENT_KEY, DEPLOYER_KEY)
+    escrow_address = await deploy(w3, DEPLOYER_KEY, address(ARBITER_KEY), address(TREASURY_KEY), chain_id)
+    env = EvmEnv(w3, chain_id, escrow_address, {})
+    for currency, (kind, args) in {
+        "USDC": ("TestToken", ["USD Coin", "USDC", 6]),
+        "ETH": ("TestToken", ["Wrapped Ether", "WETH", 18]),
+        "USDT": ("NoBoolToken", []),
+    }.items():
+        factory = w3.eth.contract(abi=TOKENS[kind]["abi"], bytecode=TOKENS[kind]["bytecode"])
+        receipt = await env.send(DEPLOYER_KEY, factory.constructor(*args))
+        env.tokens[currency] = receipt["contractAddress"]
+        env.token_contracts[currency] = w3.eth.contract(address=receipt["contractAddress"], abi=TOKENS[kind]["abi"])
+    return env
+
+
+def in_process_web3() -> AsyncWeb3:
+    from web3.providers.eth_tester import AsyncEthereumTesterProvider
+
+    return AsyncWeb3(AsyncEthereumTesterProvider())
