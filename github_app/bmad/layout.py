@@ -83,10 +83,7 @@ class BmadLayout:
             f"gate decisions {self.gate_decision_path}"
         )
         if self.kind == "both":
-            text = (
-                f"BMAD v4 ({self.v4_config}) and v6 ({', '.join(self.v6_configs)}) on {branch}: "
-                f"v4 {v4}; v6 {v6}"
-            )
+            text = f"BMAD v4 ({self.v4_config}) and v6 ({', '.join(self.v6_configs)}) on {branch}: v4 {v4}; v6 {v6}"
         elif self.kind == "v4":
             text = f"BMAD v4 ({self.v4_config}) on {branch}: {v4}"
         elif self.kind == "v6":
