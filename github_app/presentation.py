@@ -58,6 +58,7 @@ class StoryView:
     link_problem: str | None  # unlinked / ambiguous: what the author must do
     refusal: str | None  # the last refused transition, explained
     config_problems: tuple[str, ...]  # invalid .github/bmad-marketplace.yml entries (defaults applied)
+    layout: str | None = None  # which BMAD layout the repository uses, and where its files are
 
 
 @dataclass(frozen=True)
@@ -284,6 +285,8 @@ def _explanations(view: StoryView) -> str:
             f"#### Configuration\n{_code('.github/bmad-marketplace.yml')} has problems; the defaults "
             f"apply instead:\n{items}"
         )
+    if view.layout:
+        sections.append(f"#### BMAD layout\n{_plain(view.layout)}")
     return "\n\n".join(sections)
 
 

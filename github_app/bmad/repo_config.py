@@ -8,6 +8,10 @@ gate_dir: docs/qa/gates            # overrides qa.qaLocation + "/gates"
 branch_pattern: '(?P<epic>\d+)\.(?P<story>\d+)'   # how a branch name names its story
 accepted_gates: [PASS, WAIVED, CONCERNS]          # PASS is required; FAIL is never accepted
 default_budget: {min: 500, max: 1500, currency: USD}   # budget of the published developer opportunity
+implementation_dir: _bmad-output/implementation-artifacts   # overrides BMAD v6 implementation_artifacts
+sprint_status: _bmad-output/implementation-artifacts/sprint-status.yaml
+test_artifacts_dir: _bmad-output/test-artifacts  # where TEA writes gate-decision.json
+qa_sources: [review, gate_decision, gate_file]    # what counts as QA's acceptance (default: all)
 ```
 
 A branch pattern either names its groups `epic` and `story`, has two groups (epic, then story), or has
@@ -27,6 +31,7 @@ import yaml
 
 from github_app.bmad.core_config import BmadPaths, describe_yaml_error, normalize_dir
 from github_app.bmad.gate_file import GateDecision
+from github_app.bmad.layout import PathOverrides
 
 REPO_CONFIG_PATH = ".github/bmad-marketplace.yml"
 
@@ -36,7 +41,19 @@ DEFAULT_ACCEPTED_GATES: frozenset[GateDecision] = frozenset({GateDecision.PASS, 
 ACCEPTABLE_GATES: frozenset[GateDecision] = frozenset({GateDecision.PASS, GateDecision.WAIVED, GateDecision.CONCERNS})
 MAX_PATTERN_LENGTH = 300
 
-_KNOWN_KEYS = ("story_dir", "gate_dir", "branch_pattern", "accepted_gates", "default_budget")
+_KNOWN_KEYS = (
+    "story_dir",
+    "gate_dir",
+    "branch_pattern",
+    "accepted_gates",
+    "default_budget",
+    "implementation_dir",
+    "sprint_status",
+    "test_artifacts_dir",
+    "qa_sources",
+)
+# Where QA's acceptance may come from: the QA's pull request review, TEA's gate-decision.json, v4 gate files.
+QA_SOURCES = ("review", "gate_decision", "gate_file")
 _BUDGET_KEYS = ("min", "max", "currency")
 
 
@@ -48,7 +65,21 @@ class RepoConfig:
     accepted_gates: frozenset[GateDecision] = DEFAULT_ACCEPTED_GATES
     # The JSON shape stored in Opportunity.budget: {"min": number, "max": number, "currency": str}.
     default_budget: dict[str, Any] | None = field(default=None, hash=False)
+    implementation_dir: str | None = None
+    sprint_status: str | None = None
+    test_artifacts_dir: str | None = None
+    qa_sources: frozenset[str] = frozenset(QA_SOURCES)
     problems: tuple[str, ...] = ()
+
+    @property
+    def path_overrides(self) -> PathOverrides:
+        return PathOverrides(
+            story_dir=self.story_dir,
+            gate_dir=self.gate_dir,
+            implementation_dir=self.implementation_dir,
+            sprint_status=self.sprint_status,
+            test_artifacts_dir=self.test_artifacts_dir,
+        )
 
 
 def effective_paths(core: BmadPaths, repo: RepoConfig) -> BmadPaths:
@@ -150,6 +181,10 @@ def parse_repo_config(text: str | bytes | None) -> RepoConfig:
         branch_pattern=branch_pattern,
         accepted_gates=_accepted_gates(data.get("accepted_gates"), problems),
         default_budget=_budget(data.get("default_budget"), problems),
+        implementation_dir=_folder(data, "implementation_dir", problems),
+        sprint_status=_file(data, "sprint_status", problems),
+        test_artifacts_dir=_folder(data, "test_artifacts_dir", problems),
+        qa_sources=_qa_sources(data.get("qa_sources"), problems),
         problems=tuple(problems),
     )
 
@@ -166,6 +201,26 @@ def _folder(data: dict[Any, Any], key: str, problems: list[str]) -> str | None:
     except ValueError as exc:
         problems.append(f"{key}: {exc}; using the BMAD core config")
         return None
+
+
+def _file(data: dict[Any, Any], key: str, problems: list[str]) -> str | None:
+    # A file path follows the same rules as a folder: inside the repository, not empty.
+    return _folder(data, key, problems)
+
+
+def _qa_sources(value: object, problems: list[str]) -> frozenset[str]:
+    default = frozenset(QA_SOURCES)
+    items = [value] if isinstance(value, str) else value
+    if value is None:
+        return default
+    if not isinstance(items, list) or not items:
+        problems.append(f"qa_sources should be a list drawn from {', '.join(QA_SOURCES)}, not {value!r}; using all")
+        return default
+    bad = [item for item in items if item not in QA_SOURCES]
+    if bad:
+        problems.append(f"qa_sources: {', '.join(repr(b) for b in bad)} not one of {', '.join(QA_SOURCES)}; using all")
+        return default
+    return frozenset(str(item) for item in items)
 
 
 def _accepted_gates(value: object, problems: list[str]) -> frozenset[GateDecision]:

@@ -60,7 +60,8 @@ async def build_view(session: AsyncSession, link: PullRequestLink, config_proble
         escrow=await escrow_text(session, story) if story else "no escrow",
         link_problem=link.link_problem,
         refusal=link.refusal,
-        config_problems=config_problems,
+        config_problems=tuple(config_problems),
+        layout=getattr(config_problems, "layout", None),
     )
 
 
