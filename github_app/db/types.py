@@ -48,4 +48,3 @@ def pg_enum(enum_cls: type[enum.Enum], name: str) -> sa.Enum:
         create_constraint=False,
         validate_strings=True,
     )
-

@@ -39,6 +39,7 @@ from github_app.services.stories import (
     snapshot,
     story_state,
 )
+from github_app.services.v6_pushes import v6_default_branch_push, v6_gate_decision_push
 from github_app.services.views import refresh_pr, refresh_story_prs
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ async def handle_push(ctx: HandlerContext, event: sansio.Event) -> None:
         for path, status in sorted(changes.items()):
             if is_story_path(path, rc.paths.story_dir):
                 await _story_file(ctx, rc, push, path, status, meta, report)
+        await v6_default_branch_push(ctx, rc, push, changes, meta, report)
         if report.refused or report.warnings:
             await set_desired(
                 ctx.session,
@@ -132,9 +134,11 @@ async def handle_push(ctx: HandlerContext, event: sansio.Event) -> None:
                 target=f"{push.after}:story-files",  # beside any PR check run on this commit
                 payload=story_files_check_payload(push.after, report.refused, report.warnings),
             )
-    for path, status in sorted(changes.items()):
-        if status != "removed" and is_gate_path(path, rc.paths.gate_dir):
-            await _gate_file(ctx, rc, push, path, meta)
+    if "gate_file" in rc.config.qa_sources:
+        for path, status in sorted(changes.items()):
+            if status != "removed" and is_gate_path(path, rc.paths.gate_dir):
+                await _gate_file(ctx, rc, push, path, meta)
+    await v6_gate_decision_push(ctx, rc, push, changes, meta)
 
 
 @dataclass
@@ -240,7 +244,7 @@ async def _story_file(
             await publish_to_marketplace(session, story, rc.project, budget, fields)
 
 
-async def _gate_problem_on_branch(ctx: HandlerContext, rc: RepoContext, push: Push, problem: str) -> None:
+async def gate_problem_on_branch(ctx: HandlerContext, rc: RepoContext, push: Push, problem: str) -> None:
     """A gate file that names no usable story is reported on the PRs of the branch it was pushed to."""
     links = (
         (
@@ -278,7 +282,7 @@ async def _gate_file(ctx: HandlerContext, rc: RepoContext, push: Push, path: str
             ident = None
         story = await find_story(session, rc.project.id, *ident) if ident else None
         if story is None:
-            await _gate_problem_on_branch(ctx, rc, push, problem)
+            await gate_problem_on_branch(ctx, rc, push, problem)
             return
         story = await lock_story(session, story.id)
         (await story_state(session, story.id)).gate_problem = problem
@@ -287,7 +291,7 @@ async def _gate_file(ctx: HandlerContext, rc: RepoContext, push: Push, path: str
         return
     found = await find_story(session, rc.project.id, doc.epic, doc.story)
     if found is None:
-        await _gate_problem_on_branch(
+        await gate_problem_on_branch(
             ctx, rc, push, f"{path}: story {doc.epic}.{doc.story} does not exist in this project"
         )
         return
