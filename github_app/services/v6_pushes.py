@@ -216,7 +216,11 @@ async def _status_said(
     """What a status written in the repository does: `ready-for-dev` asks for approval; anything else
     is on record only."""
     session = ctx.session
-    if said is S.READY_FOR_DEV and story.status == StoryStatus.DRAFT:
+    if said is S.READY_FOR_DEV and story.status != StoryStatus.DRAFT:
+        return  # approval of an approved story: the sprint entry and story file often say it twice
+    if said is S.BACKLOG and story.status == StoryStatus.DRAFT:
+        return  # a backlog entry is what a DRAFT story is
+    if said is S.READY_FOR_DEV:
         decision = sm.decide(await snapshot(session, story), sm.StoryFileApproved(), actor)
         await apply_decision(session, story, decision, actor, {**fields, "said": said.value})
         if isinstance(decision, sm.Transition):
