@@ -390,3 +390,37 @@ async def test_a_review_also_counts_for_a_v4_story_and_the_repo_can_turn_sources
     await app.deliver("pull_request", m.pr("closed", 3, merged=True))
     assert (await stories(m))[0]["status"] == "DONE"
     await all_processed(m)
+
+
+async def test_new_commits_after_the_qas_approval_need_a_new_review(app: App, market: Market, repo: Repo) -> None:
+    m = market
+    await approved_v6_story(app, m, repo)
+    await app.deliver("pull_request_review", m.review(7, head_sha=HEAD, review_id=1))
+    assert (await only_story(m))["gate"] == "PASS"
+    new_head = "0007" + "c" * 36
+    await app.deliver("pull_request", m.pr("synchronize", 7, title=PR_TITLE, branch=BRANCH, head_sha=new_head))
+    story = await only_story(m)
+    assert (story["gate"], story["status"]) == (None, "READY_FOR_REVIEW")
+    [reason] = await audit_reasons(m, "qa_review_outdated")
+    assert "moved to 0007ccc after QA's review of 0007aaa" in reason
+    await app.deliver("pull_request", m.pr("closed", 7, merged=True, title=PR_TITLE, branch=BRANCH, head_sha=new_head))
+    assert (await only_story(m))["status"] == "READY_FOR_REVIEW"  # the merge waits for QA's review
+    await app.deliver("pull_request_review", m.review(7, head_sha=new_head, review_id=2))
+    assert (await only_story(m))["status"] == "DONE"
+    await all_processed(m)
+
+
+async def test_the_pr_shows_what_could_not_be_read(
+    app: App, market: Market, repo: Repo, fake_github: FakeGitHub
+) -> None:
+    m = market
+    repo.config(
+        {"_bmad/config.toml": "[core\n", "_bmad/bmm/config.yaml": 'implementation_artifacts: "c:/Users/bob/x"\n'}
+    )
+    await approved_v6_story(app, m, repo)
+    await OutboxSender(app.runtime, writes_per_second=1000).run_until_idle()
+    [comment] = fake_github.comments.values()
+    assert "_bmad/config.toml is not valid TOML" in comment["body"]
+    assert "path on someone's computer" in comment["body"]
+    [run] = [r for r in fake_github.check_runs.values() if r["head_sha"] == HEAD]
+    assert "BMAD v6 (_bmad/bmm/config.yaml, _bmad/config.toml) on main" in run["output"]["summary"]

@@ -17,6 +17,7 @@ from github_app.domain.linking import Ambiguous, Linked, Unlinked, link_pull_req
 from github_app.handling import HandlerContext
 from github_app.services.people import actor_for, user_by_login
 from github_app.services.repo import RepoContext, load_repo_context
+from github_app.services.reviews import review_outdated_by_head
 from github_app.services.stories import (
     PrInfo,
     apply_decision,
@@ -139,6 +140,8 @@ async def handle_pull_request(ctx: HandlerContext, event: sansio.Event) -> None:
     link.updated_at = utcnow()
     if link.story_id is None:
         await _link_story(session, rc, link, pr)
+    elif not stale:
+        await review_outdated_by_head(session, link, rc.config_problems)
 
     if link.story_id is not None and (not stale or action == "closed"):
         story = await lock_story(session, link.story_id)

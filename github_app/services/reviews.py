@@ -13,10 +13,12 @@ from typing import Any
 
 from gidgethub import sansio
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from github_app.bmad.gate_file import GateDecision
-from github_app.db.app_tables import PullRequestLink
+from github_app.db.app_tables import GateReview, PullRequestLink
 from github_app.db.enums import StoryStatus
+from github_app.db.models import Story
 from github_app.db.types import from_github_time, utcnow
 from github_app.domain import story_machine as sm
 from github_app.handling import HandlerContext
@@ -124,16 +126,49 @@ async def _withdraw(
     ctx: HandlerContext, problems: tuple[str, ...], story_id: str, url: str, actor: sm.Actor, fields: dict[str, Any]
 ) -> None:
     """A dismissed review no longer speaks for QA. Only the gate in force is withdrawn; DONE is final."""
-    session = ctx.session
-    story = await lock_story(session, story_id)
+    story = await lock_story(ctx.session, story_id)
     if story.qa_gate_path != url:
         return  # not the review in force: nothing it said still counts
+    reason = f"the review in force was dismissed by {actor.mention}; the story waits for QA again"
+    await withdraw_gate(ctx.session, story, actor, "qa_review_dismissed", reason, fields)
+    await refresh_story_prs(ctx.session, story.id, problems)
+
+
+async def withdraw_gate(
+    session: AsyncSession, story: Story, actor: sm.Actor | None, action: str, reason: str, fields: dict[str, Any]
+) -> None:
     if story.status == StoryStatus.DONE:
-        audit(session, story, "qa_review_dismissed", actor, {**fields, "reason": "review dismissed after DONE"})
+        audit(session, story, action, actor, {**fields, "reason": f"{reason} (the story is DONE; DONE is final)"})
         return
     state = await story_state(session, story.id)
     state.gate, state.gate_accepted, state.gate_note, state.gate_committed_at = None, False, None, None
     story.qa_gate_status = None
-    reason = f"the review in force was dismissed by {actor.mention}; the story waits for QA again"
-    audit(session, story, "qa_review_dismissed", actor, {**fields, "reason": reason})
+    audit(session, story, action, actor, {**fields, "reason": reason})
+
+
+async def review_outdated_by_head(session: AsyncSession, link: PullRequestLink, problems: tuple[str, ...]) -> None:
+    """The PR's head moved after QA's review of it: that review says nothing about the new code, so the
+    gate it gave is withdrawn and QA reviews again (a merge then waits for that review)."""
+    if link.story_id is None:
+        return
+    story = await lock_story(session, link.story_id)
+    source = story.qa_gate_path or ""
+    if story.status == StoryStatus.DONE or not source.startswith(f"{link.html_url}#pullrequestreview-"):
+        return
+    reviewed = (
+        await session.execute(
+            select(GateReview.commit_sha)
+            .where(GateReview.story_id == story.id, GateReview.path == source)
+            .order_by(GateReview.id.desc())
+            .limit(1)
+        )
+    ).scalar()
+    if reviewed is None or reviewed == link.head_sha or story.qa_gate_status is None:
+        return
+    reason = (
+        f"PR #{link.pr_number} moved to {link.head_sha[:7]} after QA's review of {reviewed[:7]}; "
+        f"QA must review the current code"
+    )
+    fields = {"event": "pull_request", "pr_number": link.pr_number, "commit_sha": link.head_sha, "review_url": source}
+    await withdraw_gate(session, story, None, "qa_review_outdated", reason, fields)
     await refresh_story_prs(session, story.id, problems)
