@@ -424,3 +424,16 @@ async def test_the_pr_shows_what_could_not_be_read(
     assert "path on someone's computer" in comment["body"]
     [run] = [r for r in fake_github.check_runs.values() if r["head_sha"] == HEAD]
     assert "BMAD v6 (_bmad/bmm/config.yaml, _bmad/config.toml) on main" in run["output"]["summary"]
+
+
+async def test_a_review_on_a_pr_that_does_not_deliver_the_story_does_not_count(
+    app: App, market: Market, repo: Repo
+) -> None:
+    m = market
+    await approved_v6_story(app, m, repo)
+    # PR 8 names the same story, but PR 7 delivers it.
+    await app.deliver("pull_request", m.pr("opened", 8, title=PR_TITLE, branch="story/1.4-again"))
+    await app.deliver("pull_request_review", m.review(8))
+    [reason] = await audit_reasons(m, "qa_review_not_counted")
+    assert "PR #8 does not deliver the story (PR #7 does)" in reason
+    assert (await only_story(m))["gate"] is None

@@ -93,8 +93,9 @@ async def handle_pull_request_review(ctx: HandlerContext, event: sansio.Event) -
         head = payload_head
     commit = review.get("commit_id")
     why_not = None
-    if story.dev_pr_number is not None and story.dev_pr_number != link.pr_number:
-        why_not = f"PR #{link.pr_number} does not deliver the story (PR #{story.dev_pr_number} does)"
+    if story.dev_pr_number != link.pr_number:
+        delivering = f"PR #{story.dev_pr_number} does" if story.dev_pr_number is not None else "no PR does yet"
+        why_not = f"PR #{link.pr_number} does not deliver the story ({delivering})"
     elif commit != head:
         why_not = (
             f"the review is of commit {str(commit)[:7]}, not of the PR's current head {str(head)[:7]}; "
