@@ -471,3 +471,31 @@ def test_gate_decision_refused(body: bytes, fragment: str) -> None:
 def test_gate_decision_nested_deeply_within_the_limit_never_crashes() -> None:
     with pytest.raises(GateDecisionError):
         parse_gate_decision(b"[" * 30_000 + b"]" * 30_000)
+
+
+# -- repository configuration: v6 paths and QA sources ----------------------------------------------------
+
+
+def test_repo_configuration_v6_keys() -> None:
+    from github_app.bmad.repo_config import parse_repo_config
+
+    config = parse_repo_config(
+        "implementation_dir: ./delivery/impl/\nsprint_status: delivery/sprint.yaml\n"
+        "test_artifacts_dir: qa\nqa_sources: [review]\n"
+    )
+    assert config.problems == ()
+    overrides = config.path_overrides
+    assert (overrides.implementation_dir, overrides.sprint_status, overrides.test_artifacts_dir) == (
+        "delivery/impl",
+        "delivery/sprint.yaml",
+        "qa",
+    )
+    assert config.qa_sources == frozenset({"review"})
+    assert parse_repo_config(None).qa_sources == frozenset({"review", "gate_decision", "gate_file"})
+
+    bad = parse_repo_config("qa_sources: [review, email]\nimplementation_dir: ../x\nsprint_status: 3\n")
+    assert bad.qa_sources == frozenset({"review", "gate_decision", "gate_file"})
+    assert bad.implementation_dir is None and bad.sprint_status is None
+    assert len(bad.problems) == 3
+    assert "'email' not one of review, gate_decision, gate_file; using all" in bad.problems[2]
+    assert parse_repo_config("qa_sources: []\n").problems
