@@ -437,3 +437,54 @@ async def test_a_review_on_a_pr_that_does_not_deliver_the_story_does_not_count(
     [reason] = await audit_reasons(m, "qa_review_not_counted")
     assert "PR #8 does not deliver the story (PR #7 does)" in reason
     assert (await only_story(m))["gate"] is None
+
+
+SPEC = """---
+title: 'Digest delivery'
+type: 'feature'
+status: 'draft'
+baseline_commit: 'abc123'
+---
+
+# Digest delivery
+
+<frozen-after-approval reason="human-owned intent">
+
+## Intent
+
+**Problem:** users miss updates. **Approach:** send a daily digest.
+
+</frozen-after-approval>
+
+## Tasks & Acceptance
+
+- Given a user with updates, when the digest runs, then one email is sent
+"""
+
+
+async def test_several_stories_in_one_push_with_story_files_and_build_specs(
+    app: App, market: Market, repo: Repo
+) -> None:
+    m = market
+    files: dict[str, str | None] = {
+        SPRINT: sprint_status(
+            **entry("ready-for-dev"), **entry("backlog", "2-1-digest-delivery"), **entry("backlog", "2-2-reminders")
+        ),
+        f"{IMPL}/stories/{KEY}.md": classic_story(),
+        f"{IMPL}/spec-2-1-digest-delivery.md": SPEC,
+    }
+    await app.deliver("push", repo.push_main(files, PM))
+    got = [(s["epic"], s["story"], s["status"], s["title"]) for s in await stories(m)]
+    assert got == [
+        (1, 4, "APPROVED", "Sign in and receive a JWT; list users"),
+        (2, 1, "DRAFT", "Digest delivery"),
+        (2, 2, "DRAFT", "Reminders"),
+    ]
+    spec_story = (await stories(m))[1]
+    assert "one email is sent" in spec_story["ac"] and spec_story["file"] == f"{IMPL}/spec-2-1-digest-delivery.md"
+    # The human's Approve at the spec's checkpoint, pushed by the PM, approves that story too.
+    await app.deliver(
+        "push", repo.push_main({f"{IMPL}/spec-2-1-digest-delivery.md": SPEC.replace("'draft'", "'ready-for-dev'")}, PM)
+    )
+    assert (await stories(m))[1]["status"] == "APPROVED"
+    await all_processed(m)

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from gidgethub import BadRequest
 
 from github_app.bmad.gate_decision import GateDecisionError, parse_gate_decision
 from github_app.bmad.gate_file import GateDecision
@@ -118,6 +121,7 @@ async def _sprint_status(
         changes = changes[:MAX_ENTRIES_PER_PUSH]
     actor = await actor_for(ctx.session, rc.project, push.sender_login, push.sender_type)
     lookups = 0
+    index = StoryFileIndex(rc, push.after)
     for change in changes:
         fields = {**meta, "path": path}
         if change.after is None:
@@ -134,18 +138,47 @@ async def _sprint_status(
         retitled = existing is not None and change.before is not None and change.before.key != entry.key
         if (existing is None or retitled) and lookups < MAX_STORY_FILE_LOOKUPS:
             lookups += 1
-            doc = await _story_document(rc, push.after, entry.key, report)
+            doc = await _story_document(index, entry.key, report)
         story = await _upsert_story(ctx, rc, entry, doc, actor, {**fields, "key": entry.key}, change.before)
         before_status = change.before.status if change.before else None
         if entry.status != before_status:
             await _status_said(ctx, rc, story, entry.status, before_status, actor, {**fields, "key": entry.key})
 
 
-async def _story_document(rc: RepoContext, ref: str, key: str, report: StoryFileReport) -> V6StoryDocument | None:
-    folder = rc.layout.implementation_dir
-    for path in (f"{folder}/{key}.md", f"{folder}/stories/{key}.md", f"{folder}/spec-{key}.md"):
+class StoryFileIndex:
+    """The story files and specs present at one commit, listed once per push (two directory listings)
+    so that a sprint planning that adds forty stories costs forty file reads, not a hundred and twenty."""
+
+    def __init__(self, rc: RepoContext, ref: str) -> None:
+        self.rc, self.ref = rc, ref
+        self._names: set[str] | None = None
+
+    async def paths_for(self, key: str) -> list[str]:
+        folder = self.rc.layout.implementation_dir
+        if self._names is None:
+            self._names = set()
+            for directory in (folder, f"{folder}/stories"):
+                self._names |= await self._list(directory)
+        candidates = (f"{folder}/{key}.md", f"{folder}/stories/{key}.md", f"{folder}/spec-{key}.md")
+        return [path for path in candidates if path in self._names]
+
+    async def _list(self, directory: str) -> set[str]:
+        url = f"/repos/{self.rc.repository}/contents/{quote(directory)}?ref={quote(self.ref, safe='')}"
         try:
-            text = await _fetch_text(rc, path, ref, STORY_MAX_BYTES)
+            entries: Any = await self.rc.gh.getitem(url)
+        except BadRequest as exc:
+            if exc.status_code == 404:
+                return set()
+            raise
+        if not isinstance(entries, list):
+            return set()
+        return {str(e.get("path")) for e in entries if isinstance(e, dict) and e.get("type") == "file"}
+
+
+async def _story_document(index: StoryFileIndex, key: str, report: StoryFileReport) -> V6StoryDocument | None:
+    for path in await index.paths_for(key):
+        try:
+            text = await _fetch_text(index.rc, path, index.ref, STORY_MAX_BYTES)
             if text is not None:
                 return parse_v6_story(path, text)
         except (FileTooLarge, V6StoryError) as exc:
