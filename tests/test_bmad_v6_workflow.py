@@ -488,3 +488,18 @@ async def test_several_stories_in_one_push_with_story_files_and_build_specs(
     )
     assert (await stories(m))[1]["status"] == "APPROVED"
     await all_processed(m)
+
+
+async def test_ready_for_dev_merged_from_a_developers_pull_request_is_not_an_approval(
+    app: App, market: Market, repo: Repo, fake_github: FakeGitHub
+) -> None:
+    m = market
+    await app.deliver("push", repo.push_main({SPRINT: sprint_status(**entry("backlog"))}, PM))
+    # The PM presses merge on the developer's PR, which changed the entry to ready-for-dev.
+    merge = repo.push_main({SPRINT: sprint_status(**entry("ready-for-dev"))}, PM)
+    fake_github.set_commit_pulls(REPO, merge["after"], [{"number": 9, "merged_at": m.tick(), "user": {"login": DEV}}])
+    await app.deliver("push", merge)
+    assert (await only_story(m))["status"] == "DRAFT"
+    [refusal] = await audit_reasons(m, "transition_refused")
+    assert "arrived by merging a pull request by @dana-dev" in refusal
+    await all_processed(m)

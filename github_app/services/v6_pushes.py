@@ -76,6 +76,22 @@ async def v6_default_branch_push(
             await _story_file(ctx, rc, push, path, meta, report)
 
 
+def push_after(fields: dict[str, Any]) -> str:
+    return str(fields.get("commit_sha") or "")
+
+
+async def merged_pull_request_author(rc: RepoContext, sha: str) -> str | None:
+    """The author of the merged pull request that brought commit `sha` to the default branch, if one did.
+    Its content was introduced by pushes to the PR's branch, not by whoever pressed merge."""
+    if not sha:
+        return None
+    pulls: Any = await rc.gh.getitem(f"/repos/{rc.repository}/commits/{sha}/pulls")
+    for pull in pulls if isinstance(pulls, list) else []:
+        if isinstance(pull, dict) and pull.get("merged_at"):
+            return str((pull.get("user") or {}).get("login") or "")
+    return None
+
+
 def title_from_slug(slug: str) -> str:
     words = slug.replace("_", "-").split("-")
     text = " ".join(word for word in words if word)
@@ -255,6 +271,13 @@ async def _status_said(
         return  # a backlog entry is what a DRAFT story is
     if said is S.READY_FOR_DEV:
         decision = sm.decide(await snapshot(session, story), sm.StoryFileApproved(), actor)
+        if isinstance(decision, sm.Transition):
+            merged_from = await merged_pull_request_author(rc, push_after(fields))
+            if merged_from is not None and merged_from.lower() != actor.github_login.lower():
+                decision = sm.Refused(
+                    f"ready-for-dev for story {story.epic_number}.{story.story_number} arrived by merging a pull "
+                    f"request by @{merged_from}; an approval counts only from a PM's or architect's own push"
+                )
         await apply_decision(session, story, decision, actor, {**fields, "said": said.value})
         if isinstance(decision, sm.Transition):
             await publish_to_marketplace(session, story, rc.project, rc.config.default_budget, fields)
