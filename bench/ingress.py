@@ -451,7 +451,9 @@ def inbox_rows(args: argparse.Namespace) -> tuple[int, dict[str, int]]:
     async def query() -> tuple[int, dict[str, int]]:
         import asyncpg
 
-        conn = await asyncpg.connect(bench_database_url(args))
+        from github_app.db.engine import asyncpg_dsn
+
+        conn = await asyncpg.connect(asyncpg_dsn(bench_database_url(args)))
         try:
             total = await conn.fetchval("SELECT count(*) FROM webhook_inbox")
             states = await conn.fetch("SELECT state, count(*) FROM webhook_inbox GROUP BY state")
@@ -464,7 +466,9 @@ def inbox_rows(args: argparse.Namespace) -> tuple[int, dict[str, int]]:
 
 def measure(spec: ServerSpec, round_no: int, manifest: Path, args: argparse.Namespace, nonce: str) -> Result:
     if spec.is_bmad:
-        pg(bench_database_url(args), "TRUNCATE webhook_inbox")
+        from github_app.db.engine import asyncpg_dsn
+
+        pg(asyncpg_dsn(bench_database_url(args)), "TRUNCATE webhook_inbox")
     server = Server(spec, round_no, args)
     server.start()
     try:

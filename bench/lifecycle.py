@@ -2,6 +2,7 @@
 
     python bench/lifecycle.py                 # 200 stories
     python bench/lifecycle.py --stories 50    # a quick run
+    python bench/lifecycle.py --contention 30 # 30 PRs naming one story, opened at once, two workers
 
 Everything runs on 127.0.0.1: a fresh PostgreSQL database, the fake GitHub the tests use (serving the
 story and gate files, checking the app's JWT and installation tokens), and `bmad-app serve` as a real
@@ -15,6 +16,12 @@ delivery sent to the last one processed), delivery-to-state latency (p50/p99 of 
 received_at` in the inbox: from the ingress's commit to the commit of the handler's changes), and the
 ingress-only acknowledgement rate of the same run beside the figures of bench/ingress.py when it has
 run. It checks that every story reached DONE exactly once, with one escrow release request each.
+
+The contention case (`--contention N`) approves one story, then opens N pull requests naming it at
+once, with `bmad-app serve` and a second `bmad-app worker` process: every delivery takes the same
+story's lock. It prints deliveries per second (from the first delivery sent until all are done),
+PostgreSQL's own deadlock count for the database (`pg_stat_database.deadlocks`), and how many
+deliveries needed more than one attempt.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from github_app.config import Settings  # noqa: E402
 from github_app.db import migrate  # noqa: E402
+from github_app.db.engine import asyncpg_dsn  # noqa: E402
 from github_app.runtime import Runtime  # noqa: E402
 from tests.deliveries import headers_for  # noqa: E402
 from tests.fake_github import FakeGitHub  # noqa: E402
@@ -50,7 +58,7 @@ from tests.github_fixtures import GITHUB_APP_ID, INSTALLATION_ID, REPO, generate
 from tests.workflow import DEV, PM, QA, Market, gate_file, seed_market, story_file  # noqa: E402
 
 ADMIN_DSN = os.environ.get("BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
-DATABASE = "bmad_lifecycle"
+DATABASE = os.environ.get("BENCH_DATABASE", "bmad_lifecycle")
 SECRET = "bench-webhook-secret-0123456789"
 SEND_CONCURRENCY = 32
 
@@ -132,7 +140,7 @@ async def run(stories: int) -> dict[str, Any]:
     server = subprocess.Popen(
         [sys.executable, "-m", "github_app", "serve"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
     )
-    db = await asyncpg.connect(db_url.replace("postgresql+asyncpg", "postgresql"))
+    db = await asyncpg.connect(asyncpg_dsn(db_url))  # the app's search_path: its tables are in its schema
     try:
         async with aiohttp.ClientSession() as session:
             for _ in range(200):
@@ -216,7 +224,11 @@ async def run(stories: int) -> dict[str, Any]:
             outbox_drained = time.perf_counter() - started
     finally:
         server.send_signal(signal.SIGTERM)
-        server.wait(30)
+        try:
+            await asyncio.to_thread(server.wait, 30)  # the fake GitHub in this process keeps answering
+        except subprocess.TimeoutExpired:  # the figures are in the database already
+            server.kill()
+            server.wait()
         log.close()
     done = await db.fetchval("""SELECT count(*) FROM "Story" WHERE status = 'DONE'""")
     releases = await db.fetchval("SELECT count(*) FROM escrow_release_request")
@@ -254,6 +266,122 @@ async def run(stories: int) -> dict[str, Any]:
     }
 
 
+async def pg_deadlocks(db: asyncpg.Connection) -> int:
+    return int(await db.fetchval("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"))
+
+
+async def run_contention(prs: int) -> dict[str, Any]:
+    WORK.mkdir(exist_ok=True)
+    keys = generate_key_pair()
+    fake = FakeGitHub(GITHUB_APP_ID, keys.public_pem)
+    fake.add_repo(REPO)
+    fake.add_installation(INSTALLATION_ID)
+    await fake.start()
+    db_url = await fresh_database()
+    runtime = await Runtime.create(Settings(database_url=db_url))
+    market = await seed_market(runtime, fake)
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "GITHUB_APP_ID": str(GITHUB_APP_ID),
+        "GITHUB_PRIVATE_KEY": keys.private_pem,
+        "GITHUB_API_URL": fake.url,
+        "GITHUB_WEBHOOK_SECRET": SECRET,
+        "PORT": str(port),
+        "WORKER_POLL_SECONDS": "0.05",
+        "WORKER_CONCURRENCY": "8",
+        "GITHUB_WRITES_PER_SECOND": "1000",
+    }
+    log = (WORK / "contention-server.log").open("w")
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "github_app", "serve"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+        ),
+        subprocess.Popen(
+            [sys.executable, "-m", "github_app", "worker"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+        ),
+    ]
+    db = await asyncpg.connect(db_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(200):
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/readyz") as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+            driver = Driver(market, f"http://127.0.0.1:{port}/api/github/webhooks", session)
+            path = "docs/stories/1.1.story.md"
+            await driver.wave([("push", market.push("main", {path: story_file("Draft", "Story", 1, 1)}, PM))], db)
+            await driver.wave([("push", market.push("main", {path: story_file("Approved", "Story", 1, 1)}, PM))], db)
+            await market.accept_bid(await db.fetchval('SELECT id FROM "Story"'), DEV)
+            deadlocks_before = await pg_deadlocks(db)
+            started = time.perf_counter()
+            opened = [
+                (
+                    "pull_request",
+                    market.pr(
+                        "opened", n, title="Story 1.1: work", branch=f"story/1.1-{n}", head_sha=f"{n:08d}" + "d" * 32
+                    ),
+                )
+                for n in range(1, prs + 1)
+            ]
+            await asyncio.gather(*(driver.send(event, data) for event, data in opened))
+            for _ in range(6000):  # at most 5 minutes; failed attempts back off for seconds
+                if not await db.fetchval("SELECT count(*) FROM webhook_inbox WHERE state <> 'done'"):
+                    break
+                await asyncio.sleep(0.05)
+            elapsed = time.perf_counter() - started
+            left = await db.fetchval("SELECT count(*) FROM webhook_inbox WHERE state <> 'done'")
+            deadlocks = await pg_deadlocks(db) - deadlocks_before
+            retried = await db.fetchval(
+                "SELECT count(*) FROM webhook_inbox WHERE event = 'pull_request' AND attempts > 1"
+            )
+            for _ in range(1200):  # the fake GitHub lives in this process: let the senders finish with it
+                if not await db.fetchval("SELECT count(*) FROM github_outbox WHERE sent_version < version"):
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            await asyncio.to_thread(process.wait, 30)
+        log.close()
+    await db.close()
+    await runtime.close()
+    await fake.close()
+    return {
+        "prs": prs,
+        "elapsed_s": elapsed,
+        "deliveries_per_s": prs / elapsed,
+        "deadlocks": deadlocks,
+        "retried": retried,
+        "not_done": left,
+    }
+
+
+def contention_table(r: dict[str, Any]) -> str:
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return "\n".join(
+        [
+            f"## Contention benchmark, {stamp}",
+            "",
+            f"{r['prs']} pull requests naming one story, opened at once; `bmad-app serve` and a second `bmad-app "
+            "worker` on PostgreSQL (8 handlers each), fake GitHub on 127.0.0.1.",
+            "",
+            "| measure | value |",
+            "|---|---:|",
+            f"| deliveries processed per second | {r['deliveries_per_s']:.1f} ({r['prs']} in {r['elapsed_s']:.2f} s) |",
+            f"| deadlocks PostgreSQL detected | {r['deadlocks']} |",
+            f"| deliveries that needed more than one attempt | {r['retried']} |",
+            f"| deliveries not done at the end | {r['not_done']} |",
+        ]
+    )
+
+
 def ingress_reference() -> str:
     path = WORK / "ingress-results.json"
     if not path.exists():
@@ -269,7 +397,13 @@ def ingress_reference() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stories", type=int, default=200)
+    parser.add_argument("--contention", type=int, metavar="PRS", help="run the contention case with PRS pull requests")
     args = parser.parse_args()
+    if args.contention:
+        table = contention_table(asyncio.run(run_contention(args.contention)))
+        print(table)
+        (WORK / "contention-results.md").write_text(table + "\n")
+        return
     r = asyncio.run(run(args.stories))
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     table = "\n".join(

@@ -9,11 +9,14 @@ import re
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 
 from github_app import __version__
 from github_app.config import ConfigError, Settings, load_settings
 from github_app.db.engine import is_sqlite
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = logging.getLogger("github_app")
 
@@ -53,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     down = db_sub.add_parser("downgrade", help="migrate down to REVISION (default: one step; `base` empties it)")
     down.add_argument("revision", nargs="?", default="-1")
     db_sub.add_parser("current", help="print the database's revision and the code's")
+    db_sub.add_parser(
+        "check",
+        help="verify, changing nothing, that the marketplace's tables are what the app needs and the "
+        "app's migrations are at head (exit 1 if not)",
+    )
 
     dl = sub.add_parser("deliveries", help="inspect and replay webhook deliveries")
     dl_sub = dl.add_subparsers(dest="deliveries_command", required=True, metavar="ACTION")
@@ -98,18 +106,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
     from github_app.db import migrate
 
+    schema = settings.database_app_schema
     if args.db_command == "upgrade":
-        migrate.upgrade(settings.database_url, args.revision)
+        try:
+            migrate.upgrade(settings.database_url, args.revision, schema)
+        except migrate.SeedSchemaRefused as exc:
+            print(f"bmad-app: {exc}", file=sys.stderr)
+            return 1
     elif args.db_command == "downgrade":
-        migrate.downgrade(settings.database_url, args.revision)
+        migrate.downgrade(settings.database_url, args.revision, schema)
+    elif args.db_command == "check":
+        return asyncio.run(db_check(settings))
     else:
 
         async def show() -> None:
             from github_app.db.engine import make_engine
 
-            engine = make_engine(settings.database_url)
+            engine = make_engine(settings.database_url, schema)
             try:
-                current = await migrate.current_revision(engine)
+                current = await migrate.current_revision(engine, schema)
             finally:
                 await engine.dispose()
             head = migrate.head_revision()
@@ -118,6 +133,43 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
 
         asyncio.run(show())
     return 0
+
+
+async def db_check(settings: Settings) -> int:
+    """What `db upgrade` would verify, and where the app's migrations stand; writes nothing."""
+    from github_app.db import migrate
+    from github_app.db.engine import make_engine
+
+    schema = settings.database_app_schema
+    engine = make_engine(settings.database_url, schema)
+    try:
+        report = await migrate.seed_report(engine)
+        current = await migrate.current_revision(engine, schema)
+    finally:
+        await engine.dispose()
+    head = migrate.head_revision()
+    ok = True
+    if report is None:
+        print("seed tables: SQLite, one file the app owns: nothing to verify")
+    elif report.state == "absent":
+        print("seed tables: none in `public`: `bmad-app db upgrade` will create them with Prisma's DDL")
+    elif report.ok:
+        print("seed tables: all there, as the app needs them: `bmad-app db upgrade` will attach to them")
+    else:
+        ok = False
+        print("seed tables: NOT as the app needs them; `bmad-app db upgrade` refuses this database:")
+    for problem in report.problems if report else []:
+        print(f"  problem: {problem}")
+    for addition in report.additions if report else []:
+        print(f"  fine:    {addition}")
+    where = "" if report is None else f" (schema {schema})"
+    print(f"app migrations{where}: database {current or '(none)'}, code {head}", end="")
+    if current != head:
+        ok = False
+        print("  (run: bmad-app db upgrade)")
+    else:
+        print()
+    return 0 if ok else 1
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -129,7 +181,11 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from github_app.server import serve
 
     if args.migrate == "yes" or (args.migrate == "auto" and is_sqlite(settings.database_url)):
-        migrate.upgrade(settings.database_url)
+        try:
+            migrate.upgrade(settings.database_url, app_schema=settings.database_app_schema)
+        except migrate.SeedSchemaRefused as exc:
+            print(f"bmad-app: {exc}", file=sys.stderr)
+            return 1
     missing = settings.missing_github_settings()
     if missing:
         log.warning(
@@ -167,11 +223,11 @@ def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_engine(settings: Settings, body: Callable[[Any], Awaitable[int]]) -> int:
+def _with_engine(settings: Settings, body: Callable[[AsyncEngine], Awaitable[int]]) -> int:
     async def run() -> int:
         from github_app.db.engine import make_engine
 
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, settings.database_app_schema)
         try:
             return await body(engine)
         finally:
@@ -185,7 +241,7 @@ def cmd_deliveries(settings: Settings, args: argparse.Namespace) -> int:
 
     if args.deliveries_command == "list":
 
-        async def listing(engine: Any) -> int:
+        async def listing(engine: AsyncEngine) -> int:
             async with engine.connect() as conn:
                 rows = await store.list_rows(conn, args.state, args.limit)
             print(f"{'DELIVERY':38} {'EVENT':28} {'STATE':10} {'TRIES':>5} {'RECEIVED':19} REPOSITORY")
@@ -202,7 +258,7 @@ def cmd_deliveries(settings: Settings, args: argparse.Namespace) -> int:
         return _with_engine(settings, listing)
     if args.deliveries_command == "show":
 
-        async def showing(engine: Any) -> int:
+        async def showing(engine: AsyncEngine) -> int:
             async with engine.connect() as conn:
                 row = await store.get_row(conn, args.delivery_id)
             if row is None:
@@ -218,7 +274,7 @@ def cmd_deliveries(settings: Settings, args: argparse.Namespace) -> int:
         return _with_engine(settings, showing)
     if args.deliveries_command == "retry":
 
-        async def retrying(engine: Any) -> int:
+        async def retrying(engine: AsyncEngine) -> int:
             async with engine.begin() as conn:
                 ok = await store.retry(conn, args.delivery_id)
             if not ok:

@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 from platformdirs import user_data_dir
 
+from github_app.db.app_schema import APP_SCHEMA_VARIABLE, DEFAULT_APP_SCHEMA, check_schema_name
+
 APP_NAME = "bmad-marketplace-app"
 T = TypeVar("T")
 
@@ -47,6 +49,11 @@ SETTINGS: tuple[Setting, ...] = (
         "SQLite file in the per-user data directory",
         "SQLAlchemy URL: `postgresql://user@host:5432/db` or `sqlite:///path`",
     ),
+    Setting(
+        "DATABASE_APP_SCHEMA",
+        "`bmad_app`",
+        "PostgreSQL schema of the app's own tables and `alembic_version` (the seed's stay in `public`)",
+    ),
     Setting("GITHUB_APP_ID", "(none)", "The GitHub App's numeric id"),
     Setting("GITHUB_PRIVATE_KEY", "(none)", "The app's private key, PEM text (`\\n` escapes allowed)"),
     Setting("GITHUB_PRIVATE_KEY_PATH", "(none)", "Path to the PEM file, instead of GITHUB_PRIVATE_KEY"),
@@ -75,7 +82,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "GITHUB_WRITES_PER_SECOND",
         "1",
-        "Pace of check run and comment writes per process (GitHub asks for about one per second)",
+        "Pace of check run and comment writes per installation, shared by every process "
+        "(GitHub asks for about one per second)",
     ),
     Setting("RECOVER_INTERVAL_MINUTES", "0", "Run missed-delivery recovery this often in the worker; 0 = off"),
     Setting("RECOVER_WINDOW_HOURS", "24", "How far back periodic recovery looks (GitHub keeps 3 days)"),
@@ -85,6 +93,7 @@ SETTINGS: tuple[Setting, ...] = (
 @dataclass(frozen=True)
 class Settings:
     database_url: str = field(default_factory=default_database_url)
+    database_app_schema: str = DEFAULT_APP_SCHEMA
     github_app_id: int | None = None
     github_private_key: str | None = field(default=None, repr=False)
     webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
@@ -212,6 +221,9 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
     secrets = tuple(s.strip() for s in secrets_raw.split(",") if s.strip()) if secrets_raw else ()
     settings = Settings(
         database_url=r.parse("DATABASE_URL", default_database_url(), _database_url, "a postgresql:// or sqlite:// URL"),
+        database_app_schema=r.parse(
+            APP_SCHEMA_VARIABLE, DEFAULT_APP_SCHEMA, check_schema_name, "a lower-case schema name other than public"
+        ),
         github_app_id=r.parse("GITHUB_APP_ID", None, _positive_int, "a positive integer"),
         github_private_key=_private_key(r),
         webhook_secrets=secrets,

@@ -23,7 +23,3 @@ class HandlerContext:
     session: AsyncSession
     delivery_id: str
     runtime: Runtime
-
-    @property
-    def is_postgres(self) -> bool:
-        return not self.runtime.is_sqlite

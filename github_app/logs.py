@@ -14,8 +14,10 @@ from typing import Any
 import orjson
 
 # Installation tokens (classic 40-char and the longer `ghs_<appid>_<jwt>` form), app JWTs, auth headers.
+# A JWT starts where a token starts: without the lookbehind, text like "eyJeyJeyJ..." (log lines quote
+# what users wrote) would be rescanned from every "eyJ", quadratically.
 _TOKEN_PATTERNS = re.compile(
-    r"(gh[pousr]_[A-Za-z0-9_.\-]+|eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+"
+    r"(gh[pousr]_[A-Za-z0-9_.\-]+|(?<![A-Za-z0-9_\-])eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+"
     r"|(?i:(?:bearer|token)\s+)[A-Za-z0-9_.\-]{12,})"
 )
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -113,5 +115,19 @@ def setup_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("aiohttp.access", "sqlalchemy.engine", "asyncio"):
+    for noisy in ("aiohttp.access", "sqlalchemy.engine", "asyncio", "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    migration = logging.getLogger("alembic.runtime.migration")
+    for old_filter in [f for f in migration.filters if isinstance(f, AlembicSetupFilter)]:
+        migration.removeFilter(old_filter)
+    migration.addFilter(AlembicSetupFilter())
+
+
+class AlembicSetupFilter(logging.Filter):
+    """Keeps alembic's "Running upgrade" lines and drops its set-up lines (which dialect, whether DDL is
+    transactional): they say nothing an operator acts on, at every start."""
+
+    SETUP_PREFIXES = ("Context impl", "Will assume")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO or not str(record.msg).startswith(self.SETUP_PREFIXES)

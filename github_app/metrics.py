@@ -25,6 +25,12 @@ DELIVERIES_PROCESSED = Counter(
     "Deliveries taken from the inbox by a worker, by event and outcome (done, retry, dead, lost_lease)",
     ["event", "outcome"],
 )
+LOCK_CONFLICTS = Counter(
+    "webhook_lock_conflicts_total",
+    "Handler transactions the database rolled back as a deadlock or serialization failure, by event; each "
+    "is retried at once, without spending one of the delivery's attempts",
+    ["event"],
+)
 HANDLER_FAILURES = Counter("webhook_handler_failures_total", "Handler runs that raised, by event", ["event"])
 INBOX_DEPTH = Gauge(
     "webhook_inbox_depth", "Inbox rows by state (sampled when scraped)", ["state"], multiprocess_mode="max"
@@ -42,7 +48,8 @@ INGRESS_BATCH_SIZE = Histogram(
 OUTBOX_SENT = Counter(
     "github_outbox_sent_total",
     "Outbox rows the sender worked on, by kind and outcome "
-    "(created, adopted, updated, failed, deferred: waiting for GitHub's content-creation budget)",
+    "(created, adopted, recovered: made by a create whose answer was lost, updated, failed, "
+    "deferred: waiting for GitHub's content-creation budget or for a rate-limit wait to end)",
     ["kind", "outcome"],
 )
 OUTBOX_PENDING = Gauge(

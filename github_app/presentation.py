@@ -58,6 +58,14 @@ class StoryView:
     link_problem: str | None  # unlinked / ambiguous: what the author must do
     refusal: str | None  # the last refused transition, explained
     config_problems: tuple[str, ...]  # invalid .github/bmad-marketplace.yml entries (defaults applied)
+    # Whether this PR is the one delivering the story (Story.devPrNumber), and which PR is otherwise.
+    delivers: bool = True
+    delivering_pr: int | None = None
+    # Whether the head commit is one QA's gate in force reviewed.
+    head_reviewed: bool = True
+    reverted_by: int | None = None
+    # Another PR on the same head commit whose check is stricter: (its number, its conclusion).
+    held_by: tuple[int, str] | None = None
     layout: str | None = None  # which BMAD layout the repository uses, and where its files are
 
 
@@ -77,9 +85,29 @@ def truncate(text: str, limit: int = MAX_OUTPUT_BYTES) -> str:
     return encoded[:room].decode("utf-8", errors="ignore") + TRUNCATION_NOTE
 
 
+# How strongly a conclusion holds a merge back: GitHub lets success and neutral through.
+STRICTNESS = {SUCCESS: 0, NEUTRAL: 1, PENDING: 2, FAILURE: 3}
+
+
 def assess(view: StoryView) -> Assessment:
     """The check's conclusion, a one-line headline and what happens next, decided once for both the
-    check run and the comment so that they never disagree."""
+    check run and the comment so that they never disagree. Green only on the head of the story's PR,
+    by its developer, when QA accepted that exact head (or the story is done by this PR)."""
+    own = _assess_own(view)
+    if view.held_by is not None and STRICTNESS[view.held_by[1]] > STRICTNESS[own.conclusion]:
+        number, conclusion = view.held_by
+        # GitHub judges a commit by its latest run of this name: a second PR on the same head must not
+        # let through what the first one holds back.
+        return Assessment(
+            conclusion,
+            f"{own.headline} (held: this commit is also the head of PR #{number})",
+            f"This commit is also the head of PR #{number}, whose `{CHECK_RUN_NAME}` check does not pass "
+            f"yet; {own.next_step}",
+        )
+    return own
+
+
+def _assess_own(view: StoryView) -> Assessment:
     label = _plain(view.story_label) if view.story_label else None
     if view.story_label is None or view.link_problem is not None:
         advice = view.link_problem or (
@@ -88,8 +116,34 @@ def assess(view: StoryView) -> Assessment:
         )
         return Assessment(NEUTRAL, "Not linked to a story", _plain(advice))
     decision = _plain(view.gate_decision).upper() or None
+    if view.refusal is not None:
+        # A refused change never passes: merging this PR would bypass the marketplace.
+        return Assessment(
+            FAILURE, f"{label}: change refused", "Nothing changed: the last change was refused (why: below)."
+        )
+    if not view.delivers:
+        if view.delivering_pr is not None:
+            done = "was delivered" if view.story_status == DONE else "is delivered"
+            return Assessment(
+                FAILURE,
+                f"{label}: delivered by PR #{view.delivering_pr}",
+                f"The story {done} by PR #{view.delivering_pr}; this pull request does not deliver it.",
+            )
+        if view.story_status == DONE:
+            return Assessment(FAILURE, f"{label}: done", "The story is done; this pull request does not deliver it.")
+        return Assessment(
+            PENDING,
+            f"{label}: not submitted",
+            "This pull request does not deliver the story yet: its developer marks it ready for review.",
+        )
     if view.story_status == DONE:
         return Assessment(SUCCESS, f"{label}: done", _done_step(view))
+    if view.gate_accepted and not view.head_reviewed:
+        return Assessment(
+            PENDING,
+            f"{label}: new commits since QA's review",
+            f"QA accepted an earlier head; {_who(view.qa, 'QA')} must review the commits pushed since.",
+        )
     if view.gate_accepted:
         if not view.merged:
             step = "QA accepted the story: merging this pull request completes it."
@@ -110,10 +164,6 @@ def assess(view: StoryView) -> Assessment:
             FAILURE,
             f"{label}: QA gate file refused",
             "QA must commit a valid gate file: the last one was refused (why: below).",
-        )
-    if view.refusal is not None:
-        return Assessment(
-            NEUTRAL, f"{label}: change refused", "Nothing changed: the last change was refused (why: below)."
         )
     if decision is not None:
         note = f": {_plain(view.gate_note)}" if view.gate_note else ""
@@ -148,10 +198,6 @@ def story_files_check_payload(head_sha: str, refused: list[str], warnings: list[
         "conclusion": FAILURE if refused else NEUTRAL,
         "output": {"title": _title(title), "summary": truncate(summary)},
     }
-
-
-def check_conclusion(view: StoryView) -> str:
-    return assess(view).conclusion
 
 
 def check_run_payload(view: StoryView, *, details_url: str | None = None) -> dict[str, Any]:
@@ -252,12 +298,19 @@ def _table(view: StoryView) -> str:
         ("Developer", _login(view.developer) if view.developer else "not assigned"),
         ("QA", _login(view.qa) if view.qa else "not assigned"),
         ("QA gate", _gate_cell(view)),
-        ("Pull request", "merged" if view.merged else "not merged"),
+        ("Pull request", _pr_cell(view)),
         ("Escrow", _plain(view.escrow) or "unknown"),
     ]
     lines = ["| | |", "|---|---|"]
     lines += [f"| {name} | {value} |" for name, value in rows]
     return "\n".join(lines)
+
+
+def _pr_cell(view: StoryView) -> str:
+    text = "merged" if view.merged else "not merged"
+    if view.reverted_by is not None:
+        text += f", reverted by #{view.reverted_by} (the story's status stays as it was)"
+    return text
 
 
 def _gate_cell(view: StoryView) -> str:
@@ -345,7 +398,6 @@ __all__ = [
     "Assessment",
     "StoryView",
     "assess",
-    "check_conclusion",
     "check_run_payload",
     "pr_comment_body",
     "truncate",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -13,6 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from github_app.config import Settings
 from github_app.db.engine import is_sqlite, make_engine, make_sessionmaker
 from github_app.db.paths import ensure_sqlite_directory
+from github_app.github.client import GitHubApp
+from github_app.services.config_cache import ConfigCache
+
+if TYPE_CHECKING:  # the sender is built from a Runtime
+    from github_app.outbox.sender import OutboxSender
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +28,11 @@ class Runtime:
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     http: aiohttp.ClientSession
-    github: Any | None = None  # GitHubApp when the app's id and key are configured
-    extras: dict[str, Any] = field(default_factory=dict)
+    # None until the app's id and private key are configured: deliveries then wait in the inbox.
+    github: GitHubApp | None = None
+    config_cache: ConfigCache = field(default_factory=ConfigCache)
+    # The worker's process sends the outbox beside it; an HTTP-only process has none.
+    outbox_sender: OutboxSender | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -33,7 +41,7 @@ class Runtime:
     @classmethod
     async def create(cls, settings: Settings) -> Runtime:
         ensure_sqlite_directory(settings.database_url)
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, settings.database_app_schema)
         http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         runtime = cls(settings, engine, make_sessionmaker(engine), http)
         runtime.github = build_github(settings, http)
@@ -44,9 +52,7 @@ class Runtime:
         await self.engine.dispose()
 
 
-def build_github(settings: Settings, http: aiohttp.ClientSession) -> Any | None:
+def build_github(settings: Settings, http: aiohttp.ClientSession) -> GitHubApp | None:
     if settings.github_app_id is None or settings.github_private_key is None:
         return None
-    from github_app.github.client import GitHubApp
-
     return GitHubApp(settings.github_app_id, settings.github_private_key, settings.github_api_url, http)

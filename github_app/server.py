@@ -44,12 +44,12 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 async def open_writer(runtime: Runtime) -> InboxWriter:
     if runtime.is_sqlite:
         return SqlAlchemyInboxWriter(runtime.engine)
-    return await AsyncpgInboxWriter.connect(runtime.settings.database_url)
+    return await AsyncpgInboxWriter.connect(runtime.settings.database_url, runtime.settings.database_app_schema)
 
 
 def readiness(runtime: Runtime) -> Callable[[], Awaitable[str | None]]:
     async def check() -> str | None:
-        return await migrate.schema_problem(runtime.engine)
+        return await migrate.schema_problem(runtime.engine, runtime.settings.database_app_schema)
 
     return check
 
@@ -133,7 +133,7 @@ def make_worker(runtime: Runtime, router: routing.Router) -> Worker:
     """The inbox worker and, beside it, the outbox sender it wakes whenever a delivery commits (a
     handler may have changed what GitHub should show)."""
     sender = OutboxSender(runtime, writes_per_second=runtime.settings.github_writes_per_second)
-    runtime.extras["outbox_sender"] = sender
+    runtime.outbox_sender = sender
     return Worker(runtime, router, on_processed=lambda _id, _state: sender.wake())
 
 
@@ -144,9 +144,8 @@ def _count(payload: str) -> int:
 def _background_tasks(runtime: Runtime, worker: Worker, stop: asyncio.Event) -> list[asyncio.Task[None]]:
     """The worker, the outbox sender, and periodic recovery when configured; all stop with `stop`."""
     tasks = [asyncio.create_task(worker.run(stop), name="inbox-worker")]
-    sender = runtime.extras.get("outbox_sender")
-    if isinstance(sender, OutboxSender):
-        tasks.append(asyncio.create_task(sender.run(stop), name="outbox-sender"))
+    if runtime.outbox_sender is not None:
+        tasks.append(asyncio.create_task(runtime.outbox_sender.run(stop), name="outbox-sender"))
     if runtime.settings.recover_interval_minutes > 0:
         from github_app.inbox.recovery import periodic_recovery
 
@@ -163,7 +162,7 @@ async def _listen_for_new_deliveries(runtime: Runtime, worker: Worker) -> asyncp
     from github_app.inbox.writers import NOTIFY_CHANNEL
 
     try:
-        conn = await asyncpg.connect(asyncpg_dsn(runtime.settings.database_url))
+        conn = await asyncpg.connect(asyncpg_dsn(runtime.settings.database_url, runtime.settings.database_app_schema))
         await conn.add_listener(NOTIFY_CHANNEL, lambda _c, _p, _ch, payload: worker.wake(_count(payload)))
     except Exception as exc:
         log.warning("cannot LISTEN for new deliveries; polling only", extra={"error": repr(exc)})

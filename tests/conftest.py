@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 
 from github_app.config import Settings
 from github_app.db import migrate
+from github_app.db.app_schema import configured_app_schema
 from github_app.db.engine import is_sqlite
 from github_app.db.models import SEED_TABLES
 from github_app.runtime import Runtime
@@ -25,10 +26,14 @@ pytest_plugins = ["tests.github_fixtures", "tests.harness"]
 
 WEBHOOK_SECRET = "test-webhook-secret-1"
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
+# On PostgreSQL: build the session's database as the marketplace's Prisma Migrate leaves it (seed tables,
+# `_prisma_migrations`, later additions) and attach the app to it, instead of letting the app create all.
+TEST_ATTACHED_SEED = bool(TEST_DATABASE_URL) and os.environ.get("TEST_ATTACHED_SEED", "") not in ("", "0")
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"database: {TEST_DATABASE_URL or 'sqlite (temporary files)'}"
+    attached = " (attached to a marketplace-made seed)" if TEST_ATTACHED_SEED else ""
+    return f"database: {TEST_DATABASE_URL or 'sqlite (temporary files)'}{attached}"
 
 
 def postgres_admin_url(url: str, database: str = "postgres") -> str:
@@ -66,6 +71,10 @@ def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     """A database at head, made once per run."""
     if TEST_DATABASE_URL:
         url = create_pg_database(TEST_DATABASE_URL, f"bmad_test_{os.getpid()}")
+        if TEST_ATTACHED_SEED:
+            from tests.marketplace import build_marketplace_database
+
+            build_marketplace_database(url)
         migrate.upgrade(url)
         yield url
         drop_pg_database(TEST_DATABASE_URL, f"bmad_test_{os.getpid()}")
@@ -91,8 +100,8 @@ async def _app_tables(url: str) -> list[str]:
     conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
         rows = await conn.fetch(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename = lower(tablename)"
-            " AND tablename <> 'alembic_version'"
+            "SELECT tablename FROM pg_tables WHERE schemaname = $1 AND tablename <> 'alembic_version'",
+            configured_app_schema(),
         )
         return [r[0] for r in rows]
     finally:

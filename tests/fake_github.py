@@ -3,7 +3,8 @@
 It authenticates like GitHub: /app endpoints want the app's JWT (RS256, checked against the app's
 public key, with GitHub's limits on iat and exp); repository endpoints want an installation token it
 issued, still valid, for an installation that can see the repository. Every request is recorded, and
-failures can be queued (5xx, secondary and primary rate limits) to test retries.
+failures can be queued (5xx, secondary and primary rate limits) to test retries, and answers lost
+(the request carried out, then a 502) to test what the app does when it cannot know the result.
 
 State lives in plain attributes that tests read directly: ``requests``, ``check_runs``, ``comments``,
 ``redelivery_attempts``. Check runs carry the app that made them (``app.id``) and comments their author
@@ -105,6 +106,14 @@ class _Failure:
 
 
 @dataclass
+class _LostAnswer:
+    remaining: int
+    method: str
+    path_prefix: str | None
+    status: int
+
+
+@dataclass
 class _Installation:
     id: int
     repositories: set[str] | None  # lower-case full names; None: all repositories
@@ -138,6 +147,7 @@ class FakeGitHub:
         self._installations: dict[int, _Installation] = {}
         self._repos: dict[str, _Repo] = {}
         self._failures: list[_Failure] = []
+        self._lost_answers: list[_LostAnswer] = []
         self._ids = itertools.count(1000)
         self._runner: web.AppRunner | None = None
 
@@ -158,6 +168,7 @@ class FakeGitHub:
         app.router.add_get(repo + "/commits/{ref}/check-runs", self._list_check_runs)
         app.router.add_post(repo + "/check-runs", self._create_check_run)
         app.router.add_patch(repo + "/check-runs/{id:\\d+}", self._update_check_run)
+        app.router.add_get(repo + "/check-runs/{id:\\d+}", self._get_check_run)
         app.router.add_get(repo + "/issues/{number:\\d+}/comments", self._list_comments)
         app.router.add_post(repo + "/issues/{number:\\d+}/comments", self._create_comment)
         app.router.add_patch(repo + "/issues/comments/{id:\\d+}", self._update_comment)
@@ -307,6 +318,21 @@ class FakeGitHub:
 
         self._failures.append(_Failure(n, respond, path))
 
+    def lose_answer_next(self, n: int, *, method: str = "POST", path: str | None = None, status: int = 502) -> None:
+        """Carry out the next ``n`` ``method`` requests (whose path starts with ``path``, if given), then
+        answer ``status`` instead of the result: GitHub documents that a 5xx to a POST may still have
+        created the object."""
+        self._lost_answers.append(_LostAnswer(n, method.upper(), path, status))
+
+    def _lost_answer(self, method: str, path: str) -> web.Response | None:
+        for lost in self._lost_answers:
+            if lost.method == method and (lost.path_prefix is None or path.startswith(lost.path_prefix)):
+                lost.remaining -= 1
+                if lost.remaining <= 0:
+                    self._lost_answers.remove(lost)
+                return error(lost.status, "Server Error")
+        return None
+
     def _injected_failure(self, path: str) -> web.Response | None:
         for failure in self._failures:
             if failure.path_prefix is None or path.startswith(failure.path_prefix):
@@ -364,6 +390,8 @@ class FakeGitHub:
                     response = await handler(request)
                 except web.HTTPException as exc:
                     response = error(exc.status, exc.reason)
+                if response.status < 400:
+                    response = self._lost_answer(request.method, request.path) or response
         response.headers.setdefault("x-ratelimit-limit", "5000")
         response.headers.setdefault("x-ratelimit-remaining", "4999")
         response.headers.setdefault("x-ratelimit-reset", str(int(time.time()) + 3600))
@@ -486,7 +514,8 @@ class FakeGitHub:
         page = max(int(request.query.get("page", "1")), 1)
         headers = {}
         if page * per_page < len(items):
-            query = urlencode({"per_page": per_page, "page": page + 1})
+            extra = {k: v for k, v in request.query.items() if k not in ("per_page", "page")}
+            query = urlencode({**extra, "per_page": per_page, "page": page + 1})
             headers["Link"] = f'<{self.url}{request.path}?{query}>; rel="next"'
         return web.json_response(items[(page - 1) * per_page : page * per_page], headers=headers)
 
@@ -632,11 +661,20 @@ class FakeGitHub:
             {"total_count": len(runs), "check_runs": runs[(page - 1) * per_page : page * per_page]}
         )
 
+    async def _get_check_run(self, request: web.Request) -> web.Response:
+        run = self.check_runs.get(int(request.match_info["id"]))
+        if run is None or run["repository"].lower() != self._repo_of(request).full_name.lower():
+            return error(404, "Not Found")
+        return web.json_response(run)
+
     async def _update_check_run(self, request: web.Request) -> web.Response:
         run = self.check_runs.get(int(request.match_info["id"]))
         if run is None or run["repository"].lower() != self._repo_of(request).full_name.lower():
             return error(404, "Not Found")
         body = _json_object(request)
+        if run["status"] == "completed" and body.get("status") in ("queued", "in_progress"):
+            # GitHub keeps a completed run completed: a new state needs a new run.
+            return error(422, "A completed check run cannot be set back to in progress")
         problem = self._check_output(body)
         if problem is not None:
             return problem
@@ -688,11 +726,21 @@ class FakeGitHub:
     async def _list_comments(self, request: web.Request) -> web.Response:
         repo = self._repo_of(request).full_name.lower()
         number = int(request.match_info["number"])
+        since = request.query.get("since")
+        if since is not None:
+            try:
+                moment = datetime.fromisoformat(since.replace("Z", "+00:00"))
+            except ValueError:
+                return error(422, f"Invalid value for 'since': {since}")
         found = [
             comment
             for comment in self.comments.values()
-            if comment["repository"].lower() == repo and comment["issue_number"] == number
+            if comment["repository"].lower() == repo
+            and comment["issue_number"] == number
+            # GitHub: only comments updated at or after `since`.
+            and (since is None or datetime.fromisoformat(comment["updated_at"].replace("Z", "+00:00")) >= moment)
         ]
+        found.sort(key=lambda comment: comment["id"])
         return self._paginate(request, found)
 
     async def _create_comment(self, request: web.Request) -> web.Response:

@@ -330,9 +330,11 @@ def test_yaml_tags_that_build_objects_are_refused() -> None:
     [
         ("docs/qa/gates/1.3-login.yml", True),
         ("docs/qa/gates/1.3-login.yaml", True),
-        ("docs/qa/gates/sub/1.3-login.yml", True),
+        ("docs/qa/gates/sub/1.3-login.yml", False),
+        ("docs/qa/gates/archive/1.3-login/1.3-login-2025-10-02.yml", False),
         ("docs/qa/1.3-login.yml", False),
-        ("docs/qa/gates/1.3-login.md", False),
+        ("docs/qa/gates/1.3-login.md", True),
+        ("docs/qa/gates/README.md", False),
         ("docs/qa/gates/.keep.yml", False),
     ],
 )
@@ -345,3 +347,22 @@ def test_gate_id_from_path() -> None:
     assert gate_id_from_path("docs/qa/gates/epic-metadata-removal-story-4.yml") is None
     with pytest.raises(GateFileError):
         gate_id_from_path("docs/qa/gates/3.1b-search.yml")
+
+
+def test_markdown_gate_must_name_its_story_in_the_story_field() -> None:
+    with pytest.raises(GateFileError, match="names no story"):
+        parse_gate_file("docs/qa/gates/1.3-login.md", b"# Gate\n\n```yaml\ngate: PASS\n```\n")
+    doc = parse_gate_file("docs/qa/gates/1.3-login.md", b'# Gate\n\n```yaml\nstory: "1.3"\ngate: PASS\n```\n')
+    assert (doc.epic, doc.story, doc.gate) == (1, 3, GateDecision.PASS)
+
+
+def test_numeric_story_confirmed_by_an_id_anywhere_in_an_irregular_name() -> None:
+    doc = parse_gate_file("docs/qa/gates/14.story-14.3-dedup.yml", b"story: 14.3\ngate: CONCERNS\n")
+    assert (doc.epic, doc.story) == (14, 3)
+    with pytest.raises(GateFileError, match="ambiguous"):
+        parse_gate_file("docs/qa/gates/dedup.yml", b"story: 14.3\ngate: CONCERNS\n")
+
+
+def test_a_decision_under_another_key_is_named_in_the_refusal() -> None:
+    with pytest.raises(GateFileError, match="it has status: PASS"):
+        parse_gate_file(PATH, b'story: "1.3"\nstatus: PASS\n')

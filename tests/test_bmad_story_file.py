@@ -4,6 +4,7 @@ import pytest
 
 from github_app.bmad.story_file import (
     BmadFileError,
+    NotAStory,
     StoryFileStatus,
     StoryIdError,
     is_story_path,
@@ -98,7 +99,7 @@ def test_status_spellings_found_in_real_files_are_mapped(line: str, expected: St
     assert doc.problems == ()
 
 
-@pytest.mark.parametrize("line", ["Blocked", "Not Done", "TBD", "Drafted", "Reviewed by nobody"])
+@pytest.mark.parametrize("line", ["Blocked", "Not Done", "TBD", "QA Approved ✅", "Reviewed by nobody", "Ready"])
 def test_unmappable_status_is_reported_not_guessed(line: str) -> None:
     doc = parse_story_file("docs/stories/1.3.login.md", story_with_status(line))
 
@@ -238,17 +239,22 @@ def test_bilingual_heading_is_recognised() -> None:
     assert (doc.description, doc.acceptance_criteria) == ("A", "B")
 
 
-def test_unknown_language_does_not_crash_and_reports_what_is_missing() -> None:
+def test_korean_template_headings() -> None:
     text = "# 스토리 1.1: 로그인\n\n## 상태\n초안\n\n## 스토리\n사용자로서\n"
 
     doc = parse_story_file("docs/stories/1.1.login.md", text)
 
-    assert (doc.epic, doc.story) == (1, 1)
-    assert doc.status is None
-    assert doc.description == ""
-    assert "no '## Status' section" in doc.problems
-    assert "no '## Story' section" in doc.problems
-    assert "no '## Acceptance Criteria' section" in doc.problems
+    assert (doc.epic, doc.story, doc.title) == (1, 1, "로그인")
+    assert doc.status is StoryFileStatus.DRAFT
+    assert doc.description == "사용자로서"
+    assert doc.problems == ("no '## Acceptance Criteria' section",)
+
+
+def test_unknown_language_does_not_crash_and_is_not_taken_for_a_story() -> None:
+    text = "# เรื่อง 1.1: เข้าสู่ระบบ\n\n## สถานะ\nร่าง\n\n## เรื่องราว\nในฐานะผู้ใช้\n"
+
+    with pytest.raises(NotAStory, match="none of a story's sections"):
+        parse_story_file("docs/stories/1.1.login.md", text)
 
 
 def test_status_written_on_the_heading_line() -> None:
@@ -305,12 +311,18 @@ def test_missing_title_falls_back_to_the_file_name() -> None:
     assert any("title" in p for p in doc.problems)
 
 
-def test_empty_file_with_a_numbered_name_is_usable_with_problems() -> None:
-    doc = parse_story_file("docs/stories/5.2.md", "")
+def test_empty_file_with_a_numbered_name_is_not_a_story() -> None:
+    with pytest.raises(NotAStory):
+        parse_story_file("docs/stories/5.2.md", "")
+
+
+def test_a_numbered_file_with_only_a_status_is_usable_with_problems() -> None:
+    doc = parse_story_file("docs/stories/5.2.md", "## Status\nDraft\n")
 
     assert (doc.epic, doc.story, doc.title) == (5, 2, "Story 5.2")
-    assert doc.status is None
-    assert len(doc.problems) == 4
+    assert doc.status is StoryFileStatus.DRAFT
+    assert not doc.title_found
+    assert len(doc.problems) == 3
 
 
 @pytest.mark.parametrize(

@@ -15,9 +15,10 @@ from github_app.bmad.layout import (
     V6_MODULE_CONFIG,
     V6_TEA_CONFIG,
     PathOverrides,
+    _yaml_mapping,
     detect_layout,
 )
-from github_app.bmad.safe_yaml import UnsafeYamlError, load_yaml
+from github_app.bmad.sprint_status import MAX_BYTES as SPRINT_MAX_BYTES
 from github_app.bmad.sprint_status import (
     SprintStatusError,
     SprintStoryStatus,
@@ -187,21 +188,6 @@ def test_repo_configuration_overrides_every_path() -> None:
 
 
 # -- safe YAML ------------------------------------------------------------------------------------------
-
-
-def test_safe_yaml_refuses_aliases_size_and_depth() -> None:
-    bomb = "a: &a [x, x]\nb: &b [*a, *a]\nc: &c [*b, *b]\n"
-    with pytest.raises(UnsafeYamlError, match="aliases"):
-        load_yaml(bomb, max_bytes=1000, name="f")
-    with pytest.raises(UnsafeYamlError, match="over the 10-byte limit"):
-        load_yaml("a: 1234567890", max_bytes=10, name="f")
-    with pytest.raises(UnsafeYamlError):
-        load_yaml("[" * 5000, max_bytes=100_000, name="f")
-    with pytest.raises(UnsafeYamlError, match="not UTF-8"):
-        load_yaml(b"\xff\xfe", max_bytes=10, name="f")
-    with pytest.raises(UnsafeYamlError):
-        load_yaml("!!python/object:os.system {}", max_bytes=100, name="f")
-    assert load_yaml("a: &x 1\n", max_bytes=100, name="f") == {"a": 1}  # an anchor alone is harmless
 
 
 # -- sprint-status.yaml -----------------------------------------------------------------------------------
@@ -499,3 +485,18 @@ def test_repo_configuration_v6_keys() -> None:
     assert len(bad.problems) == 3
     assert "'email' not one of review, gate_decision, gate_file; using all" in bad.problems[2]
     assert parse_repo_config("qa_sources: []\n").problems
+
+
+def test_v6_yaml_files_are_read_through_the_bounded_reader() -> None:
+    bomb = "development_status: &a [x, x]\nb: &b [*a, *a]\nc: [*b, *b]\n"
+    with pytest.raises(SprintStatusError, match="aliases"):
+        parse_sprint_status(bomb)
+    with pytest.raises(SprintStatusError, match="over the"):
+        parse_sprint_status(b"development_status: {}\n" + b"#" * (SPRINT_MAX_BYTES + 1))
+    with pytest.raises(SprintStatusError, match="not UTF-8"):
+        parse_sprint_status(b"\xff\xfe")
+    with pytest.raises(SprintStatusError, match="not valid YAML"):
+        parse_sprint_status("!!python/object:os.system {}")
+    problems: list[str] = []
+    assert _yaml_mapping(b"a: *nope\n", "_bmad/bmm/config.yaml", problems) == {}
+    assert "aliases" in problems[0] and "using the default folders" in problems[0]

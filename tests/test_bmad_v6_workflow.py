@@ -13,6 +13,7 @@ from github_app.outbox.sender import OutboxSender
 from tests.fake_github import FakeGitHub
 from tests.github_fixtures import REPO
 from tests.harness import App
+from tests.test_workflow_hardening import latest_run
 from tests.workflow import DEV, GATE_PATH, OTHER_DEV, PM, QA, STORY_PATH, Market, gate_file, seed_market, story_file
 
 IMPL = "_bmad-output/implementation-artifacts"
@@ -221,7 +222,8 @@ async def test_v6_story_to_done_through_a_tea_gate_decision(app: App, market: Ma
     await app.deliver("push", m.push(BRANCH, {GATE_DECISION: gate_decision("PASS")}, QA))
     story = await only_story(m)
     assert (story["gate"], story["gate_path"], story["reviews"]) == ("PASS", GATE_DECISION, 1)
-    await app.deliver("pull_request", m.pr("closed", 7, merged=True, title=PR_TITLE, branch=BRANCH, head_sha=HEAD))
+    # Merged at the branch's head: the QA's gate commit, on top of the code QA reviewed.
+    await app.deliver("pull_request", m.pr("closed", 7, merged=True, title=PR_TITLE, branch=BRANCH))
     assert (await only_story(m))["status"] == "DONE"
     assert len(await m.rows("SELECT id FROM escrow_release_request")) == 1
     await all_processed(m)
@@ -386,23 +388,29 @@ async def test_a_review_also_counts_for_a_v4_story_and_the_repo_can_turn_sources
     await app.deliver("pull_request", m.pr("opened", 3))
     await app.deliver("push", m.push("story/1.3-user-auth", {GATE_PATH: gate_file("PASS")}, QA))
     assert (await stories(m))[0]["gate"] is None  # gate files do not count in this repository
-    await app.deliver("pull_request_review", m.review(3))
+    # QA approves the PR as it is now, the gate file commit included.
+    await app.deliver("pull_request_review", m.review(3, head_sha=m.heads["story/1.3-user-auth"]))
     await app.deliver("pull_request", m.pr("closed", 3, merged=True))
     assert (await stories(m))[0]["status"] == "DONE"
     await all_processed(m)
 
 
-async def test_new_commits_after_the_qas_approval_need_a_new_review(app: App, market: Market, repo: Repo) -> None:
+async def test_new_commits_after_the_qas_approval_need_a_new_review(
+    app: App, market: Market, repo: Repo, fake_github: FakeGitHub
+) -> None:
     m = market
     await approved_v6_story(app, m, repo)
     await app.deliver("pull_request_review", m.review(7, head_sha=HEAD, review_id=1))
-    assert (await only_story(m))["gate"] == "PASS"
+    await OutboxSender(app.runtime, writes_per_second=1000).run_until_idle()
+    assert latest_run(fake_github, HEAD, pr=7)["conclusion"] == "success"
     new_head = "0007" + "c" * 36
     await app.deliver("pull_request", m.pr("synchronize", 7, title=PR_TITLE, branch=BRANCH, head_sha=new_head))
     story = await only_story(m)
-    assert (story["gate"], story["status"]) == (None, "READY_FOR_REVIEW")
-    [reason] = await audit_reasons(m, "qa_review_outdated")
-    assert "moved to 0007ccc after QA's review of 0007aaa" in reason
+    assert story["status"] == "READY_FOR_REVIEW"
+    [reason] = await audit_reasons(m, "review_outdated")
+    assert "new commits on PR #7 (0007cccccccc)" in reason and "waits for QA to review them" in reason
+    await OutboxSender(app.runtime, writes_per_second=1000).run_until_idle()
+    assert latest_run(fake_github, new_head, pr=7)["conclusion"] != "success"
     await app.deliver("pull_request", m.pr("closed", 7, merged=True, title=PR_TITLE, branch=BRANCH, head_sha=new_head))
     assert (await only_story(m))["status"] == "READY_FOR_REVIEW"  # the merge waits for QA's review
     await app.deliver("pull_request_review", m.review(7, head_sha=new_head, review_id=2))
@@ -490,16 +498,68 @@ async def test_several_stories_in_one_push_with_story_files_and_build_specs(
     await all_processed(m)
 
 
-async def test_ready_for_dev_merged_from_a_developers_pull_request_is_not_an_approval(
-    app: App, market: Market, repo: Repo, fake_github: FakeGitHub
+async def test_ready_for_dev_written_by_the_developer_and_merged_by_the_pm_is_not_an_approval(
+    app: App, market: Market, repo: Repo
 ) -> None:
     m = market
     await app.deliver("push", repo.push_main({SPRINT: sprint_status(**entry("backlog"))}, PM))
-    # The PM presses merge on the developer's PR, which changed the entry to ready-for-dev.
-    merge = repo.push_main({SPRINT: sprint_status(**entry("ready-for-dev"))}, PM)
-    fake_github.set_commit_pulls(REPO, merge["after"], [{"number": 9, "merged_at": m.tick(), "user": {"login": DEV}}])
-    await app.deliver("push", merge)
+    # The developer marks their story ready-for-dev on a branch; the PM merges that pull request.
+    ready = sprint_status(**entry("ready-for-dev"))
+    await app.deliver("push", m.push("dana/ready", {SPRINT: ready}, DEV))
+    await app.deliver("push", repo.push_main({SPRINT: ready}, PM))
     assert (await only_story(m))["status"] == "DRAFT"
     [refusal] = await audit_reasons(m, "transition_refused")
-    assert "arrived by merging a pull request by @dana-dev" in refusal
+    assert "@dana-dev cannot approve story 1.4" in refusal
+    assert "written by @dana-dev; @pat-pm only carried it" in refusal
+    await all_processed(m)
+
+
+async def test_ready_for_dev_written_by_the_pm_counts_whoever_merges_it(app: App, market: Market, repo: Repo) -> None:
+    m = market
+    await app.deliver("push", repo.push_main({SPRINT: sprint_status(**entry("backlog"))}, PM))
+    ready = sprint_status(**entry("ready-for-dev"))
+    await app.deliver("push", m.push("paula/plan", {SPRINT: ready}, PM))
+    await app.deliver("push", repo.push_main({SPRINT: ready}, DEV))  # the developer presses merge
+    assert (await only_story(m))["status"] == "APPROVED"
+    await all_processed(m)
+
+
+async def test_a_gate_decision_counts_only_from_the_qa_who_wrote_it_whoever_merges_it(
+    app: App, market: Market, repo: Repo
+) -> None:
+    m = market
+    await approved_v6_story(app, m, repo)
+    # The developer commits a PASS gate decision to the PR branch (refused), then QA merges the PR.
+    await app.deliver("push", m.push(BRANCH, {GATE_DECISION: gate_decision("PASS")}, DEV))
+    assert (await only_story(m))["gate"] is None
+    await app.deliver("pull_request", m.pr("synchronize", 7, title=PR_TITLE, branch=BRANCH))
+    await app.deliver("push", m.push("main", {GATE_DECISION: gate_decision("PASS")}, QA, authored_by=DEV))
+    await app.deliver("pull_request", m.pr("closed", 7, merged=True, title=PR_TITLE, branch=BRANCH, sender=QA))
+    story = await only_story(m)
+    assert (story["status"], story["gate"], story["reviews"]) == ("READY_FOR_REVIEW", None, 0)
+    refusals = await audit_reasons(m, "transition_refused")
+    assert all("is the developer of story 1.4" in r for r in refusals) and refusals
+    assert await m.rows("SELECT id FROM escrow_release_request") == []
+    await all_processed(m)
+
+
+async def test_a_gate_decision_by_the_qa_merged_by_the_developer_counts(app: App, market: Market, repo: Repo) -> None:
+    m = market
+    await approved_v6_story(app, m, repo)
+    # TEA's gate decision, written by the QA on the PR branch; the developer then merges the PR.
+    decision = gate_decision("PASS")
+    await app.deliver("push", m.push(BRANCH, {GATE_DECISION: decision}, QA))
+    await app.deliver("pull_request", m.pr("synchronize", 7, title=PR_TITLE, branch=BRANCH, sender=QA))
+    await app.deliver("push", m.push("main", {GATE_DECISION: decision}, DEV, authored_by=QA))
+    await app.deliver("pull_request", m.pr("closed", 7, merged=True, title=PR_TITLE, branch=BRANCH))
+    story = await only_story(m)
+    assert (story["status"], story["gate"], story["gate_path"], story["reviews"]) == (
+        "DONE",
+        "PASS",
+        GATE_DECISION,
+        1,
+    )
+    [recorded] = await audit_reasons(m, "gate_recorded")
+    assert "gate PASS recorded by @quinn-qa" in recorded
+    assert len(await m.rows("SELECT id FROM escrow_release_request")) == 1
     await all_processed(m)

@@ -80,3 +80,11 @@ def test_readme_documents_every_variable_with_its_default() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     for setting in SETTINGS:
         assert f"| `{setting.name}` | {setting.default} |" in readme, setting.name
+
+
+def test_the_app_schema_is_a_plain_name_never_the_seeds() -> None:
+    assert load_settings({}).database_app_schema == "bmad_app"
+    assert load_settings({"DATABASE_APP_SCHEMA": "github_app"}).database_app_schema == "github_app"
+    for bad in ("public", "Bmad", "bmad-app", "pg_app", "a;drop"):
+        with pytest.raises(ConfigError, match="DATABASE_APP_SCHEMA"):
+            load_settings({"DATABASE_APP_SCHEMA": bad})

@@ -13,7 +13,7 @@ import pytest
 from gidgethub import BadRequest, GitHubBroken, RateLimitExceeded
 from prometheus_client import REGISTRY
 
-from github_app.github.client import GitHubApp
+from github_app.github.client import AnswerLost, GitHubApp
 from tests.fake_github import FakeGitHub
 from tests.github_fixtures import FAST_RETRY, GITHUB_APP_ID, INSTALLATION_ID, REPO, KeyPair
 
@@ -65,6 +65,25 @@ async def test_gives_up_after_a_bounded_number_of_attempts(
         await gh.getitem(REPO_PATH)
 
     assert statuses(fake_github) == [502] * FAST_RETRY.max_attempts
+
+
+async def test_a_create_is_never_repeated_after_an_answer_that_may_hide_success(
+    fake_github: FakeGitHub, github_app_client: GitHubApp
+) -> None:
+    gh = await github_app_client.installation_client(INSTALLATION_ID)
+    runs = f"{REPO_PATH}/check-runs"
+    fake_github.lose_answer_next(1, path=runs)
+
+    with pytest.raises(AnswerLost):
+        await gh.create(runs, {"name": "BMAD story", "head_sha": "a" * 40})
+
+    assert [r.status for r in fake_github.requests_to("POST", runs)] == [502]
+    assert len(fake_github.check_runs) == 1  # GitHub made it; the app must look before making another
+
+    # A rate-limit refusal made nothing: it is waited out and sent again.
+    fake_github.rate_limit_next(1, retry_after=0, path=runs)
+    await gh.create(runs, {"name": "BMAD story", "head_sha": "b" * 40})
+    assert [r.status for r in fake_github.requests_to("POST", runs)] == [502, 403, 201]
 
 
 async def test_forbidden_without_rate_limit_is_not_retried(

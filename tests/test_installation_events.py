@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+
 from github_app.db.queries import installation_for_repository
 from tests.conftest import fetch_all
 from tests.deliveries import payload
+from tests.fake_github import FakeGitHub
+from tests.github_fixtures import INSTALLATION_ID, REPO
 from tests.harness import App
+from tests.workflow import PM, STORY_PATH, seed_market, story_file
 
 
 async def installations(a: App) -> list[tuple[object, ...]]:
@@ -78,3 +85,22 @@ async def test_an_installation_event_without_an_installation_is_dead_not_retried
         app.runtime, "SELECT state, attempts, last_error FROM webhook_inbox WHERE delivery_id = 'no-installation'"
     )
     assert (state, attempts) == ("dead", 1) and "no installation id" in error
+
+
+async def test_a_suspended_installation_is_not_acted_on_until_unsuspended(
+    app: App, fake_github: FakeGitHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    m = await seed_market(app.runtime, fake_github)
+    await app.deliver("installation", for_installation("suspend.payload.json", INSTALLATION_ID))
+    with caplog.at_level(logging.INFO, logger="github_app.services.repo"):
+        await app.deliver("push", m.push("main", {STORY_PATH: story_file("Draft")}, PM), "while-suspended")
+    # Taken off the inbox (GitHub would not send it again), but nothing happened to the project.
+    [(state,)] = await fetch_all(app.runtime, "SELECT state FROM webhook_inbox WHERE delivery_id = 'while-suspended'")
+    assert state == "done"
+    assert await fetch_all(app.runtime, 'SELECT id FROM "Story"') == []
+    assert fake_github.requests_to("GET", f"/repos/{REPO}/contents") == []
+    assert "installation is suspended; delivery not acted on" in caplog.text
+
+    await app.deliver("installation", for_installation("unsuspend.payload.json", INSTALLATION_ID))
+    await app.deliver("push", m.push("main", {STORY_PATH: story_file("Draft")}, PM))
+    assert await fetch_all(app.runtime, 'SELECT status FROM "Story"') == [("DRAFT",)]

@@ -147,6 +147,16 @@ def test_two_changed_story_files_are_ambiguous() -> None:
     assert link(files=files) == Ambiguous(((1, 3), (1, 4)), LinkLevel.CHANGED_FILES)
 
 
+def test_reports_and_summaries_in_the_story_folder_are_not_story_files() -> None:
+    files = [
+        "docs/stories/1.4.logout.md",
+        "docs/stories/1.3_validation_report.md",
+        "docs/stories/4.5-review-summary.md",
+    ]
+
+    assert link(files=files) == Linked(1, 4, LinkLevel.CHANGED_FILES)
+
+
 def test_story_files_outside_the_story_folder_do_not_count() -> None:
     files = ["docs/stories-old/1.3.user-auth.md", "README.md", "docs/stories/README.md"]
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,13 +17,16 @@ from sqlalchemy import select, update
 
 from github_app.db.app_tables import OutboxItem
 from github_app.db.types import utcnow
+from github_app.github.client import GitHubApp
 from github_app.outbox import KIND_CHECK_RUN, KIND_PR_COMMENT, set_desired
-from github_app.outbox.sender import OutboxSender, WritePacer
+from github_app.outbox.pace import BUDGET, PENALTY, Limits, PaceState, Plan, plan
+from github_app.outbox.sender import OutboxSender
 from github_app.presentation import CHECK_RUN_NAME, COMMENT_MARKER
 from github_app.runtime import Runtime
 from tests.fake_github import FakeGitHub
-from tests.github_fixtures import GITHUB_APP_ID, INSTALLATION_ID, REPO
+from tests.github_fixtures import FAST_RETRY, GITHUB_APP_ID, INSTALLATION_ID, REPO, KeyPair
 
+ROOT = Path(__file__).resolve().parent.parent
 SHA = "a" * 40
 RUNS = f"/repos/{REPO}/check-runs"
 
@@ -164,7 +170,7 @@ async def test_an_identical_payload_sends_nothing(app_runtime: Runtime, fake_git
 async def test_a_run_created_before_a_crash_is_adopted(app_runtime: Runtime, fake_github: FakeGitHub) -> None:
     # GitHub has the run (the POST went through) but the answer never reached the database; another
     # app's run of the same name is not ours to touch.
-    lost = fake_github.add_check_run(REPO, SHA, CHECK_RUN_NAME, status="in_progress")
+    lost = fake_github.add_check_run(REPO, SHA, CHECK_RUN_NAME, status="in_progress", external_id=SHA)
     other = fake_github.add_check_run(REPO, SHA, CHECK_RUN_NAME, app_id=999, conclusion="failure")
     await desire(app_runtime, KIND_CHECK_RUN, SHA, run_payload("adopted", conclusion="success"))
     await make_sender(app_runtime).run_until_idle(timeout=10)
@@ -175,6 +181,59 @@ async def test_a_run_created_before_a_crash_is_adopted(app_runtime: Runtime, fak
     assert (lost["conclusion"], lost["output"]["title"]) == ("success", "adopted")
     assert other["conclusion"] == "failure" and other["output"]["title"] is None
     assert (await outbox_row(app_runtime, KIND_CHECK_RUN, SHA)).remote_id == lost["id"]
+
+
+async def test_a_create_whose_answer_is_lost_makes_one_run(app_runtime: Runtime, fake_github: FakeGitHub) -> None:
+    # GitHub creates the run, then answers 502 (twice: on the create and on its retry, if any).
+    fake_github.lose_answer_next(2, path=RUNS)
+    await desire(app_runtime, KIND_CHECK_RUN, SHA, run_payload("waiting"))
+    await make_sender(app_runtime).run_until_idle(timeout=10)
+
+    [run] = app_runs(fake_github)
+    assert len(fake_github.requests_to("POST", RUNS)) == 1
+    assert run["external_id"] == SHA and run["output"]["title"] == "waiting"
+    row = await outbox_row(app_runtime, KIND_CHECK_RUN, SHA)
+    assert (row.remote_id, row.sent_version, row.attempts) == (run["id"], 1, 0)
+
+
+async def test_a_lost_create_is_adopted_by_its_own_target_only(app_runtime: Runtime, fake_github: FakeGitHub) -> None:
+    # Two targets showing a run of the same name on one commit (two PRs on one head): each finds its
+    # own run by the target it carries, never the other's.
+    first, second = f"{SHA}:pr-1", f"{SHA}:pr-2"
+    await desire(app_runtime, KIND_CHECK_RUN, first, run_payload("first"))
+    sender = make_sender(app_runtime)
+    await sender.run_until_idle(timeout=10)
+    fake_github.lose_answer_next(1, path=RUNS)
+    await desire(app_runtime, KIND_CHECK_RUN, second, run_payload("second"))
+    await sender.run_until_idle(timeout=10)
+
+    runs = sorted(app_runs(fake_github), key=lambda run: run["id"])
+    assert [(run["external_id"], run["output"]["title"]) for run in runs] == [(first, "first"), (second, "second")]
+    assert (await outbox_row(app_runtime, KIND_CHECK_RUN, second)).remote_id == runs[1]["id"]
+
+
+async def test_a_comment_whose_answer_is_lost_is_posted_once(app_runtime: Runtime, fake_github: FakeGitHub) -> None:
+    comments = f"/repos/{REPO}/issues/4/comments"
+    fake_github.lose_answer_next(2, path=comments)
+    await desire(app_runtime, KIND_PR_COMMENT, "4", {"body": f"{COMMENT_MARKER}\nwaiting for QA"})
+    await make_sender(app_runtime).run_until_idle(timeout=10)
+
+    [comment] = bot_comments(fake_github, 4)
+    assert len(fake_github.requests_to("POST", comments)) == 1
+    # The search after the lost answer asks only for comments made since shortly before it.
+    assert any("since" in r.query for r in fake_github.requests_to("GET", comments))
+    row = await outbox_row(app_runtime, KIND_PR_COMMENT, "4")
+    assert (row.remote_id, row.sent_version) == (comment["id"], 1)
+
+
+async def test_a_create_that_never_reached_github_is_made_later(app_runtime: Runtime, fake_github: FakeGitHub) -> None:
+    # A 502 that created nothing: the row fails once, and its next attempt looks again, then creates.
+    fake_github.fail_next(1, 502, path=RUNS)
+    await desire(app_runtime, KIND_CHECK_RUN, SHA, run_payload("waiting"))
+    await make_sender(app_runtime).run_until_idle(timeout=10)
+
+    assert [r.status for r in fake_github.requests_to("POST", RUNS)] == [502, 201]
+    assert len(app_runs(fake_github)) == 1
 
 
 async def test_a_send_whose_id_was_lost_is_not_repeated(app_runtime: Runtime, fake_github: FakeGitHub) -> None:
@@ -323,15 +382,33 @@ async def test_a_failure_backs_off_and_keeps_its_error(
     assert failures == [logging.ERROR]
 
 
-async def test_writes_are_paced(app_runtime: Runtime, fake_github: FakeGitHub) -> None:
-    for i in range(6):
+async def test_writes_are_paced(
+    app_runtime: Runtime, second_runtime: Runtime, fake_github: FakeGitHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(8):
         await desire(app_runtime, KIND_CHECK_RUN, f"{i:040x}", run_payload(sha=f"{i:040x}"))
-    await make_sender(app_runtime, writes_per_second=20.0).run_until_idle(timeout=10)
+    senders = [
+        OutboxSender(rt, name=f"sender-{n}", writes_per_second=20.0, poll_seconds=0.02)
+        for n, rt in enumerate((app_runtime, second_runtime))
+    ]
+    slots: list[float] = []
+    for sender in senders:
+        reserve = sender.pace.before_write
 
-    writes = fake_github.write_requests
-    assert len(writes) == 6
-    gaps = [later.at - earlier.at for earlier, later in zip(writes, writes[1:], strict=False)]
-    assert min(gaps) >= 0.045, gaps
+        async def recorded(scope: str, *, create: bool, reserve: Any = reserve) -> Plan:
+            decided: Plan = await reserve(scope, create=create)
+            slots.append(decided.at)
+            return decided
+
+        monkeypatch.setattr(sender.pace, "before_write", recorded)
+    await asyncio.gather(*(sender.run_until_idle(timeout=10) for sender in senders))
+
+    assert len(fake_github.write_requests) == 8
+    # Two senders with their own database connections, one pace: the slots they reserved in the shared
+    # row are a whole interval apart.
+    assert len(slots) == 8
+    ordered = sorted(slots)
+    assert all(later - earlier >= 0.05 - 1e-6 for earlier, later in zip(ordered, ordered[1:], strict=False))
 
 
 async def test_new_comments_wait_for_the_creation_budget(app_runtime: Runtime, fake_github: FakeGitHub) -> None:
@@ -352,6 +429,83 @@ async def test_new_comments_wait_for_the_creation_budget(app_runtime: Runtime, f
     await sender.run_until_idle(timeout=3)
     assert fake_github.comments[sent.remote_id or 0]["body"].endswith("edited")
     assert len([r for r in fake_github.write_requests if r.method == "POST"]) == 2
+
+
+@pytest.fixture
+async def second_runtime(app_runtime: Runtime) -> AsyncIterator[Runtime]:
+    """Another process's view of the same database: its own engine and GitHub client."""
+    other = await Runtime.create(app_runtime.settings)
+    other.github = GitHubApp(
+        GITHUB_APP_ID,
+        app_runtime.settings.github_private_key or "",
+        app_runtime.settings.github_api_url,
+        other.http,
+        retry_policy=FAST_RETRY,
+    )
+    yield other
+    await other.close()
+
+
+async def test_two_senders_share_one_creation_budget(
+    app_runtime: Runtime, second_runtime: Runtime, fake_github: FakeGitHub
+) -> None:
+    for number in range(1, 9):
+        await desire(app_runtime, KIND_PR_COMMENT, str(number), {"body": f"{COMMENT_MARKER}\nPR {number}"})
+    first = OutboxSender(app_runtime, name="sender-1", writes_per_second=200.0, creates_per_minute=3)
+    second = OutboxSender(second_runtime, name="sender-2", writes_per_second=200.0, creates_per_minute=3)
+    await asyncio.gather(first.run_until_idle(timeout=3), second.run_until_idle(timeout=3))
+
+    # Three a minute for the app, not three per sender.
+    assert len([r for r in fake_github.write_requests if r.method == "POST"]) == 3
+    assert len(fake_github.comments) == 3
+    # A comment the budget refuses is put back before its lookup costs a request.
+    lookups = [r for r in fake_github.requests if r.method == "GET" and r.path.endswith("/comments")]
+    assert len(lookups) < 8
+
+
+async def test_two_sender_processes_share_one_creation_budget(
+    app_runtime: Runtime, fake_github: FakeGitHub, github_app_keys: KeyPair, is_postgres: bool, tmp_path: Path
+) -> None:
+    if not is_postgres:
+        pytest.skip("SQLite serves one process")
+    for number in range(1, 9):
+        await desire(app_runtime, KIND_PR_COMMENT, str(number), {"body": f"{COMMENT_MARKER}\nPR {number}"})
+    key_file = tmp_path / "app.pem"
+    key_file.write_text(github_app_keys.private_pem)
+    url = app_runtime.settings.database_url
+    processes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.sender_process", url, fake_github.url, str(key_file), f"p{n}", "3", cwd=ROOT
+        )
+        for n in (1, 2)
+    ]
+    assert [await asyncio.wait_for(p.wait(), 60) for p in processes] == [0, 0]
+
+    # Machines apart, one budget: three new comments a minute for the app.
+    assert len([r for r in fake_github.write_requests if r.method == "POST"]) == 3
+    assert len(fake_github.comments) == 3
+
+
+async def test_a_rate_limit_told_to_one_sender_holds_every_sender(
+    app_runtime: Runtime, second_runtime: Runtime, fake_github: FakeGitHub
+) -> None:
+    fake_github.rate_limit_next(1, retry_after=60, path=RUNS)
+    await desire(app_runtime, KIND_CHECK_RUN, SHA, run_payload())
+    await make_sender(app_runtime).run_until_idle(timeout=1)
+    [limited] = fake_github.requests_to("POST", RUNS)
+    assert limited.status == 403
+    row = await outbox_row(app_runtime, KIND_CHECK_RUN, SHA)
+    # Not a failure: put back until GitHub's wait is over.
+    assert (row.attempts, row.last_error) == (0, None)
+    assert row.next_attempt_at > utcnow() + timedelta(seconds=50)
+
+    # Another process's sender, with a row of its own, sends nothing until then either.
+    other_sha = "b" * 40
+    await desire(second_runtime, KIND_CHECK_RUN, other_sha, run_payload(sha=other_sha))
+    await make_sender(second_runtime).run_until_idle(timeout=1)
+    assert len(fake_github.write_requests) == 1
+    held = await outbox_row(second_runtime, KIND_CHECK_RUN, other_sha)
+    assert held.sent_version == 0 and held.next_attempt_at > utcnow() + timedelta(seconds=50)
 
 
 async def test_a_row_leased_by_another_sender_is_left_alone(app_runtime: Runtime, fake_github: FakeGitHub) -> None:
@@ -441,30 +595,26 @@ async def test_run_sends_until_stopped(app_runtime: Runtime, fake_github: FakeGi
         await asyncio.wait_for(task, 5)
 
 
-# --- the pacer alone ------------------------------------------------------------------------------------
+# --- the pace's arithmetic --------------------------------------------------------------------------------
 
 
-async def test_pacer_windows() -> None:
-    now = [0.0]
-    slept: list[float] = []
+def test_plan_spaces_writes_and_counts_creates_in_windows() -> None:
+    limits = Limits.of(2.0, 2, 3)
+    state = PaceState()
+    state, first = plan(state, limits, 0.0, create=False)
+    state, second = plan(state, limits, 0.0, create=False)
+    assert (first.wait, second.wait) == (0.0, 0.5)  # the second write waits for its slot
 
-    async def sleep(seconds: float) -> None:
-        slept.append(seconds)
-        now[0] += seconds
+    state, _ = plan(state, limits, 0.5, create=True)  # its slot is at 1.0
+    state, _ = plan(state, limits, 10.0, create=True)
+    state, held = plan(state, limits, 10.0, create=True)
+    assert held.defer == pytest.approx(51.0) and held.reason == BUDGET  # the first leaves the minute at 61.0
+    state, _ = plan(state, limits, 61.5, create=True)
+    state, held = plan(state, limits, 181.5, create=True)
+    assert held.defer == pytest.approx(3600 - 181.5 + 1.0)  # three in the hour
+    assert plan(PaceState(next_write_at=5.0), limits, 4.0, create=False)[1] == Plan(wait=1.0, at=5.0)
 
-    pacer = WritePacer(2.0, 2, 3, clock=lambda: now[0], sleep=sleep)
-    await pacer.before_write()
-    await pacer.before_write()
-    assert slept == [0.5]
-
-    pacer.record_create()
-    now[0] += 10
-    pacer.record_create()
-    assert pacer.create_delay() == pytest.approx(50.0)  # the first (at 0.5) leaves the minute at 60.5
-    now[0] += 51
-    assert pacer.create_delay() == 0
-    pacer.record_create()
-    now[0] += 120
-    assert pacer.create_delay() == pytest.approx(3600 - 181.5 + 0.5)  # three in the hour
+    penalised = PaceState(not_before=200.0)
+    assert plan(penalised, limits, 190.0, create=False)[1] == Plan(defer=10.0, reason=PENALTY)
     with pytest.raises(ValueError):
-        WritePacer(0, 1, 1)
+        Limits.of(0, 1, 1)

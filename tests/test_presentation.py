@@ -59,7 +59,16 @@ SITUATIONS = {
     "unauthorized gate file": (replace(AWAITING_QA, gate_problem="@carol is not the story's QA"), FAILURE),
     "unlinked": (UNLINKED, NEUTRAL),
     "ambiguous": (replace(UNLINKED, link_problem="Both story 1.3 and story 1.4 match: name one."), NEUTRAL),
-    "refused": (replace(AWAITING_QA, refusal="@mallory is not the developer assigned to story 1.3"), NEUTRAL),
+    # Never green for a PR that does not deliver its story at a head QA accepted.
+    "refused": (replace(AWAITING_QA, refusal="@mallory is not the developer assigned to story 1.3"), FAILURE),
+    "another PR naming an accepted story": (replace(PASSED, delivers=False, delivering_pr=7), FAILURE),
+    "another PR naming a done story": (
+        replace(PASSED, story_status="DONE", delivers=False, delivering_pr=7, merged=True),
+        FAILURE,
+    ),
+    "commits after QA's PASS": (replace(PASSED, head_reviewed=False), PENDING),
+    "held by a stricter PR on the same head": (replace(UNLINKED, held_by=(7, FAILURE)), FAILURE),
+    "not held by a passing PR on the same head": (replace(UNLINKED, held_by=(7, SUCCESS)), NEUTRAL),
     "awaiting QA": (AWAITING_QA, PENDING),
     "merged, awaiting QA": (replace(AWAITING_QA, merged=True), PENDING),
     "CONCERNS not accepted": (

@@ -13,58 +13,29 @@ from sqlalchemy import inspect
 
 from github_app.db import (
     app_tables,  # noqa: F401 - registers the app's tables on Base
+    catalog,
     migrate,
 )
+from github_app.db.app_schema import SEED_SCHEMA
 from github_app.db.base import Base
+from github_app.db.catalog import Catalog
 from github_app.db.engine import make_engine
 from github_app.db.models import SEED_ENUMS, SEED_TABLES
 from tests.conftest import TEST_DATABASE_URL, create_pg_database, drop_pg_database, pg_execute
-
-REFERENCE_SQL = Path(__file__).resolve().parent.parent / "migrations" / "sql" / "0001_seed.postgresql.sql"
-SHARED_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "schema" / "prisma_reference.sql"
+from tests.marketplace import REFERENCE_SQL, SHARED_REFERENCE, reference_sql
 
 needs_postgres = pytest.mark.skipif(
     not TEST_DATABASE_URL, reason="PostgreSQL catalogs are compared in the PostgreSQL pass"
 )
 
-CATALOG_QUERIES = {
-    "columns": """
-        SELECT c.relname, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
-               pg_get_expr(d.adbin, d.adrelid)
-        FROM pg_attribute a
-        JOIN pg_class c ON c.oid = a.attrelid
-        JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
-        LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-        WHERE c.relname = ANY($1) AND c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped
-        ORDER BY 1, 2""",
-    "constraints": """
-        SELECT c.relname, k.conname, k.contype, pg_get_constraintdef(k.oid)
-        FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
-        WHERE c.relname = ANY($1) ORDER BY 1, 2""",
-    "indexes": """
-        SELECT tablename, indexname, indexdef FROM pg_indexes
-        WHERE schemaname = 'public' AND tablename = ANY($1) ORDER BY 1, 2""",
-    "enums": """
-        SELECT t.typname, e.enumsortorder, e.enumlabel
-        FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid
-        WHERE t.typname = ANY($1) ORDER BY 1, 2""",
-}
 
-
-async def read_catalog(url: str) -> dict[str, list[tuple[object, ...]]]:
-    import asyncpg
-
-    from github_app.db.engine import asyncpg_dsn
-
-    conn = await asyncpg.connect(asyncpg_dsn(url))
+async def read_catalog(url: str, schema: str = SEED_SCHEMA) -> Catalog:
+    engine = make_engine(url)
     try:
-        catalog = {}
-        for name, sql in CATALOG_QUERIES.items():
-            names = SEED_ENUMS if name == "enums" else SEED_TABLES
-            catalog[name] = [tuple(r) for r in await conn.fetch(sql, list(names))]
-        return catalog
+        async with engine.connect() as conn:
+            return await conn.run_sync(lambda sync: catalog.read_catalog(sync, schema))
     finally:
-        await conn.close()
+        await engine.dispose()
 
 
 def test_shipped_reference_sql_is_prismas_output() -> None:
@@ -81,12 +52,16 @@ def test_migrations_create_exactly_the_prisma_schema_on_postgresql() -> None:
     reference_url = create_pg_database(TEST_DATABASE_URL, reference_db)
     migrated_url = create_pg_database(TEST_DATABASE_URL, migrated_db)
     try:
-        sql = (SHARED_REFERENCE if SHARED_REFERENCE.exists() else REFERENCE_SQL).read_text()
-        asyncio.run(pg_execute(reference_url, sql))
+        asyncio.run(pg_execute(reference_url, reference_sql()))
         migrate.upgrade(migrated_url)
-        reference, migrated = asyncio.run(read_catalog(reference_url)), asyncio.run(read_catalog(migrated_url))
+        # The whole of `public`: the app's own tables are in its schema, never beside Prisma's.
+        reference = asyncio.run(read_catalog(reference_url))
+        migrated = asyncio.run(read_catalog(migrated_url))
         assert len(reference["columns"]) > 100 and len(reference["enums"]) == 38
-        for kind in CATALOG_QUERIES:
+        # What verification expects of the seed is recorded from Prisma's DDL, not from the app's models.
+        recorded = catalog.Expectation.from_catalog(reference, SEED_TABLES, SEED_ENUMS)
+        assert recorded == catalog.expected()
+        for kind in catalog.CATALOG_QUERIES:
             missing = sorted(set(reference[kind]) - set(migrated[kind]), key=str)
             extra = sorted(set(migrated[kind]) - set(reference[kind]), key=str)
             assert not missing and not extra, f"{kind} differ:\n missing {missing}\n extra {extra}"

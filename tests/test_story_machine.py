@@ -9,25 +9,27 @@ from github_app.db.enums import DeliverableStatus, Role, StoryStatus
 from github_app.domain.story_machine import (
     Action,
     Actor,
-    Blocked,
     ConvertedToDraft,
     Decision,
     DraftPrOpened,
     Event,
     GateRecorded,
     MarkedReady,
+    NewCommits,
     NoChange,
     PrClosedUnmerged,
     PrMerged,
     PullRequestRef,
+    QaCommitted,
     ReadyPrOpened,
     Recorded,
     Refused,
+    StatusChanged,
+    StoryApproved,
+    StoryDone,
     StoryFileApproved,
     StorySnapshot,
-    StoryValidated,
     Transition,
-    Unblocked,
     accepted_gate,
     apply,
     decide,
@@ -104,27 +106,6 @@ def test_approval_by_a_github_user_unknown_to_the_marketplace_is_refused() -> No
 
     assert isinstance(decision, Refused)
     assert decision.reason.startswith("@stranger is not a marketplace user")
-
-
-def test_validation_command_approves_with_its_score() -> None:
-    decision = decide(story(S.DRAFT), StoryValidated(score=9, go=True), PM)
-
-    assert isinstance(decision, Transition)
-    assert decision.to_status is S.APPROVED
-    assert "9/10" in decision.reason
-
-
-def test_validation_no_go_keeps_the_story_draft() -> None:
-    decision = decide(story(S.DRAFT), StoryValidated(score=4, go=False), PM)
-
-    assert isinstance(decision, NoChange)
-    assert "NO-GO" in decision.reason and "4/10" in decision.reason
-
-
-def test_validation_score_out_of_range_is_refused() -> None:
-    assert decide(story(S.DRAFT), StoryValidated(score=11), PM) == Refused(
-        "the validation score must be from 1 to 10, not 11"
-    )
 
 
 def test_approving_an_approved_story_changes_nothing() -> None:
@@ -404,7 +385,6 @@ def test_duplicate_merge_changes_nothing() -> None:
         (PrClosedUnmerged(pr(7)), DEV),
         (ConvertedToDraft(pr(7)), DEV),
         (ReadyPrOpened(pr(8)), DEV),
-        (Blocked("budget"), PM),
         (StoryFileApproved(), PM),
         (PrMerged(pr(7)), CLIENT),
     ],
@@ -418,7 +398,7 @@ def test_nothing_leaves_done(event: Event, actor: Actor) -> None:
 # Bots ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("event", [StoryFileApproved(), ReadyPrOpened(pr(7)), PrMerged(pr(7)), PASS])
+@pytest.mark.parametrize("event", [StoryFileApproved(), ReadyPrOpened(pr(7)), PASS])
 def test_bot_events_are_ignored(event: Event) -> None:
     bot_with_roles = replace(BOT, user_id="u-bot", roles=frozenset(Role))
 
@@ -491,58 +471,16 @@ def test_repeated_fail_after_resubmission_requests_changes_again() -> None:
     assert decision.deliverable_status is D.CHANGES_REQUESTED
 
 
-# BLOCKED ------------------------------------------------------------------------------------------
+# BLOCKED (set in the marketplace) ------------------------------------------------------------------
 
 
-def test_block_and_unblock_return_to_the_previous_status() -> None:
-    after, decisions = run(story(S.IN_PROGRESS, pr_number=7), (Blocked("waiting on API keys"), PM), (Unblocked(), PM))
-
-    assert isinstance(decisions[0], Transition)
-    assert decisions[0].to_status is S.BLOCKED
-    assert "waiting on API keys" in decisions[0].reason
-    assert isinstance(decisions[1], Transition)
-    assert (decisions[1].from_status, decisions[1].to_status) == (S.BLOCKED, S.IN_PROGRESS)
-    assert after.blocked_from is None
-
-
-def test_blocked_story_refuses_new_prs_but_keeps_merge_and_gate() -> None:
-    blocked, _ = run(ready_for_review(), (Blocked(), CLIENT))
+def test_a_story_blocked_in_the_marketplace_refuses_new_prs_but_keeps_merge_and_gate() -> None:
+    blocked = replace(ready_for_review(), status=S.BLOCKED)
 
     assert isinstance(decide(blocked, ReadyPrOpened(pr(8)), DEV), Refused)
     after, decisions = run(blocked, (PrMerged(pr(7)), CLIENT), (PASS, QA))
     assert after.status is S.BLOCKED
     assert all(isinstance(d, Recorded) for d in decisions)
-
-    after, decisions = run(after, (Unblocked(), CLIENT))
-    assert after.status is S.DONE
-    assert isinstance(decisions[0], Transition)
-    assert decisions[0].deliverable_status is D.APPROVED
-
-
-def test_unblocking_after_the_pr_was_closed_returns_to_in_progress() -> None:
-    after, _ = run(ready_for_review(), (Blocked(), PM), (PrClosedUnmerged(pr(7)), DEV), (Unblocked(), PM))
-
-    assert after.status is S.IN_PROGRESS
-    assert after.pr_number is None
-
-
-def test_only_pm_architect_or_client_may_block() -> None:
-    decision = decide(story(S.IN_PROGRESS), Blocked(), DEV)
-
-    assert isinstance(decision, Refused)
-    assert "needs the ARCHITECT, CLIENT or PM role" in decision.reason
-
-
-def test_unblocking_a_story_blocked_elsewhere_needs_its_previous_status() -> None:
-    decision = decide(story(S.BLOCKED), Unblocked(), PM)
-
-    assert isinstance(decision, Refused)
-    assert "previous status is unknown" in decision.reason
-
-
-def test_block_and_unblock_when_already_there_change_nothing() -> None:
-    assert isinstance(decide(story(S.BLOCKED, blocked_from=S.APPROVED), Blocked(), PM), NoChange)
-    assert isinstance(decide(story(S.APPROVED), Unblocked(), PM), NoChange)
 
 
 # accepted_gate ------------------------------------------------------------------------------------
@@ -600,3 +538,79 @@ def test_deliverable_lifecycle() -> None:
 def test_unknown_event_is_a_programming_error() -> None:
     with pytest.raises(TypeError):
         decide(story(S.APPROVED), "merged", DEV)  # type: ignore[arg-type]
+
+
+def test_a_merge_by_a_bot_is_a_fact_that_completes_an_accepted_story() -> None:
+    accepted = story(S.READY_FOR_REVIEW, pr_number=7, gate=G.PASS, gate_accepted=True, deliverable_status=D.SUBMITTED)
+
+    decision = decide(accepted, PrMerged(pr(7)), BOT)
+
+    assert isinstance(decision, Transition) and decision.to_status is S.DONE
+
+
+# Reviewed heads -----------------------------------------------------------------------------------
+
+
+def _accepted_at(*heads: str) -> StorySnapshot:
+    return story(
+        S.READY_FOR_REVIEW,
+        pr_number=7,
+        gate=G.PASS,
+        gate_accepted=True,
+        reviewed_heads=frozenset(heads),
+        deliverable_status=D.SUBMITTED,
+    )
+
+
+def _pr_at(head: str) -> PullRequestRef:
+    return replace(pr(7), head_sha=head)
+
+
+def test_a_merge_at_a_head_qa_did_not_review_does_not_complete() -> None:
+    decision = decide(_accepted_at("aaa", "bbb"), PrMerged(_pr_at("ccc")), CLIENT)
+
+    assert isinstance(decision, Recorded) and decision.after.pr_merged
+    assert "did not review" in decision.reason
+
+
+def test_new_commits_by_the_developer_withdraw_the_acceptance() -> None:
+    decision = decide(_accepted_at("aaa"), NewCommits(_pr_at("ccc")), DEV)
+
+    assert isinstance(decision, Recorded)
+    assert decision.action is Action.REVIEW_OUTDATED and not decision.after.gate_accepted
+
+
+def test_the_qas_own_commit_on_a_reviewed_head_is_covered() -> None:
+    decision = decide(_accepted_at("aaa"), QaCommitted(_pr_at("ddd"), before="aaa"), QA)
+
+    assert isinstance(decision, Recorded) and decision.after.reviewed_heads == {"aaa", "ddd"}
+    after_fail = story(S.IN_PROGRESS, pr_number=7, gate=G.FAIL, deliverable_status=D.CHANGES_REQUESTED)
+    assert isinstance(decide(after_fail, QaCommitted(_pr_at("eee"), before="aaa"), QA), NoChange)
+
+
+def test_a_merge_into_another_branch_completes_nothing() -> None:
+    decision = decide(_accepted_at("aaa"), PrMerged(_pr_at("aaa"), into="dev-branch"), DEV)
+
+    assert isinstance(decision, Transition)
+    assert (decision.to_status, decision.deliverable_status) == (S.IN_PROGRESS, D.REJECTED)
+    assert decision.after.pr_number is None
+
+
+def test_an_expired_gate_is_judged_at_the_merge() -> None:
+    from datetime import datetime
+
+    expiring = replace(_accepted_at("aaa"), gate_expires_at=datetime(2026, 1, 1))
+
+    late = decide(expiring, PrMerged(_pr_at("aaa"), merged_at=datetime(2026, 2, 1)), CLIENT)
+    in_time = decide(expiring, PrMerged(_pr_at("aaa"), merged_at=datetime(2025, 12, 1)), CLIENT)
+
+    assert isinstance(late, Recorded) and "expired" in late.reason and not late.after.gate_accepted
+    assert isinstance(in_time, Transition) and in_time.to_status is S.DONE
+
+
+def test_decisions_carry_their_domain_events() -> None:
+    done = decide(_accepted_at("aaa"), PrMerged(_pr_at("aaa")), CLIENT)
+    approved = decide(story(S.DRAFT), StoryFileApproved(), PM)
+
+    assert StoryDone(7) in done.events and StatusChanged(S.READY_FOR_REVIEW, S.DONE) in done.events  # type: ignore[union-attr]
+    assert StoryApproved("u-pm") in approved.events  # type: ignore[union-attr]

@@ -244,7 +244,7 @@ async def test_pr_by_someone_else_changes_nothing_and_says_why(
     assert OTHER_DEV in str(reason) and "not the developer assigned" in str(reason)
     await show(app)
     run = check_run(fake_github, "d" * 40)
-    assert run["conclusion"] == "neutral"
+    assert run["conclusion"] == "failure"  # never passing: merging it would bypass the marketplace
     assert "not the developer assigned" in run["output"]["summary"]
 
 
@@ -394,7 +394,10 @@ async def test_custom_locations_from_the_bmad_core_config(app: App, market: Mark
     await m.accept_bid(story["id"], DEV)
     await app.deliver("pull_request", m.pr("opened", 50))
     await app.deliver("push", m.push("story/1.3-user-auth", {"quality/gates/1.3-user-auth.yml": gate_file()}, QA))
+    reviewed = m.heads["story/1.3-user-auth"]
     await app.deliver("push", m.push("story/1.3-user-auth", {GATE_PATH: gate_file("FAIL")}, QA))  # not a gate here
+    # QA's own commit on top of the head QA accepted is covered by that review.
+    await app.deliver("pull_request", m.pr("synchronize", 50, sender=QA, before=reviewed))
     await app.deliver("pull_request", m.pr("closed", 50, merged=True))
     assert (await story_row(m))["status"] == "DONE"
 
@@ -469,9 +472,11 @@ async def test_two_workers_on_one_story_stay_consistent(app: App, market: Market
     await approved_story(app, m)
     await app.deliver("pull_request", m.pr("opened", 60))
     # Merge and gate arrive together and are handled by two workers at once.
-    for _ in range(3):
-        await app.deliver("pull_request", m.pr("closed", 60, merged=True), process=False)
-        await app.deliver("push", m.push("story/1.3-user-auth", {GATE_PATH: gate_file("PASS")}, QA), process=False)
+    merge = m.pr("closed", 60, merged=True)
+    gate = m.push("story/1.3-user-auth", {GATE_PATH: gate_file("PASS")}, QA)  # QA's commit on the merged head
+    for _ in range(3):  # each also redelivered under new delivery ids
+        await app.deliver("pull_request", merge, process=False)
+        await app.deliver("push", gate, process=False)
     workers = [Worker(app.runtime, default_router(), concurrency=4) for _ in range(2)]
     await asyncio.gather(*(w.run_until_idle() for w in workers))
     story = await story_row(m)

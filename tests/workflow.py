@@ -22,6 +22,11 @@ from tests.github_fixtures import INSTALLATION_ID, REPO
 PM, DEV, OTHER_DEV, QA, CLIENT, STRANGER = "pat-pm", "dana-dev", "olly-dev", "quinn-qa", "cleo-client", "sam-nobody"
 
 
+def account_id(login: str) -> int:
+    """The numeric id of the GitHub account now called `login` (logins are case-insensitive)."""
+    return int(hashlib.sha1(login.lower().encode()).hexdigest()[:8], 16)
+
+
 @dataclass
 class Market:
     runtime: Runtime
@@ -30,6 +35,7 @@ class Market:
     project_id: str = ""
     _sha: itertools.count = field(default_factory=lambda: itertools.count(1))
     _clock: datetime = field(default_factory=lambda: datetime(2026, 11, 1, 12, 0, tzinfo=UTC))
+    heads: dict[str, str] = field(default_factory=dict)  # branch -> its latest commit, as pushed or shown
 
     def sha(self) -> str:
         return hashlib.sha1(f"commit-{next(self._sha)}".encode()).hexdigest()
@@ -81,9 +87,14 @@ class Market:
         *,
         before: str | None = None,
         commits: int = 1,
+        sender_id: int | None = None,
+        authored_by: str | None = None,
     ) -> dict[str, Any]:
-        """A push whose last commit adds/changes (content) or removes (None) `files`."""
+        """A push whose last commit adds/changes (content) or removes (None) `files`; that commit's
+        author is `authored_by` (default: the sender, who then wrote what they pushed)."""
         after = self.sha()
+        before = before or self.heads.get(branch) or self.sha()
+        self.heads[branch] = after
         for path, content in files.items():
             if content is not None:
                 self.fake.put_file(REPO, after, path, content.encode() if isinstance(content, str) else content)
@@ -111,20 +122,25 @@ class Market:
                 "removed": removed,
                 "message": "bmad",
                 "distinct": True,
+                "author": {"name": authored_by or sender, "username": authored_by or sender},
             }
         )
         data = payload("push", "payload.json")
         data.update(
             {
                 "ref": f"refs/heads/{branch}",
-                "before": before or self.sha(),
+                "before": before,
                 "after": after,
                 "created": False,
                 "deleted": False,
                 "commits": commit_list[-20:],
                 "head_commit": commit_list[-1],
                 "installation": {"id": INSTALLATION_ID},
-                "sender": {"login": sender, "type": "Bot" if sender.endswith("[bot]") else "User", "id": 1},
+                "sender": {
+                    "login": sender,
+                    "type": "Bot" if sender.endswith("[bot]") else "User",
+                    "id": sender_id or account_id(sender),
+                },
                 "pusher": {"name": sender},
             }
         )
@@ -146,7 +162,16 @@ class Market:
         state: str | None = None,
         head_sha: str | None = None,
         updated_at: str | None = None,
+        author_id: int | None = None,
+        sender_id: int | None = None,
+        base: str = "main",
+        fork: bool = False,
+        before: str | None = None,
     ) -> dict[str, Any]:
+        """A PR delivery; its head is the branch's latest pushed commit unless `head_sha` says otherwise."""
+        head_sha = head_sha or self.heads.get(branch) or f"{number:04d}" + "a" * 36
+        if not fork:
+            self.heads[branch] = head_sha
         data = payload("pull_request", "opened.payload.json")
         pr = data["pull_request"]
         closed = action == "closed"
@@ -161,19 +186,22 @@ class Market:
                 "html_url": f"https://github.com/{REPO}/pull/{number}",
                 "updated_at": updated_at or self.tick(),
                 "merged_at": self.tick() if merged else None,
-                "user": {**pr["user"], "login": author, "type": "User"},
+                "user": {**pr["user"], "login": author, "type": "User", "id": author_id or account_id(author)},
             }
         )
-        pr["head"].update({"ref": branch, "sha": head_sha or f"{number:04d}" + "a" * 36})
+        head_repo = f"{author}/{REPO.split('/')[1]}" if fork else REPO
+        pr["head"].update({"ref": branch, "sha": head_sha, "repo": {**pr["head"]["repo"], "full_name": head_repo}})
+        pr["base"].update({"ref": base, "repo": {**pr["base"]["repo"], "full_name": REPO}})
         data.update(
             {
                 "action": action,
                 "number": number,
                 "installation": {"id": INSTALLATION_ID},
+                **({"before": before} if before else {}),
                 "sender": {
                     "login": sender or author,
                     "type": "Bot" if (sender or "").endswith("[bot]") else "User",
-                    "id": 2,
+                    "id": sender_id or (author_id if sender is None else None) or account_id(sender or author),
                 },
             }
         )
@@ -203,7 +231,7 @@ class Market:
         data["review"].update(
             {
                 "id": review_id,
-                "user": {**data["review"]["user"], "login": reviewer, "type": "User"},
+                "user": {**data["review"]["user"], "login": reviewer, "type": "User", "id": account_id(reviewer)},
                 "state": "dismissed" if action == "dismissed" else state,
                 "commit_id": commit_id or head,
                 "html_url": f"{pr_url}#pullrequestreview-{review_id}",
@@ -216,7 +244,7 @@ class Market:
                 "number": number,
                 "html_url": pr_url,
                 "updated_at": pr_updated_at or self.tick(),
-                "user": {**pr["user"], "login": author, "type": "User"},
+                "user": {**pr["user"], "login": author, "type": "User", "id": account_id(author)},
             }
         )
         pr["head"].update({"sha": head})
@@ -224,7 +252,7 @@ class Market:
             {
                 "action": action,
                 "installation": {"id": INSTALLATION_ID},
-                "sender": {"login": sender or reviewer, "type": "User", "id": 3},
+                "sender": {"login": sender or reviewer, "type": "User", "id": account_id(sender or reviewer)},
             }
         )
         data["repository"].update({"full_name": REPO, "default_branch": "main"})

@@ -16,11 +16,16 @@ from typing import Any
 
 import yaml
 
+from github_app.bmad import safe_yaml
+from github_app.bounded import bounded_repr, clip
+
 CORE_CONFIG_PATH = ".bmad-core/core-config.yaml"
 DEFAULT_STORY_DIR = "docs/stories"
 DEFAULT_QA_DIR = "docs/qa"
 GATES_SUBDIR = "gates"
 DEFAULT_GATE_DIR = f"{DEFAULT_QA_DIR}/{GATES_SUBDIR}"
+# Real core configs are a few kilobytes; a bigger file is refused before it is parsed.
+MAX_CONFIG_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -41,10 +46,10 @@ def normalize_dir(value: str) -> str:
         if part in ("", "."):
             continue
         if part == "..":
-            raise ValueError(f"folder {value!r} leaves the repository")
+            raise ValueError(f"folder {bounded_repr(value)} leaves the repository")
         parts.append(part)
     if not parts:
-        raise ValueError(f"folder {value!r} is empty")
+        raise ValueError(f"folder {bounded_repr(value)} is empty")
     return "/".join(parts)
 
 
@@ -65,23 +70,29 @@ def is_under(path: str, directory: str) -> bool:
 def describe_yaml_error(exc: yaml.YAMLError) -> str:
     """One line for a user: where the YAML broke (1-based, as editors count) and why."""
     mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
+    # The parser quotes the offending text (a tag, a key) whole: clipped, so a hostile file cannot make the
+    # message as long as itself.
+    problem = clip(str(getattr(exc, "problem", None) or (str(exc).strip().splitlines() or [""])[0]), 200)
     if mark is not None:
         return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
-    return str(problem)
+    return problem
 
 
 def parse_core_config(text: str | bytes | None) -> BmadPaths:
     """Story and gate folders from the text of `.bmad-core/core-config.yaml` (None: the file is absent)."""
     if text is None:
         return BmadPaths()
+    if len(text) > MAX_CONFIG_BYTES:
+        return BmadPaths(
+            problems=(f"{CORE_CONFIG_PATH} is over the {MAX_CONFIG_BYTES}-byte limit; using the default folders",)
+        )
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8-sig")
         except UnicodeDecodeError:
             return BmadPaths(problems=(f"{CORE_CONFIG_PATH} is not UTF-8 text; using the default folders",))
     try:
-        data: Any = yaml.safe_load(text)
+        data: Any = safe_yaml.load(text)
     except yaml.YAMLError as exc:
         where = describe_yaml_error(exc)
         problem = f"{CORE_CONFIG_PATH} is not valid YAML ({where}); using the default folders"
@@ -109,7 +120,9 @@ def _folder(value: object, key: str, default: str, problems: list[str]) -> str:
     if value is None:
         return default
     if not isinstance(value, str):
-        problems.append(f"{CORE_CONFIG_PATH}: {key} should be a folder path, not {value!r}; using {default}")
+        problems.append(
+            f"{CORE_CONFIG_PATH}: {key} should be a folder path, not {bounded_repr(value)}; using {default}"
+        )
         return default
     try:
         return normalize_dir(value)

@@ -22,8 +22,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from github_app.bmad.core_config import CORE_CONFIG_PATH, BmadPaths, normalize_dir, parse_core_config
-from github_app.bmad.safe_yaml import UnsafeYamlError, load_yaml
+import yaml
+
+from github_app.bmad import safe_yaml
+from github_app.bmad.core_config import (
+    CORE_CONFIG_PATH,
+    BmadPaths,
+    describe_yaml_error,
+    normalize_dir,
+    parse_core_config,
+)
 
 V6_MODULE_CONFIG = "_bmad/bmm/config.yaml"
 V6_ALPHA_MODULE_CONFIG = ".bmad/bmm/config.yaml"
@@ -174,10 +182,17 @@ def detect_layout(files: Mapping[str, bytes | None], overrides: PathOverrides | 
 def _yaml_mapping(text: bytes | None, path: str, problems: list[str]) -> dict[str, Any]:
     if text is None:
         return {}
+    if len(text) > CONFIG_MAX_BYTES:
+        limit = f"over the {CONFIG_MAX_BYTES}-byte limit"
+        problems.append(f"{path} is {len(text)} bytes, {limit}; using the default folders")
+        return {}
     try:
-        data = load_yaml(text, max_bytes=CONFIG_MAX_BYTES, name=path)
-    except UnsafeYamlError as exc:
-        problems.append(f"{exc}; using the default folders")
+        data = safe_yaml.load(text.decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        problems.append(f"{path} is not UTF-8 text; using the default folders")
+        return {}
+    except yaml.YAMLError as exc:
+        problems.append(f"{path} is not valid YAML ({describe_yaml_error(exc)}); using the default folders")
         return {}
     if data is None:
         return {}

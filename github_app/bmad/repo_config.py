@@ -8,6 +8,8 @@ gate_dir: docs/qa/gates            # overrides qa.qaLocation + "/gates"
 branch_pattern: '(?P<epic>\d+)\.(?P<story>\d+)'   # how a branch name names its story
 accepted_gates: [PASS, WAIVED, CONCERNS]          # PASS is required; FAIL is never accepted
 default_budget: {min: 500, max: 1500, currency: USD}   # budget of the published developer opportunity
+status_aliases: {"QA Approved": Done, "Pronto": Approved}  # story statuses in this repo's own words
+release_branches: [release]        # besides the default branch, merges into these complete a story
 implementation_dir: _bmad-output/implementation-artifacts   # overrides BMAD v6 implementation_artifacts
 sprint_status: _bmad-output/implementation-artifacts/sprint-status.yaml
 test_artifacts_dir: _bmad-output/test-artifacts  # where TEA writes gate-decision.json
@@ -15,7 +17,9 @@ qa_sources: [review, gate_decision, gate_file]    # what counts as QA's acceptan
 ```
 
 A branch pattern either names its groups `epic` and `story`, has two groups (epic, then story), or has
-one group that captures the whole `1.3`.
+one group that captures the whole `1.3`. A configured pattern runs on RE2 (linear time, whatever the
+pattern and the branch name), so RE2's syntax applies: no lookaround and no backreferences. A pattern
+RE2 cannot compile is reported and the default applies; the default itself is a vetted Python pattern.
 
 Configuration is written by people and read on every event, so it never stops the app: each invalid or
 unknown key is listed in `RepoConfig.problems` (shown on the check run) and that key's default applies.
@@ -23,15 +27,21 @@ unknown key is listed in `RepoConfig.problems` (shown on the check run) and that
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+import re2
 import yaml
 
-from github_app.bmad.core_config import BmadPaths, describe_yaml_error, normalize_dir
+from github_app.bmad import safe_yaml
+from github_app.bmad.core_config import MAX_CONFIG_BYTES, BmadPaths, describe_yaml_error, normalize_dir
 from github_app.bmad.gate_file import GateDecision
 from github_app.bmad.layout import PathOverrides
+from github_app.bmad.statuses import StoryFileStatus, parse_status_aliases
+from github_app.bounded import bounded_repr, clip, storable_number
 
 REPO_CONFIG_PATH = ".github/bmad-marketplace.yml"
 
@@ -40,6 +50,9 @@ DEFAULT_BRANCH_PATTERN = r"(?:^|[/_-])(?P<epic>\d+)\.(?P<story>\d+)(?=$|[-_/]|\.
 DEFAULT_ACCEPTED_GATES: frozenset[GateDecision] = frozenset({GateDecision.PASS, GateDecision.WAIVED})
 ACCEPTABLE_GATES: frozenset[GateDecision] = frozenset({GateDecision.PASS, GateDecision.WAIVED, GateDecision.CONCERNS})
 MAX_PATTERN_LENGTH = 300
+# Git allows longer ref names, but no branch that names a story needs more; the rest is not scanned.
+MAX_BRANCH_CHARS = 1024
+MAX_REPORTED = 5  # unknown keys or bad values listed one by one; the rest are counted
 
 _KNOWN_KEYS = (
     "story_dir",
@@ -47,6 +60,8 @@ _KNOWN_KEYS = (
     "branch_pattern",
     "accepted_gates",
     "default_budget",
+    "status_aliases",
+    "release_branches",
     "implementation_dir",
     "sprint_status",
     "test_artifacts_dir",
@@ -65,6 +80,9 @@ class RepoConfig:
     accepted_gates: frozenset[GateDecision] = DEFAULT_ACCEPTED_GATES
     # The JSON shape stored in Opportunity.budget: {"min": number, "max": number, "currency": str}.
     default_budget: dict[str, Any] | None = field(default=None, hash=False)
+    # Normalized written status -> template status; see github_app.bmad.statuses.
+    status_aliases: dict[str, StoryFileStatus] = field(default_factory=dict, hash=False)
+    release_branches: tuple[str, ...] = ()
     implementation_dir: str | None = None
     sprint_status: str | None = None
     test_artifacts_dir: str | None = None
@@ -91,34 +109,72 @@ def effective_paths(core: BmadPaths, repo: RepoConfig) -> BmadPaths:
     )
 
 
+class BranchPattern(Protocol):
+    """What the linker needs of a compiled pattern; both `re` and `re2` patterns have it."""
+
+    @property
+    def groups(self) -> int: ...
+
+    @property
+    def groupindex(self) -> Mapping[str, int]: ...
+
+    def finditer(self, string: str) -> Iterator[Any]: ...
+
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a bad pattern is the repository's problem, reported on its check run
+
+
+@functools.lru_cache(maxsize=256)
+def compile_branch_pattern(pattern: str) -> BranchPattern:
+    """The compiled branch pattern. Raises ValueError when it cannot be used.
+
+    Only the built-in default runs on Python's backtracking engine; any configured pattern runs on RE2,
+    whose matching time is linear in the branch name whatever the pattern, so a repository cannot
+    configure a pattern that stalls the worker.
+    """
+    if pattern == DEFAULT_BRANCH_PATTERN:
+        return re.compile(pattern)
+    try:
+        compiled: BranchPattern = re2.compile(pattern, options=_RE2_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise ValueError(clip(str(reason), 120)) from exc
+    return compiled
+
+
 def check_branch_pattern(pattern: str) -> str | None:
     """Why `pattern` cannot be used as a branch pattern, or None when it can."""
     if len(pattern) > MAX_PATTERN_LENGTH:
         return f"branch_pattern is longer than {MAX_PATTERN_LENGTH} characters"
     try:
-        compiled = re.compile(pattern)
-    except re.error as exc:
-        return f"branch_pattern {pattern!r} is not a valid regular expression: {exc}"
+        compiled = compile_branch_pattern(pattern)
+    except ValueError as exc:
+        return (
+            f"branch_pattern {bounded_repr(pattern)} is not a valid regular expression ({exc}); "
+            f"branch patterns use RE2 syntax, which has no lookaround or backreferences"
+        )
     named = {"epic", "story"} & set(compiled.groupindex)
     if len(named) == 1:
         missing = ({"epic", "story"} - named).pop()
-        return f"branch_pattern {pattern!r} names a group {named.pop()!r} but no group {missing!r}"
+        return f"branch_pattern {bounded_repr(pattern)} names a group {named.pop()!r} but no group {missing!r}"
     if compiled.groups == 0:
         return (
-            f"branch_pattern {pattern!r} has no group; use (?P<epic>\\d+)\\.(?P<story>\\d+) "
+            f"branch_pattern {bounded_repr(pattern)} has no group; use (?P<epic>\\d+)\\.(?P<story>\\d+) "
             f"or one group around the story id"
         )
     return None
 
 
-def story_ids_in_branch(pattern: str | re.Pattern[str], branch: str) -> list[tuple[int, int]]:
+def story_ids_in_branch(pattern: str | BranchPattern, branch: str) -> list[tuple[int, int]]:
     """Every distinct `(epic, story)` the pattern finds in a branch name, in order of appearance.
 
-    More than one means the branch is ambiguous; the caller decides what to do with that.
+    More than one means the branch is ambiguous; the caller decides what to do with that. Numbers the
+    marketplace cannot store (above 2^31-1) are not stories.
     """
-    compiled = re.compile(pattern) if isinstance(pattern, str) else pattern
+    compiled = compile_branch_pattern(pattern) if isinstance(pattern, str) else pattern
     found: list[tuple[int, int]] = []
-    for match in compiled.finditer(branch):
+    for match in compiled.finditer(branch[:MAX_BRANCH_CHARS]):
         if {"epic", "story"} <= set(compiled.groupindex):
             epic, story = match["epic"], match["story"]
         elif compiled.groups >= 2:
@@ -130,9 +186,10 @@ def story_ids_in_branch(pattern: str | re.Pattern[str], branch: str) -> list[tup
             epic, story = whole.group(1), whole.group(2)
         else:
             continue
-        if epic is None or story is None or not (epic.isdigit() and story.isdigit()):
+        epic_number, story_number = storable_number(epic), storable_number(story)
+        if epic_number is None or story_number is None:
             continue
-        candidate = (int(epic), int(story))
+        candidate = (epic_number, story_number)
         if candidate not in found:
             found.append(candidate)
     return found
@@ -142,13 +199,16 @@ def parse_repo_config(text: str | bytes | None) -> RepoConfig:
     """The repo configuration from the text of `.github/bmad-marketplace.yml` (None: the file is absent)."""
     if text is None:
         return RepoConfig()
+    if len(text) > MAX_CONFIG_BYTES:
+        too_big = f"{REPO_CONFIG_PATH} is over the {MAX_CONFIG_BYTES}-byte limit; using the defaults"
+        return RepoConfig(problems=(too_big,))
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8-sig")
         except UnicodeDecodeError:
             return RepoConfig(problems=(f"{REPO_CONFIG_PATH} is not UTF-8 text; using the defaults",))
     try:
-        data: Any = yaml.safe_load(text)
+        data: Any = safe_yaml.load(text)
     except yaml.YAMLError as exc:
         where = describe_yaml_error(exc)
         return RepoConfig(problems=(f"{REPO_CONFIG_PATH} is not valid YAML ({where}); using the defaults",))
@@ -158,9 +218,11 @@ def parse_repo_config(text: str | bytes | None) -> RepoConfig:
         return RepoConfig(problems=(f"{REPO_CONFIG_PATH} should be a mapping of keys to values; using the defaults",))
 
     problems: list[str] = []
-    for key in data:
-        if key not in _KNOWN_KEYS:
-            problems.append(f"unknown key {key!r} (known keys: {', '.join(_KNOWN_KEYS)}); ignored")
+    unknown = [key for key in data if key not in _KNOWN_KEYS]
+    for key in unknown[:MAX_REPORTED]:
+        problems.append(f"unknown key {bounded_repr(key)} (known keys: {', '.join(_KNOWN_KEYS)}); ignored")
+    if len(unknown) > MAX_REPORTED:
+        problems.append(f"{len(unknown) - MAX_REPORTED} more unknown keys; ignored")
 
     branch_pattern = DEFAULT_BRANCH_PATTERN
     raw_pattern = data.get("branch_pattern")
@@ -168,7 +230,7 @@ def parse_repo_config(text: str | bytes | None) -> RepoConfig:
         problem = (
             check_branch_pattern(raw_pattern)
             if isinstance(raw_pattern, str)
-            else f"branch_pattern should be a regular expression string, not {raw_pattern!r}"
+            else f"branch_pattern should be a regular expression string, not {bounded_repr(raw_pattern)}"
         )
         if problem is None:
             branch_pattern = raw_pattern
@@ -181,6 +243,8 @@ def parse_repo_config(text: str | bytes | None) -> RepoConfig:
         branch_pattern=branch_pattern,
         accepted_gates=_accepted_gates(data.get("accepted_gates"), problems),
         default_budget=_budget(data.get("default_budget"), problems),
+        status_aliases=parse_status_aliases(data.get("status_aliases"), problems),
+        release_branches=_release_branches(data.get("release_branches"), problems),
         implementation_dir=_folder(data, "implementation_dir", problems),
         sprint_status=_file(data, "sprint_status", problems),
         test_artifacts_dir=_folder(data, "test_artifacts_dir", problems),
@@ -189,12 +253,21 @@ def parse_repo_config(text: str | bytes | None) -> RepoConfig:
     )
 
 
+def _release_branches(value: object, problems: list[str]) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(item, str) and item.strip() for item in value):
+        problems.append(f"release_branches should be a list of branch names, not {value!r}; only the default branch")
+        return ()
+    return tuple(dict.fromkeys(item.strip() for item in value))
+
+
 def _folder(data: dict[Any, Any], key: str, problems: list[str]) -> str | None:
     value = data.get(key)
     if value is None:
         return None
     if not isinstance(value, str):
-        problems.append(f"{key} should be a folder path, not {value!r}; using the BMAD core config")
+        problems.append(f"{key} should be a folder path, not {bounded_repr(value)}; using the BMAD core config")
         return None
     try:
         return normalize_dir(value)
@@ -214,11 +287,13 @@ def _qa_sources(value: object, problems: list[str]) -> frozenset[str]:
     if value is None:
         return default
     if not isinstance(items, list) or not items:
-        problems.append(f"qa_sources should be a list drawn from {', '.join(QA_SOURCES)}, not {value!r}; using all")
+        drawn = ", ".join(QA_SOURCES)
+        problems.append(f"qa_sources should be a list drawn from {drawn}, not {bounded_repr(value)}; using all")
         return default
     bad = [item for item in items if item not in QA_SOURCES]
     if bad:
-        problems.append(f"qa_sources: {', '.join(repr(b) for b in bad)} not one of {', '.join(QA_SOURCES)}; using all")
+        named = ", ".join(bounded_repr(item, 40) for item in bad[:5])
+        problems.append(f"qa_sources: {named} not one of {', '.join(QA_SOURCES)}; using all")
         return default
     return frozenset(str(item) for item in items)
 
@@ -233,7 +308,7 @@ def _accepted_gates(value: object, problems: list[str]) -> frozenset[GateDecisio
     elif isinstance(value, list):
         items = value
     else:
-        problems.append(f"accepted_gates should be a list such as [PASS], not {value!r}; using {default}")
+        problems.append(f"accepted_gates should be a list such as [PASS], not {bounded_repr(value)}; using {default}")
         return DEFAULT_ACCEPTED_GATES
 
     chosen: set[GateDecision] = set()
@@ -242,7 +317,7 @@ def _accepted_gates(value: object, problems: list[str]) -> frozenset[GateDecisio
         try:
             decision = GateDecision(str(item).strip().upper())
         except ValueError:
-            bad.append(f"{item!r} is not a gate decision")
+            bad.append(f"{bounded_repr(item)} is not a gate decision")
             continue
         if decision not in ACCEPTABLE_GATES:
             bad.append(f"{decision} can never be accepted")
@@ -253,7 +328,8 @@ def _accepted_gates(value: object, problems: list[str]) -> frozenset[GateDecisio
     if not items:
         bad.append("the list is empty")
     if bad:
-        problems.append(f"accepted_gates: {'; '.join(bad)}; using {default}")
+        more = [f"{len(bad) - MAX_REPORTED} more"] if len(bad) > MAX_REPORTED else []
+        problems.append(f"accepted_gates: {'; '.join(bad[:MAX_REPORTED] + more)}; using {default}")
         return DEFAULT_ACCEPTED_GATES
     return frozenset(chosen)
 
@@ -262,14 +338,16 @@ def _budget(value: object, problems: list[str]) -> dict[str, Any] | None:
     if value is None:
         return None
     if not isinstance(value, dict):
-        problems.append(f"default_budget should be {{min, max, currency}}, not {value!r}; no default budget")
+        problems.append(
+            f"default_budget should be {{min, max, currency}}, not {bounded_repr(value)}; no default budget"
+        )
         return None
-    bad: list[str] = [f"unknown key {key!r}" for key in value if key not in _BUDGET_KEYS]
+    bad: list[str] = [f"unknown key {bounded_repr(key)}" for key in value if key not in _BUDGET_KEYS]
     amounts: dict[str, int | float] = {}
     for key in ("min", "max"):
         amount = value.get(key)
         if isinstance(amount, bool) or not isinstance(amount, int | float) or not 0 <= amount < float("inf"):
-            bad.append(f"{key} should be a number of at least 0, not {amount!r}")
+            bad.append(f"{key} should be a number of at least 0, not {bounded_repr(amount)}")
         else:
             amounts[key] = amount
     if len(amounts) == 2 and amounts["min"] > amounts["max"]:
@@ -277,8 +355,9 @@ def _budget(value: object, problems: list[str]) -> dict[str, Any] | None:
     currency = value.get("currency")
     code = currency.strip().upper() if isinstance(currency, str) else ""
     if not re.fullmatch(r"[A-Z0-9]{2,10}", code):
-        bad.append(f"currency should be a code such as USD or USDC, not {currency!r}")
+        bad.append(f"currency should be a code such as USD or USDC, not {bounded_repr(currency)}")
     if bad:
-        problems.append(f"default_budget: {'; '.join(bad)}; no default budget")
+        more = [f"{len(bad) - MAX_REPORTED} more"] if len(bad) > MAX_REPORTED else []
+        problems.append(f"default_budget: {'; '.join(bad[:MAX_REPORTED] + more)}; no default budget")
         return None
     return {"min": amounts["min"], "max": amounts["max"], "currency": code}

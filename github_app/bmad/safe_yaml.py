@@ -1,8 +1,12 @@
-"""YAML from untrusted repository files: size-capped, `safe_load` semantics, and no aliases.
+"""The one YAML reader for files that come from repositories (QA gates, BMAD's core config, the app's
+repository configuration).
 
-`yaml.safe_load` already refuses arbitrary objects, but an alias (`*a`) lets a few hundred bytes expand
-into millions of nodes ("billion laughs"); BMAD files never need one, so a document that uses one is
-refused. Deep nesting that would exhaust the parser's recursion is refused the same way.
+`yaml.safe_load` builds no objects, but it still expands aliases: a few hundred bytes of nested
+`*aliases` describe billions of items, and anything that walks the result (an error message quoting the
+value, a comparison, a log line) stalls the worker. None of these files needs anchors, so an alias is
+refused while the document is being composed, before anything walks it; the number of values and the
+nesting depth are bounded the same way, and so are integers (Python refuses to convert a number of more
+than 4,300 digits, with an error YAML's reader does not expect).
 """
 
 from __future__ import annotations
@@ -11,35 +15,60 @@ from typing import Any
 
 import yaml
 from yaml.composer import ComposerError
+from yaml.constructor import ConstructorError
+from yaml.nodes import Node, ScalarNode
 
-from github_app.bmad.core_config import describe_yaml_error
+from github_app.bounded import clip
 
-
-class UnsafeYamlError(ValueError):
-    """The text cannot be read as YAML here; the message says why, for the person who wrote it."""
-
-
-class _NoAliasLoader(yaml.SafeLoader):
-    def compose_node(self, parent: Any, index: Any) -> Any:  # noqa: ANN401 - PyYAML's own signature
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise ComposerError(None, None, "aliases (*name) are not allowed", event.start_mark)
-        return super().compose_node(parent, index)
+MAX_VALUES = 5_000
+MAX_DEPTH = 20
+MAX_INT_CHARS = 40
 
 
-def load_yaml(text: str | bytes, *, max_bytes: int, name: str) -> Any:  # noqa: ANN401 - any YAML value
-    """The single YAML document in `text`. Raises UnsafeYamlError for text over `max_bytes`, text that is
-    not UTF-8, invalid YAML, aliases and nesting too deep to parse."""
-    raw = text.encode() if isinstance(text, str) else text
-    if len(raw) > max_bytes:
-        raise UnsafeYamlError(f"{name} is {len(raw)} bytes, over the {max_bytes}-byte limit")
+class _BoundedLoader(yaml.SafeLoader):
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._values = 0
+        self._depth = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        event = self.peek_event()
+        mark: Any = event.start_mark
+        if isinstance(event, yaml.AliasEvent):
+            alias = clip(str(event.anchor), 40)
+            raise ComposerError(None, None, f"aliases (*{alias}) are not allowed; write the value out", mark)
+        self._values += 1
+        if self._values > MAX_VALUES:
+            raise ComposerError(None, None, f"more than {MAX_VALUES} values", mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep", mark)
+            return super().compose_node(parent, index)  # type: ignore[no-untyped-call]
+        finally:
+            self._depth -= 1
+
+    def construct_bounded_int(self, node: Node) -> Any:
+        if not isinstance(node, ScalarNode):
+            raise ConstructorError(None, None, "a number must be a plain value", node.start_mark)
+        if len(node.value) > MAX_INT_CHARS:
+            raise ConstructorError(None, None, f"a number of {len(node.value)} characters is too long", node.start_mark)
+        return self.construct_yaml_int(node)
+
+
+_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_bounded_int)
+
+
+def load(text: str) -> Any:
+    """The single YAML document in `text`. Raises `yaml.YAMLError` for anything that cannot be read,
+    including values no BMAD file needs (aliases, deep nesting, huge numbers, impossible dates)."""
+    loader = _BoundedLoader(text)
     try:
-        decoded = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise UnsafeYamlError(f"{name} is not UTF-8 text") from exc
-    try:
-        return yaml.load(decoded, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise UnsafeYamlError(f"{name} is not valid YAML ({describe_yaml_error(exc)})") from exc
-    except RecursionError as exc:
-        raise UnsafeYamlError(f"{name} is nested too deeply") from exc
+        return loader.get_single_data()
+    except yaml.YAMLError:
+        raise
+    except (ValueError, OverflowError, TypeError, RecursionError) as exc:
+        # e.g. `expires: 2025-02-30`: the reader accepts the shape, then datetime refuses the day.
+        raise yaml.YAMLError(f"a value cannot be read ({clip(str(exc), 80)})") from exc
+    finally:
+        loader.dispose()

@@ -15,7 +15,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from github_app.bmad.safe_yaml import UnsafeYamlError, load_yaml
+import yaml
+
+from github_app.bmad import safe_yaml
+from github_app.bmad.core_config import describe_yaml_error
 
 MAX_BYTES = 512 * 1024
 MAX_KEY_LENGTH = 200
@@ -103,10 +106,15 @@ def parse_story_key(key: str) -> tuple[int, int, str]:
 
 
 def parse_sprint_status(text: str | bytes, path: str = "sprint-status.yaml") -> SprintStatus:
+    raw = text.encode() if isinstance(text, str) else text
+    if len(raw) > MAX_BYTES:
+        raise SprintStatusError(f"{path} is {len(raw)} bytes, over the {MAX_BYTES}-byte limit")
     try:
-        data: Any = load_yaml(text, max_bytes=MAX_BYTES, name=path)
-    except UnsafeYamlError as exc:
-        raise SprintStatusError(str(exc)) from exc
+        data: Any = safe_yaml.load(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise SprintStatusError(f"{path} is not UTF-8 text") from exc
+    except yaml.YAMLError as exc:
+        raise SprintStatusError(f"{path} is not valid YAML ({describe_yaml_error(exc)})") from exc
     if not isinstance(data, dict):
         raise SprintStatusError(f"{path} should be a mapping with a development_status map")
     entries = data.get("development_status")

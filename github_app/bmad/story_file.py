@@ -5,15 +5,24 @@ The parser is lenient where real repositories vary (status spelling and decorati
 stores epic and story numbers as integers, so an id such as `1.3A` raises `StoryIdError` instead of being
 silently stored as 1.3. Anything else that could not be read ends up in `StoryDocument.problems`, for the
 check run and the audit log.
+
+Where the parts are found is `story_text`'s business, which files are stories at all is `story_kind`'s,
+and what a written status means is `statuses`'.
 """
 
 from __future__ import annotations
 
-import enum
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from github_app.bmad.core_config import is_under, normalize_path
+from github_app.bmad.statuses import KNOWN_STATUSES, MAX_STATUS_CHARS, StoryFileStatus, map_status
+from github_app.bmad.story_kind import NotAStory, kind_from_name, kind_from_title
+from github_app.bmad.story_text import Part, StoryText, read_story_text
+from github_app.bounded import MAX_STORY_NUMBER, bounded_repr, clean_text, clip, storable_number
+
+__all__ = ["BmadFileError", "NotAStory", "StoryDocument", "StoryFileStatus", "StoryIdError", "parse_story_file"]
 
 
 class BmadFileError(ValueError):
@@ -29,16 +38,6 @@ class StoryIdError(BmadFileError):
         self.path = path
 
 
-class StoryFileStatus(enum.StrEnum):
-    """The `## Status` values of BMAD's story template."""
-
-    DRAFT = "Draft"
-    APPROVED = "Approved"
-    IN_PROGRESS = "InProgress"
-    REVIEW = "Review"
-    DONE = "Done"
-
-
 @dataclass(frozen=True)
 class StoryDocument:
     epic: int
@@ -49,110 +48,37 @@ class StoryDocument:
     description: str
     acceptance_criteria: str
     problems: tuple[str, ...] = ()
+    # False when the title was made up from the file name: it must not replace a stored title.
+    title_found: bool = True
 
 
-_KNOWN_STATUSES = ", ".join(s.value for s in StoryFileStatus)
+_KNOWN_STATUSES = KNOWN_STATUSES
+MAX_TITLE = 300
+MAX_TITLE_SCAN = 1000
 
 # A letter suffix or a third number is captured so it can be rejected by name instead of misread as 1.3.
 _FILE_ID = re.compile(
     r"^(?P<epic>\d+)\.(?P<story>\d+)(?P<suffix>[A-Za-z]+)?(?P<third>\.\d+(?=[.\-_\s]|\.md$|$))?(?P<rest>.*)$"
 )
-_TITLE_PREFIX = r"(?:(?:user\s+)?story|用户故事|用戶故事|故事|ユーザーストーリー|ストーリー)"
+_TITLE_PREFIX = (
+    r"(?:(?:user\s+)?story|用户故事|用戶故事|故事|ユーザーストーリー|ストーリー|사용자\s*스토리|스토리"
+    r"|hist[óo]ria|histoire|geschichte|storia|câu\s+chuyện)"
+)
 _HEADING_ID = re.compile(
-    rf"^(?:{_TITLE_PREFIX}\s*#?\s*)?(?P<epic>\d+)\.(?P<story>\d+)(?P<suffix>[A-Za-z]+)?"
+    rf"^(?:{_TITLE_PREFIX}\s*+#?\s*+)?(?P<epic>\d+)\.(?P<story>\d+)(?P<suffix>[A-Za-z]+)?"
     r"(?P<third>\.\d+)?(?![\w])\s*(?:[:：.\-–—]\s*)?(?P<title>.*)$",
     re.IGNORECASE,
 )
 _HEADING_PREFIX_ONLY = re.compile(rf"^{_TITLE_PREFIX}\s*[:：]\s*", re.IGNORECASE)
-_FENCE = re.compile(r"^\s{0,3}(```|~~~)")
-_ATX = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
-_LOOSE_STATUS_LINE = re.compile(
-    r"^[\s*_>-]*(?:status|状态|狀態|状態|ステータス)[\s*_]*[:：][\s*_]*(?P<value>.+)$", re.IGNORECASE
-)
+# A title that is the story statement itself: "As a Tenant Admin, I want ...".
+_STATEMENT = re.compile(r"^(?:as\s+an?|como|en\s+tant\s+que|作为|作為)\s", re.IGNORECASE)
 _NOT_STORY_FILES = frozenset({"readme.md", "index.md", "changelog.md"})
 
-_SECTION_ALIASES: dict[str, tuple[str, ...]] = {
-    "status": ("status", "状态", "狀態", "状態", "ステータス"),
-    "story": ("story", "user story", "故事", "用户故事", "用戶故事", "ストーリー", "ユーザーストーリー"),
-    "acceptance criteria": (
-        "acceptance criteria",
-        "验收标准",
-        "驗收標準",
-        "验收条件",
-        "驗收條件",
-        "受け入れ基準",
-        "受入基準",
-        "受け入れ条件",
-    ),
-}
-_SECTION_BY_ALIAS = {alias: key for key, aliases in _SECTION_ALIASES.items() for alias in aliases}
 
-
-def _status_pattern(words: str) -> re.Pattern[str]:
-    # Latin words may be glued (InProgress), hyphenated or spaced; a trailing letter means another word.
-    if words.isascii():
-        joined = r"[\s_-]*".join(re.escape(w) for w in words.split())
-        return re.compile(rf"^{joined}(?![a-z])")
-    return re.compile(rf"^{re.escape(words)}")
-
-
-# Longest phrases first: "ready for review" must not be read as something shorter.
-_STATUS_PHRASES: tuple[tuple[str, StoryFileStatus], ...] = (
-    ("ready for development", StoryFileStatus.APPROVED),
-    ("ready for dev", StoryFileStatus.APPROVED),
-    ("ready for review", StoryFileStatus.REVIEW),
-    ("in progress", StoryFileStatus.IN_PROGRESS),
-    ("in review", StoryFileStatus.REVIEW),
-    ("review", StoryFileStatus.REVIEW),
-    ("draft", StoryFileStatus.DRAFT),
-    ("approved", StoryFileStatus.APPROVED),
-    ("completed", StoryFileStatus.DONE),
-    ("complete", StoryFileStatus.DONE),
-    ("done", StoryFileStatus.DONE),
-    ("草稿", StoryFileStatus.DRAFT),
-    ("ドラフト", StoryFileStatus.DRAFT),
-    ("下書き", StoryFileStatus.DRAFT),
-    ("已批准", StoryFileStatus.APPROVED),
-    ("已审批", StoryFileStatus.APPROVED),
-    ("已核准", StoryFileStatus.APPROVED),
-    ("承認済み", StoryFileStatus.APPROVED),
-    ("进行中", StoryFileStatus.IN_PROGRESS),
-    ("進行中", StoryFileStatus.IN_PROGRESS),
-    ("开发中", StoryFileStatus.IN_PROGRESS),
-    ("実装中", StoryFileStatus.IN_PROGRESS),
-    ("待审查", StoryFileStatus.REVIEW),
-    ("审查中", StoryFileStatus.REVIEW),
-    ("待评审", StoryFileStatus.REVIEW),
-    ("评审中", StoryFileStatus.REVIEW),
-    ("レビュー", StoryFileStatus.REVIEW),
-    ("已完成", StoryFileStatus.DONE),
-    ("完成", StoryFileStatus.DONE),
-    ("完了", StoryFileStatus.DONE),
-)
-_STATUS_PATTERNS = tuple((_status_pattern(phrase), status) for phrase, status in _STATUS_PHRASES)
-
-
-def parse_story_status(raw: str) -> StoryFileStatus | None:
-    """Map a `## Status` value to the template's statuses, or None when it means none of them.
-
-    Tolerates what real files contain: `In Progress`, `**Done**`, `✅ Done`, `Ready for Development`,
-    `Done - all tasks complete`. Words *before* the status are not skipped, so `Not Done` is not Done.
-    """
-    text = re.sub(r"[*_`~]", "", raw).strip().lower()
-    text = _strip_leading_symbols(text)
-    text = re.sub(r"^(?:status|状态|狀態|状態|ステータス)\s*[:：]\s*", "", text)
-    text = _strip_leading_symbols(text)
-    for pattern, status in _STATUS_PATTERNS:
-        if pattern.match(text):
-            return status
-    return None
-
-
-def _strip_leading_symbols(text: str) -> str:
-    index = 0
-    while index < len(text) and not text[index].isalnum():
-        index += 1
-    return text[index:]
+def parse_story_status(raw: str, aliases: Mapping[str, StoryFileStatus] | None = None) -> StoryFileStatus | None:
+    """Map a `## Status` value to the template's statuses, or None when it means none of them
+    (see `github_app.bmad.statuses`)."""
+    return map_status(raw, aliases)
 
 
 def is_story_path(path: str, story_dir: str) -> bool:
@@ -176,18 +102,18 @@ def story_id_from_path(path: str) -> tuple[int, int] | None:
     match = _FILE_ID.match(name)
     if match is None:
         return None
-    _reject_unstorable(match, path)
-    return int(match["epic"]), int(match["story"])
+    return _reject_unstorable(match, path)
 
 
-def _reject_unstorable(match: re.Match[str], path: str) -> None:
-    base = f"{match['epic']}.{match['story']}"
+def _reject_unstorable(match: re.Match[str], path: str) -> tuple[int, int]:
+    """`(epic, story)` of a matched id; raises StoryIdError for one the marketplace cannot store."""
+    base = clip(f"{match['epic']}.{match['story']}", 24)
     if match["suffix"]:
         story_id = base + match["suffix"]
         raise StoryIdError(
             f"{path}: story id {story_id} has a letter suffix; the marketplace stores epic and story "
             f"numbers as integers, so {story_id} cannot be stored. Renumber the story with plain numbers "
-            f"(such as {match['epic']}.<next free number>).",
+            f"(such as {clip(match['epic'], 12)}.<next free number>).",
             story_id=story_id,
             path=path,
         )
@@ -199,161 +125,131 @@ def _reject_unstorable(match: re.Match[str], path: str) -> None:
             story_id=story_id,
             path=path,
         )
+    epic, story = storable_number(match["epic"]), storable_number(match["story"])
+    if epic is None or story is None:
+        raise StoryIdError(
+            f"{path}: story id {base} is too large; epic and story numbers go up to {MAX_STORY_NUMBER}.",
+            story_id=base,
+            path=path,
+        )
+    return epic, story
 
 
-@dataclass
-class _Section:
-    key: str | None
-    inline_value: str | None
-    lines: list[str]
-
-
-def parse_story_file(path: str, text: str) -> StoryDocument:
-    """Parse a story file. Raises BmadFileError (or its StoryIdError) when no storable id can be found."""
-    lines = text.removeprefix("\ufeff").splitlines()
-    title_line, preamble, sections = _split(lines)
+def parse_story_file(
+    path: str, text: str, *, status_aliases: Mapping[str, StoryFileStatus] | None = None
+) -> StoryDocument:
+    """Parse a story file. Raises BmadFileError (or its StoryIdError) when no storable id can be found,
+    and NotAStory when the file is another kind of document (a validation report, an appendix)."""
+    parts = read_story_text(text)
+    title_line = parts.title_line
     problems: list[str] = []
 
     name_match = _FILE_ID.match(normalize_path(path).rsplit("/", 1)[-1])
+    name_kind = kind_from_name(path)
+    if name_kind is not None:
+        raise NotAStory(path, f"its name says it is {name_kind}")
     if name_match is not None:
         _reject_unstorable(name_match, path)
-    heading_match = _HEADING_ID.match(_plain(title_line)) if title_line is not None else None
+    heading_match = _HEADING_ID.match(_plain(title_line)[:MAX_TITLE_SCAN]) if title_line is not None else None
+    title_kind = kind_from_title(_title(title_line, heading_match))
+    if title_kind is not None:
+        raise NotAStory(path, f"its title says it is {title_kind}")
 
     if name_match is not None:
-        epic, story = int(name_match["epic"]), int(name_match["story"])
+        epic, story = _reject_unstorable(name_match, path)
         if heading_match is not None:
-            heading_id = (
+            heading_id = clip(
                 f"{heading_match['epic']}.{heading_match['story']}"
-                f"{heading_match['suffix'] or ''}{heading_match['third'] or ''}"
+                f"{heading_match['suffix'] or ''}{heading_match['third'] or ''}",
+                24,
             )
-            heading_ints = (int(heading_match["epic"]), int(heading_match["story"]))
+            heading_ints = (storable_number(heading_match["epic"]), storable_number(heading_match["story"]))
             if heading_match["suffix"] or heading_match["third"] or heading_ints != (epic, story):
                 problems.append(
                     f"the file name says story {epic}.{story} but the title says {heading_id}; using the file name"
                 )
     elif heading_match is not None:
-        _reject_unstorable(heading_match, path)
-        epic, story = int(heading_match["epic"]), int(heading_match["story"])
+        epic, story = _reject_unstorable(heading_match, path)
+    elif (front_id := _front_matter_id(parts.front_matter)) is not None:
+        epic, story = front_id
     else:
         raise BmadFileError(
             f"{path}: no story number found; name the file {{epic}}.{{story}}.{{slug}}.md "
             f"(for example 1.3.user-login.md) or start it with a title such as '# Story 1.3: User login'"
         )
 
-    title = _title(title_line, heading_match)
+    status_part = parts.part("status")
+    story_part = parts.part("story")
+    acceptance_part = parts.part("acceptance criteria")
+    status_raw = _status_text(parts, status_part)
+    heading_title = _title(title_line, heading_match)
+    statement = heading_title if _STATEMENT.match(heading_title) else None
+    if status_raw is None and story_part is None and acceptance_part is None and statement is None:
+        raise NotAStory(path, "it has none of a story's sections (Status, Story, Acceptance Criteria)")
+
+    title = heading_title
+    title_found = bool(title) and statement is None
+    if not title_found and parts.front_matter.get("title"):
+        title, title_found = _plain(parts.front_matter["title"])[:MAX_TITLE], True
     if not title:
         title = _title_from_name(name_match) or f"Story {epic}.{story}"
-        problems.append(f"no '# Story {epic}.{story}: <title>' line; using the title {title!r}")
+        problems.append(f"no '# Story {epic}.{story}: <title>' line; using the title {bounded_repr(title)}")
+    title = title[:MAX_TITLE]
 
-    status_raw = _status_text(preamble, sections)
     status: StoryFileStatus | None = None
     if status_raw is None:
         problems.append("no '## Status' section")
     else:
-        status = parse_story_status(status_raw)
+        status = map_status(status_raw, status_aliases)
         if status is None:
-            problems.append(f"status {status_raw!r} is not one of {_KNOWN_STATUSES}")
+            problems.append(
+                f"status {bounded_repr(status_raw)} is not one of {_KNOWN_STATUSES}; add it to status_aliases in "
+                f".github/bmad-marketplace.yml if it means one of them"
+            )
 
-    description = _section_text(sections, "story")
+    description = story_part.text() if story_part is not None else statement
     if description is None:
         problems.append("no '## Story' section")
-    acceptance = _section_text(sections, "acceptance criteria")
+    acceptance = acceptance_part.text() if acceptance_part is not None else None
     if acceptance is None:
         problems.append("no '## Acceptance Criteria' section")
 
     return StoryDocument(
         epic=epic,
         story=story,
-        title=title,
+        title=clean_text(title),
         status_raw=status_raw,
         status=status,
-        description=description or "",
-        acceptance_criteria=acceptance or "",
+        description=clean_text(description or ""),
+        acceptance_criteria=clean_text(acceptance or ""),
         problems=tuple(problems),
+        title_found=title_found,
     )
 
 
-def _split(lines: list[str]) -> tuple[str | None, list[str], list[_Section]]:
-    """The first level-1 heading, the lines before the first level-2 heading, and the level-2 sections.
-
-    Headings inside fenced code blocks are text, not structure.
-    """
-    title: str | None = None
-    preamble: list[str] = []
-    sections: list[_Section] = []
-    in_fence = False
-    for line in lines:
-        if _FENCE.match(line):
-            in_fence = not in_fence
-        heading = None if in_fence else _ATX.match(line)
-        if heading is None or len(heading[1]) > 2:
-            (sections[-1].lines if sections else preamble).append(line)
-        elif len(heading[1]) == 2:
-            sections.append(_Section(*_section_key(heading[2]), lines=[]))
-        elif title is None:
-            title = heading[2]
-        else:
-            # A second top-level heading ends the current section without opening a known one.
-            sections.append(_Section(None, None, lines=[]))
-    return title, preamble, sections
-
-
-def _plain(text: str) -> str:
-    return re.sub(r"[*_`]", "", text).strip()
-
-
-def _heading_candidates(name: str) -> list[str]:
-    candidates = [name]
-    bracketed = re.match(r"^(.*?)[(（](.*?)[)）]\s*$", name)
-    if bracketed:
-        candidates += [bracketed[1], bracketed[2]]
-    for candidate in list(candidates):
-        candidates += re.split(r"\s*[/|]\s*", candidate)
-    return [" ".join(_strip_leading_symbols(c).split()).lower() for c in candidates]
-
-
-def _section_key(heading: str) -> tuple[str | None, str | None]:
-    """Which known section a `##` heading opens, and a value written on the heading itself
-    (`## Status: Done`)."""
-    text = _plain(heading).rstrip(":：").strip()
-    for candidate in _heading_candidates(text):
-        if candidate in _SECTION_BY_ALIAS:
-            return _SECTION_BY_ALIAS[candidate], None
-    name, sep, value = _partition_colon(text)
-    if sep and value.strip() and any(_SECTION_BY_ALIAS.get(c) == "status" for c in _heading_candidates(name)):
-        return "status", value.strip()
-    return None, None
-
-
-def _partition_colon(text: str) -> tuple[str, str, str]:
-    match = re.search(r"[:：]", text)
-    if match is None:
-        return text, "", ""
-    return text[: match.start()].strip(), match.group(), text[match.end() :]
-
-
-def _status_text(preamble: list[str], sections: list[_Section]) -> str | None:
-    for section in sections:
-        if section.key != "status":
-            continue
-        if section.inline_value:
-            return section.inline_value
-        for line in section.lines:
-            if line.strip():
-                return line.strip()
-        return None
-    # Older files put `**Status:** Done` under the title instead of in a section.
-    for line in preamble:
-        loose = _LOOSE_STATUS_LINE.match(line)
-        if loose:
-            return loose["value"].strip()
+def _front_matter_id(front: dict[str, str]) -> tuple[int, int] | None:
+    epic, story = front.get("epic", ""), front.get("story", "")
+    if epic.isdigit() and story.isdigit() and len(epic) <= 6 and len(story) <= 6:
+        return int(epic), int(story)
     return None
 
 
-def _section_text(sections: list[_Section], key: str) -> str | None:
-    for section in sections:
-        if section.key == key:
-            return "\n".join(section.lines).strip()
+def _plain(text: str | None) -> str:
+    return re.sub(r"[*_`]", "", text or "").strip()
+
+
+def _status_text(parts: StoryText, status_part: Part | None) -> str | None:
+    if status_part is not None:
+        if status_part.inline:
+            return status_part.inline[:MAX_STATUS_CHARS]
+        for line in status_part.lines:
+            if line.strip():
+                return line.strip()[:MAX_STATUS_CHARS]
+    if parts.front_matter.get("status"):
+        return parts.front_matter["status"][:MAX_STATUS_CHARS]
+    for line in parts.status_lines:
+        if line.strip():
+            return line.strip()[:MAX_STATUS_CHARS]
     return None
 
 

@@ -19,8 +19,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from github_app.bmad.core_config import is_under, normalize_path
-from github_app.bmad.safe_yaml import UnsafeYamlError, load_yaml
+import yaml
+
+from github_app.bmad import safe_yaml
+from github_app.bmad.core_config import describe_yaml_error, is_under, normalize_path
 from github_app.bmad.sprint_status import LEGACY_STATUSES, SprintStoryStatus, parse_story_key
 
 MAX_BYTES = 1024 * 1024
@@ -159,11 +161,15 @@ def _front_matter(body: str, path: str, problems: list[str]) -> tuple[dict[str, 
     else:
         problems.append("front matter is not closed with ---; read as text")
         return {}, lines
-    try:
-        data = load_yaml("\n".join(lines[1:end]), max_bytes=FRONT_MATTER_MAX_BYTES, name=f"{path} front matter")
-    except UnsafeYamlError as exc:
-        problems.append(str(exc))
-        data = None
+    front = "\n".join(lines[1:end])
+    data: Any = None
+    if len(front.encode()) > FRONT_MATTER_MAX_BYTES:
+        problems.append(f"{path} front matter is over the {FRONT_MATTER_MAX_BYTES}-byte limit; read as text")
+    else:
+        try:
+            data = safe_yaml.load(front)
+        except yaml.YAMLError as exc:
+            problems.append(f"{path} front matter is not valid YAML ({describe_yaml_error(exc)})")
     return (data if isinstance(data, dict) else {}), lines[end + 1 :]
 
 

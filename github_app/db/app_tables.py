@@ -9,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Double,
     ForeignKeyConstraint,
     Index,
     Integer,
@@ -92,6 +93,26 @@ class InstallationStatus(Base):
     updated_at: Mapped[datetime] = mapped_column()
 
 
+class GitHubAccount(Base):
+    """The GitHub account a marketplace user is bound to, by its numeric id, from their first action on.
+
+    Logins can be renamed and then reclaimed by someone else; the id cannot. `login` is the login seen
+    when the binding was made.
+    """
+
+    __tablename__ = "github_account"
+    __table_args__ = (
+        PrimaryKeyConstraint("account_id", name="github_account_pkey"),
+        UniqueConstraint("user_id", name="github_account_user_id_key"),
+        ForeignKeyConstraint(["user_id"], ["User.id"], name="github_account_user_id_fkey", ondelete="CASCADE"),
+    )
+
+    account_id: Mapped[int] = mapped_column(BigInteger, autoincrement=False)
+    user_id: Mapped[str] = mapped_column(Text)
+    login: Mapped[str] = mapped_column(Text)
+    bound_at: Mapped[datetime] = mapped_column()
+
+
 # SQLite only auto-increments an INTEGER PRIMARY KEY.
 Serial = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -122,6 +143,7 @@ class PullRequestLink(Base):
         PrimaryKeyConstraint("repository_key", "pr_number", name="pull_request_link_pkey"),
         ForeignKeyConstraint(["story_id"], ["Story.id"], name="pull_request_link_story_id_fkey", ondelete="SET NULL"),
         Index("pull_request_link_story_idx", "story_id"),
+        Index("pull_request_link_head_idx", "repository_key", "head_sha"),
     )
 
     repository_key: Mapped[str] = mapped_column(Text)
@@ -144,6 +166,13 @@ class PullRequestLink(Base):
     refusal: Mapped[str | None] = mapped_column(Text)
     # A gate file pushed to this PR's branch that names no story we could find.
     gate_problem: Mapped[str | None] = mapped_column(Text)
+    # The branch the PR merges into: only the default branch completes a story.
+    base_ref: Mapped[str | None] = mapped_column(Text)
+    # When the head commit last changed (the PR's updated_at then): a gate committed to the default
+    # branch before it cannot have reviewed that head.
+    head_updated_at: Mapped[datetime | None] = mapped_column()
+    reverts_pr: Mapped[int | None] = mapped_column(Integer)
+    reverted_by_pr: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column()
 
 
@@ -164,6 +193,12 @@ class StoryState(Base):
     gate_problem: Mapped[str | None] = mapped_column(Text)
     # The commit time of the gate in force: an older gate delivered late does not replace it.
     gate_committed_at: Mapped[datetime | None] = mapped_column()
+    # The heads the gate in force reviewed: the commit it was pushed as and the one it was built on
+    # (a gate pushed to the default branch reviews the PR's head at that moment).
+    reviewed_head: Mapped[str | None] = mapped_column(Text)
+    reviewed_base: Mapped[str | None] = mapped_column(Text)
+    merged_head: Mapped[str | None] = mapped_column(Text)
+    gate_expires_at: Mapped[datetime | None] = mapped_column()
     blocked_from: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -190,6 +225,25 @@ class GateReview(Base):
     reviewer_login: Mapped[str] = mapped_column(Text)
     committed_at: Mapped[datetime] = mapped_column()
     recorded_at: Mapped[datetime] = mapped_column()
+
+
+class ContentOrigin(Base):
+    """Who first introduced a version (blob) of a story or gate file in a repository. A file counts as
+    someone's approval or review only when that person introduced its exact content: whoever merges,
+    squashes, rebases or cherry-picks it later only carries it."""
+
+    __tablename__ = "content_origin"
+    __table_args__ = (PrimaryKeyConstraint("repository_key", "blob_sha", name="content_origin_pkey"),)
+
+    repository_key: Mapped[str] = mapped_column(Text)
+    blob_sha: Mapped[str] = mapped_column(Text)
+    path: Mapped[str] = mapped_column(Text)
+    introducer_login: Mapped[str] = mapped_column(Text)
+    introducer_id: Mapped[int | None] = mapped_column(BigInteger)  # their GitHub account id
+    commit_sha: Mapped[str] = mapped_column(Text)
+    ref: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(Text)  # push | pull_request
+    seen_at: Mapped[datetime] = mapped_column()
 
 
 class EscrowReleaseRequest(Base):
@@ -248,3 +302,23 @@ class OutboxItem(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column()
     sent_at: Mapped[datetime | None] = mapped_column()
+
+
+class GitHubPace(Base):
+    """How fast the app may write to GitHub right now, shared by every process and machine: GitHub's
+    secondary limits count per installation, not per process. Times are seconds since the epoch.
+
+    `next_write_at` spaces all writes (a token bucket of one); `recent_creates` holds the times of the
+    last hour's content-creating requests (at most the hourly budget of them), for the per-minute and
+    per-hour windows; `not_before` is a Retry-After or rate-limit reset one sender was told, which
+    every sender then honours.
+    """
+
+    __tablename__ = "github_pace"
+    __table_args__ = (PrimaryKeyConstraint("scope", name="github_pace_pkey"),)
+
+    scope: Mapped[str] = mapped_column(Text)
+    next_write_at: Mapped[float] = mapped_column(Double, server_default=text("0"), default=0.0)
+    not_before: Mapped[float] = mapped_column(Double, server_default=text("0"), default=0.0)
+    recent_creates: Mapped[str] = mapped_column(Text, server_default=text("'[]'"), default="[]")
+    updated_at: Mapped[datetime] = mapped_column()

@@ -8,6 +8,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from github_app.db.app_schema import search_path
+
 
 def is_sqlite(url: str | URL) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
@@ -24,9 +26,11 @@ def async_url(url: str) -> str:
     return u.render_as_string(hide_password=False)
 
 
-def asyncpg_dsn(url: str) -> str:
-    """The libpq-style DSN asyncpg wants, from a SQLAlchemy URL."""
+def asyncpg_dsn(url: str, app_schema: str | None = None) -> str:
+    """The libpq-style DSN asyncpg wants, from a SQLAlchemy URL, with the app's search_path (asyncpg
+    sends unknown DSN parameters as server settings)."""
     u = make_url(url).set(drivername="postgresql")
+    u = u.update_query_dict({"search_path": search_path(app_schema)})
     return u.render_as_string(hide_password=False)
 
 
@@ -40,13 +44,19 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
+def make_engine(url: str, app_schema: str | None = None, **kwargs: Any) -> AsyncEngine:
+    """`app_schema` defaults to DATABASE_APP_SCHEMA (see db/app_schema.py); SQLite ignores it."""
     url = async_url(url)
     if is_sqlite(url):
         kwargs.setdefault("connect_args", {"timeout": 30})
         engine = create_async_engine(url, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
+    connect_args = dict(kwargs.pop("connect_args", {}))
+    server_settings = dict(connect_args.get("server_settings", {}))
+    server_settings["search_path"] = search_path(app_schema)
+    connect_args["server_settings"] = server_settings
+    kwargs["connect_args"] = connect_args
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 10)
     # No pre-ping: it is a round trip per checkout on the worker's hot path. A connection broken by a

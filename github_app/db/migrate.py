@@ -1,58 +1,135 @@
-"""Alembic, driven from code: `bmad-app db upgrade|downgrade|current` and the readiness check."""
+"""Alembic, driven from code: `bmad-app db upgrade|downgrade|current|check` and the readiness check.
+
+On PostgreSQL the app shares the database with the marketplace's Prisma Migrate (see README, "Sharing
+the database with the marketplace"): before any migration runs, the seed's tables in `public` are
+verified; a database whose seed the app cannot work with is refused before anything is written.
+"""
 
 from __future__ import annotations
 
+import logging
+from functools import cache
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from github_app.db.app_schema import SEED_SCHEMA, check_schema_name, configured_app_schema
+from github_app.db.catalog import SeedReport, verify_seed
 from github_app.db.paths import ensure_sqlite_directory
 
+log = logging.getLogger(__name__)
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
+VERSION_TABLE = "alembic_version"
 
 
-def alembic_config(database_url: str) -> Config:
+class SeedSchemaRefused(RuntimeError):
+    """The seed's tables are there but not as the app needs them (or only some are there)."""
+
+    def __init__(self, report: SeedReport) -> None:
+        self.report = report
+        super().__init__(
+            "the marketplace's tables in `public` are not what this app needs; nothing was changed:\n  "
+            + "\n  ".join(report.problems)
+        )
+
+
+def alembic_config(database_url: str, app_schema: str | None = None) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     # ConfigParser interpolation would eat a '%' in a password.
     cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     cfg.attributes["configure_logging"] = False
+    cfg.attributes["app_schema"] = check_schema_name(app_schema or configured_app_schema())
     return cfg
 
 
+@cache
 def head_revision() -> str:
+    """The code's head: fixed for the life of the process, and reading the scripts costs milliseconds."""
     head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
     assert head is not None
     return head
 
 
-def upgrade(database_url: str, revision: str = "head") -> None:
+def upgrade(database_url: str, revision: str = "head", app_schema: str | None = None) -> None:
+    """Raises SeedSchemaRefused, with nothing written, when the seed's tables cannot be attached to."""
     ensure_sqlite_directory(database_url)
-    command.upgrade(alembic_config(database_url), revision)
+    command.upgrade(alembic_config(database_url, app_schema), revision)
 
 
-def downgrade(database_url: str, revision: str = "base") -> None:
-    command.downgrade(alembic_config(database_url), revision)
+def downgrade(database_url: str, revision: str = "base", app_schema: str | None = None) -> None:
+    cfg = alembic_config(database_url, app_schema)
+    cfg.attributes["verify_seed"] = False
+    command.downgrade(cfg, revision)
 
 
-async def current_revision(engine: AsyncEngine) -> str | None:
-    async with engine.connect() as conn:
-        has_table = await conn.run_sync(lambda sync: sync.dialect.has_table(sync, "alembic_version"))
-        if not has_table:
+def check_seed(conn: Connection) -> SeedReport:
+    """Verify the seed's tables, logging what the marketplace added at INFO. Reads only."""
+    report = verify_seed(conn)
+    for addition in report.additions:
+        log.info("seed schema: %s", addition)
+    return report
+
+
+def prepare_app_schema(conn: Connection, app_schema: str) -> None:
+    """Give the app its schema, and bring `alembic_version` into it from where installations made before
+    the app had a schema keep it (`public`), so Alembic sees how far they are."""
+    exists = conn.execute(text("SELECT 1 FROM pg_namespace WHERE nspname = :s"), {"s": app_schema}).first()
+    if not exists:
+        # Checked first: a database user without CREATE on the database may own a schema made for it.
+        conn.exec_driver_sql(f'CREATE SCHEMA "{app_schema}"')
+    if _has_table(conn, SEED_SCHEMA, VERSION_TABLE) and not _has_table(conn, app_schema, VERSION_TABLE):
+        conn.exec_driver_sql(f'ALTER TABLE {SEED_SCHEMA}."{VERSION_TABLE}" SET SCHEMA "{app_schema}"')
+
+
+def _has_table(conn: Connection, schema: str, table: str) -> bool:
+    found = conn.execute(text("SELECT to_regclass(:name)"), {"name": f'"{schema}"."{table}"'}).scalar()
+    return found is not None
+
+
+def _current_revision_sync(conn: Connection, app_schema: str) -> str | None:
+    if conn.dialect.name == "sqlite":
+        if not conn.dialect.has_table(conn, VERSION_TABLE):
             return None
-        return (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
+        return conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+    for schema in (app_schema, SEED_SCHEMA):  # `public`: an installation made before the app's schema
+        if _has_table(conn, schema, VERSION_TABLE):
+            return conn.execute(text(f'SELECT version_num FROM "{schema}"."{VERSION_TABLE}"')).scalar()
+    return None
 
 
-async def schema_problem(engine: AsyncEngine) -> str | None:
-    """None when the database is reachable and at head; else why not, for /readyz and the CLI."""
+async def current_revision(engine: AsyncEngine, app_schema: str | None = None) -> str | None:
+    schema = check_schema_name(app_schema or configured_app_schema())
+    async with engine.connect() as conn:
+        return await conn.run_sync(lambda sync: _current_revision_sync(sync, schema))
+
+
+async def seed_report(engine: AsyncEngine) -> SeedReport | None:
+    """None on SQLite, where the app owns the whole file."""
+    if engine.dialect.name == "sqlite":
+        return None
+    async with engine.connect() as conn:
+        return await conn.run_sync(verify_seed)
+
+
+async def schema_problem(engine: AsyncEngine, app_schema: str | None = None) -> str | None:
+    """None when the database is reachable, its seed tables are what the app needs, and it is at head;
+    else why not, for /readyz and the CLI."""
     try:
-        current = await current_revision(engine)
+        current = await current_revision(engine, app_schema)
+        report = await seed_report(engine)
     except Exception as exc:
         return f"database unreachable: {type(exc).__name__}: {str(exc)[:200]}"
+    if report is not None and report.problems:
+        shown = "; ".join(report.problems[:5])
+        more = f" (and {len(report.problems) - 5} more)" if len(report.problems) > 5 else ""
+        return f"the marketplace's tables are not what the app needs: {shown}{more}: see `bmad-app db check`"
     head = head_revision()
     if current is None:
         return "database not migrated: run `bmad-app db upgrade`"

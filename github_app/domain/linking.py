@@ -11,7 +11,12 @@ Title and body are separate levels so that a PR titled "Story 1.3: login" whose 
 Story 1.2" is linked to 1.3 instead of being ambiguous. Two different stories at the deciding level give
 `Ambiguous`: the app does not guess, it asks the author to name the story.
 
-Story ids the marketplace cannot store (`1.3A`, `1.3.1`) never link; they are reported in the notes.
+Story ids the marketplace cannot store (`1.3A`, `1.3.1`, numbers above 2^31-1) never link; they are
+reported in the notes.
+
+Titles, bodies and branch names come from any PR author, forks included, so every pattern applied to
+them runs in time linear in the text, and only the first `MAX_TEXT_CHARS` of each are read (GitHub's own
+limit for a PR body).
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from github_app.bmad.repo_config import DEFAULT_BRANCH_PATTERN, story_ids_in_branch
+from github_app.bmad.repo_config import DEFAULT_BRANCH_PATTERN, BranchPattern, story_ids_in_branch
 from github_app.bmad.story_file import StoryIdError, is_story_path, story_id_from_path
+from github_app.bmad.story_kind import kind_from_name
+from github_app.bounded import MAX_STORY_NUMBER, clip, storable_number
 
 StoryId = tuple[int, int]
 
@@ -85,9 +92,12 @@ class Unlinked:
 
 LinkResult = Linked | Ambiguous | Unlinked
 
+MAX_TEXT_CHARS = 65_536
+# Possessive quantifiers (`*+`, `++`): each run of spaces, digits or letters is read one way only, so a
+# title or body of "story" and 65,000 spaces costs one pass instead of a quadratic search.
 _MENTION = re.compile(
-    r"(?<!\w)story(?:\s*#)?[\s*_]*[:：]?[\s*_]*"
-    r"(?P<epic>\d+)\.(?P<story>\d+)(?P<suffix>[A-Za-z]+)?(?P<third>\.\d+)?(?!\w)",
+    r"(?<!\w)story(?:\s*+#)?[\s*_]*+[:：]?[\s*_]*+"
+    r"(?P<epic>\d++)\.(?P<story>\d++)(?P<suffix>[A-Za-z]++)?(?P<third>\.\d++)?(?!\w)",
     re.IGNORECASE,
 )
 _HTML_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.DOTALL)
@@ -97,12 +107,16 @@ def story_mentions(text: str) -> tuple[list[StoryId], list[str]]:
     """Distinct `Story E.S` mentions in order, and notes about mentions that cannot be stories."""
     found: list[StoryId] = []
     notes: list[str] = []
-    for match in _MENTION.finditer(_HTML_COMMENT.sub(" ", text)):
+    for match in _MENTION.finditer(_HTML_COMMENT.sub(" ", text[:MAX_TEXT_CHARS])):
+        raw = clip(f"{match['epic']}.{match['story']}{match['suffix'] or ''}{match['third'] or ''}", 24)
         if match["suffix"] or match["third"]:
-            raw = f"{match['epic']}.{match['story']}{match['suffix'] or ''}{match['third'] or ''}"
             notes.append(f"Story {raw} cannot be linked: the marketplace stores epic and story numbers as integers.")
             continue
-        story_id = (int(match["epic"]), int(match["story"]))
+        epic, story = storable_number(match["epic"]), storable_number(match["story"])
+        if epic is None or story is None:
+            notes.append(f"Story {raw} cannot be linked: epic and story numbers go up to {MAX_STORY_NUMBER}.")
+            continue
+        story_id = (epic, story)
         if story_id not in found:
             found.append(story_id)
     return found, notes
@@ -112,8 +126,8 @@ def _files_level(changed_files: Iterable[str], story_dir: str) -> tuple[list[Sto
     found: list[StoryId] = []
     notes: list[str] = []
     for path in changed_files:
-        if not is_story_path(path, story_dir):
-            continue
+        if not is_story_path(path, story_dir) or kind_from_name(path) is not None:
+            continue  # a validation report or summary names a story without being it
         try:
             story_id = story_id_from_path(path)
         except StoryIdError as exc:
@@ -131,7 +145,7 @@ def link_pull_request(
     head_branch: str | None,
     changed_files: Iterable[str],
     story_dir: str,
-    branch_pattern: str | re.Pattern[str] = DEFAULT_BRANCH_PATTERN,
+    branch_pattern: str | BranchPattern = DEFAULT_BRANCH_PATTERN,
 ) -> LinkResult:
     """The story a PR delivers, decided by the first level that names any story."""
     notes: list[str] = []

@@ -11,23 +11,29 @@ call `decide(story, event, actor)` and store what it returns, audit row included
 Story rules:
 
 from                      event                                   who     to                deliverable
-DRAFT                     StoryFileApproved, StoryValidated(GO)   (1)     APPROVED
+DRAFT                     StoryFileApproved                       (1)     APPROVED
 APPROVED                  DraftPrOpened                           (2)     IN_PROGRESS
-APPROVED, IN_PROGRESS     ReadyPrOpened, MarkedReady              (2)     READY_FOR_REVIEW  SUBMITTED
+APPROVED, IN_PROGRESS     ReadyPrOpened, MarkedReady, NewCommits  (2)     READY_FOR_REVIEW  SUBMITTED
 READY_FOR_REVIEW          GateRecorded(FAIL)                      (3)     IN_PROGRESS       CHANGES_REQUESTED
 READY_FOR_REVIEW          ConvertedToDraft                        anyone  IN_PROGRESS
-READY_FOR_REVIEW          PrClosedUnmerged                        anyone  IN_PROGRESS       REJECTED
-READY_FOR_REVIEW          PrMerged, latest gate accepted          anyone  DONE              APPROVED
-READY_FOR_REVIEW, merged  GateRecorded, accepted                  (3)     DONE              APPROVED
-not DONE, not BLOCKED     Blocked                                 (4)     BLOCKED
-BLOCKED                   Unblocked                               (4)     the status before
+READY_FOR_REVIEW          PrClosedUnmerged, PrMerged elsewhere    anyone  IN_PROGRESS       REJECTED
+READY_FOR_REVIEW          PrMerged at a reviewed head, accepted   anyone  DONE              APPROVED
+READY_FOR_REVIEW, merged  GateRecorded, accepted, merged head     (3)     DONE              APPROVED
+(any but DONE)            GateWithdrawn                           anyone  (stays)           (stays)
 
-(1) a user with the PM or ARCHITECT role on the project.
+(1) a user with the PM or ARCHITECT role on the project who introduced the Approved status (the
+    service passes the author of the file version, not whoever pushed or merged it).
 (2) the PR's author must be the story's assigned developer (a marketplace user); the sender may differ.
-(3) the assigned QA, or any user with the QA role when none is assigned; never the story's developer.
-(4) a user with the PM, ARCHITECT or CLIENT role on the project.
+(3) the assigned QA, or any user with the QA role when none is assigned; never the story's developer;
+    the author of the gate file version, not whoever pushed or merged it.
 
-DONE is final: every event on a DONE story is NoChange. Events sent by bots are NoChange.
+DONE is final: every event on a DONE story is NoChange. Bots are never actors: their events are
+NoChange, except a merge, which is a fact whoever performs it (a merge queue, an auto-merge bot).
+
+An accepted gate covers the heads it reviewed (`reviewed_heads`): new commits by anyone but the QA
+(`NewCommits`) withdraw the acceptance, and a merge at a head QA did not review does not complete the
+story. The QA's own commits on the PR branch (`QaCommitted`) are not a resubmission. What resubmits a
+story QA sent back is the developer's: a new push, marking the PR ready, or re-requesting review.
 
 Delivery order is not guaranteed, so facts are kept even when they do not move the status yet: a gate
 recorded before the PR is opened, or a merge whose `ready_for_review` delivery has not arrived (GitHub
@@ -40,17 +46,17 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 from github_app.bmad.gate_file import GateDecision
 from github_app.bmad.repo_config import DEFAULT_ACCEPTED_GATES
-from github_app.db.enums import DeliverableStatus, Role, StoryStatus
+from github_app.domain.vocabulary import DeliverableStatus, Role, StoryStatus
 
 S = StoryStatus
 D = DeliverableStatus
 
 APPROVER_ROLES = frozenset({Role.PM, Role.ARCHITECT})
-BLOCKER_ROLES = frozenset({Role.PM, Role.ARCHITECT, Role.CLIENT})
 _DEVELOPMENT = frozenset({S.APPROVED, S.IN_PROGRESS, S.READY_FOR_REVIEW})
 
 # Deliverable lifecycle. A deliverable is created SUBMITTED when its PR is ready for review; it is created
@@ -75,12 +81,16 @@ def _at(login: str) -> str:
 
 @dataclass(frozen=True)
 class Actor:
-    """Who sent the event. `user_id` is the marketplace user linked to the GitHub login, if any."""
+    """Who sent the event. `user_id` is the marketplace user linked to the GitHub login, if any;
+    `identity_problem` says why a login that names a marketplace user was not taken as that user (its
+    account id differs from the one bound to the user, or several users claim it)."""
 
     user_id: str | None
     github_login: str
     roles: frozenset[Role] = frozenset()
     is_bot: bool = False
+    account_id: int | None = None
+    identity_problem: str | None = None
 
     @property
     def mention(self) -> str:
@@ -94,6 +104,9 @@ class PullRequestRef:
     number: int
     author_id: str | None
     author_login: str
+    author_problem: str | None = None  # as Actor.identity_problem, for the PR's author
+    # The PR's head commit when the event happened; None only where heads are not tracked.
+    head_sha: str | None = None
 
 
 @dataclass(frozen=True)
@@ -111,8 +124,10 @@ class StorySnapshot:
     gate: GateDecision | None = None
     gate_accepted: bool = False
     deliverable_status: DeliverableStatus | None = None
-    # Where Unblocked returns to; the service reads it from the audit row that blocked the story.
-    blocked_from: StoryStatus | None = None
+    # The commits the gate in force reviewed, and the head the PR was merged at.
+    reviewed_heads: frozenset[str] = frozenset()
+    merged_head: str | None = None
+    gate_expires_at: datetime | None = None
 
     @property
     def label(self) -> str:
@@ -125,14 +140,6 @@ class StorySnapshot:
 @dataclass(frozen=True)
 class StoryFileApproved:
     """A push changed the story file's Status to Approved; the actor is the pusher."""
-
-
-@dataclass(frozen=True)
-class StoryValidated:
-    """The validation command: readiness score 1-10 and GO / NO-GO."""
-
-    score: int | None = None
-    go: bool = True
 
 
 @dataclass(frozen=True)
@@ -166,39 +173,62 @@ class PrClosedUnmerged:
 
 @dataclass(frozen=True)
 class PrMerged:
+    """The PR was merged. `into` is None for the default branch (or a branch the repository names);
+    otherwise the branch it went into, which completes nothing. `merged_at` judges the gate's expiry."""
+
     pr: PullRequestRef
+    merged_at: datetime | None = None
+    into: str | None = None
+
+
+@dataclass(frozen=True)
+class NewCommits:
+    """Commits pushed to the PR by anyone but the story's QA (a synchronize delivery)."""
+
+    pr: PullRequestRef
+    ready: bool = True
+
+
+@dataclass(frozen=True)
+class QaCommitted:
+    """The story's QA pushed to the PR branch (their gate commit): not a resubmission. `before` is the
+    head the push was built on."""
+
+    pr: PullRequestRef
+    before: str | None = None
 
 
 @dataclass(frozen=True)
 class GateRecorded:
-    """A valid gate file was pushed; `accepted` comes from `accepted_gate` (repo policy and expiry)."""
+    """A valid gate file version written by the actor; `accepted` comes from `accepted_gate` (repo
+    policy and expiry), `reviewed` are the commits it covers."""
 
     decision: GateDecision
     accepted: bool
+    reviewed: frozenset[str] = frozenset()
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)
-class Blocked:
-    reason: str = ""
+class GateWithdrawn:
+    """The source of the gate in force no longer speaks for QA (its pull request review was dismissed):
+    a fact, whoever dismissed it. The story waits for QA again."""
 
-
-@dataclass(frozen=True)
-class Unblocked:
-    pass
+    source: str
 
 
 Event = (
     StoryFileApproved
-    | StoryValidated
     | DraftPrOpened
     | ReadyPrOpened
     | MarkedReady
+    | NewCommits
+    | QaCommitted
     | ConvertedToDraft
     | PrClosedUnmerged
     | PrMerged
     | GateRecorded
-    | Blocked
-    | Unblocked
+    | GateWithdrawn
 )
 
 
@@ -216,10 +246,54 @@ class Action(enum.StrEnum):
     CONVERTED_TO_DRAFT = "pr_converted_to_draft"
     PR_CLOSED = "pr_closed_unmerged"
     PR_MERGED = "pr_merged"
+    PR_MERGED_ELSEWHERE = "pr_merged_outside_default_branch"
     GATE_RECORDED = "gate_recorded"
+    GATE_WITHDRAWN = "gate_withdrawn"
+    REVIEW_OUTDATED = "review_outdated"
+    REVIEW_EXTENDED = "review_extended"
     COMPLETED = "completed"
-    BLOCKED = "blocked"
-    UNBLOCKED = "unblocked"
+
+
+# Domain events: what a decision means to the rest of the product. The service records them on the
+# decision's audit row and dispatches each once, in the decision's transaction, to its subscribers
+# (what GitHub shows, the marketplace publication, the escrow release request).
+
+
+@dataclass(frozen=True)
+class StatusChanged:
+    from_status: StoryStatus
+    to_status: StoryStatus
+
+
+@dataclass(frozen=True)
+class StoryApproved:
+    approved_by: str | None
+
+
+@dataclass(frozen=True)
+class StoryDone:
+    pr_number: int | None
+
+
+@dataclass(frozen=True)
+class GateInForce:
+    decision: GateDecision
+    accepted: bool
+
+
+@dataclass(frozen=True)
+class FactRecorded:
+    """The status stays, but something the PRs show changed (PR linked, merge, review outdated)."""
+
+    action: Action
+
+
+@dataclass(frozen=True)
+class ChangeRefused:
+    reason: str
+
+
+DomainEvent = StatusChanged | StoryApproved | StoryDone | GateInForce | FactRecorded | ChangeRefused
 
 
 @dataclass(frozen=True)
@@ -232,6 +306,7 @@ class Transition:
     # The new status of the deliverable of PR `deliverable_pr`, or None to leave deliverables alone.
     deliverable_status: DeliverableStatus | None = None
     deliverable_pr: int | None = None
+    events: tuple[DomainEvent, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -242,6 +317,7 @@ class Recorded:
     after: StorySnapshot
     deliverable_status: DeliverableStatus | None = None
     deliverable_pr: int | None = None
+    events: tuple[DomainEvent, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -252,6 +328,10 @@ class NoChange:
 @dataclass(frozen=True)
 class Refused:
     reason: str
+
+    @property
+    def events(self) -> tuple[DomainEvent, ...]:
+        return (ChangeRefused(self.reason),)
 
 
 Decision = Transition | Recorded | NoChange | Refused
@@ -284,45 +364,74 @@ def accepted_gate(
 
 
 def decide(story: StorySnapshot, event: Event, actor: Actor) -> Decision:
-    """What `event`, sent by `actor`, does to `story`."""
-    if actor.is_bot:
+    """What `event`, sent by `actor`, does to `story`, with the domain events it raises."""
+    decision = _decide(story, event, actor)
+    if isinstance(decision, Transition | Recorded):
+        return replace(decision, events=_events_of(story, event, decision, actor))
+    return decision
+
+
+def _events_of(
+    story: StorySnapshot, event: Event, decision: Transition | Recorded, actor: Actor
+) -> tuple[DomainEvent, ...]:
+    events: list[DomainEvent] = []
+    if isinstance(decision, Transition):
+        events.append(StatusChanged(decision.from_status, decision.to_status))
+        if decision.from_status is S.DRAFT and decision.to_status is S.APPROVED:
+            events.append(StoryApproved(actor.user_id))
+        if decision.to_status is S.DONE:
+            events.append(StoryDone(decision.after.pr_number))
+    else:
+        events.append(FactRecorded(decision.action))
+    if isinstance(event, GateRecorded):
+        events.append(GateInForce(event.decision, decision.after.gate_accepted))
+    return tuple(events)
+
+
+def _decide(story: StorySnapshot, event: Event, actor: Actor) -> Decision:
+    # A merge is a fact whoever performs it; everything else a bot sends is ignored.
+    if actor.is_bot and not isinstance(event, PrMerged):
         return NoChange(f"events sent by bots are ignored ({actor.mention})")
     if story.status is S.DONE:
         return NoChange(f"{story.label} is DONE; DONE is final")
     match event:
         case StoryFileApproved():
-            return _approve(story, actor, score=None, go=True)
-        case StoryValidated(score=score, go=go):
-            return _approve(story, actor, score=score, go=go)
+            return _approve(story, actor)
         case DraftPrOpened(pr=pr):
             return _opened(story, pr, ready=False)
         case ReadyPrOpened(pr=pr) | MarkedReady(pr=pr):
             return _opened(story, pr, ready=True)
+        case NewCommits(pr=pr, ready=ready):
+            return _new_commits(story, pr, ready=ready)
+        case QaCommitted(pr=pr, before=before):
+            return _qa_committed(story, pr, before, actor)
         case ConvertedToDraft(pr=pr):
             return _converted_to_draft(story, pr)
         case PrClosedUnmerged(pr=pr):
             return _closed(story, pr)
-        case PrMerged(pr=pr):
-            return _merged(story, pr)
-        case GateRecorded(decision=decision, accepted=accepted):
-            return _gate(story, decision, accepted, actor)
-        case Blocked(reason=reason):
-            return _block(story, reason, actor)
-        case Unblocked():
-            return _unblock(story, actor)
+        case PrMerged(pr=pr, merged_at=merged_at, into=into):
+            if into is not None:
+                return _closed(story, pr, merged_into=into)
+            return _merged(story, pr, merged_at)
+        case GateRecorded(decision=decision, accepted=accepted, reviewed=reviewed, expires_at=expires_at):
+            return _gate(story, decision, accepted, actor, reviewed, expires_at)
+        case GateWithdrawn(source=source):
+            return _withdrawn(story, source)
     raise TypeError(f"not a story event: {event!r}")
 
 
 # Rules --------------------------------------------------------------------------------------------
 
 
-def _not_a_user(login: str) -> Refused:
+def _not_a_user(login: str, identity_problem: str | None = None) -> Refused:
+    if identity_problem:
+        return Refused(identity_problem)
     return Refused(f"{_at(login)} is not a marketplace user; link this GitHub account to a marketplace account first")
 
 
 def _role_refusal(story: StorySnapshot, actor: Actor, roles: frozenset[Role], doing: str) -> Refused | None:
     if actor.user_id is None:
-        return _not_a_user(actor.github_login)
+        return _not_a_user(actor.github_login, actor.identity_problem)
     if not actor.roles & roles:
         names = sorted(roles)
         needed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
@@ -330,22 +439,17 @@ def _role_refusal(story: StorySnapshot, actor: Actor, roles: frozenset[Role], do
     return None
 
 
-def _approve(story: StorySnapshot, actor: Actor, *, score: int | None, go: bool) -> Decision:
+def _approve(story: StorySnapshot, actor: Actor) -> Decision:
     if story.status is not S.DRAFT:
         return NoChange(f"{story.label} is {story.status}, not DRAFT; approval changes nothing")
     refusal = _role_refusal(story, actor, APPROVER_ROLES, "approve")
     if refusal is not None:
         return refusal
-    if score is not None and not 1 <= score <= 10:
-        return Refused(f"the validation score must be from 1 to 10, not {score}")
-    scored = f" (readiness {score}/10)" if score is not None else ""
-    if not go:
-        return NoChange(f"validation of {story.label} said NO-GO{scored}; it stays DRAFT")
     return Transition(
         from_status=story.status,
         to_status=S.APPROVED,
         action=Action.APPROVED,
-        reason=f"{story.label} approved by {actor.mention}{scored}",
+        reason=f"{story.label} approved by {actor.mention}",
         after=replace(story, status=S.APPROVED),
     )
 
@@ -353,7 +457,7 @@ def _approve(story: StorySnapshot, actor: Actor, *, score: int | None, go: bool)
 def _status_refusal(story: StorySnapshot) -> Refused | None:
     if story.status is S.DRAFT:
         return Refused(f"{story.label} is not approved yet (DRAFT); development starts once it is APPROVED")
-    if story.status is S.BLOCKED:
+    if story.status is S.BLOCKED:  # blocked in the marketplace
         return Refused(f"{story.label} is BLOCKED; it must be unblocked before development continues")
     return None
 
@@ -365,7 +469,7 @@ def _can_replace_pr(story: StorySnapshot) -> bool:
 
 def _bind_refusal(story: StorySnapshot, pr: PullRequestRef) -> Refused | None:
     if pr.author_id is None:
-        return _not_a_user(pr.author_login)
+        return _not_a_user(pr.author_login, pr.author_problem)
     if story.assigned_dev_id is None:
         return Refused(f"{story.label} has no assigned developer yet, so PR #{pr.number} cannot deliver it")
     if pr.author_id != story.assigned_dev_id:
@@ -380,13 +484,18 @@ def _bind_refusal(story: StorySnapshot, pr: PullRequestRef) -> Refused | None:
 def _bound(story: StorySnapshot, pr: PullRequestRef) -> StorySnapshot:
     if story.pr_number == pr.number:
         return story
-    return replace(story, pr_number=pr.number, pr_merged=False, deliverable_status=None)
+    return replace(story, pr_number=pr.number, pr_merged=False, merged_head=None, deliverable_status=None)
+
+
+def _head_reviewed(story: StorySnapshot) -> bool:
+    """The merged head is one QA's gate in force reviewed (None: heads not tracked by the caller)."""
+    return story.merged_head is None or story.merged_head in story.reviewed_heads
 
 
 def _settled(after: StorySnapshot, pr: int | None, reason: str, story: StorySnapshot, action: Action) -> Decision:
     """Move a story under development to where its facts put it: DONE once its PR is merged and its gate
     accepted, READY_FOR_REVIEW once merged or ready."""
-    if after.pr_merged and after.gate_accepted:
+    if after.pr_merged and after.gate_accepted and _head_reviewed(after):
         return _transition(
             story,
             replace(after, status=S.DONE, deliverable_status=D.APPROVED),
@@ -462,21 +571,40 @@ def _converted_to_draft(story: StorySnapshot, pr: PullRequestRef) -> Decision:
     )
 
 
-def _closed(story: StorySnapshot, pr: PullRequestRef) -> Decision:
+def _closed(story: StorySnapshot, pr: PullRequestRef, merged_into: str | None = None) -> Decision:
     if story.pr_number != pr.number:
         return _other_pr(story, pr)
     if story.pr_merged:
         return NoChange(f"PR #{pr.number} is already merged")
-    after = replace(story, pr_number=None, pr_merged=False, gate=None, gate_accepted=False, deliverable_status=None)
+    after = replace(
+        story,
+        pr_number=None,
+        pr_merged=False,
+        merged_head=None,
+        gate=None,
+        gate_accepted=False,
+        reviewed_heads=frozenset(),
+        gate_expires_at=None,
+        deliverable_status=None,
+    )
     deliverable = D.REJECTED if story.deliverable_status is not None else None
-    reason = f"PR #{pr.number} was closed without merging"
+    if merged_into is None:
+        action, reason = Action.PR_CLOSED, f"PR #{pr.number} was closed without merging"
+    else:
+        # Code merged into some other branch is not delivered: the default branch never received it.
+        action = Action.PR_MERGED_ELSEWHERE
+        reason = f"PR #{pr.number} was merged into {merged_into}, not the default branch; that completes nothing"
     if story.status is S.READY_FOR_REVIEW:
         back = replace(after, status=S.IN_PROGRESS)
-        return _transition(story, back, Action.PR_CLOSED, reason, deliverable, pr.number)
-    return Recorded(story.status, Action.PR_CLOSED, reason, after, deliverable, pr.number if deliverable else None)
+        return _transition(story, back, action, reason, deliverable, pr.number)
+    return Recorded(story.status, action, reason, after, deliverable, pr.number if deliverable else None)
 
 
-def _merged(story: StorySnapshot, pr: PullRequestRef) -> Decision:
+def _expired_at(story: StorySnapshot, moment: datetime | None) -> bool:
+    return story.gate_expires_at is not None and moment is not None and moment > story.gate_expires_at
+
+
+def _merged(story: StorySnapshot, pr: PullRequestRef, merged_at: datetime | None = None) -> Decision:
     if story.status is S.DRAFT:
         return Refused(f"PR #{pr.number} was merged, but {story.label} is not approved yet (DRAFT)")
     if story.pr_number == pr.number:
@@ -489,19 +617,63 @@ def _merged(story: StorySnapshot, pr: PullRequestRef) -> Decision:
         refusal = _status_refusal(story) or _bind_refusal(story, pr)
         if refusal is not None:
             return refusal
-    after = replace(_bound(story, pr), pr_merged=True)
+    after = replace(_bound(story, pr), pr_merged=True, merged_head=pr.head_sha)
     reason = f"PR #{pr.number} was merged"
+    if after.gate_accepted and _expired_at(after, merged_at):
+        # Judged when the story would complete, not only when the gate was pushed.
+        after = replace(after, gate_accepted=False)
+        reason += f"; gate {after.gate} had expired by then, so QA must review again"
+    elif after.gate_accepted and not _head_reviewed(after):
+        reason += f" at {(pr.head_sha or '')[:12]}, which QA's gate did not review; QA must review the merged code"
     if story.status is S.BLOCKED:
         return Recorded(story.status, Action.PR_MERGED, reason, after)
-    if story.status is S.READY_FOR_REVIEW and not after.gate_accepted:
-        waiting = f"{reason}; {story.label} waits for an accepted QA gate"
+    if story.status is S.READY_FOR_REVIEW and not (after.gate_accepted and _head_reviewed(after)):
+        waiting = reason if "QA must" in reason else f"{reason}; {story.label} waits for an accepted QA gate"
         return Recorded(story.status, Action.PR_MERGED, waiting, after)
     return _settled(after, pr.number, reason, story, Action.PR_MERGED)
 
 
+def _new_commits(story: StorySnapshot, pr: PullRequestRef, *, ready: bool) -> Decision:
+    """The developer (or anyone but the QA) pushed: a resubmission after changes were requested, and
+    the end of any acceptance that did not review this head."""
+    outdated = (
+        story.pr_number == pr.number
+        and story.gate_accepted
+        and not story.pr_merged
+        and pr.head_sha is not None
+        and pr.head_sha not in story.reviewed_heads
+    )
+    if not outdated:
+        return _opened(story, pr, ready=ready)
+    refusal = _status_refusal(story) or _bind_refusal(story, pr)
+    if refusal is not None:
+        return refusal
+    after = replace(story, gate_accepted=False)
+    reason = (
+        f"new commits on PR #{pr.number} ({pr.head_sha[:12] if pr.head_sha else ''}) after QA's gate "
+        f"{story.gate}: {story.label} waits for QA to review them"
+    )
+    if ready and story.status is not S.READY_FOR_REVIEW:
+        return _settled(after, pr.number, reason, story, Action.REVIEW_OUTDATED)
+    return Recorded(story.status, Action.REVIEW_OUTDATED, reason, after)
+
+
+def _qa_committed(story: StorySnapshot, pr: PullRequestRef, before: str | None, actor: Actor) -> Decision:
+    """QA's own commit on the PR branch (usually the gate file) resubmits nothing. Built on a head QA's
+    accepted gate reviewed, it is covered by that review too."""
+    if story.pr_number != pr.number:
+        return _other_pr(story, pr)
+    covered = before is not None and before in story.reviewed_heads and story.gate_accepted
+    if not covered or pr.head_sha is None or pr.head_sha in story.reviewed_heads:
+        return NoChange(f"{actor.mention} pushed to PR #{pr.number}; QA's own commits are not a resubmission")
+    after = replace(story, reviewed_heads=story.reviewed_heads | {pr.head_sha})
+    reason = f"{actor.mention} (QA) pushed {pr.head_sha[:12]} on top of the reviewed head"
+    return Recorded(story.status, Action.REVIEW_EXTENDED, reason, after)
+
+
 def _qa_refusal(story: StorySnapshot, actor: Actor) -> Refused | None:
     if actor.user_id is None:
-        return _not_a_user(actor.github_login)
+        return _not_a_user(actor.github_login, actor.identity_problem)
     if actor.user_id == story.assigned_dev_id:
         return Refused(f"{actor.mention} is the developer of {story.label} and cannot record its QA gate")
     if story.assigned_qa_id is not None:
@@ -512,17 +684,27 @@ def _qa_refusal(story: StorySnapshot, actor: Actor) -> Refused | None:
     return None
 
 
-def _gate(story: StorySnapshot, decision: GateDecision, accepted: bool, actor: Actor) -> Decision:
+def _gate(
+    story: StorySnapshot,
+    decision: GateDecision,
+    accepted: bool,
+    actor: Actor,
+    reviewed: frozenset[str] = frozenset(),
+    expires_at: datetime | None = None,
+) -> Decision:
     refusal = _qa_refusal(story, actor)
     if refusal is not None:
         return refusal
     # Recorded even on a DRAFT story: a gate alone never completes a story, and the latest gate file is
     # what QA said last, whenever it was pushed.
     accepted = accepted and decision is not GateDecision.FAIL
-    after = replace(story, gate=decision, gate_accepted=accepted)
+    after = replace(story, gate=decision, gate_accepted=accepted, reviewed_heads=reviewed, gate_expires_at=expires_at)
     reason = f"gate {decision} recorded by {actor.mention}" + ("" if accepted else " (not accepted)")
 
     if story.status in _DEVELOPMENT and accepted and after.pr_merged:
+        if not _head_reviewed(after):
+            reason += "; it does not cover the merged head"
+            return Recorded(story.status, Action.GATE_RECORDED, reason, after)
         return _settled(after, story.pr_number, reason, story, Action.GATE_RECORDED)
     if story.status is S.READY_FOR_REVIEW and decision is GateDecision.FAIL:
         after = replace(after, status=S.IN_PROGRESS, deliverable_status=D.CHANGES_REQUESTED)
@@ -535,41 +717,9 @@ def _gate(story: StorySnapshot, decision: GateDecision, accepted: bool, actor: A
     return Recorded(story.status, Action.GATE_RECORDED, reason, after)
 
 
-def _block(story: StorySnapshot, reason: str, actor: Actor) -> Decision:
-    refusal = _role_refusal(story, actor, BLOCKER_ROLES, "block")
-    if refusal is not None:
-        return refusal
-    if story.status is S.BLOCKED:
-        return NoChange(f"{story.label} is already BLOCKED")
-    because = f": {reason}" if reason else ""
-    return _transition(
-        story,
-        replace(story, status=S.BLOCKED, blocked_from=story.status),
-        Action.BLOCKED,
-        f"{story.label} blocked by {actor.mention}{because}",
-    )
-
-
-def _unblock(story: StorySnapshot, actor: Actor) -> Decision:
-    refusal = _role_refusal(story, actor, BLOCKER_ROLES, "unblock")
-    if refusal is not None:
-        return refusal
-    if story.status is not S.BLOCKED:
-        return NoChange(f"{story.label} is not BLOCKED")
-    if story.blocked_from is None or story.blocked_from in (S.BLOCKED, S.DONE):
-        return Refused(
-            f"{story.label} was blocked outside this app and its previous status is unknown; "
-            f"set its status in the marketplace"
-        )
-    target = story.blocked_from
-    reason = f"{story.label} unblocked by {actor.mention}"
-    after = replace(story, blocked_from=None)
-    if target in _DEVELOPMENT and story.pr_number is not None:
-        if story.pr_merged:
-            return _settled(replace(after, status=target), story.pr_number, reason, story, Action.UNBLOCKED)
-        if target is S.APPROVED:
-            target = S.IN_PROGRESS
-    elif target is S.READY_FOR_REVIEW:
-        # Its PR was closed while the story was blocked.
-        target = S.IN_PROGRESS
-    return _transition(story, replace(after, status=target), Action.UNBLOCKED, reason)
+def _withdrawn(story: StorySnapshot, source: str) -> Decision:
+    if story.gate is None:
+        return NoChange(f"{story.label} has no gate in force to withdraw")
+    after = replace(story, gate=None, gate_accepted=False, reviewed_heads=frozenset(), gate_expires_at=None)
+    reason = f"the gate in force ({source}) was withdrawn; {story.label} waits for QA again"
+    return Recorded(story.status, Action.GATE_WITHDRAWN, reason, after)

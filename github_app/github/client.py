@@ -4,12 +4,14 @@ cached installation tokens, and retries that respect GitHub's rate limits."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import functools
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
@@ -40,13 +42,77 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientConnectionEr
 
 Sleep = Callable[[float], Awaitable[None]]
 
+# When the work making a request must be finished (time.monotonic()); None: no deadline but the policy's.
+_retry_deadline: ContextVar[float | None] = ContextVar("github_retry_deadline", default=None)
+
+
+@contextlib.contextmanager
+def retry_deadline(seconds: float) -> Iterator[None]:
+    """Requests made inside give up rather than wait past `seconds` from now.
+
+    A webhook handler runs under the worker's deadline: a retry wait that ends after it only turns a
+    clear GitHub error into a timeout, and holds the delivery's lease for nothing. Given up early, the
+    delivery is retried on the inbox's own schedule instead.
+    """
+    token = _retry_deadline.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _retry_deadline.reset(token)
+
+
+def _time_left() -> float | None:
+    deadline = _retry_deadline.get()
+    return None if deadline is None else deadline - time.monotonic()
+
+
+class RetryBudgetExceeded(Exception):
+    """GitHub asked the app to hold its requests for longer than the caller can wait."""
+
+
+# Set while a request that creates something is in flight: such a request is never repeated after an
+# answer that may hide a success (a 5xx, a lost connection). GitHub documents that a 5xx to a POST may
+# still have created the object; the caller looks for it before creating again.
+_CREATING: ContextVar[bool] = ContextVar("github_creating", default=False)
+# Set by a caller that paces itself across processes (the outbox sender): a rate-limit answer is handed
+# back to it at once instead of being waited out here, so that it can tell every other process.
+_HAND_BACK_RATE_LIMITS: ContextVar[bool] = ContextVar("github_hand_back_rate_limits", default=False)
+
+
+class RateLimited(Exception):
+    """GitHub asked for silence for `seconds` (Retry-After, a primary limit's reset, or a secondary
+    limit's back-off)."""
+
+    def __init__(self, method: str, path: str, seconds: float, reason: str) -> None:
+        super().__init__(f"GitHub {method} {path}: {reason}, wait {seconds:.1f}s")
+        self.seconds = seconds
+        self.reason = reason
+
+
+@contextlib.contextmanager
+def rate_limits_to_caller() -> Iterator[None]:
+    """Within this block, requests raise RateLimited instead of waiting a rate limit out."""
+    marker = _HAND_BACK_RATE_LIMITS.set(True)
+    try:
+        yield
+    finally:
+        _HAND_BACK_RATE_LIMITS.reset(marker)
+
+
+class AnswerLost(Exception):
+    """A request that creates something got no usable answer: it may or may not have been carried out."""
+
+    def __init__(self, method: str, path: str, outcome: str) -> None:
+        super().__init__(f"GitHub {method} {path} {outcome}: it may have been carried out")
+        self.outcome = outcome
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
     """How hard one request tries before the error is handed to the caller.
 
-    Waits are bounded twice: by the number of attempts and by the total time slept, so a handler never
-    hangs on GitHub for longer than ``max_total_wait``.
+    Waits are bounded by the number of attempts, by the total time slept (``max_total_wait``) and, inside
+    ``retry_deadline`` (every webhook handler), by the time left to the caller.
     """
 
     max_attempts: int = 5
@@ -182,6 +248,15 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
     async def sleep(self, seconds: float) -> None:
         await self._sleep(seconds)
 
+    async def create(self, url: str, data: Any) -> Any:
+        """POST something new, at most once: an answer that may hide a success (5xx, no response)
+        raises AnswerLost instead of being retried. Rate-limit refusals are still waited out."""
+        marker = _CREATING.set(True)
+        try:
+            return await self.post(url, data=data)
+        finally:
+            _CREATING.reset(marker)
+
     def _get_app_jwt(self) -> str | None:
         if self._jwt_source is not None:
             return self._jwt_source()
@@ -233,6 +308,14 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
         while True:
             attempt += 1
             hold = min(self._gate.remaining(), max(0.0, policy.max_total_wait - waited))
+            if hold > 0 and _HAND_BACK_RATE_LIMITS.get():
+                raise RateLimited(method, path, hold, "held back after a rate limit")
+            left = _time_left()
+            if left is not None and hold > left:
+                raise RetryBudgetExceeded(
+                    f"GitHub's rate limit holds requests for another {hold:.0f}s, longer than the "
+                    f"{max(0.0, left):.0f}s left to this work"
+                )
             if hold > 0:
                 await self.sleep(hold)
                 waited += hold
@@ -253,15 +336,29 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
                 if found is None:
                     return response
                 outcome, decision = f"answered {status}", found
-            if attempt >= policy.max_attempts or waited + decision.delay > policy.max_total_wait:
+            if decision.rate_limited and _HAND_BACK_RATE_LIMITS.get():
+                self._gate.close_for(decision.delay)
+                raise RateLimited(method, path, decision.delay, decision.reason)
+            if _CREATING.get() and not decision.rate_limited:
+                # A rate-limit refusal created nothing and is waited out below; anything else may hide
+                # a success, and repeating it would create a second object.
+                log.warning("GitHub %s %s %s on a create; not repeated", method, path, outcome)
+                raise AnswerLost(method, path, outcome)
+            left = _time_left()
+            past_deadline = left is not None and decision.delay > left
+            if attempt >= policy.max_attempts or waited + decision.delay > policy.max_total_wait or past_deadline:
                 log.warning(
-                    "GitHub %s %s %s (%s) on attempt %d; giving up",
+                    "GitHub %s %s %s (%s) on attempt %d; giving up%s",
                     method,
                     path,
                     outcome,
                     decision.reason,
                     attempt,
+                    f": waiting {decision.delay:.0f}s would pass the deadline" if past_deadline else "",
                 )
+                if decision.rate_limited:
+                    # GitHub still expects silence from every client spending this limit.
+                    self._gate.close_for(decision.delay)
                 # gidgethub turns the last response into its usual exception for the caller.
                 if response is not None:
                     return response
@@ -329,6 +426,11 @@ class GitHubApp:
             **auth,
         )
 
+    def hold_installation(self, installation_id: int, seconds: float) -> None:
+        """Every client of this installation in this process waits `seconds` before its next request
+        (a penalty another process was told about)."""
+        self._installation_gates.setdefault(installation_id, RateLimitGate()).close_for(seconds)
+
     def app_client(self) -> GitHubClient:
         """A client authenticated as the app (JWT): /app endpoints, installation tokens, deliveries."""
         return self._client(self._app_gate, jwt_source=self._jwt)
@@ -354,12 +456,17 @@ class GitHubApp:
 
 __all__ = [
     "DEFAULT_API_URL",
+    "AnswerLost",
     "GitHubApp",
     "GitHubClient",
     "RateLimitGate",
+    "RateLimited",
+    "RetryBudgetExceeded",
     "RetryDecision",
     "RetryPolicy",
     "TokenSource",
     "decide_retry",
     "error_backoff",
+    "rate_limits_to_caller",
+    "retry_deadline",
 ]

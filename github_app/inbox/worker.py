@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import socket
 import time
 import traceback
@@ -22,10 +23,11 @@ from gidgethub import routing, sansio
 
 from github_app.db.app_tables import InboxState
 from github_app.db.types import utcnow
+from github_app.github.client import retry_deadline
 from github_app.handling import HandlerContext, PermanentFailure
 from github_app.inbox import store
 from github_app.inbox.store import Claimed
-from github_app.metrics import DELIVERIES_PROCESSED, HANDLER_FAILURES, PROCESSING_LATENCY
+from github_app.metrics import DELIVERIES_PROCESSED, HANDLER_FAILURES, LOCK_CONFLICTS, PROCESSING_LATENCY
 from github_app.runtime import Runtime
 from github_app.wakeup import sleep_until_woken
 
@@ -33,6 +35,28 @@ log = logging.getLogger(__name__)
 
 # Deliveries stored per second above which the worker steps aside for the ingress.
 BURST_DELIVERIES_PER_SECOND = 500
+# The part of a handler's deadline that GitHub's retry waits may use; the rest is for the request that
+# follows the last wait and for the commit.
+GITHUB_SHARE_OF_DEADLINE = 0.8
+# A deadlock or serialization failure says nothing about the delivery: its transaction is run again at
+# once (after a few milliseconds, so the two sides do not collide again), this many times at most before
+# it counts as an ordinary failed attempt.
+LOCK_CONFLICT_RETRIES = 10
+# PostgreSQL's SQLSTATEs for deadlock_detected and serialization_failure.
+LOCK_CONFLICT_STATES = frozenset({"40P01", "40001"})
+
+
+def is_lock_conflict(exc: BaseException) -> bool:
+    """A transaction the database rolled back to break a lock cycle (or a serialization conflict)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        state = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
+        if state in LOCK_CONFLICT_STATES:
+            return True
+        current = getattr(current, "orig", None) or current.__cause__
+    return False
 
 
 def worker_name() -> str:
@@ -56,6 +80,8 @@ class Worker:
         # SQLite has a single writer: parallel handlers would only queue on its lock.
         self.concurrency = 1 if runtime.is_sqlite else (concurrency or settings.worker_concurrency)
         self.lease_seconds = settings.worker_lease_seconds
+        # Inside the lease, with a margin: past it another worker may claim the row.
+        self.handler_deadline = self.lease_seconds * 0.9
         self.max_attempts = settings.worker_max_attempts
         self.retry_base = settings.worker_retry_base_seconds
         self.poll_seconds = settings.worker_poll_seconds
@@ -164,20 +190,28 @@ class Worker:
             return
         try:
             event = sansio.Event(orjson.loads(row.payload), event=row.event, delivery_id=row.delivery_id)
-            # Inside the lease, with a margin: past it another worker may claim the row.
-            async with asyncio.timeout(self.lease_seconds * 0.9):
-                async with self.runtime.sessionmaker() as session, session.begin():
-                    if not await store.hold(session, row.delivery_id, self.name, lock=not self.runtime.is_sqlite):
-                        DELIVERIES_PROCESSED.labels(row.event, "lost_lease").inc()
-                        log.warning("delivery lease lost; another worker has it", extra=fields)
-                        return
-                    await self.router.dispatch(event, HandlerContext(session, row.delivery_id, self.runtime))
-                    await store.mark_done(session, row.delivery_id)
+            async with asyncio.timeout(self.handler_deadline):
+                for conflicts in range(LOCK_CONFLICT_RETRIES + 1):
+                    try:
+                        if not await self._handle(row, event):
+                            DELIVERIES_PROCESSED.labels(row.event, "lost_lease").inc()
+                            log.warning("delivery lease lost; another worker has it", extra=fields)
+                            return
+                        break
+                    except Exception as exc:
+                        if not is_lock_conflict(exc) or conflicts >= LOCK_CONFLICT_RETRIES:
+                            raise
+                        LOCK_CONFLICTS.labels(row.event).inc()
+                        log.info(
+                            "delivery hit a lock conflict; running it again",
+                            extra={**fields, "conflicts": conflicts + 1},
+                        )
+                        await asyncio.sleep(random.uniform(0.001, 0.02) * (conflicts + 1))
         except Exception as exc:
             HANDLER_FAILURES.labels(row.event).inc()
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             if isinstance(exc, TimeoutError):
-                detail = f"handler did not finish within {self.lease_seconds * 0.9:.0f}s"
+                detail = f"handler did not finish within {self.handler_deadline:.0f}s"
             log.warning(
                 "delivery failed",
                 extra={**fields, "error": detail},
@@ -194,6 +228,17 @@ class Worker:
         )
         if self.on_processed:
             self.on_processed(row.delivery_id, InboxState.DONE)
+
+    async def _handle(self, row: Claimed, event: sansio.Event) -> bool:
+        """The delivery's unit of work, in one transaction; False when the row is no longer ours."""
+        async with self.runtime.sessionmaker() as session, session.begin():
+            if not await store.hold(session, row.delivery_id, self.name, lock=not self.runtime.is_sqlite):
+                return False
+            # GitHub's retry waits end in time for the last request and the commit.
+            with retry_deadline(self.handler_deadline * GITHUB_SHARE_OF_DEADLINE):
+                await self.router.dispatch(event, HandlerContext(session, row.delivery_id, self.runtime))
+            await store.mark_done(session, row.delivery_id)
+        return True
 
     async def _fail(self, row: Claimed, error: str, *, permanent: bool) -> None:
         attempts = self.max_attempts if permanent else row.attempts

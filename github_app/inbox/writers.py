@@ -66,8 +66,8 @@ class AsyncpgInboxWriter:
         self._trailing: asyncio.Task[None] | None = None
 
     @classmethod
-    async def connect(cls, database_url: str, size: int = 2) -> AsyncpgInboxWriter:
-        writer = cls(asyncpg_dsn(database_url), size)
+    async def connect(cls, database_url: str, app_schema: str | None = None, size: int = 2) -> AsyncpgInboxWriter:
+        writer = cls(asyncpg_dsn(database_url, app_schema), size)
         # Fail at start, not on the first delivery, when the database is unreachable.
         conn = await writer._checkout()
         writer._idle.put_nowait(conn)

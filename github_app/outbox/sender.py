@@ -8,11 +8,17 @@ once more, and ten changes during one send still cost one more call, not ten.
 
 Creating twice is the failure users notice (two check runs, two bot comments), so before creating
 anything the sender looks for what it may already have created: a send that crashed after GitHub
-answered but before the id was recorded is adopted on the next attempt, never repeated.
+answered but before the id was recorded is adopted on the next attempt, never repeated. A create
+whose answer is lost (a 5xx, no response: GitHub may have made the object all the same) is never
+repeated by the client either; the sender looks for what it made and adopts it (`remote.py` says how
+each kind of object is marked and found).
 
-Writes are paced per process: a token bucket for all writes, and for new comments (GitHub's
-"content-creating" requests) sliding windows per minute and per hour. A comment that would exceed
-them is not waited for under the lease; its row is put back until the window opens.
+Writes are paced for the whole app, through the database (`pace.py`): one write at a time per
+interval, and for new comments (GitHub's "content-creating" requests) windows per minute and per hour,
+shared by every sender of an installation in every process. A comment that would exceed them is not
+waited for under the lease; its row is put back until the window opens. A rate-limit answer is not
+waited out under the lease either: its wait is written to the shared pace, which every sender then
+keeps, and the row is put back until it ends.
 """
 
 from __future__ import annotations
@@ -21,12 +27,9 @@ import asyncio
 import logging
 import time
 import traceback
-from collections import deque
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlencode
 
 import orjson
 from gidgethub import BadRequest
@@ -34,11 +37,12 @@ from sqlalchemy import case, func, literal, or_, select, update
 
 from github_app.db.app_tables import OutboxItem
 from github_app.db.types import utcnow
+from github_app.github.client import AnswerLost, RateLimited, rate_limits_to_caller
 from github_app.inbox.store import ERROR_MAX_CHARS, retry_delay
 from github_app.inbox.worker import worker_name
 from github_app.metrics import OUTBOX_PENDING, OUTBOX_SENT
-from github_app.outbox.enqueue import KIND_CHECK_RUN, KIND_PR_COMMENT
-from github_app.presentation import COMMENT_MARKER, MAX_COMMENT_BYTES, MAX_OUTPUT_BYTES, truncate
+from github_app.outbox.pace import PENALTY, Limits, SharedPace, installation_scope
+from github_app.outbox.remote import REMOTE_KINDS, RemoteKind
 from github_app.runtime import Runtime
 from github_app.wakeup import sleep_until_woken
 
@@ -53,58 +57,10 @@ T = OutboxItem
 PARKED = datetime(9999, 1, 1)
 # From this many failed attempts in a row a target is logged at error level: someone should look.
 LOUD_AFTER_ATTEMPTS = 5
+# How far before a create whose answer was lost the search for what it made begins: GitHub's clock
+# and ours differ.
+LOOKBACK = timedelta(minutes=5)
 PENDING_SAMPLE_SECONDS = 15.0
-
-Clock = Callable[[], float]
-Sleep = Callable[[float], Awaitable[None]]
-
-
-class WritePacer:
-    """GitHub's secondary limits, kept by this process: writes spaced by a token bucket (capacity one,
-    so consecutive writes are at least 1/rate apart), and content-creating requests counted in
-    sliding windows of a minute and an hour."""
-
-    def __init__(
-        self,
-        writes_per_second: float,
-        creates_per_minute: int,
-        creates_per_hour: int,
-        *,
-        clock: Clock = time.monotonic,
-        sleep: Sleep = asyncio.sleep,
-    ) -> None:
-        if writes_per_second <= 0 or creates_per_minute <= 0 or creates_per_hour <= 0:
-            raise ValueError("write and create rates must be positive")
-        self._interval = 1.0 / writes_per_second
-        self._windows = ((60.0, creates_per_minute), (3600.0, creates_per_hour))
-        self._clock = clock
-        self._sleep = sleep
-        self._next_write = float("-inf")
-        self._creates: deque[float] = deque()
-
-    async def before_write(self) -> None:
-        now = self._clock()
-        start = max(now, self._next_write)
-        # Reserved before sleeping, so that concurrent callers queue behind one another.
-        self._next_write = start + self._interval
-        if start > now:
-            await self._sleep(start - now)
-
-    def create_delay(self) -> float:
-        """Seconds until one more content-creating request fits in every window (0: now)."""
-        now = self._clock()
-        longest = max(window for window, _ in self._windows)
-        while self._creates and self._creates[0] <= now - longest:
-            self._creates.popleft()
-        wait = 0.0
-        for window, limit in self._windows:
-            recent = [at for at in self._creates if at > now - window]
-            if len(recent) >= limit:
-                wait = max(wait, recent[len(recent) - limit] + window - now)
-        return wait
-
-    def record_create(self) -> None:
-        self._creates.append(self._clock())
 
 
 @dataclass(frozen=True)
@@ -129,6 +85,16 @@ class _Sent:
 @dataclass(frozen=True)
 class _Deferred:
     seconds: float
+    reason: str
+
+
+class _Hold(Exception):
+    """The shared pace says not now."""
+
+    def __init__(self, seconds: float, reason: str) -> None:
+        super().__init__(reason)
+        self.seconds = seconds
+        self.reason = reason
 
 
 class OutboxSender:
@@ -146,7 +112,7 @@ class OutboxSender:
     ) -> None:
         self.runtime = runtime
         self.name = name or worker_name()
-        self.pacer = WritePacer(writes_per_second, creates_per_minute, creates_per_hour)
+        self.pace = SharedPace(runtime.engine, Limits.of(writes_per_second, creates_per_minute, creates_per_hour))
         self.lease_seconds = lease_seconds
         self.retry_base_seconds = retry_base_seconds
         self.poll_seconds = poll_seconds
@@ -234,7 +200,16 @@ class OutboxSender:
             async with asyncio.timeout(self.lease_seconds * 0.9):
                 desired = orjson.loads(row.payload)
                 gh = await github.installation_client(row.installation_id)
-                result = await self._deliver(gh, github.app_id, row, desired)
+                with rate_limits_to_caller():
+                    result = await self._deliver(gh, github.app_id, row, desired)
+        except _Hold as held:
+            if held.reason == PENALTY:  # this process's handlers keep the silence too
+                github.hold_installation(row.installation_id, held.seconds)
+            result = _Deferred(held.seconds, held.reason)
+        except RateLimited as limited:
+            # Told to this sender; kept by every sender and, through them, every process.
+            await self._hold_off(row, limited.seconds, fields)
+            result = _Deferred(limited.seconds, f"GitHub rate limit ({limited.reason})")
         except Exception as exc:
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             if isinstance(exc, TimeoutError):
@@ -251,8 +226,8 @@ class OutboxSender:
         if isinstance(result, _Deferred):
             OUTBOX_SENT.labels(row.kind, "deferred").inc()
             log.info(
-                "outbox send deferred: content-creation budget spent",
-                extra={**fields, "seconds": round(result.seconds, 1)},
+                "outbox send deferred",
+                extra={**fields, "seconds": round(result.seconds, 1), "reason": result.reason},
             )
             await self._record(self._deferred(row, result.seconds), fields)
             return
@@ -273,72 +248,73 @@ class OutboxSender:
     async def _deliver(
         self, gh: GitHubClient, app_id: int, row: _Claimed, desired: dict[str, Any]
     ) -> _Sent | _Deferred:
-        if row.kind == KIND_CHECK_RUN:
-            return await self._send_check_run(gh, app_id, row, desired)
-        if row.kind == KIND_PR_COMMENT:
-            return await self._send_comment(gh, app_id, row, desired)
-        raise ValueError(f"unknown outbox kind {row.kind!r}")
-
-    async def _send_check_run(
-        self, gh: GitHubClient, app_id: int, row: _Claimed, desired: dict[str, Any]
-    ) -> _Sent | _Deferred:
+        kind = REMOTE_KINDS.get(row.kind)
+        if kind is None:
+            raise ValueError(f"unknown outbox kind {row.kind!r}")
         repo = row.repository
-        body = check_run_request(desired)
-        body["head_sha"] = str(body.get("head_sha") or row.target)
-        # The commit of a run cannot change; GitHub wants it only when creating.
-        changes = {key: value for key, value in body.items() if key != "head_sha"}
-        if row.remote_id is not None and await self._patch(gh, f"/repos/{repo}/check-runs/{row.remote_id}", changes):
-            return _Sent(row.remote_id, "updated")
-        found = await self._find_check_run(gh, app_id, repo, body["head_sha"], str(body.get("name") or ""))
-        if found is not None and await self._patch(gh, f"/repos/{repo}/check-runs/{found}", changes):
-            return _Sent(found, "adopted")
-        await self.pacer.before_write()
-        created = await gh.post(f"/repos/{repo}/check-runs", data=body)
-        return _Sent(int(created["id"]), "created")
-
-    async def _find_check_run(self, gh: GitHubClient, app_id: int, repo: str, sha: str, name: str) -> int | None:
-        query = urlencode({"check_name": name, "per_page": 100}, quote_via=quote)
-        found = await gh.getitem(f"/repos/{repo}/commits/{sha}/check-runs?{query}")
-        ours = [
-            int(run["id"])
-            for run in found.get("check_runs") or []
-            if run.get("name") == name and (run.get("app") or {}).get("id") == app_id
-        ]
-        return max(ours, default=None)
-
-    async def _send_comment(
-        self, gh: GitHubClient, app_id: int, row: _Claimed, desired: dict[str, Any]
-    ) -> _Sent | _Deferred:
-        repo, number = row.repository, row.target
-        body = comment_text(desired)
-        if row.remote_id is not None and await self._patch(
-            gh, f"/repos/{repo}/issues/comments/{row.remote_id}", {"body": body}
+        body = kind.request(row.target, desired)
+        if (
+            row.remote_id is not None
+            and await kind.updatable(gh, repo, row.remote_id, body)
+            and await self._patch(gh, row, kind.update_path(repo, row.remote_id), kind.changes(body))
         ):
             return _Sent(row.remote_id, "updated")
-        # Not created yet, lost before its id was recorded, or deleted by someone: look before creating.
-        found = await self._find_comment(gh, app_id, repo, number)
-        if found is not None:
-            comment_id, current = found
-            if current == body or await self._patch(gh, f"/repos/{repo}/issues/comments/{comment_id}", {"body": body}):
-                return _Sent(comment_id, "adopted")
-        wait = self.pacer.create_delay()
-        if wait > 0:
-            return _Deferred(wait)
-        await self.pacer.before_write()
-        self.pacer.record_create()
-        created = await gh.post(f"/repos/{repo}/issues/{number}/comments", data={"body": body})
+        if kind.content_creating:
+            # A create the budget would refuse anyway waits before its lookup costs a request.
+            ahead = await self.pace.create_wait(installation_scope(row.installation_id))
+            if ahead.defer is not None:
+                raise _Hold(ahead.defer, ahead.reason)
+        # Not created yet, created by an attempt whose answer was lost, or deleted by someone: look
+        # before creating.
+        adopted = await self._adopt(gh, app_id, row, kind, body)
+        if adopted is not None:
+            return adopted
+        await self._paced(row, create=kind.content_creating)
+        started = utcnow()
+        try:
+            created = await gh.create(kind.create_path(repo, row.target, body), body)
+        except AnswerLost:
+            # GitHub may have made it all the same: what it made is adopted, never made twice. Not
+            # found: the row fails and its next attempt looks again before creating.
+            adopted = await self._adopt(gh, app_id, row, kind, body, since=started - LOOKBACK)
+            if adopted is None:
+                raise
+            return _Sent(adopted.remote_id, "recovered")
         return _Sent(int(created["id"]), "created")
 
-    async def _find_comment(self, gh: GitHubClient, app_id: int, repo: str, number: str) -> tuple[int, str] | None:
-        async for comment in gh.getiter(f"/repos/{repo}/issues/{number}/comments?per_page=100"):
-            text = comment.get("body") or ""
-            if COMMENT_MARKER in text and is_own_comment(comment, app_id):
-                return int(comment["id"]), text
+    async def _adopt(
+        self,
+        gh: GitHubClient,
+        app_id: int,
+        row: _Claimed,
+        kind: RemoteKind,
+        body: dict[str, Any],
+        since: datetime | None = None,
+    ) -> _Sent | None:
+        found = await kind.find(gh, app_id, row.repository, row.target, body, since)
+        if found is None:
+            return None
+        if found.current or await self._patch(
+            gh, row, kind.update_path(row.repository, found.remote_id), kind.changes(body)
+        ):
+            return _Sent(found.remote_id, "adopted")
         return None
 
-    async def _patch(self, gh: GitHubClient, url: str, data: dict[str, Any]) -> bool:
+    async def _paced(self, row: _Claimed, *, create: bool) -> None:
+        """Wait for this write's slot in the app's shared pace; _Hold when it is not to be sent now."""
+        decided = await self.pace.before_write(installation_scope(row.installation_id), create=create)
+        if decided.defer is not None:
+            raise _Hold(decided.defer, decided.reason)
+
+    async def _hold_off(self, row: _Claimed, seconds: float, fields: dict[str, Any]) -> None:
+        try:
+            await self.pace.hold_off(installation_scope(row.installation_id), seconds)
+        except Exception as exc:  # this sender still defers the row; the others learn of it from GitHub
+            log.error("cannot share a rate-limit wait", extra={**fields, "error": repr(exc)})
+
+    async def _patch(self, gh: GitHubClient, row: _Claimed, url: str, data: dict[str, Any]) -> bool:
         """False when the object is gone (a user deleted the comment): the caller creates it again."""
-        await self.pacer.before_write()
+        await self._paced(row, create=False)
         try:
             await gh.patch(url, data=data)
         except BadRequest as exc:
@@ -456,37 +432,4 @@ class OutboxSender:
             log.warning("cannot sample outbox depth", extra={"error": repr(exc)})
 
 
-def check_run_request(desired: dict[str, Any]) -> dict[str, Any]:
-    """The desired check run as GitHub accepts it: output texts within GitHub's size limit."""
-    body = dict(desired)
-    output = body.get("output")
-    if isinstance(output, dict):
-        output = dict(output)
-        for key in ("summary", "text"):
-            if isinstance(output.get(key), str):
-                output[key] = truncate(output[key], MAX_OUTPUT_BYTES)
-        body["output"] = output
-    return body
-
-
-def comment_text(desired: dict[str, Any]) -> str:
-    """The comment's body, always carrying the marker by which the app finds its comment again."""
-    text = str(desired.get("body") or "")
-    if COMMENT_MARKER not in text:
-        text = f"{COMMENT_MARKER}\n{text}"
-    text = truncate(text, MAX_COMMENT_BYTES)
-    if COMMENT_MARKER not in text:  # the marker sat past the cut
-        text = truncate(f"{COMMENT_MARKER}\n{text}", MAX_COMMENT_BYTES)
-    return text
-
-
-def is_own_comment(comment: dict[str, Any], app_id: int) -> bool:
-    """Written by the app: a bot account, and, where GitHub says which app acted, this one. A human
-    quoting the marker is never adopted (the app would then edit a person's comment)."""
-    if (comment.get("user") or {}).get("type") != "Bot":
-        return False
-    via = comment.get("performed_via_github_app")
-    return not via or via.get("id") == app_id
-
-
-__all__ = ["PARKED", "OutboxSender", "WritePacer", "check_run_request", "comment_text", "is_own_comment"]
+__all__ = ["PARKED", "OutboxSender"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -20,8 +19,11 @@ from github_app.bmad.repo_config import REPO_CONFIG_PATH, RepoConfig, effective_
 from github_app.db.models import Project
 from github_app.db.queries import project_for_repository
 from github_app.handling import HandlerContext, PermanentFailure
+from github_app.services.installations import is_suspended
 
 log = logging.getLogger(__name__)
+
+LAYOUT_FILE_MAX_BYTES = 64 * 1024
 
 
 class RepoNotes(tuple[str, ...]):
@@ -91,7 +93,8 @@ async def fetch_file(
 
 
 async def load_repo_context(ctx: HandlerContext, data: dict[str, Any]) -> RepoContext | None:
-    """None when the repository belongs to no marketplace project: its events change nothing."""
+    """None when the repository belongs to no marketplace project, or its installation is suspended:
+    its events change nothing."""
     repo = data.get("repository") or {}
     full_name = repo.get("full_name")
     if not isinstance(full_name, str):
@@ -103,13 +106,20 @@ async def load_repo_context(ctx: HandlerContext, data: dict[str, Any]) -> RepoCo
     installation_id = (data.get("installation") or {}).get("id")
     if not isinstance(installation_id, int):
         raise PermanentFailure(f"delivery for {full_name} carries no installation id")
+    if await is_suspended(ctx.session, installation_id):
+        # The account owner suspended the app: it must not act on their repositories until unsuspended.
+        log.info(
+            "installation is suspended; delivery not acted on",
+            extra={"repository": full_name, "installation_id": installation_id},
+        )
+        return None
     if ctx.runtime.github is None:
         # Retrying helps: the operator configures the app, then the delivery goes through.
         raise RuntimeError("GitHub App credentials are not configured (GITHUB_APP_ID, GITHUB_PRIVATE_KEY)")
     gh = await ctx.runtime.github.installation_client(installation_id)
     default_branch = str(repo.get("default_branch") or repo.get("master_branch") or "main")
     rc = RepoContext(project, full_name, installation_id, default_branch, gh)
-    cache = config_cache(ctx)
+    cache = ctx.runtime.config_cache
     if _changes_configuration(data, default_branch):
         cache.forget(full_name)
     cached = cache.get(full_name)
@@ -129,40 +139,6 @@ async def load_repo_context(ctx: HandlerContext, data: dict[str, Any]) -> RepoCo
         cache.put(full_name, cached)
     rc.paths, rc.config, rc.layout = cached
     return rc
-
-
-CachedConfig = tuple[BmadPaths, RepoConfig, BmadLayout]
-LAYOUT_FILE_MAX_BYTES = 64 * 1024
-
-
-class ConfigCache:
-    """Each repository's BMAD paths and app configuration, kept for a minute per worker process: two
-    contents-API calls per delivery would spend an installation's hourly budget on files that rarely
-    change. A push to the default branch that touches either file is read at once."""
-
-    TTL_SECONDS = 60.0
-
-    def __init__(self) -> None:
-        self._entries: dict[str, tuple[float, CachedConfig]] = {}
-
-    def get(self, repository: str) -> CachedConfig | None:
-        entry = self._entries.get(repository.lower())
-        if entry is None or entry[0] < time.monotonic():
-            return None
-        return entry[1]
-
-    def put(self, repository: str, value: CachedConfig) -> None:
-        self._entries[repository.lower()] = (time.monotonic() + self.TTL_SECONDS, value)
-
-    def forget(self, repository: str) -> None:
-        self._entries.pop(repository.lower(), None)
-
-
-def config_cache(ctx: HandlerContext) -> ConfigCache:
-    cache = ctx.runtime.extras.get("config_cache")
-    if not isinstance(cache, ConfigCache):
-        cache = ctx.runtime.extras["config_cache"] = ConfigCache()
-    return cache
 
 
 def _changes_configuration(data: dict[str, Any], default_branch: str) -> bool:

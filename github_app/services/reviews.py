@@ -3,7 +3,9 @@ v6 alike. An approval is PASS, "changes requested" is FAIL, a dismissed review w
 
 It counts only when it is about the PR's current head commit (a review of older code says nothing about
 what would be merged), on the PR that delivers the story, and from the story's QA (never its developer);
-the reviewer, not whoever sent the event, is who speaks. "Commented" reviews decide nothing.
+the reviewer, identified by their GitHub account id, not whoever sent the event, is who speaks. The gate
+covers the reviewed commit only: new commits after it need a new review, as with every QA gate.
+"Commented" reviews decide nothing.
 """
 
 from __future__ import annotations
@@ -13,17 +15,15 @@ from typing import Any
 
 from gidgethub import sansio
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from github_app.bmad.gate_file import GateDecision
-from github_app.db.app_tables import GateReview, PullRequestLink
-from github_app.db.enums import StoryStatus
-from github_app.db.models import Story
+from github_app.db.app_tables import PullRequestLink
 from github_app.db.types import from_github_time, utcnow
 from github_app.domain import story_machine as sm
 from github_app.handling import HandlerContext
+from github_app.services.lock_order import lock_for_pull_request
 from github_app.services.people import actor_for
-from github_app.services.qa_decisions import QaDecision, record_qa_decision
+from github_app.services.qa_decisions import QaDecision, record_qa_decision, withdraw_qa_decision
 from github_app.services.repo import load_repo_context
 from github_app.services.stories import audit, lock_story, story_state
 from github_app.services.views import refresh_story_prs
@@ -59,9 +59,14 @@ async def handle_pull_request_review(ctx: HandlerContext, event: sansio.Event) -
     if rc is None or "review" not in rc.config.qa_sources:
         return
     session = ctx.session
+    number = pr.get("number")
+    if not isinstance(number, int):
+        return
+    # Locks in the one order: the story, then this PR's link.
+    await lock_for_pull_request(session, rc, pr)
     stmt = (
         select(PullRequestLink)
-        .where(PullRequestLink.repository_key == rc.repository.lower(), PullRequestLink.pr_number == pr.get("number"))
+        .where(PullRequestLink.repository_key == rc.repository.lower(), PullRequestLink.pr_number == number)
         .with_for_update()
     )
     link = (await session.execute(stmt)).scalars().first()
@@ -80,11 +85,12 @@ async def handle_pull_request_review(ctx: HandlerContext, event: sansio.Event) -
     }
 
     if action == "dismissed":
-        actor = await actor_for(session, rc.project, sender.get("login") or "", sender.get("type"))
-        await _withdraw(ctx, rc.config_problems, story.id, url, actor, fields)
+        actor = await actor_for(session, rc.project, sender.get("login") or "", sender.get("type"), sender.get("id"))
+        await withdraw_qa_decision(session, rc, story, actor, url, fields)
         return
 
-    actor = await actor_for(session, rc.project, reviewer.get("login") or "", reviewer.get("type"))
+    # The review's author is who speaks (authenticated, by account id), not whoever sent the event.
+    actor = await actor_for(session, rc.project, reviewer.get("login") or "", reviewer.get("type"), reviewer.get("id"))
     # The PR's head as the newest event shows it: this delivery's own copy of the PR may be newer.
     payload_head = (pr.get("head") or {}).get("sha")
     payload_updated = from_github_time(pr.get("updated_at"))
@@ -96,7 +102,7 @@ async def handle_pull_request_review(ctx: HandlerContext, event: sansio.Event) -
     if story.dev_pr_number != link.pr_number:
         delivering = f"PR #{story.dev_pr_number} does" if story.dev_pr_number is not None else "no PR does yet"
         why_not = f"PR #{link.pr_number} does not deliver the story ({delivering})"
-    elif commit != head:
+    elif not isinstance(commit, str) or commit != head:
         why_not = (
             f"the review is of commit {str(commit)[:7]}, not of the PR's current head {str(head)[:7]}; "
             f"QA must review the current code"
@@ -108,6 +114,7 @@ async def handle_pull_request_review(ctx: HandlerContext, event: sansio.Event) -
         await refresh_story_prs(session, story.id, rc.config_problems)
         return
 
+    assert isinstance(commit, str)
     gate = REVIEW_GATES[state]
     accepted, why = sm.accepted_gate(gate, False, False, rc.config.accepted_gates)
     qa = QaDecision(
@@ -116,60 +123,8 @@ async def handle_pull_request_review(ctx: HandlerContext, event: sansio.Event) -
         why=f"review {state.replace('_', ' ')}: {why}",
         source=url,
         version=f"review:{review.get('id')}:{state}",
-        commit_sha=str(commit),
+        commit_sha=commit,
         decided_at=from_github_time(review.get("submitted_at")) or utcnow(),
-        reviewer_login=actor.github_login,
+        reviewed=frozenset({commit}),  # a review is of exactly the commit it names
     )
     await record_qa_decision(session, rc, story, actor, qa, fields)
-
-
-async def _withdraw(
-    ctx: HandlerContext, problems: tuple[str, ...], story_id: str, url: str, actor: sm.Actor, fields: dict[str, Any]
-) -> None:
-    """A dismissed review no longer speaks for QA. Only the gate in force is withdrawn; DONE is final."""
-    story = await lock_story(ctx.session, story_id)
-    if story.qa_gate_path != url:
-        return  # not the review in force: nothing it said still counts
-    reason = f"the review in force was dismissed by {actor.mention}; the story waits for QA again"
-    await withdraw_gate(ctx.session, story, actor, "qa_review_dismissed", reason, fields)
-    await refresh_story_prs(ctx.session, story.id, problems)
-
-
-async def withdraw_gate(
-    session: AsyncSession, story: Story, actor: sm.Actor | None, action: str, reason: str, fields: dict[str, Any]
-) -> None:
-    if story.status == StoryStatus.DONE:
-        audit(session, story, action, actor, {**fields, "reason": f"{reason} (the story is DONE; DONE is final)"})
-        return
-    state = await story_state(session, story.id)
-    state.gate, state.gate_accepted, state.gate_note, state.gate_committed_at = None, False, None, None
-    story.qa_gate_status = None
-    audit(session, story, action, actor, {**fields, "reason": reason})
-
-
-async def review_outdated_by_head(session: AsyncSession, link: PullRequestLink, problems: tuple[str, ...]) -> None:
-    """The PR's head moved after QA's review of it: that review says nothing about the new code, so the
-    gate it gave is withdrawn and QA reviews again (a merge then waits for that review)."""
-    if link.story_id is None:
-        return
-    story = await lock_story(session, link.story_id)
-    source = story.qa_gate_path or ""
-    if story.status == StoryStatus.DONE or not source.startswith(f"{link.html_url}#pullrequestreview-"):
-        return
-    reviewed = (
-        await session.execute(
-            select(GateReview.commit_sha)
-            .where(GateReview.story_id == story.id, GateReview.path == source)
-            .order_by(GateReview.id.desc())
-            .limit(1)
-        )
-    ).scalar()
-    if reviewed is None or reviewed == link.head_sha or story.qa_gate_status is None:
-        return
-    reason = (
-        f"PR #{link.pr_number} moved to {link.head_sha[:7]} after QA's review of {reviewed[:7]}; "
-        f"QA must review the current code"
-    )
-    fields = {"event": "pull_request", "pr_number": link.pr_number, "commit_sha": link.head_sha, "review_url": source}
-    await withdraw_gate(session, story, None, "qa_review_outdated", reason, fields)
-    await refresh_story_prs(session, story.id, problems)

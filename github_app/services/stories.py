@@ -1,6 +1,6 @@
-"""Applying the state machine's decisions to the database: the story, its extra state, deliverables,
-the audit trail, marketplace publication and the escrow release request, all in the caller's
-transaction."""
+"""A story's rows: loading it under its lock, its snapshot for the state machine, storing a decision
+(story, extra state, deliverables, audit trail), and what the decision's subscribers write
+(marketplace publication, the escrow release request), all in the caller's transaction."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from github_app.domain.story_machine import (
     Actor,
     Decision,
     NoChange,
-    Recorded,
     Refused,
     StorySnapshot,
     Transition,
@@ -41,8 +40,9 @@ class PrInfo:
 
 
 async def lock_story(session: AsyncSession, story_id: str) -> Story:
-    """Changes to one story are serialized by its row lock (PostgreSQL; SQLite has one writer)."""
-    stmt = select(Story).where(Story.id == story_id).with_for_update()
+    """Changes to one story are serialized by its row lock (PostgreSQL; SQLite has one writer). NO KEY
+    UPDATE, as in lock_order: rows referencing the story may be written meanwhile."""
+    stmt = select(Story).where(Story.id == story_id).with_for_update(key_share=True)
     story = (await session.execute(stmt)).scalars().one()
     await session.refresh(story)  # a row already in the session may predate the lock
     return story
@@ -93,7 +93,9 @@ async def snapshot(session: AsyncSession, story: Story) -> StorySnapshot:
         gate=GateDecision(state.gate) if state.gate else None,
         gate_accepted=state.gate_accepted,
         deliverable_status=DeliverableStatus(deliverable.status) if deliverable else None,
-        blocked_from=StoryStatus(state.blocked_from) if state.blocked_from else None,
+        reviewed_heads=frozenset(h for h in (state.reviewed_head, state.reviewed_base) if h),
+        merged_head=state.merged_head,
+        gate_expires_at=state.gate_expires_at,
     )
 
 
@@ -132,23 +134,23 @@ async def latest_refusal(session: AsyncSession, story_id: str) -> str | None:
     return None
 
 
-async def apply_decision(
+async def store_decision(
     session: AsyncSession,
     story: Story,
     decision: Decision,
     actor: Actor,
     metadata: dict[str, Any],
     pr: PrInfo | None = None,
-) -> Decision:
-    """Store what the machine decided. The story must be locked by the caller."""
+) -> None:
+    """Store what the machine decided, with its audit row. The story must be locked by the caller."""
     meta = {**metadata, "reason": decision.reason, "github_login": actor.github_login}
     if isinstance(decision, NoChange):
-        return decision
+        return
     if isinstance(decision, Refused):
         # The same refusal repeated by every push to a PR is one fact, audited once.
         if await latest_refusal(session, story.id) != decision.reason:
             audit(session, story, REFUSED_ACTION, actor, meta, StoryStatus(story.status), None)
-        return decision
+        return
     after = decision.after
     from_status = StoryStatus(story.status)
     to_status = decision.to_status if isinstance(decision, Transition) else decision.status
@@ -160,11 +162,22 @@ async def apply_decision(
         story.dev_pr_number, story.dev_pr_url, story.dev_pr_author = pr.number, pr.url, pr.author_login
     state = await story_state(session, story.id)
     state.pr_merged = after.pr_merged
+    state.merged_head = after.merged_head
     state.gate = after.gate.value if after.gate else None
     state.gate_accepted = after.gate_accepted
-    state.blocked_from = after.blocked_from.value if after.blocked_from else None
-    if isinstance(decision, Recorded | Transition) and decision.deliverable_status is not None:
+    state.gate_expires_at = after.gate_expires_at
+    heads = sorted(after.reviewed_heads)
+    if set(heads) != {h for h in (state.reviewed_head, state.reviewed_base) if h}:
+        # Two columns: a head the machine added first, then the latest ones already covered (a review
+        # extended by QA's own commit keeps the head it was built on, which is still a reviewed state).
+        newest = [h for h in heads if h not in (state.reviewed_head, state.reviewed_base)]
+        kept = [h for h in (state.reviewed_head, state.reviewed_base) if h and h in after.reviewed_heads]
+        ordered = (newest + kept)[:2]
+        state.reviewed_head = ordered[0] if ordered else None
+        state.reviewed_base = ordered[1] if len(ordered) > 1 else None
+    if decision.deliverable_status is not None:
         await _set_deliverable(session, story, decision.deliverable_status, decision.deliverable_pr, pr)
+    meta["events"] = [type(event).__name__ for event in decision.events]
     audit(
         session,
         story,
@@ -177,9 +190,6 @@ async def apply_decision(
     if to_status is StoryStatus.APPROVED and from_status is StoryStatus.DRAFT:
         story.validated_at = utcnow()
         story.validated_by = actor.user_id
-    if to_status is StoryStatus.DONE and from_status is not StoryStatus.DONE:
-        await request_escrow_release(session, story, actor, meta)
-    return decision
 
 
 async def _set_deliverable(

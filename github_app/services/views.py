@@ -3,6 +3,8 @@ with the database, through the outbox: handlers only write the desired state."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -10,7 +12,7 @@ from github_app.db.app_tables import EscrowReleaseRequest, PullRequestLink, Stor
 from github_app.db.enums import StoryStatus
 from github_app.db.models import Escrow, Story
 from github_app.outbox.enqueue import KIND_CHECK_RUN, KIND_PR_COMMENT, set_desired
-from github_app.presentation import StoryView, check_run_payload, pr_comment_body
+from github_app.presentation import STRICTNESS, StoryView, assess, check_run_payload, pr_comment_body
 from github_app.services.people import login_of
 from github_app.services.stories import opportunity_of
 
@@ -42,6 +44,8 @@ async def build_view(session: AsyncSession, link: PullRequestLink, config_proble
     story = await session.get(Story, link.story_id) if link.story_id else None
     state = await session.get(StoryState, story.id) if story else None
     gate_problem = link.gate_problem or (state.gate_problem if state else None)
+    reviewed = {h for h in (state.reviewed_head, state.reviewed_base) if h} if state else set()
+    delivers = story is not None and story.dev_pr_number == link.pr_number
     # A PR that no longer delivers its story (another PR took over) shows its story but not its merge.
     return StoryView(
         repository=link.repository,
@@ -61,23 +65,67 @@ async def build_view(session: AsyncSession, link: PullRequestLink, config_proble
         link_problem=link.link_problem,
         refusal=link.refusal,
         config_problems=tuple(config_problems),
+        delivers=delivers,
+        delivering_pr=story.dev_pr_number if story else None,
+        head_reviewed=link.head_sha in reviewed,
+        reverted_by=link.reverted_by_pr,
         layout=getattr(config_problems, "layout", None),
     )
 
 
+def check_run_target(link: PullRequestLink) -> str:
+    """One run per PR and head commit: two PRs on one head never overwrite each other's run."""
+    return f"{link.head_sha}:pr{link.pr_number}"
+
+
 async def refresh_pr(session: AsyncSession, link: PullRequestLink, config_problems: tuple[str, ...] = ()) -> None:
+    """What GitHub shows for `link`, and for the other open PRs on its head commit: GitHub judges a
+    commit by the latest run of a name, so each of them shows the strictest of their verdicts."""
     if link.installation_id is None:
         return
-    view = await build_view(session, link, config_problems)
+    others = (
+        (
+            await session.execute(
+                select(PullRequestLink).where(
+                    PullRequestLink.repository_key == link.repository_key,
+                    PullRequestLink.head_sha == link.head_sha,
+                    PullRequestLink.pr_number != link.pr_number,
+                    PullRequestLink.state == "open",
+                )
+            )
+        )
+        .scalars()
+        .all()
+    )
+    group = [link, *others]
+    views = {item.pr_number: await build_view(session, item, config_problems) for item in group}
+    verdicts = {number: assess(view).conclusion for number, view in views.items()}
+    for item in group:
+        if item is not link and item.state != "open":
+            continue
+        strictest = max(
+            ((n, c) for n, c in verdicts.items() if n != item.pr_number and views[n] is not None),
+            key=lambda pair: STRICTNESS[pair[1]],
+            default=None,
+        )
+        view = replace(views[item.pr_number], held_by=strictest)
+        await _show(session, item, view)
+
+
+async def _show(session: AsyncSession, link: PullRequestLink, view: StoryView) -> None:
+    assert link.installation_id is not None
+    payload = check_run_payload(view, details_url=link.html_url)
+    payload["external_id"] = f"pr:{link.pr_number}"
     await set_desired(
         session,
         installation_id=link.installation_id,
         repository=link.repository,
         kind=KIND_CHECK_RUN,
-        target=link.head_sha,
-        payload=check_run_payload(view, details_url=link.html_url),
+        target=check_run_target(link),
+        payload=payload,
     )
-    if link.story_id is not None:  # the comment appears once the PR is linked, then is edited in place
+    if link.story_id is not None or link.reverted_by_pr is not None:
+        # The comment appears once the PR is linked, then is edited in place.
         await set_desired(
             session,
             installation_id=link.installation_id,
@@ -89,6 +137,12 @@ async def refresh_pr(session: AsyncSession, link: PullRequestLink, config_proble
 
 
 async def refresh_story_prs(session: AsyncSession, story_id: str, config_problems: tuple[str, ...] = ()) -> None:
-    links = (await session.execute(select(PullRequestLink).where(PullRequestLink.story_id == story_id))).scalars().all()
+    # In PR order, the order every unit of work writes outbox rows in (see lock_order).
+    stmt = (
+        select(PullRequestLink)
+        .where(PullRequestLink.story_id == story_id)
+        .order_by(PullRequestLink.repository_key, PullRequestLink.pr_number)
+    )
+    links = (await session.execute(stmt)).scalars().all()
     for link in links:
         await refresh_pr(session, link, config_problems)

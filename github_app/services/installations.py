@@ -1,0 +1,124 @@
+"""Installations of the app: GitHubInstallation, the repository map and suspension, kept current by
+installation and installation_repositories events, and read before any other delivery is acted on."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from gidgethub import sansio
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from github_app.db.app_tables import InstallationRepository, InstallationStatus, OutboxItem
+from github_app.db.models import GitHubInstallation
+from github_app.db.types import new_id, utcnow
+from github_app.db.upsert import upsert
+from github_app.handling import HandlerContext, PermanentFailure
+
+log = logging.getLogger(__name__)
+
+
+def _installation(event: sansio.Event) -> dict[str, Any]:
+    inst = event.data.get("installation")
+    if not isinstance(inst, dict) or not isinstance(inst.get("id"), int):
+        raise PermanentFailure(f"{event.event} delivery has no installation id")
+    return inst
+
+
+def _repository_ids(repos: list[dict[str, Any]]) -> list[int]:
+    return [r["id"] for r in repos if isinstance(r.get("id"), int)]
+
+
+async def _save_installation(session: AsyncSession, inst: dict[str, Any]) -> None:
+    account = inst.get("account") or {}
+    await upsert(
+        session,
+        GitHubInstallation.__table__,
+        {
+            "id": new_id(),
+            "installationId": inst["id"],
+            "accountId": account.get("id", 0),
+            "accountLogin": account.get("login", ""),
+            "createdAt": utcnow(),
+        },
+        conflict=["installationId"],
+        update=["accountId", "accountLogin"],
+    )
+
+
+async def _add_repositories(session: AsyncSession, installation_id: int, repos: list[dict[str, Any]]) -> None:
+    for repo in repos:
+        await upsert(
+            session,
+            InstallationRepository.__table__,
+            {
+                "repository_id": repo["id"],
+                "installation_id": installation_id,
+                "full_name": repo["full_name"],
+                "full_name_key": repo["full_name"].lower(),
+                "added_at": utcnow(),
+            },
+            conflict=["repository_id"],
+            update=["installation_id", "full_name", "full_name_key"],
+        )
+
+
+async def _set_suspended(session: AsyncSession, installation_id: int, suspended: bool) -> None:
+    now = utcnow()
+    await upsert(
+        session,
+        InstallationStatus.__table__,
+        {"installation_id": installation_id, "suspended_at": now if suspended else None, "updated_at": now},
+        conflict=["installation_id"],
+        update=["suspended_at", "updated_at"],
+    )
+
+
+async def installation_active(ctx: HandlerContext, event: sansio.Event) -> None:
+    """created, new_permissions_accepted, unsuspend: the installation and its repositories, in use."""
+    inst = _installation(event)
+    await _save_installation(ctx.session, inst)
+    await _add_repositories(ctx.session, inst["id"], event.data.get("repositories") or [])
+    await _set_suspended(ctx.session, inst["id"], False)
+
+
+async def installation_suspended(ctx: HandlerContext, event: sansio.Event) -> None:
+    inst = _installation(event)
+    await _save_installation(ctx.session, inst)
+    await _set_suspended(ctx.session, inst["id"], True)
+
+
+async def installation_deleted(ctx: HandlerContext, event: sansio.Event) -> None:
+    installation_id = _installation(event)["id"]
+    session = ctx.session
+    await session.execute(
+        delete(InstallationRepository).where(InstallationRepository.installation_id == installation_id)
+    )
+    await session.execute(delete(InstallationStatus).where(InstallationStatus.installation_id == installation_id))
+    await session.execute(delete(GitHubInstallation).where(GitHubInstallation.installation_id == installation_id))
+    # Nothing can be written to an uninstalled repository; pending check runs and comments go too.
+    await session.execute(delete(OutboxItem).where(OutboxItem.installation_id == installation_id))
+
+
+async def repositories_added(ctx: HandlerContext, event: sansio.Event) -> None:
+    inst = _installation(event)
+    await _save_installation(ctx.session, inst)
+    await _add_repositories(ctx.session, inst["id"], event.data.get("repositories_added") or [])
+
+
+async def repositories_removed(ctx: HandlerContext, event: sansio.Event) -> None:
+    installation_id = _installation(event)["id"]
+    ids = _repository_ids(event.data.get("repositories_removed") or [])
+    if ids:
+        await ctx.session.execute(
+            delete(InstallationRepository).where(
+                InstallationRepository.installation_id == installation_id,
+                InstallationRepository.repository_id.in_(ids),
+            )
+        )
+
+
+async def is_suspended(session: AsyncSession, installation_id: int) -> bool:
+    stmt = select(InstallationStatus.suspended_at).where(InstallationStatus.installation_id == installation_id)
+    return (await session.execute(stmt)).scalar_one_or_none() is not None
