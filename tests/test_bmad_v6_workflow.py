@@ -3,6 +3,7 @@ decisions and the QA's pull request review, through signed deliveries and the fa
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -562,4 +563,21 @@ async def test_a_gate_decision_by_the_qa_merged_by_the_developer_counts(app: App
     [recorded] = await audit_reasons(m, "gate_recorded")
     assert "gate PASS recorded by @quinn-qa" in recorded
     assert len(await m.rows("SELECT id FROM escrow_release_request")) == 1
+    await all_processed(m)
+
+
+async def test_a_ready_for_dev_from_a_developers_fork_merged_by_the_pm_is_not_an_approval(
+    app: App, market: Market, repo: Repo, fake_github: FakeGitHub
+) -> None:
+    m = market
+    await app.deliver("push", repo.push_main({SPRINT: sprint_status(**entry("backlog"))}, PM))
+    ready = sprint_status(**entry("ready-for-dev"))
+    blob = hashlib.sha1(b"blob %d\0" % len(ready.encode()) + ready.encode()).hexdigest()
+    fake_github.set_pull_files(REPO, 9, [{"filename": SPRINT, "status": "modified", "sha": blob}])
+    # The fork's pushes never reach the app: the PR's files show who wrote this version.
+    await app.deliver("pull_request", m.pr("opened", 9, title="Plan story 1.4", branch="plan", fork=True))
+    await app.deliver("push", repo.push_main({SPRINT: ready}, PM))
+    assert (await only_story(m))["status"] == "DRAFT"
+    refusals = await audit_reasons(m, "transition_refused")
+    assert any("@dana-dev cannot approve story 1.4" in r for r in refusals)
     await all_processed(m)
