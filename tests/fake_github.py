@@ -219,7 +219,6 @@ class FakeGitHub:
             "state": str(review.get("state", "")).upper(),
         }
 
-
     def add_delivery(
         self,
         guid: str | None = None,
@@ -592,7 +591,6 @@ class FakeGitHub:
     async def _pull_reviews(self, request: web.Request) -> web.Response:
         reviews = self._repo_of(request).reviews.get(int(request.match_info["number"]), {})
         return self._paginate(request, [reviews[i] for i in sorted(reviews)])
-
 
     async def _create_check_run(self, request: web.Request) -> web.Response:
         body = _json_object(request)
