@@ -127,6 +127,7 @@ class _Repo:
     files: dict[str, dict[str, bytes]] = field(default_factory=dict)  # ref -> path -> content
     compares: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     pull_files: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    commit_pulls: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     reviews: dict[int, dict[int, dict[str, Any]]] = field(default_factory=dict)  # PR -> review id -> review
 
 
@@ -162,6 +163,7 @@ class FakeGitHub:
         app.router.add_get(repo + "/contents/{path:.+}", self._get_contents)
         app.router.add_get(repo + "/compare/{basehead:.+}", self._compare)
         app.router.add_get(repo + "/pulls/{number:\\d+}/files", self._pull_files)
+        app.router.add_get(repo + "/commits/{sha}/pulls", self._commit_pulls)
         app.router.add_get(repo + "/pulls/{number:\\d+}/reviews", self._pull_reviews)
         app.router.add_get(repo + "/commits/{ref}/check-runs", self._list_check_runs)
         app.router.add_post(repo + "/check-runs", self._create_check_run)
@@ -211,6 +213,9 @@ class FakeGitHub:
 
     def set_pull_files(self, repo: str, number: int, files: Sequence[dict[str, Any]]) -> None:
         self._repo(repo).pull_files[number] = list(files)
+
+    def set_commit_pulls(self, repo: str, sha: str, pulls: Sequence[dict[str, Any]]) -> None:
+        self._repo(repo).commit_pulls[sha] = list(pulls)
 
     def add_review(self, repo: str, number: int, review: dict[str, Any]) -> None:
         """A pull request review as GitHub keeps it (a dismissed review keeps its id, state `DISMISSED`)."""
@@ -587,6 +592,9 @@ class FakeGitHub:
         # Every PR the tests speak of exists; one whose files were not seeded changed none we look at.
         files = self._repo_of(request).pull_files.get(int(request.match_info["number"]), [])
         return self._paginate(request, files)
+
+    async def _commit_pulls(self, request: web.Request) -> web.Response:
+        return web.json_response(self._repo_of(request).commit_pulls.get(request.match_info["sha"], []))
 
     async def _pull_reviews(self, request: web.Request) -> web.Response:
         reviews = self._repo_of(request).reviews.get(int(request.match_info["number"]), {})
