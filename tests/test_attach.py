@@ -296,7 +296,8 @@ def test_an_installation_from_before_the_app_schema_is_moved_with_every_row(fres
     assert not (tables_in(fresh_url, "public") & (APP_TABLES | {"alembic_version"}))
     assert tables_in(fresh_url, DEFAULT_APP_SCHEMA) == APP_TABLES | {"alembic_version"}
     moved = {t: query(fresh_url, f'SELECT * FROM {DEFAULT_APP_SCHEMA}."{t}" ORDER BY 1') for t in LEGACY_APP_TABLES}
-    assert moved == rows
+    # Later revisions add columns at the end; the columns the rows had are kept as they were.
+    assert {t: [tuple(r)[: len(rows[t][0])] for r in moved[t]] for t in moved} == rows
     # Moved, not copied: sequences and foreign keys came along.
     asyncio.run(
         pg_execute(
