@@ -581,3 +581,19 @@ async def test_a_ready_for_dev_from_a_developers_fork_merged_by_the_pm_is_not_an
     refusals = await audit_reasons(m, "transition_refused")
     assert any("@dana-dev cannot approve story 1.4" in r for r in refusals)
     await all_processed(m)
+
+
+async def test_a_review_counts_only_from_the_github_account_bound_to_the_qa(
+    app: App, market: Market, repo: Repo
+) -> None:
+    m = market
+    await approved_v6_story(app, m, repo)
+    await app.deliver("push", m.push(BRANCH, {GATE_DECISION: gate_decision("CONCERNS")}, QA))  # binds QA's account
+    # The login was renamed and reclaimed by another GitHub account: its approval is not QA's.
+    head = m.heads[BRANCH]
+    await app.deliver("pull_request_review", m.review(7, head_sha=head, review_id=2, reviewer_id=4242))
+    story = await only_story(m)
+    assert (story["gate"], story["reviews"]) == ("CONCERNS", 1)
+    refusals = await audit_reasons(m, "transition_refused")
+    assert any("@quinn-qa now belongs to a different GitHub account (id 4242)" in r for r in refusals)
+    await all_processed(m)

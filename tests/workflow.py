@@ -221,6 +221,7 @@ class Market:
         sender: str | None = None,
         author: str = DEV,
         pr_updated_at: str | None = None,
+        reviewer_id: int | None = None,
     ) -> dict[str, Any]:
         """A pull_request_review delivery: `reviewer` approved / requested changes on (by default) the
         PR's head commit; `action="dismissed"` is sent by `sender` (default the reviewer)."""
@@ -231,7 +232,12 @@ class Market:
         data["review"].update(
             {
                 "id": review_id,
-                "user": {**data["review"]["user"], "login": reviewer, "type": "User", "id": account_id(reviewer)},
+                "user": {
+                    **data["review"]["user"],
+                    "login": reviewer,
+                    "type": "User",
+                    "id": reviewer_id or account_id(reviewer),
+                },
                 "state": "dismissed" if action == "dismissed" else state,
                 "commit_id": commit_id or head,
                 "html_url": f"{pr_url}#pullrequestreview-{review_id}",
