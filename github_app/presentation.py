@@ -66,6 +66,7 @@ class StoryView:
     reverted_by: int | None = None
     # Another PR on the same head commit whose check is stricter: (its number, its conclusion).
     held_by: tuple[int, str] | None = None
+    layout: str | None = None  # which BMAD layout the repository uses, and where its files are
 
 
 @dataclass(frozen=True)
@@ -344,6 +345,8 @@ def _explanations(view: StoryView) -> str:
             f"#### Configuration\n{_code('.github/bmad-marketplace.yml')} has problems; the defaults "
             f"apply instead:\n{items}"
         )
+    if view.layout:
+        sections.append(f"#### BMAD layout\n{_plain(view.layout)}")
     return "\n\n".join(sections)
 
 

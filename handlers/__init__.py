@@ -6,8 +6,8 @@ service, and let the unit of work and the outbox carry the effects.
 
 from gidgethub import routing
 
-from handlers import installation, pull_request, push
+from handlers import installation, pull_request, pull_request_review, push
 
-router = routing.Router(installation.router, pull_request.router, push.router)
+router = routing.Router(installation.router, pull_request.router, pull_request_review.router, push.router)
 
 __all__ = ["router"]

@@ -128,6 +128,7 @@ class _Repo:
     compares: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     pull_files: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     commit_pulls: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    reviews: dict[int, dict[int, dict[str, Any]]] = field(default_factory=dict)  # PR -> review id -> review
 
 
 class FakeGitHub:
@@ -163,6 +164,7 @@ class FakeGitHub:
         app.router.add_get(repo + "/compare/{basehead:.+}", self._compare)
         app.router.add_get(repo + "/pulls/{number:\\d+}/files", self._pull_files)
         app.router.add_get(repo + "/commits/{sha}/pulls", self._commit_pulls)
+        app.router.add_get(repo + "/pulls/{number:\\d+}/reviews", self._pull_reviews)
         app.router.add_get(repo + "/commits/{ref}/check-runs", self._list_check_runs)
         app.router.add_post(repo + "/check-runs", self._create_check_run)
         app.router.add_patch(repo + "/check-runs/{id:\\d+}", self._update_check_run)
@@ -214,6 +216,13 @@ class FakeGitHub:
 
     def set_commit_pulls(self, repo: str, sha: str, pulls: Sequence[dict[str, Any]]) -> None:
         self._repo(repo).commit_pulls[sha] = list(pulls)
+
+    def add_review(self, repo: str, number: int, review: dict[str, Any]) -> None:
+        """A pull request review as GitHub keeps it (a dismissed review keeps its id, state `DISMISSED`)."""
+        self._repo(repo).reviews.setdefault(number, {})[int(review["id"])] = {
+            **review,
+            "state": str(review.get("state", "")).upper(),
+        }
 
     def add_delivery(
         self,
@@ -586,6 +595,10 @@ class FakeGitHub:
 
     async def _commit_pulls(self, request: web.Request) -> web.Response:
         return web.json_response(self._repo_of(request).commit_pulls.get(request.match_info["sha"], []))
+
+    async def _pull_reviews(self, request: web.Request) -> web.Response:
+        reviews = self._repo_of(request).reviews.get(int(request.match_info["number"]), {})
+        return self._paginate(request, [reviews[i] for i in sorted(reviews)])
 
     async def _create_check_run(self, request: web.Request) -> web.Response:
         body = _json_object(request)

@@ -14,6 +14,7 @@ from github_app.domain.story_machine import (
     DraftPrOpened,
     Event,
     GateRecorded,
+    GateWithdrawn,
     MarkedReady,
     NewCommits,
     NoChange,
@@ -614,3 +615,15 @@ def test_decisions_carry_their_domain_events() -> None:
 
     assert StoryDone(7) in done.events and StatusChanged(S.READY_FOR_REVIEW, S.DONE) in done.events  # type: ignore[union-attr]
     assert StoryApproved("u-pm") in approved.events  # type: ignore[union-attr]
+
+
+def test_a_withdrawn_gate_no_longer_counts_and_the_merge_waits_for_qa_again() -> None:
+    withdraw = GateWithdrawn("https://github.com/o/r/pull/7#pullrequestreview-1")
+    after, decisions = run(ready_for_review(), (PASS, QA), (withdraw, PM), (PrMerged(pr(7)), CLIENT))
+
+    assert isinstance(decisions[1], Recorded) and decisions[1].action is Action.GATE_WITHDRAWN
+    assert "waits for QA again" in decisions[1].reason
+    assert after.status is S.READY_FOR_REVIEW and after.gate is None and not after.gate_accepted
+    assert isinstance(decide(story(S.READY_FOR_REVIEW), withdraw, PM), NoChange)  # no gate in force
+    done, _ = run(ready_for_review(), (PASS, QA), (PrMerged(pr(7)), CLIENT))
+    assert isinstance(decide(done, withdraw, PM), NoChange)  # DONE is final

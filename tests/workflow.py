@@ -208,6 +208,63 @@ class Market:
         data["repository"].update({"full_name": REPO, "default_branch": "main"})
         return data
 
+    def review(
+        self,
+        number: int,
+        *,
+        reviewer: str = QA,
+        state: str = "approved",
+        action: str = "submitted",
+        review_id: int = 1,
+        commit_id: str | None = None,
+        head_sha: str | None = None,
+        sender: str | None = None,
+        author: str = DEV,
+        pr_updated_at: str | None = None,
+        reviewer_id: int | None = None,
+    ) -> dict[str, Any]:
+        """A pull_request_review delivery: `reviewer` approved / requested changes on (by default) the
+        PR's head commit; `action="dismissed"` is sent by `sender` (default the reviewer)."""
+        head = head_sha or f"{number:04d}" + "a" * 36
+        name = "dismissed.payload.json" if action == "dismissed" else "submitted.payload.json"
+        data = payload("pull_request_review", name)
+        pr_url = f"https://github.com/{REPO}/pull/{number}"
+        data["review"].update(
+            {
+                "id": review_id,
+                "user": {
+                    **data["review"]["user"],
+                    "login": reviewer,
+                    "type": "User",
+                    "id": reviewer_id or account_id(reviewer),
+                },
+                "state": "dismissed" if action == "dismissed" else state,
+                "commit_id": commit_id or head,
+                "html_url": f"{pr_url}#pullrequestreview-{review_id}",
+                "submitted_at": self.tick(),
+            }
+        )
+        pr = data["pull_request"]
+        pr.update(
+            {
+                "number": number,
+                "html_url": pr_url,
+                "updated_at": pr_updated_at or self.tick(),
+                "user": {**pr["user"], "login": author, "type": "User", "id": account_id(author)},
+            }
+        )
+        pr["head"].update({"sha": head})
+        data.update(
+            {
+                "action": action,
+                "installation": {"id": INSTALLATION_ID},
+                "sender": {"login": sender or reviewer, "type": "User", "id": account_id(sender or reviewer)},
+            }
+        )
+        data["repository"].update({"full_name": REPO, "default_branch": "main"})
+        self.fake.add_review(REPO, number, data["review"])
+        return data
+
 
 async def seed_market(runtime: Runtime, fake: FakeGitHub) -> Market:
     market = Market(runtime, fake)

@@ -10,6 +10,10 @@ accepted_gates: [PASS, WAIVED, CONCERNS]          # PASS is required; FAIL is ne
 default_budget: {min: 500, max: 1500, currency: USD}   # budget of the published developer opportunity
 status_aliases: {"QA Approved": Done, "Pronto": Approved}  # story statuses in this repo's own words
 release_branches: [release]        # besides the default branch, merges into these complete a story
+implementation_dir: _bmad-output/implementation-artifacts   # overrides BMAD v6 implementation_artifacts
+sprint_status: _bmad-output/implementation-artifacts/sprint-status.yaml
+test_artifacts_dir: _bmad-output/test-artifacts  # where TEA writes gate-decision.json
+qa_sources: [review, gate_decision, gate_file]    # what counts as QA's acceptance (default: all)
 ```
 
 A branch pattern either names its groups `epic` and `story`, has two groups (epic, then story), or has
@@ -35,6 +39,7 @@ import yaml
 from github_app.bmad import safe_yaml
 from github_app.bmad.core_config import MAX_CONFIG_BYTES, BmadPaths, describe_yaml_error, normalize_dir
 from github_app.bmad.gate_file import GateDecision
+from github_app.bmad.layout import PathOverrides
 from github_app.bmad.statuses import StoryFileStatus, parse_status_aliases
 from github_app.bounded import bounded_repr, clip, storable_number
 
@@ -57,7 +62,13 @@ _KNOWN_KEYS = (
     "default_budget",
     "status_aliases",
     "release_branches",
+    "implementation_dir",
+    "sprint_status",
+    "test_artifacts_dir",
+    "qa_sources",
 )
+# Where QA's acceptance may come from: the QA's pull request review, TEA's gate-decision.json, v4 gate files.
+QA_SOURCES = ("review", "gate_decision", "gate_file")
 _BUDGET_KEYS = ("min", "max", "currency")
 
 
@@ -72,7 +83,21 @@ class RepoConfig:
     # Normalized written status -> template status; see github_app.bmad.statuses.
     status_aliases: dict[str, StoryFileStatus] = field(default_factory=dict, hash=False)
     release_branches: tuple[str, ...] = ()
+    implementation_dir: str | None = None
+    sprint_status: str | None = None
+    test_artifacts_dir: str | None = None
+    qa_sources: frozenset[str] = frozenset(QA_SOURCES)
     problems: tuple[str, ...] = ()
+
+    @property
+    def path_overrides(self) -> PathOverrides:
+        return PathOverrides(
+            story_dir=self.story_dir,
+            gate_dir=self.gate_dir,
+            implementation_dir=self.implementation_dir,
+            sprint_status=self.sprint_status,
+            test_artifacts_dir=self.test_artifacts_dir,
+        )
 
 
 def effective_paths(core: BmadPaths, repo: RepoConfig) -> BmadPaths:
@@ -220,6 +245,10 @@ def parse_repo_config(text: str | bytes | None) -> RepoConfig:
         default_budget=_budget(data.get("default_budget"), problems),
         status_aliases=parse_status_aliases(data.get("status_aliases"), problems),
         release_branches=_release_branches(data.get("release_branches"), problems),
+        implementation_dir=_folder(data, "implementation_dir", problems),
+        sprint_status=_file(data, "sprint_status", problems),
+        test_artifacts_dir=_folder(data, "test_artifacts_dir", problems),
+        qa_sources=_qa_sources(data.get("qa_sources"), problems),
         problems=tuple(problems),
     )
 
@@ -245,6 +274,28 @@ def _folder(data: dict[Any, Any], key: str, problems: list[str]) -> str | None:
     except ValueError as exc:
         problems.append(f"{key}: {exc}; using the BMAD core config")
         return None
+
+
+def _file(data: dict[Any, Any], key: str, problems: list[str]) -> str | None:
+    # A file path follows the same rules as a folder: inside the repository, not empty.
+    return _folder(data, key, problems)
+
+
+def _qa_sources(value: object, problems: list[str]) -> frozenset[str]:
+    default = frozenset(QA_SOURCES)
+    items = [value] if isinstance(value, str) else value
+    if value is None:
+        return default
+    if not isinstance(items, list) or not items:
+        drawn = ", ".join(QA_SOURCES)
+        problems.append(f"qa_sources should be a list drawn from {drawn}, not {bounded_repr(value)}; using all")
+        return default
+    bad = [item for item in items if item not in QA_SOURCES]
+    if bad:
+        named = ", ".join(bounded_repr(item, 40) for item in bad[:5])
+        problems.append(f"qa_sources: {named} not one of {', '.join(QA_SOURCES)}; using all")
+        return default
+    return frozenset(str(item) for item in items)
 
 
 def _accepted_gates(value: object, problems: list[str]) -> frozenset[GateDecision]:

@@ -19,6 +19,7 @@ READY_FOR_REVIEW          ConvertedToDraft                        anyone  IN_PRO
 READY_FOR_REVIEW          PrClosedUnmerged, PrMerged elsewhere    anyone  IN_PROGRESS       REJECTED
 READY_FOR_REVIEW          PrMerged at a reviewed head, accepted   anyone  DONE              APPROVED
 READY_FOR_REVIEW, merged  GateRecorded, accepted, merged head     (3)     DONE              APPROVED
+(any but DONE)            GateWithdrawn                           anyone  (stays)           (stays)
 
 (1) a user with the PM or ARCHITECT role on the project who introduced the Approved status (the
     service passes the author of the file version, not whoever pushed or merged it).
@@ -208,6 +209,14 @@ class GateRecorded:
     expires_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class GateWithdrawn:
+    """The source of the gate in force no longer speaks for QA (its pull request review was dismissed):
+    a fact, whoever dismissed it. The story waits for QA again."""
+
+    source: str
+
+
 Event = (
     StoryFileApproved
     | DraftPrOpened
@@ -219,6 +228,7 @@ Event = (
     | PrClosedUnmerged
     | PrMerged
     | GateRecorded
+    | GateWithdrawn
 )
 
 
@@ -238,6 +248,7 @@ class Action(enum.StrEnum):
     PR_MERGED = "pr_merged"
     PR_MERGED_ELSEWHERE = "pr_merged_outside_default_branch"
     GATE_RECORDED = "gate_recorded"
+    GATE_WITHDRAWN = "gate_withdrawn"
     REVIEW_OUTDATED = "review_outdated"
     REVIEW_EXTENDED = "review_extended"
     COMPLETED = "completed"
@@ -404,6 +415,8 @@ def _decide(story: StorySnapshot, event: Event, actor: Actor) -> Decision:
             return _merged(story, pr, merged_at)
         case GateRecorded(decision=decision, accepted=accepted, reviewed=reviewed, expires_at=expires_at):
             return _gate(story, decision, accepted, actor, reviewed, expires_at)
+        case GateWithdrawn(source=source):
+            return _withdrawn(story, source)
     raise TypeError(f"not a story event: {event!r}")
 
 
@@ -702,3 +715,11 @@ def _gate(
     if story.status is S.READY_FOR_REVIEW:
         reason += "; waiting for the merge" if accepted else "; waiting for an accepted gate"
     return Recorded(story.status, Action.GATE_RECORDED, reason, after)
+
+
+def _withdrawn(story: StorySnapshot, source: str) -> Decision:
+    if story.gate is None:
+        return NoChange(f"{story.label} has no gate in force to withdraw")
+    after = replace(story, gate=None, gate_accepted=False, reviewed_heads=frozenset(), gate_expires_at=None)
+    reason = f"the gate in force ({source}) was withdrawn; {story.label} waits for QA again"
+    return Recorded(story.status, Action.GATE_WITHDRAWN, reason, after)

@@ -33,6 +33,7 @@ from github_app.services.stories import (
     lock_story,
     snapshot,
 )
+from github_app.services.v6_pushes import v6_file_limit
 from github_app.services.views import refresh_pr
 
 log = logging.getLogger(__name__)
@@ -196,7 +197,11 @@ async def handle_pull_request(ctx: HandlerContext, event: sansio.Event) -> None:
             if (
                 blob
                 and f.get("status") != "removed"
-                and (is_gate_path(name, rc.paths.gate_dir) or is_story_path(name, rc.paths.story_dir))
+                and (
+                    is_gate_path(name, rc.paths.gate_dir)
+                    or is_story_path(name, rc.paths.story_dir)
+                    or v6_file_limit(name, rc.layout) is not None
+                )
             ):
                 await record_origin(
                     session,

@@ -1,5 +1,6 @@
-"""Push events: story files on the default branch create and update stories; QA gate files on any
-branch record reviews and move stories."""
+"""Push events: story files on the default branch create and update stories (BMAD v4 story files, and
+v6 sprint status and story files through `services.v6_pushes`); QA gate files and TEA gate decisions
+on any branch record reviews and move stories."""
 
 from __future__ import annotations
 
@@ -16,7 +17,15 @@ from sqlalchemy import select, true
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from github_app.bmad.gate_file import DEFAULT_MAX_BYTES, GateFileError, gate_id_from_path, is_gate_path, parse_gate_file
+from github_app.bmad.gate_decision import GateDecisionError, parse_gate_decision
+from github_app.bmad.gate_file import (
+    DEFAULT_MAX_BYTES,
+    GateDecision,
+    GateFileError,
+    gate_id_from_path,
+    is_gate_path,
+    parse_gate_file,
+)
 from github_app.bmad.story_file import (
     BmadFileError,
     NotAStory,
@@ -39,6 +48,7 @@ from github_app.presentation import story_files_check_payload
 from github_app.services.decisions import StoryScope, apply_decision
 from github_app.services.people import actor_for
 from github_app.services.provenance import carried_note, push_introducer, record_origin
+from github_app.services.qa_decisions import QaDecision, record_qa_decision
 from github_app.services.repo import FileTooLarge, RemoteFile, RepoContext, load_repo_context
 from github_app.services.stories import (
     audit,
@@ -48,6 +58,7 @@ from github_app.services.stories import (
     snapshot,
     story_state,
 )
+from github_app.services.v6_pushes import read_v6, v6_default_branch_work
 from github_app.services.views import refresh_pr, refresh_story_prs
 
 log = logging.getLogger(__name__)
@@ -170,8 +181,9 @@ async def handle_push(ctx: HandlerContext, event: sansio.Event) -> None:
     gates = [
         await _read(rc, push, path, status, DEFAULT_MAX_BYTES)
         for path, status in sorted(changes.items())
-        if status != "removed" and is_gate_path(path, rc.paths.gate_dir)
+        if status != "removed" and is_gate_path(path, rc.paths.gate_dir) and "gate_file" in rc.config.qa_sources
     ]
+    v6 = await read_v6(ctx.session, rc, push, changes, partial(_read, rc, push), on_default)
     report = StoryFileReport()
     # Each file is applied on its own, in a savepoint: one that cannot be stored is refused alone. Story
     # files go before gate files: a gate may name a story the same push creates.
@@ -180,9 +192,15 @@ async def handle_push(ctx: HandlerContext, event: sansio.Event) -> None:
         if await _isolated(ctx, rc, fetched.path, meta, report, partial(_note_origin, ctx, rc, push, fetched)):
             if on_default:
                 applied.append((fetched.path, partial(_story_file, ctx, rc, push, fetched, meta, report)))
+    for fetched in v6.tracked():
+        await _isolated(ctx, rc, fetched.path, meta, report, partial(_note_origin, ctx, rc, push, fetched))
+    if on_default:
+        applied += v6_default_branch_work(ctx, rc, push, v6, meta, report)
     for fetched in gates:
         if await _isolated(ctx, rc, fetched.path, meta, report, partial(_note_origin, ctx, rc, push, fetched)):
             applied.append((fetched.path, partial(_gate_file, ctx, rc, push, fetched, meta)))
+    if v6.gate_decision is not None:
+        applied.append((v6.gate_decision.path, partial(_gate_decision, ctx, rc, push, v6.gate_decision, meta)))
     for path, apply in applied:
         await _isolated(ctx, rc, path, meta, report, apply)
     if report.refused or report.warnings:
@@ -577,3 +595,54 @@ async def _review_known(session: AsyncSession, story_id: str, path: str, blob_sh
 
 def _label(story: Story) -> str:
     return f"story {story.epic_number}.{story.story_number}"
+
+
+async def _gate_decision(
+    ctx: HandlerContext, rc: RepoContext, push: Push, fetched: Fetched, meta: dict[str, Any]
+) -> None:
+    """TEA's gate-decision.json: counted like a gate file, from whoever introduced this version."""
+    session = ctx.session
+    path = fetched.path
+    commit = push.last_commit_touching(path) or {}
+    fields = {**meta, "path": path, "commit_sha": commit.get("id") or push.after}
+    try:
+        if fetched.error is not None:
+            raise GateDecisionError(fetched.error)
+        if fetched.remote is None:
+            return
+        remote = fetched.remote
+        found = parse_gate_decision(remote.content, path)
+    except GateDecisionError as exc:
+        await _gate_problem_on_branch(ctx, rc, push, f"{path}: {exc}")
+        return
+    if found is None:
+        log.info("gate decision about no story", extra={"repository": rc.repository, "path": path})
+        return
+    existing = await find_story(session, rc.project.id, found.epic, found.story)
+    if existing is None:
+        await _gate_problem_on_branch(ctx, rc, push, f"{path}: story {found.key} does not exist in this project")
+        return
+    story = await lock_story(session, existing.id)
+    reviewer = await actor_for(session, rc.project, fetched.origin, push.sender_type, fetched.origin_id)
+    if found.gate is None:
+        reason = f"{path} says NOT_EVALUATED for {found.key}; nothing decided"
+        audit(session, story, "gate_not_evaluated", reviewer, {**fields, "reason": reason})
+        return
+    # TEA writes WAIVED only on a human override; its rationale is the waiver's reason.
+    waiver = found.gate is GateDecision.WAIVED and bool(found.rationale)
+    accepted, why = sm.accepted_gate(found.gate, waiver, False, rc.config.accepted_gates)
+    qa = QaDecision(
+        gate=found.gate,
+        accepted=accepted,
+        why=why,
+        source=path,
+        version=remote.blob_sha,
+        commit_sha=str(fields["commit_sha"]),
+        decided_at=push.committed_at(path),
+        reviewed=await _reviewed_heads(ctx, rc, push, story, path),
+        notes=(f"rationale: {clip(found.rationale, 200)}",) if found.rationale else (),
+    )
+    carried = carried_note(fetched.origin, push.sender_login)
+    await record_qa_decision(session, rc, story, reviewer, qa, fields, carried)
+    if push.branch != rc.default_branch and story.qa_gate_path == path:
+        await _gate_problem_on_branch(ctx, rc, push, None)

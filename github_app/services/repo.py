@@ -14,6 +14,7 @@ from gidgethub import BadRequest
 from gidgethub.abc import GitHubAPI
 
 from github_app.bmad.core_config import CORE_CONFIG_PATH, BmadPaths, parse_core_config
+from github_app.bmad.layout import LAYOUT_FILES, BmadLayout, detect_layout
 from github_app.bmad.repo_config import REPO_CONFIG_PATH, RepoConfig, effective_paths, parse_repo_config
 from github_app.db.models import Project
 from github_app.db.queries import project_for_repository
@@ -21,6 +22,20 @@ from github_app.handling import HandlerContext, PermanentFailure
 from github_app.services.installations import is_suspended
 
 log = logging.getLogger(__name__)
+
+LAYOUT_FILE_MAX_BYTES = 64 * 1024
+
+
+class RepoNotes(tuple[str, ...]):
+    """The configuration problems a pull request shows, carrying the one-line description of the
+    repository's BMAD layout beside them (passed wherever the problems already go)."""
+
+    layout: str | None
+
+    def __new__(cls, problems: tuple[str, ...] = (), *, layout: str | None = None) -> RepoNotes:
+        notes = super().__new__(cls, problems)
+        notes.layout = layout
+        return notes
 
 
 class FileTooLarge(Exception):
@@ -44,12 +59,14 @@ class RepoContext:
     gh: GitHubAPI
     paths: BmadPaths = field(default_factory=BmadPaths)
     config: RepoConfig = field(default_factory=RepoConfig)
+    layout: BmadLayout = field(default_factory=lambda: detect_layout({}))
 
     @property
-    def config_problems(self) -> tuple[str, ...]:
+    def config_problems(self) -> RepoNotes:
         core = tuple(f"{CORE_CONFIG_PATH}: {p}" for p in self.paths.problems)
+        v6 = tuple(p for p in self.layout.problems if not p.startswith(CORE_CONFIG_PATH))
         app = tuple(f"{REPO_CONFIG_PATH}: {p}" for p in self.config.problems)
-        return core + app
+        return RepoNotes(core + v6 + app, layout=self.layout.describe(self.default_branch))
 
     async def fetch(self, path: str, ref: str, *, max_bytes: int | None = None) -> RemoteFile | None:
         return await fetch_file(self.gh, self.repository, path, ref, max_bytes=max_bytes)
@@ -107,12 +124,20 @@ async def load_repo_context(ctx: HandlerContext, data: dict[str, Any]) -> RepoCo
         cache.forget(full_name)
     cached = cache.get(full_name)
     if cached is None:
-        core = await rc.fetch(CORE_CONFIG_PATH, default_branch)
         app = await rc.fetch(REPO_CONFIG_PATH, default_branch)
         config = parse_repo_config(app.content if app else None)
-        cached = (effective_paths(parse_core_config(core.content if core else None), config), config)
+        files: dict[str, bytes | None] = {}
+        for path in LAYOUT_FILES:
+            try:
+                found = await rc.fetch(path, default_branch, max_bytes=LAYOUT_FILE_MAX_BYTES)
+            except FileTooLarge:
+                found = RemoteFile(path, b"\0" * (LAYOUT_FILE_MAX_BYTES + 1), "")  # reported as too large
+            files[path] = found.content if found else None
+        layout = detect_layout(files, config.path_overrides)
+        core = parse_core_config(files[CORE_CONFIG_PATH])
+        cached = (effective_paths(core, config), config, layout)
         cache.put(full_name, cached)
-    rc.paths, rc.config = cached
+    rc.paths, rc.config, rc.layout = cached
     return rc
 
 
@@ -121,7 +146,7 @@ def _changes_configuration(data: dict[str, Any], default_branch: str) -> bool:
     20 commits may not list them all; the cache's minute bounds that.)"""
     if data.get("ref") != f"refs/heads/{default_branch}":
         return False
-    watched = {CORE_CONFIG_PATH, REPO_CONFIG_PATH}
+    watched = {REPO_CONFIG_PATH, *LAYOUT_FILES}
     for commit in data.get("commits") or []:
         for key in ("added", "modified", "removed"):
             if watched.intersection(commit.get(key) or ()):

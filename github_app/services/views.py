@@ -85,11 +85,12 @@ async def build_view(session: AsyncSession, link: PullRequestLink, config_proble
         escrow=await escrow_text(session, story) if story else "no escrow",
         link_problem=link.link_problem,
         refusal=link.refusal,
-        config_problems=config_problems,
+        config_problems=tuple(config_problems),
         delivers=delivers,
         delivering_pr=story.dev_pr_number if story else None,
         head_reviewed=link.head_sha in reviewed,
         reverted_by=link.reverted_by_pr,
+        layout=getattr(config_problems, "layout", None),
     )
 
 
