@@ -39,7 +39,7 @@ from github_app.bounded import clean_text, clip
 from github_app.db.app_tables import GateReview, PullRequestLink
 from github_app.db.enums import StoryStatus
 from github_app.db.models import Story
-from github_app.db.types import from_github_time, new_id, utcnow
+from github_app.db.types import from_github_time, utcnow
 from github_app.db.upsert import insert_if_absent
 from github_app.domain import story_machine as sm
 from github_app.handling import HandlerContext
@@ -52,6 +52,7 @@ from github_app.services.qa_decisions import QaDecision, record_qa_decision
 from github_app.services.repo import FileTooLarge, RemoteFile, RepoContext, load_repo_context
 from github_app.services.stories import (
     audit,
+    draft_story,
     ensure_developer,
     find_story,
     lock_story,
@@ -352,28 +353,16 @@ async def _story_file(
     for problem in doc.problems:
         log.warning("story file problem", extra={"repository": rc.repository, "path": path, "problem": problem})
         report.warnings.append(f"{path}: {problem}")
-    now = utcnow()
-    created = await insert_if_absent(
+    story, created = await draft_story(
         session,
-        Story.__table__,
-        {
-            "id": new_id(),
-            "projectId": rc.project.id,
-            "epicNumber": doc.epic,
-            "storyNumber": doc.story,
-            "title": doc.title,
-            "description": doc.description,
-            "acceptanceCriteria": doc.acceptance_criteria,
-            "storyFile": path,
-            "status": StoryStatus.DRAFT.value,
-            "createdAt": now,
-            "updatedAt": now,
-        },
-        conflict=["projectId", "epicNumber", "storyNumber"],
+        rc.project.id,
+        doc.epic,
+        doc.story,
+        title=doc.title,
+        description=doc.description,
+        acceptance_criteria=doc.acceptance_criteria,
+        story_file=path,
     )
-    found = await find_story(session, rc.project.id, doc.epic, doc.story)
-    assert found is not None
-    story = await lock_story(session, found.id)
     if not created and _is_other_source(story.story_file, path, rc.paths.story_dir):
         report.refused.append(
             f"{path}: story {doc.epic}.{doc.story} is read from {story.story_file}; this file is not merged "

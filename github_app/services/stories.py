@@ -15,7 +15,7 @@ from github_app.db.app_tables import EscrowReleaseRequest, StoryOpportunity, Sto
 from github_app.db.enums import BidStatus, DeliverableStatus, EscrowStatus, Stage, StoryStatus
 from github_app.db.models import Bid, Deliverable, Escrow, Opportunity, Project, Story, StoryAuditLog
 from github_app.db.types import new_id, utcnow
-from github_app.db.upsert import upsert
+from github_app.db.upsert import insert_if_absent, upsert
 from github_app.domain.story_machine import (
     Actor,
     Decision,
@@ -51,6 +51,43 @@ async def lock_story(session: AsyncSession, story_id: str) -> Story:
 async def find_story(session: AsyncSession, project_id: str, epic: int, number: int) -> Story | None:
     stmt = select(Story).where(Story.project_id == project_id, Story.epic_number == epic, Story.story_number == number)
     return (await session.execute(stmt)).scalars().first()
+
+
+async def draft_story(
+    session: AsyncSession,
+    project_id: str,
+    epic: int,
+    number: int,
+    *,
+    title: str,
+    description: str,
+    acceptance_criteria: str,
+    story_file: str | None,
+) -> tuple[Story, bool]:
+    """The project's story `epic.number`, created as a DRAFT from these fields when it does not exist yet,
+    locked; and whether it was created now. Two deliveries creating it at once make one row."""
+    now = utcnow()
+    created = await insert_if_absent(
+        session,
+        Story.__table__,  # type: ignore[arg-type]
+        {
+            "id": new_id(),
+            "projectId": project_id,
+            "epicNumber": epic,
+            "storyNumber": number,
+            "title": title,
+            "description": description,
+            "acceptanceCriteria": acceptance_criteria,
+            "storyFile": story_file,
+            "status": StoryStatus.DRAFT.value,
+            "createdAt": now,
+            "updatedAt": now,
+        },
+        conflict=["projectId", "epicNumber", "storyNumber"],
+    )
+    found = await find_story(session, project_id, epic, number)
+    assert found is not None
+    return await lock_story(session, found.id), created
 
 
 async def story_state(session: AsyncSession, story_id: str) -> StoryState:

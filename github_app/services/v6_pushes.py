@@ -43,15 +43,13 @@ from github_app.bmad.v6_story import V6StoryDocument, V6StoryError, is_v6_story_
 from github_app.bounded import clean_text
 from github_app.db.enums import StoryStatus
 from github_app.db.models import Story
-from github_app.db.types import new_id, utcnow
-from github_app.db.upsert import insert_if_absent
 from github_app.domain import story_machine as sm
 from github_app.handling import HandlerContext
 from github_app.services.decisions import StoryScope, apply_decision
 from github_app.services.people import actor_for
 from github_app.services.provenance import carried_note
 from github_app.services.repo import FileTooLarge, RepoContext
-from github_app.services.stories import audit, find_story, lock_story, snapshot
+from github_app.services.stories import audit, draft_story, find_story, lock_story, snapshot
 
 if TYPE_CHECKING:
     from github_app.services.pushes import Fetched, Push, StoryFileReport
@@ -326,28 +324,16 @@ async def _upsert_story(
 ) -> Story:
     session = ctx.session
     title = clean_text(doc.title if doc else title_from_slug(entry.slug))
-    now = utcnow()
-    created = await insert_if_absent(
+    story, created = await draft_story(
         session,
-        Story.__table__,
-        {
-            "id": new_id(),
-            "projectId": rc.project.id,
-            "epicNumber": entry.epic,
-            "storyNumber": entry.story,
-            "title": title,
-            "description": clean_text(doc.description) if doc else "",
-            "acceptanceCriteria": clean_text(doc.acceptance_criteria) if doc else "",
-            "storyFile": doc.path if doc else None,
-            "status": StoryStatus.DRAFT.value,
-            "createdAt": now,
-            "updatedAt": now,
-        },
-        conflict=["projectId", "epicNumber", "storyNumber"],
+        rc.project.id,
+        entry.epic,
+        entry.story,
+        title=title,
+        description=clean_text(doc.description) if doc else "",
+        acceptance_criteria=clean_text(doc.acceptance_criteria) if doc else "",
+        story_file=doc.path if doc else None,
     )
-    found = await find_story(session, rc.project.id, entry.epic, entry.story)
-    assert found is not None
-    story = await lock_story(session, found.id)
     if created:
         reason = f"{entry.key} added to sprint status"
         audit(session, story, "story_created", actor, {**fields, "reason": reason}, None, StoryStatus.DRAFT)
@@ -405,30 +391,18 @@ async def _story_file(ctx: HandlerContext, rc: RepoContext, push: Push, read: St
     path = read.fetched.path
     fields = {**meta, "path": path}
     actor = await actor_for(session, rc.project, push.sender_login, push.sender_type, push.sender_id)
-    now = utcnow()
     title, description = clean_text(doc.title), clean_text(doc.description)
     criteria = clean_text(doc.acceptance_criteria)
-    created = await insert_if_absent(
+    story, created = await draft_story(
         session,
-        Story.__table__,
-        {
-            "id": new_id(),
-            "projectId": rc.project.id,
-            "epicNumber": doc.epic,
-            "storyNumber": doc.story,
-            "title": title,
-            "description": description,
-            "acceptanceCriteria": criteria,
-            "storyFile": path,
-            "status": StoryStatus.DRAFT.value,
-            "createdAt": now,
-            "updatedAt": now,
-        },
-        conflict=["projectId", "epicNumber", "storyNumber"],
+        rc.project.id,
+        doc.epic,
+        doc.story,
+        title=title,
+        description=description,
+        acceptance_criteria=criteria,
+        story_file=path,
     )
-    found = await find_story(session, rc.project.id, doc.epic, doc.story)
-    assert found is not None
-    story = await lock_story(session, found.id)
     if created:
         audit(session, story, "story_created", actor, {**fields, "reason": f"{path} added"}, None, StoryStatus.DRAFT)
     else:
