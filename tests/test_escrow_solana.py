@@ -206,3 +206,138 @@ async def test_done_story_paid_in_sol_exactly(app: App, market: Market, sol: Sol
     assert sol.svm.get_balance(sol.treasury) == fee
     assert not sol.svm.get_balance(account)  # emptied, so gone
     assert (await escrow_row(market, escrow_id))["status"] == "RELEASED"
+
+
+# --- refunds -------------------------------------------------------------------------------------
+
+
+async def funded_solana_escrow(
+    app: App, market: Market, sol: SolanaEnv, *, currency: str, amount: int, number: int = 3
+) -> str:
+    """A DONE story's Solana escrow, its account created by sync and funded by the client."""
+    from solders.system_program import TransferParams, transfer
+    from sqlalchemy import text
+
+    chain = sol.chain()
+    chains = Chains(backends={"solana": chain})
+    story_id = await done_story(app, market, number=number)
+    escrow_id = await create_escrow(
+        market, story_id, chain="solana", currency=currency, amount=amount, fee_bps=500, contract_address="x"
+    )
+    account = chain.escrow_account(escrow_id, currency)
+    async with market.runtime.engine.begin() as conn:
+        await conn.execute(
+            text('UPDATE "Escrow" SET "contractAddress" = :a WHERE id = :e'), {"a": str(account), "e": escrow_id}
+        )
+    assert (await sync_funding(app.runtime, chains)).not_funded == [escrow_id]
+    if currency == "SOL":
+        client = sol.client.pubkey()
+        sol.send(sol.client, [transfer(TransferParams(from_pubkey=client, to_pubkey=account, lamports=amount))])
+    else:
+        sol.fund(account, amount)
+    assert (await sync_funding(app.runtime, chains)).funded == [escrow_id]
+    return escrow_id
+
+
+def client_balance(sol: SolanaEnv, currency: str) -> int:
+    if currency == "SOL":
+        return int(sol.svm.get_balance(sol.client.pubkey()) or 0)
+    return sol.balance(sol.client.pubkey())
+
+
+@pytest.mark.parametrize(("currency", "amount"), [("USDC-SPL", 4_200_001), ("SOL", 3 * 10**9 + 7)])
+async def test_refund_pays_the_client_back_exactly_in_one_transaction(
+    app: App, market: Market, sol: SolanaEnv, currency: str, amount: int
+) -> None:
+    from solders.signature import Signature
+
+    from github_app.escrow.refunds import refund
+    from tests.workflow import CLIENT
+
+    await set_wallet(market, CLIENT, "solana", str(sol.client.pubkey()))
+    escrow_id = await funded_solana_escrow(app, market, sol, currency=currency, amount=amount)
+    chain = sol.chain()
+    chains = Chains(backends={"solana": chain})
+    before = client_balance(sol, currency)
+
+    result = await refund(app.runtime, chains, escrow_id, poll_seconds=0.01)
+
+    assert client_balance(sol, currency) - before == amount
+    assert not sol.svm.get_balance(chain.escrow_account(escrow_id, currency))  # closed
+    assert sol.balance(EXPERT) == 0 and sol.balance(sol.treasury) == 0 and not sol.svm.get_balance(sol.treasury)
+    landed = sol.svm.get_transaction(Signature.from_string(result.tx_hash))
+    assert any(f"escrow-refund:{escrow_id}" in line for line in landed.logs())  # type: ignore[union-attr]
+    assert result.tx_url.endswith(f"/tx/{result.tx_hash}?cluster=devnet")
+    assert (await escrow_row(market, escrow_id))["status"] == "REFUNDED"
+    assert await market.rows("SELECT refund_tx_hash FROM escrow_chain_state WHERE escrow_id = :e", e=escrow_id) == [
+        (result.tx_hash,)
+    ]
+    # Again: the same refund is reported, nothing moves.
+    again = await refund(app.runtime, chains, escrow_id, poll_seconds=0.01)
+    assert again.tx_hash == result.tx_hash
+    assert client_balance(sol, currency) - before == amount
+    assert await market.scalar("SELECT count(*) FROM escrow_chain_tx") == 1
+    # The story's release never binds the refunded escrow: the expert gets nothing.
+    await Releaser(app.runtime, chains, poll_seconds=0.01, waiting_retry_seconds=0).run_until_idle()
+    assert await market.rows("SELECT state, escrow_id FROM escrow_release_request") == [("pending", None)]
+    assert sol.balance(EXPERT) == 0 and not sol.svm.get_balance(EXPERT)
+
+
+async def test_refund_without_a_client_wallet_is_refused_and_moves_nothing(
+    app: App, market: Market, sol: SolanaEnv
+) -> None:
+    from github_app.escrow.refunds import RefundRefused, refund
+
+    escrow_id = await funded_solana_escrow(app, market, sol, currency="USDC-SPL", amount=900)
+    chains = Chains(backends={"solana": sol.chain()})
+    with pytest.raises(RefundRefused, match="client has no Solana wallet"):
+        await refund(app.runtime, chains, escrow_id, poll_seconds=0.01)
+    assert sol.balance(sol.client.pubkey()) == 0
+    assert (await escrow_row(market, escrow_id))["status"] == "FUNDED"
+    assert await market.scalar("SELECT count(*) FROM escrow_chain_tx") == 0
+
+
+@pytest.mark.parametrize("step", ["signed", "broadcast", "confirmed"])
+async def test_a_crash_at_any_step_of_a_refund_pays_the_client_once(
+    app: App, market: Market, sol: SolanaEnv, step: str
+) -> None:
+    from github_app.escrow.refunds import refund
+    from tests.test_escrow_release import Crash, crash_at
+    from tests.workflow import CLIENT
+
+    await set_wallet(market, CLIENT, "solana", str(sol.client.pubkey()))
+    escrow_id = await funded_solana_escrow(app, market, sol, currency="USDC-SPL", amount=6000)
+    chains = Chains(backends={"solana": sol.chain()})
+    with pytest.raises(Crash):
+        await refund(app.runtime, chains, escrow_id, poll_seconds=0.01, fault=crash_at(step))
+    assert (await escrow_row(market, escrow_id))["status"] == "FUNDED"  # never marked before confirmation
+    result = await refund(app.runtime, chains, escrow_id, poll_seconds=0.01)
+    assert sol.balance(sol.client.pubkey()) == 6000
+    assert (await escrow_row(market, escrow_id))["status"] == "REFUNDED"
+    assert await market.rows("SELECT tx_hash, kind, state FROM escrow_chain_tx") == [
+        (result.tx_hash, "refund", "confirmed")
+    ]
+
+
+async def test_a_refund_whose_blockhash_expired_unsent_is_rebuilt_only_after_the_chain_is_past_it(
+    app: App, market: Market, sol: SolanaEnv
+) -> None:
+    from github_app.escrow.refunds import RefundRefused, refund
+    from tests.test_escrow_release import Crash, crash_at
+    from tests.workflow import CLIENT
+
+    await set_wallet(market, CLIENT, "solana", str(sol.client.pubkey()))
+    escrow_id = await funded_solana_escrow(app, market, sol, currency="USDC-SPL", amount=777)
+    chains = Chains(backends={"solana": sol.chain()})
+    with pytest.raises(Crash):  # signed and recorded, never sent
+        await refund(app.runtime, chains, escrow_id, poll_seconds=0.01, fault=crash_at("signed"))
+    [(first, last_valid)] = await market.rows("SELECT tx_hash, last_valid_block_height FROM escrow_chain_tx")
+    sol.svm.expire_blockhash()
+    sol.svm.warp_to_slot(int(last_valid) + 1)
+    with pytest.raises(RefundRefused, match="can never land"):
+        await refund(app.runtime, chains, escrow_id, poll_seconds=0.01)
+    assert sol.balance(sol.client.pubkey()) == 0
+    result = await refund(app.runtime, chains, escrow_id, poll_seconds=0.01)
+    assert result.tx_hash != first
+    assert sol.balance(sol.client.pubkey()) == 777
+    assert sorted(await market.rows("SELECT state FROM escrow_chain_tx")) == [("confirmed",), ("dropped",)]
