@@ -341,3 +341,77 @@ async def test_a_refund_whose_blockhash_expired_unsent_is_rebuilt_only_after_the
     assert result.tx_hash != first
     assert sol.balance(sol.client.pubkey()) == 777
     assert sorted(await market.rows("SELECT state FROM escrow_chain_tx")) == [("confirmed",), ("dropped",)]
+
+
+@pytest.mark.external_chain
+async def test_kill_9_between_every_step_pays_exactly_once_through_json_rpc(
+    app: App,
+    market: Market,
+    sol: SolanaEnv,
+    db_url: str,
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    """Release workers as their own processes, configured from SOLANA_* like production (solana-py's
+    AsyncClient to the LiteSVM-backed JSON-RPC server), each killed with SIGKILL right after one step:
+    every escrow is paid exactly once."""
+    import asyncio
+    import json
+    import os
+    import signal
+    import sys
+    from pathlib import Path
+
+    from sqlalchemy import text
+
+    from tests.chain.solana_rpc import LiteSvmRpc
+
+    rpc = LiteSvmRpc(sol.svm)
+    url = await rpc.start()
+    keypair = tmp_path / "authority.json"
+    keypair.write_text(json.dumps(list(bytes(sol.authority))))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POLYGON_", "SOLANA_", "DATABASE_URL"))}
+    env.update(
+        DATABASE_URL=db_url,
+        SOLANA_RPC_URL=url,
+        SOLANA_AUTHORITY_KEYPAIR_PATH=str(keypair),
+        SOLANA_TREASURY=str(sol.treasury),
+        SOLANA_USDC_MINT=str(sol.mint),
+        SOLANA_COMMITMENT="finalized",
+        LOG_LEVEL="WARNING",
+    )
+
+    async def run_worker(kill_after: str | None = None) -> int:
+        # Asynchronously: this process's event loop serves the worker's JSON-RPC calls meanwhile.
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.escrow_worker_process",
+            *([kill_after] if kill_after else []),
+            env=env,
+            cwd=Path(__file__).resolve().parent.parent,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        return await asyncio.wait_for(process.wait(), 120)
+
+    steps = ["bound", "signed", "broadcast", "confirmed"]
+    escrows = []
+    try:
+        for number, _ in enumerate(steps, start=3):
+            escrows.append(
+                await funded_solana_escrow(app, market, sol, currency="USDC-SPL", amount=1000, number=number)
+            )
+        await app.runtime.engine.dispose()  # SQLite: the worker processes write; this one only reads later
+        for step in steps:
+            # Each run pays at most one escrow before it is killed after `step`.
+            assert await run_worker(kill_after=step) == -signal.SIGKILL
+            async with app.runtime.engine.begin() as conn:
+                await conn.execute(text("UPDATE escrow_release_request SET lease_expires_at = '2000-01-01 00:00:00'"))
+        assert await run_worker() == 0
+    finally:
+        await rpc.close()
+    for escrow_id in escrows:
+        assert (await escrow_row(market, escrow_id))["status"] == "RELEASED"
+    assert (sol.balance(EXPERT), sol.balance(sol.treasury)) == (4 * 950, 4 * 50)
+    assert await market.scalar("SELECT count(*) FROM escrow_chain_tx") == 4
+    assert await market.rows("SELECT state FROM escrow_release_request") == [("released",)] * 4

@@ -261,7 +261,10 @@ class SolanaChain:
         try:
             await self.transport.send(Transaction.from_bytes(tx.raw))
         except Exception:
-            if tx.last_valid_block_height is not None and await self.transport.block_height() > tx.last_valid_block_height:
+            if (
+                tx.last_valid_block_height is not None
+                and await self.transport.block_height() > tx.last_valid_block_height
+            ):
                 return  # its blockhash expired unsent: outcome() reports that it can never land
             raise
 
