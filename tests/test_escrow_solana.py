@@ -200,12 +200,20 @@ async def test_done_story_paid_in_sol_exactly(app: App, market: Market, sol: Sol
     )
     assert (await sync_funding(app.runtime, chains)).funded == [escrow_id]
     expert_before = sol.svm.get_balance(EXPERT) or 0
+    retries_before = release_retries()
     await Releaser(app.runtime, chains, poll_seconds=0.01).run_until_idle()
+    assert release_retries() == retries_before  # a payment that went through is not reported as retried
     expert, fee = fee_split(amount, 500)
     assert sol.svm.get_balance(EXPERT) - expert_before == expert
     assert sol.svm.get_balance(sol.treasury) == fee
     assert not sol.svm.get_balance(account)  # emptied, so gone
     assert (await escrow_row(market, escrow_id))["status"] == "RELEASED"
+
+
+def release_retries() -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("escrow_releases_total", {"chain": "unknown", "outcome": "retry"}) or 0.0
 
 
 # --- refunds -------------------------------------------------------------------------------------

@@ -146,7 +146,7 @@ class Releaser:
     async def process(self, request_id: str) -> None:
         try:
             await self._process(request_id)
-            sender = self.runtime.extras.get("outbox_sender")
+            sender = self.runtime.outbox_sender
             if sender is not None:  # the PR's views may have changed
                 sender.wake()
         except LostLease:
