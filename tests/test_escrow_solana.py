@@ -423,3 +423,19 @@ async def test_kill_9_between_every_step_pays_exactly_once_through_json_rpc(
     assert (sol.balance(EXPERT), sol.balance(sol.treasury)) == (4 * 950, 4 * 50)
     assert await market.scalar("SELECT count(*) FROM escrow_chain_tx") == 4
     assert await market.rows("SELECT state FROM escrow_release_request") == [("released",)] * 4
+
+
+async def test_a_release_on_chain_with_no_record_is_left_to_an_operator_on_solana(
+    app: App, market: Market, sol: SolanaEnv
+) -> None:
+    """A closed Solana account keeps no status: the release is not guessed, it fails with the memo to
+    look for, and nothing is paid twice."""
+    escrow_id = await funded_solana_escrow(app, market, sol, currency="USDC-SPL", amount=1000)
+    chain = sol.chain()
+    await chain.broadcast(await chain.build_release(escrow_id, str(EXPERT), 1000, 500))  # by hand
+    await Releaser(app.runtime, Chains(backends={"solana": chain}), poll_seconds=0.01).run_until_idle()
+    assert (sol.balance(EXPERT), sol.balance(sol.treasury)) == (950, 50)
+    [(state, reason)] = await market.rows("SELECT state, last_error FROM escrow_release_request")
+    assert state == "failed" and f"memo escrow-release:{escrow_id}" in reason
+    assert (await escrow_row(market, escrow_id))["status"] == "FUNDED"
+    assert await market.scalar("SELECT count(*) FROM escrow_chain_tx") == 0
