@@ -5,6 +5,7 @@ transaction pays the expert and the treasury and closes the account."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from solders.keypair import Keypair
@@ -351,30 +352,11 @@ async def test_a_refund_whose_blockhash_expired_unsent_is_rebuilt_only_after_the
     assert sorted(await market.rows("SELECT state FROM escrow_chain_tx")) == [("confirmed",), ("dropped",)]
 
 
-@pytest.mark.external_chain
-async def test_kill_9_between_every_step_pays_exactly_once_through_json_rpc(
-    app: App,
-    market: Market,
-    sol: SolanaEnv,
-    db_url: str,
-    tmp_path,  # type: ignore[no-untyped-def]
-) -> None:
-    """Release workers as their own processes, configured from SOLANA_* like production (solana-py's
-    AsyncClient to the LiteSVM-backed JSON-RPC server), each killed with SIGKILL right after one step:
-    every escrow is paid exactly once."""
-    import asyncio
+async def rpc_env(sol: SolanaEnv, url: str, db_url: str, tmp_path: Any) -> dict[str, str]:
+    """The environment of a production process whose Solana is the LiteSVM-backed JSON-RPC server."""
     import json
     import os
-    import signal
-    import sys
-    from pathlib import Path
 
-    from sqlalchemy import text
-
-    from tests.chain.solana_rpc import LiteSvmRpc
-
-    rpc = LiteSvmRpc(sol.svm)
-    url = await rpc.start()
     keypair = tmp_path / "authority.json"
     keypair.write_text(json.dumps(list(bytes(sol.authority))))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POLYGON_", "SOLANA_", "DATABASE_URL"))}
@@ -387,20 +369,82 @@ async def test_kill_9_between_every_step_pays_exactly_once_through_json_rpc(
         SOLANA_COMMITMENT="finalized",
         LOG_LEVEL="WARNING",
     )
+    return env
+
+
+async def run_module(env: dict[str, str], module: str, *args: str) -> tuple[int, str]:
+    """A process of its own, waited for asynchronously: this process's event loop serves its JSON-RPC
+    calls meanwhile. Its exit code and standard output."""
+    import asyncio
+    import sys
+    from pathlib import Path
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        module,
+        *args,
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode is not None
+    return process.returncode, out.decode()
+
+
+@pytest.mark.external_chain
+async def test_escrow_refund_command_through_json_rpc(
+    app: App,
+    market: Market,
+    sol: SolanaEnv,
+    db_url: str,
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    """`bmad-app escrow refund ID` as an operator runs it, on a USDC-SPL escrow, through solana-py's
+    AsyncClient: the client is paid back once, and running it again reports the same refund."""
+    from tests.chain.solana_rpc import LiteSvmRpc
+    from tests.workflow import CLIENT
+
+    await set_wallet(market, CLIENT, "solana", str(sol.client.pubkey()))
+    escrow_id = await funded_solana_escrow(app, market, sol, currency="USDC-SPL", amount=31_337)
+    rpc = LiteSvmRpc(sol.svm)
+    env = await rpc_env(sol, await rpc.start(), db_url, tmp_path)
+    try:
+        await app.runtime.engine.dispose()
+        code, out = await run_module(env, "github_app", "escrow", "refund", escrow_id)
+        assert code == 0 and out.startswith(f"{escrow_id}: REFUNDED ")
+        assert await run_module(env, "github_app", "escrow", "refund", escrow_id) == (0, out)
+    finally:
+        await rpc.close()
+    assert sol.balance(sol.client.pubkey()) == 31_337
+    assert (await escrow_row(market, escrow_id))["status"] == "REFUNDED"
+    assert await market.scalar("SELECT count(*) FROM escrow_chain_tx") == 1
+
+
+@pytest.mark.external_chain
+async def test_kill_9_between_every_step_pays_exactly_once_through_json_rpc(
+    app: App,
+    market: Market,
+    sol: SolanaEnv,
+    db_url: str,
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    """Release workers as their own processes, configured from SOLANA_* like production (solana-py's
+    AsyncClient to the LiteSVM-backed JSON-RPC server), each killed with SIGKILL right after one step:
+    every escrow is paid exactly once."""
+    import signal
+
+    from sqlalchemy import text
+
+    from tests.chain.solana_rpc import LiteSvmRpc
+
+    rpc = LiteSvmRpc(sol.svm)
+    env = await rpc_env(sol, await rpc.start(), db_url, tmp_path)
 
     async def run_worker(kill_after: str | None = None) -> int:
-        # Asynchronously: this process's event loop serves the worker's JSON-RPC calls meanwhile.
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tests.escrow_worker_process",
-            *([kill_after] if kill_after else []),
-            env=env,
-            cwd=Path(__file__).resolve().parent.parent,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        return await asyncio.wait_for(process.wait(), 120)
+        return (await run_module(env, "tests.escrow_worker_process", *([kill_after] if kill_after else [])))[0]
 
     steps = ["bound", "signed", "broadcast", "confirmed"]
     escrows = []
