@@ -1,7 +1,10 @@
-"""The escrow release benchmark: merge deliveries in, RELEASED escrows out, on a real EVM.
+"""The escrow release benchmark: merge deliveries in, RELEASED escrows out, on real chain code.
 
     python bench/escrow.py                      # 100 stories, hardhat node and py-evm in-process
     python bench/escrow.py --stories 30 --chain hardhat
+    python bench/escrow.py --stories 40 --chain litesvm      # Solana: LiteSVM in-process
+    python bench/escrow.py --stories 40 --chain litesvm-rpc  # Solana: solana-py's AsyncClient to the
+                                                             # LiteSVM-backed JSON-RPC server the tests use
 
 Each story is driven to "QA accepted, PR open" through signed deliveries (the app in-process: ingress,
 worker, handlers, the fake GitHub), its escrow is created (as the marketplace does), funded on-chain by
@@ -11,7 +14,8 @@ request, the release worker signs, records, broadcasts, waits for 1 confirmation
 
 It prints releases per second over that window, the time from each merge delivery's receipt to its
 escrow's `releasedAt` (p50, p99), and beside them the chain's own time per release transaction (sign,
-send, receipt; one at a time, no database). The database is PostgreSQL (BENCH_POSTGRES, default
+send, receipt or signature status; one at a time, no database). On Solana the escrows are USDC-SPL
+accounts at create_with_seed(authority, id) funded by the client's TransferChecked. The database is PostgreSQL (BENCH_POSTGRES, default
 postgresql://postgres@127.0.0.1:5432/postgres, database bmad_escrow_bench): SQLite has one writer and
 releases one at a time.
 """
@@ -44,8 +48,10 @@ from github_app.inbox.worker import Worker  # noqa: E402
 from github_app.runtime import Runtime  # noqa: E402
 from github_app.server import default_router, depth_sampler, open_writer, readiness  # noqa: E402
 from github_app.web import create_app  # noqa: E402
-from tests.chain.evm_env import EvmEnv, address, deploy_env, expert_key, in_process_web3  # noqa: E402
+from tests.chain.evm_env import address, deploy_env, expert_key, in_process_web3  # noqa: E402
 from tests.chain.market import create_escrow, set_wallet  # noqa: E402
+from tests.chain.solana_env import DECIMALS, SolanaEnv, solana_env  # noqa: E402
+from tests.chain.solana_rpc import LiteSvmRpc  # noqa: E402
 from tests.fake_github import FakeGitHub  # noqa: E402
 from tests.github_fixtures import GITHUB_APP_ID, INSTALLATION_ID, REPO, generate_key_pair  # noqa: E402
 from tests.harness import App  # noqa: E402
@@ -54,6 +60,7 @@ from tests.workflow import DEV, GATE_PATH, PM, QA, STORY_PATH, gate_file, seed_m
 ADMIN_DSN = os.environ.get("BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 DATABASE = "bmad_escrow_bench"
 EXPERT = address(expert_key(1))
+AMOUNT = 10**6
 
 
 def pct(values: list[float], q: float) -> float:
@@ -73,23 +80,124 @@ async def fresh_database() -> str:
     return url
 
 
-async def chain_time_per_release(evm: EvmEnv, count: int) -> float:
-    """The chain's own cost: fund `count` escrows, then release them one at a time, no database."""
-    chain = evm.chain()
-    ids = [f"bench-direct-{i}-{time.monotonic_ns()}" for i in range(count)]
-    for escrow_id in ids:
-        await evm.fund(escrow_id, EXPERT, "USDC", 1000, 500)
-    started = time.perf_counter()
-    for escrow_id in ids:
-        signed = chain.sign(await chain.unsigned("release", escrow_id), await chain.pending_nonce())
-        await chain.broadcast(signed)
-        while not (await chain.outcome(signed)).landed:
-            await asyncio.sleep(0.005)
-    return (time.perf_counter() - started) / count
+class EvmBench:
+    """Polygon's code path on an EVM: the escrow contract, a USDC-like ERC-20, the arbiter's releases."""
+
+    wallet_chain = "polygon"
+
+    def __init__(self, label: str, w3: AsyncWeb3) -> None:
+        self.label, self.w3 = label, w3
+
+    async def start(self) -> None:
+        self.evm = await deploy_env(self.w3)
+        self.expert = EXPERT
+
+    async def stop(self) -> None:
+        pass
+
+    async def escrow(self, m: Any, story_id: str) -> str:
+        escrow_id = await create_escrow(m, story_id, contract_address=self.evm.escrow_address, amount=AMOUNT)
+        await self.evm.fund(escrow_id, EXPERT, "USDC", AMOUNT, 500)
+        return escrow_id
+
+    def chains(self) -> Chains:
+        return Chains(backends={"polygon": self.evm.chain(confirmations=1)})
+
+    async def expert_balance(self) -> int:
+        return int(await self.evm.balance("USDC", EXPERT))
+
+    async def chain_time_per_release(self, count: int) -> float:
+        """The chain's own cost: fund `count` escrows, then release them one at a time, no database."""
+        chain = self.evm.chain()
+        ids = [f"bench-direct-{i}-{time.monotonic_ns()}" for i in range(count)]
+        for escrow_id in ids:
+            await self.evm.fund(escrow_id, EXPERT, "USDC", 1000, 500)
+        started = time.perf_counter()
+        for escrow_id in ids:
+            signed = chain.sign(await chain.unsigned("release", escrow_id), await chain.pending_nonce())
+            await chain.broadcast(signed)
+            while not (await chain.outcome(signed)).landed:
+                await asyncio.sleep(0.005)
+        return (time.perf_counter() - started) / count
 
 
-async def run(label: str, w3: AsyncWeb3, stories: int) -> dict[str, Any]:
-    evm = await deploy_env(w3)
+class SolanaBench:
+    """Solana's code path on LiteSVM: USDC-SPL escrow accounts, one atomic release transaction each;
+    in-process, or through solana-py's AsyncClient to the LiteSVM-backed JSON-RPC server."""
+
+    wallet_chain = "solana"
+
+    def __init__(self, label: str, rpc: bool) -> None:
+        self.label, self.rpc = label, rpc
+        self.server: LiteSvmRpc | None = None
+
+    async def start(self) -> None:
+        from solders.keypair import Keypair
+
+        from github_app.chains.solana import LiteSvmTransport, RpcTransport, SolanaChain, Transport
+
+        self.sol: SolanaEnv = solana_env()
+        self.expert = str(Keypair().pubkey())
+        transport: Transport = LiteSvmTransport(self.sol.svm)
+        if self.rpc:
+            self.server = LiteSvmRpc(self.sol.svm)
+            transport = RpcTransport(await self.server.start(), "finalized")
+        self.chain = SolanaChain(
+            transport,
+            self.sol.authority,
+            treasury=str(self.sol.treasury),
+            usdc_mint=str(self.sol.mint),
+            usdc_decimals=DECIMALS,
+        )
+
+    async def stop(self) -> None:
+        await self.chain.close()
+        if self.server is not None:
+            await self.server.close()
+
+    async def _funded_account(self, escrow_id: str) -> None:
+        await self.chain.ensure_account(escrow_id)
+        self.sol.fund(self.chain.escrow_account(escrow_id), AMOUNT)
+
+    async def escrow(self, m: Any, story_id: str) -> str:
+        escrow_id = await create_escrow(
+            m, story_id, chain="solana", currency="USDC-SPL", amount=AMOUNT, contract_address="-"
+        )
+        async with m.runtime.engine.begin() as conn:
+            from sqlalchemy import text
+
+            await conn.execute(
+                text('UPDATE "Escrow" SET "contractAddress" = :a WHERE id = :e'),
+                {"a": self.chain.address_of(escrow_id), "e": escrow_id},
+            )
+        await self._funded_account(escrow_id)
+        return escrow_id
+
+    def chains(self) -> Chains:
+        return Chains(backends={"solana": self.chain})
+
+    async def expert_balance(self) -> int:
+        from solders.pubkey import Pubkey
+
+        return self.sol.balance(Pubkey.from_string(self.expert))
+
+    async def chain_time_per_release(self, count: int) -> float:
+        import uuid
+
+        ids = [str(uuid.uuid4()) for _ in range(count)]
+        for escrow_id in ids:
+            await self._funded_account(escrow_id)
+        started = time.perf_counter()
+        for escrow_id in ids:
+            signed = await self.chain.build_release(escrow_id, self.expert, AMOUNT, 500)
+            await self.chain.broadcast(signed)
+            while not (await self.chain.outcome(signed)).landed:
+                await asyncio.sleep(0.005)
+        return (time.perf_counter() - started) / count
+
+
+async def run(bench: Any, stories: int) -> dict[str, Any]:
+    await bench.start()
     url = await fresh_database()
     keys = generate_key_pair()
     fake = FakeGitHub(GITHUB_APP_ID, keys.public_pem)
@@ -115,7 +223,7 @@ async def run(label: str, w3: AsyncWeb3, stories: int) -> dict[str, Any]:
     app = App(client, runtime, Worker(runtime, default_router()))
     try:
         m = await seed_market(runtime, fake)
-        await set_wallet(m, DEV, "polygon", EXPERT)
+        await set_wallet(m, DEV, bench.wallet_chain, bench.expert)
         merges = []
         for n in range(1, stories + 1):
             path, gate = STORY_PATH.replace("1.3", f"1.{n}"), GATE_PATH.replace("1.3", f"1.{n}")
@@ -125,10 +233,9 @@ async def run(label: str, w3: AsyncWeb3, stories: int) -> dict[str, Any]:
             sha, branch, title = m.sha(), f"story/1.{n}-work", f"Story 1.{n}: work"
             await app.deliver("pull_request", m.pr("opened", n, head_sha=sha, branch=branch, title=title))
             await app.deliver("push", m.push(branch, {gate: gate_file("PASS", story=f"1.{n}")}, QA))
-            escrow_id = await create_escrow(m, story_id, contract_address=evm.escrow_address, amount=10**6)
-            await evm.fund(escrow_id, EXPERT, "USDC", 10**6, 500)
+            await bench.escrow(m, story_id)
             merges.append(m.pr("closed", n, merged=True, head_sha=sha, branch=branch, title=title, sender=PM))
-        chains = Chains(backends={"polygon": evm.chain(confirmations=1)})
+        chains = bench.chains()
         assert len((await sync_funding(runtime, chains)).funded) == stories
         releaser = Releaser(runtime, chains, poll_seconds=0.005, waiting_retry_seconds=0.05, concurrency=16)
 
@@ -156,10 +263,10 @@ async def run(label: str, w3: AsyncWeb3, stories: int) -> dict[str, Any]:
                         AND (convert_from(i.payload, 'UTF8')::jsonb -> 'pull_request' ->> 'number')::int = s."storyNumber" """
             )
         ]
-        assert await evm.balance("USDC", EXPERT) == stories * 950_000, "every expert paid exactly once"
-        per_tx = await chain_time_per_release(evm, min(20, stories))
+        assert await bench.expert_balance() == stories * 950_000, "every expert paid exactly once"
+        per_tx = await bench.chain_time_per_release(min(20, stories))
         return {
-            "label": label,
+            "label": bench.label,
             "stories": stories,
             "releases_per_s": stories / elapsed,
             "p50_ms": statistics.median(latencies) * 1000,
@@ -174,12 +281,13 @@ async def run(label: str, w3: AsyncWeb3, stories: int) -> dict[str, Any]:
         await writer.writer.close()
         await runtime.close()
         await fake.close()
+        await bench.stop()
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--stories", type=int, default=100)
-    parser.add_argument("--chain", choices=("hardhat", "pyevm", "both"), default="both")
+    parser.add_argument("--chain", choices=("hardhat", "pyevm", "both", "litesvm", "litesvm-rpc"), default="both")
     args = parser.parse_args()
     from github_app.logs import setup_logging
 
@@ -199,12 +307,17 @@ async def main() -> None:
         gen = hh.hardhat_url.__wrapped__(Factory())  # type: ignore[attr-defined]
         url = next(gen)
         try:
-            results.append(await run("hardhat@2 (JSON-RPC, 1 confirmation)", AsyncWeb3(AsyncHTTPProvider(url)), args.stories))
+            bench = EvmBench("hardhat@2 (JSON-RPC, 1 confirmation)", AsyncWeb3(AsyncHTTPProvider(url)))
+            results.append(await run(bench, args.stories))
         finally:
             with contextlib.suppress(StopIteration):
                 next(gen)
     if args.chain in ("pyevm", "both"):
-        results.append(await run("py-evm in-process", in_process_web3(), args.stories))
+        results.append(await run(EvmBench("py-evm in-process", in_process_web3()), args.stories))
+    if args.chain == "litesvm":
+        results.append(await run(SolanaBench("LiteSVM in-process", rpc=False), args.stories))
+    if args.chain == "litesvm-rpc":
+        results.append(await run(SolanaBench("LiteSVM JSON-RPC (AsyncClient)", rpc=True), args.stories))
     print(
         f"{'chain':40} {'stories':>7} {'releases/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'chain ms/release':>17} "
         f"{'all DONE s':>10} {'all paid s':>10}"

@@ -294,3 +294,24 @@ async def test_an_escrow_named_at_done_is_checked_again_when_the_release_runs(
     state, _, error, bound = await release_state(market)
     assert (state, bound) == ("failed", None) and "2 funded escrows" in error
     assert await evm.balance("USDC", EXPERT) == 0
+
+
+async def test_a_release_on_chain_with_no_record_is_matched_from_the_contract_events(
+    app: App, market: Market, evm: EvmEnv
+) -> None:
+    """Released with the arbiter key outside the app (an operator by hand): the release finds the
+    transaction in the contract's `Released` events and marks it; nothing is sent again."""
+    import asyncio
+
+    escrow_id = await funded_done_story(app, market, evm)
+    chain = evm.chain()
+    by_hand = chain.sign(await chain.unsigned("release", escrow_id), await chain.pending_nonce())
+    await chain.broadcast(by_hand)
+    while not (await chain.outcome(by_hand)).landed:
+        await asyncio.sleep(0.01)
+    await releaser(app, evm).run_until_idle()
+    assert (await evm.balance("USDC", EXPERT), await evm.balance("USDC", TREASURY)) == (950_000, 50_000)
+    row = await escrow_row(market, escrow_id)
+    assert (row["status"], row["release_tx"]) == ("RELEASED", by_hand.tx_hash)
+    assert (await release_state(market))[0] == "released"
+    assert await market.scalar("SELECT count(*) FROM escrow_chain_tx") == 0

@@ -5,6 +5,9 @@ expert and to the treasury, the escrow account closed), so a second release find
 on-chain. Transactions are built with solders/solana-py and sent through a transport: solana-py's
 AsyncClient in production, LiteSVM in-process in tests.
 
+A refund is the same kind of transaction (memo `escrow-refund:<id>`, everything back to the client's
+wallet, the account closed).
+
 SOL escrows use a System-owned seeded account the same way (`transfer_with_seed`); an emptied SOL
 account can be refilled by anyone, so there the database status is the guard against a second release.
 """
@@ -179,23 +182,36 @@ class SolanaChain:
     async def build_release(
         self, escrow_row_id: str, expert: str, amount: int, fee_bps: int, currency: str = USDC_SPL
     ) -> SignedTx:
-        authority = self.authority.pubkey()
-        expert_key = Pubkey.from_string(expert)
-        account = self.escrow_account(escrow_row_id, currency)
         expert_amount, fee = fee_split(amount, fee_bps)
+        payouts = ((Pubkey.from_string(expert), expert_amount), (self.treasury, fee))
+        return await self._build_payout(f"escrow-release:{escrow_row_id}", escrow_row_id, amount, payouts, currency)
+
+    async def build_refund(self, escrow_row_id: str, client: str, amount: int, currency: str = USDC_SPL) -> SignedTx:
+        """Everything the account holds back to the client, in one transaction that closes it."""
+        payouts = ((Pubkey.from_string(client), amount),)
+        return await self._build_payout(f"escrow-refund:{escrow_row_id}", escrow_row_id, amount, payouts, currency)
+
+    async def _build_payout(
+        self,
+        memo: str,
+        escrow_row_id: str,
+        amount: int,
+        payouts: tuple[tuple[Pubkey, int], ...],
+        currency: str,
+    ) -> SignedTx:
+        """One atomic transaction: the memo, a transfer to each recipient, the escrow account closed
+        (its rent back to the authority that paid it)."""
+        authority = self.authority.pubkey()
+        account = self.escrow_account(escrow_row_id, currency)
         instructions: list[Instruction] = [
-            create_memo(
-                MemoParams(
-                    program_id=MEMO_PROGRAM_ID, signer=authority, message=f"escrow-release:{escrow_row_id}".encode()
-                )
-            )
+            create_memo(MemoParams(program_id=MEMO_PROGRAM_ID, signer=authority, message=memo.encode()))
         ]
         if currency.upper() == SOL:
             # Everything leaves the account (the rent back to the authority): it ceases to exist.
             seed = solana_escrow_seed(escrow_row_id)
             info = await self.transport.get_account(account)
             rent = (info.lamports if info else 0) - amount
-            for to, lamports in ((expert_key, expert_amount), (self.treasury, fee), (authority, rent)):
+            for to, lamports in (*payouts, (authority, rent)):
                 if lamports > 0:
                     instructions.append(
                         transfer_with_seed(
@@ -210,7 +226,7 @@ class SolanaChain:
                         )
                     )
         else:
-            for owner, share in ((expert_key, expert_amount), (self.treasury, fee)):
+            for owner, share in payouts:
                 if share == 0:
                     continue
                 instructions.append(create_idempotent_associated_token_account(authority, owner, self.usdc_mint))
@@ -242,7 +258,15 @@ class SolanaChain:
     async def broadcast(self, tx: SignedTx) -> None:
         if await self.transport.status(Signature.from_string(tx.tx_hash)) is not None:
             return  # already processed: sending it again would only be refused as a duplicate
-        await self.transport.send(Transaction.from_bytes(tx.raw))
+        try:
+            await self.transport.send(Transaction.from_bytes(tx.raw))
+        except Exception:
+            if (
+                tx.last_valid_block_height is not None
+                and await self.transport.block_height() > tx.last_valid_block_height
+            ):
+                return  # its blockhash expired unsent: outcome() reports that it can never land
+            raise
 
     async def outcome(self, tx: SignedTx) -> TxOutcome:
         status = await self.transport.status(Signature.from_string(tx.tx_hash))

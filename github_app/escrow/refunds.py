@@ -18,13 +18,14 @@ from github_app.db.app_tables import (
     EscrowChainTx,
     EscrowReleaseRequest,
     ReleaseState,
+    Wallet,
 )
 from github_app.db.enums import EscrowStatus
 from github_app.db.models import Escrow, Story
 from github_app.db.types import utcnow
 from github_app.domain.escrow import ONCHAIN_FUNDED, ONCHAIN_REFUNDED
 from github_app.escrow.backends import Chains
-from github_app.escrow.releases import live_tx, record_signed, signed_of
+from github_app.escrow.releases import Fault, add_signed, live_tx, record_signed, signed_of
 from github_app.services.stories import audit
 from github_app.services.views import refresh_story_prs
 
@@ -43,8 +44,21 @@ class RefundResult:
 
 
 async def refund(
-    runtime: Any, chains: Chains, escrow_id: str, *, poll_seconds: float = 1.0, wait_seconds: float = 600.0
+    runtime: Any,
+    chains: Chains,
+    escrow_id: str,
+    *,
+    poll_seconds: float = 1.0,
+    wait_seconds: float = 600.0,
+    fault: Fault | None = None,
 ) -> RefundResult:
+    """Pay a funded escrow back to its client. `fault(step, escrow_id)` is called after "signed",
+    "broadcast" and "confirmed" (tests inject crashes there)."""
+
+    def step(name: str) -> None:
+        if fault is not None:
+            fault(name, escrow_id)
+
     async with runtime.sessionmaker() as session, session.begin():
         escrow = await session.get(Escrow, escrow_id)
         if escrow is None:
@@ -73,6 +87,8 @@ async def refund(
         elif state.refund_requested_at is None:
             state.refund_requested_at = utcnow()
         currency = escrow.currency
+        client_wallet = await session.get(Wallet, (escrow.client_id, escrow.blockchain))
+        client_address = client_wallet.address if client_wallet is not None else None
         recorded = await live_tx(session, escrow_id, "refund")
         signed = signed_of(recorded) if recorded is not None else None
     if signed is None:
@@ -83,17 +99,29 @@ async def refund(
                 raise RefundRefused("refunded on-chain, but its transaction was not found yet: run again")
             await _mark(runtime, backend, escrow_id, found)
             return RefundResult(escrow_id, found, backend.tx_url(found))
-        if onchain.custodial:
-            raise RefundRefused("refunds of Solana escrows are not supported by this version")
         if onchain.status != ONCHAIN_FUNDED:
             raise RefundRefused(
                 f"escrow {escrow_id} is not funded on-chain (status {onchain.status}): nothing to refund"
             )
-        unsigned = await backend.unsigned("refund", escrow_id)
-        chain_nonce = await backend.pending_nonce()
-        async with runtime.sessionmaker() as session, session.begin():
-            signed = await record_signed(session, backend, escrow_id, "refund", unsigned, chain_nonce)
+        if onchain.custodial:
+            # Solana: the app holds the account, so the client's address comes from the wallet table
+            # (the contract remembers it on Polygon). Everything the account holds goes back.
+            if client_address is None:
+                raise RefundRefused(
+                    "the client has no Solana wallet: set one with "
+                    "`bmad-app wallet set --user EMAIL --chain solana ADDRESS`, then run again"
+                )
+            signed = await backend.build_refund(escrow_id, client_address, onchain.amount, currency)
+            async with runtime.sessionmaker() as session, session.begin():
+                add_signed(session, backend, escrow_id, "refund", signed)
+        else:
+            unsigned = await backend.unsigned("refund", escrow_id)
+            chain_nonce = await backend.pending_nonce()
+            async with runtime.sessionmaker() as session, session.begin():
+                signed = await record_signed(session, backend, escrow_id, "refund", unsigned, chain_nonce)
+        step("signed")
     await backend.broadcast(signed)
+    step("broadcast")
     deadline = time.monotonic() + wait_seconds
     while True:
         outcome = await backend.outcome(signed)
@@ -108,6 +136,7 @@ async def refund(
         if time.monotonic() > deadline:
             raise RefundRefused(f"the refund {signed.tx_hash} is not confirmed yet: run again to keep waiting")
         await asyncio.sleep(poll_seconds)
+    step("confirmed")
     await _mark(runtime, backend, escrow_id, signed.tx_hash)
     return RefundResult(escrow_id, signed.tx_hash, backend.tx_url(signed.tx_hash))
 

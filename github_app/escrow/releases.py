@@ -146,7 +146,7 @@ class Releaser:
     async def process(self, request_id: str) -> None:
         try:
             await self._process(request_id)
-            sender = self.runtime.extras.get("outbox_sender")
+            sender = self.runtime.outbox_sender
             if sender is not None:  # the PR's views may have changed
                 sender.wake()
         except LostLease:
@@ -299,6 +299,14 @@ class Releaser:
         problem = None
         if onchain.status == ONCHAIN_REFUNDED:
             problem = "the escrow was refunded on-chain: nothing to release"
+        elif onchain.status == ONCHAIN_NONE and onchain.custodial:
+            # A Solana account keeps no status once closed: a release or refund sent outside this app
+            # looks like an escrow that was never funded. Never guessed: an operator looks it up.
+            problem = (
+                f"the escrow is not funded on-chain (its account is empty or closed; a transaction with memo "
+                f"escrow-release:{escrow_id} or escrow-refund:{escrow_id} from the authority would explain it): "
+                "an operator decides"
+            )
         elif onchain.status == ONCHAIN_NONE:
             problem = "the escrow is not funded on-chain"
         elif onchain.status != ONCHAIN_FUNDED:
