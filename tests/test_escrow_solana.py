@@ -306,6 +306,50 @@ async def test_refund_without_a_client_wallet_is_refused_and_moves_nothing(
     assert await market.scalar("SELECT count(*) FROM escrow_chain_tx") == 0
 
 
+async def test_a_refund_in_flight_while_a_release_is_being_prepared_leaves_the_release_unsigned(
+    app: App, market: Market, sol: SolanaEnv
+) -> None:
+    """An operator's refund and the story's release race for one escrow: each commits to go ahead only under
+    the escrow's own row, so a release that passed its checks before the refund was requested is still never
+    signed while the refund is in flight (sent, not yet confirmed and marked)."""
+    from github_app.escrow.refunds import refund
+    from tests.test_escrow_release import Crash, crash_at
+    from tests.workflow import CLIENT
+
+    await set_wallet(market, CLIENT, "solana", str(sol.client.pubkey()))
+    escrow_id = await funded_solana_escrow(app, market, sol, currency="USDC-SPL", amount=7000)
+    chain = sol.chain()
+    operator = Chains(backends={"solana": chain})
+    interrupted: list[str] = []
+
+    class RefundWhileReading:
+        """The real chain; while the release reads it, the operator's refund is sent and its command dies
+        before the refund is confirmed and marked."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(chain, name)
+
+        async def read(self, escrow: str, currency: str) -> Any:
+            seen = await chain.read(escrow, currency)
+            if not interrupted:
+                with pytest.raises(Crash):
+                    await refund(app.runtime, operator, escrow_id, poll_seconds=0.01, fault=crash_at("broadcast"))
+                interrupted.append(escrow)
+            return seen
+
+    await Releaser(app.runtime, Chains(backends={"solana": RefundWhileReading()}), poll_seconds=0.01).run_until_idle()
+
+    assert interrupted
+    assert await market.rows("SELECT kind FROM escrow_chain_tx") == [("refund",)]  # no release was ever signed
+    [(state, reason)] = await market.rows("SELECT state, last_error FROM escrow_release_request")
+    assert state == "failed" and "refunding this escrow" in reason
+    # The operator runs the refund again: it is reconciled, and the client is the only one paid.
+    await refund(app.runtime, operator, escrow_id, poll_seconds=0.01)
+    assert sol.balance(sol.client.pubkey()) == 7000
+    assert sol.balance(EXPERT) == 0 and sol.balance(sol.treasury) == 0
+    assert (await escrow_row(market, escrow_id))["status"] == "REFUNDED"
+
+
 @pytest.mark.parametrize("step", ["signed", "broadcast", "confirmed"])
 async def test_a_crash_at_any_step_of_a_refund_pays_the_client_once(
     app: App, market: Market, sol: SolanaEnv, step: str

@@ -26,6 +26,7 @@ from github_app.db.types import utcnow
 from github_app.domain.escrow import ONCHAIN_FUNDED, ONCHAIN_REFUNDED
 from github_app.escrow.backends import Chains
 from github_app.escrow.releases import Fault, add_signed, live_tx, record_signed, signed_of
+from github_app.escrow.store import lock_escrow_state
 from github_app.services.stories import audit
 from github_app.services.views import refresh_story_prs
 
@@ -66,8 +67,9 @@ async def refund(
         backend = chains.get(escrow.blockchain)
         if backend is None:
             raise RefundRefused(chains.problem(escrow.blockchain) or "chain not configured")
-        state = await session.get(EscrowChainState, escrow_id)
-        if escrow.status == EscrowStatus.REFUNDED and state is not None and state.refund_tx_hash:
+        # Held until this transaction commits: a release cannot reach RELEASING meanwhile.
+        state = await lock_escrow_state(session, escrow_id, lock=not runtime.is_sqlite)
+        if escrow.status == EscrowStatus.REFUNDED and state.refund_tx_hash:
             return RefundResult(escrow_id, state.refund_tx_hash, backend.tx_url(state.refund_tx_hash))
         if escrow.status == EscrowStatus.RELEASED:
             raise RefundRefused(f"escrow {escrow_id} is already RELEASED to the expert")
@@ -82,9 +84,7 @@ async def refund(
         if releasing is not None:
             raise RefundRefused(f"escrow {escrow_id} is being released to the expert: wait for its outcome")
         # From now on the release worker refuses this escrow.
-        if state is None:
-            session.add(EscrowChainState(escrow_id=escrow_id, refund_requested_at=utcnow(), checked_at=utcnow()))
-        elif state.refund_requested_at is None:
+        if state.refund_requested_at is None:
             state.refund_requested_at = utcnow()
         currency = escrow.currency
         client_wallet = await session.get(Wallet, (escrow.client_id, escrow.blockchain))

@@ -329,6 +329,11 @@ class Releaser:
             )
         async with self.runtime.sessionmaker() as session, session.begin():
             request = await self._hold(session, request_id)
+            # A refund requested since the checks above wins: nothing is recorded, so nothing is sent.
+            chain_state = await store.lock_escrow_state(session, escrow_id, lock=self._lock)
+            if chain_state.refund_requested_at is not None:
+                await self._fail(session, request, "an operator is refunding this escrow to the client")
+                return None
             if onchain.custodial:
                 signed = prepared
                 add_signed(session, backend, escrow_id, "release", signed)

@@ -8,8 +8,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from github_app.db.app_tables import EscrowReleaseRequest, ReleaseState
+from github_app.db.app_tables import EscrowChainState, EscrowReleaseRequest, ReleaseState
 from github_app.db.types import utcnow
+from github_app.db.upsert import insert_if_absent
 
 T = EscrowReleaseRequest
 
@@ -63,3 +64,22 @@ def put_back(request: EscrowReleaseRequest, at: datetime | None = None) -> None:
     request.lease_owner = None
     request.lease_expires_at = None
     request.next_attempt_at = at or utcnow()
+
+
+async def lock_escrow_state(session: AsyncSession, escrow_id: str, *, lock: bool) -> EscrowChainState:
+    """The app's own row for an escrow, locked (created first when missing). A release and a refund of
+    one escrow each commit to go ahead only while holding it, so that at most one of them is ever signed:
+    the release moves to RELEASING only if no refund was requested, a refund is requested only if no
+    release is RELEASING. Never the shared Escrow row, which the marketplace's services write too."""
+    await insert_if_absent(
+        session,
+        EscrowChainState.__table__,  # type: ignore[arg-type]
+        {"escrow_id": escrow_id, "checked_at": utcnow()},
+        conflict=["escrow_id"],
+    )
+    stmt = select(EscrowChainState).where(EscrowChainState.escrow_id == escrow_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    state = (await session.execute(stmt)).scalars().one()
+    await session.refresh(state)
+    return state
