@@ -112,7 +112,8 @@ class Driver:
             await asyncio.sleep(0.02)
 
 
-async def run(stories: int) -> dict[str, Any]:
+async def start_stack() -> tuple[FakeGitHub, str, Runtime, Market, int, dict[str, str]]:
+    """The fake GitHub, a fresh seeded database, and the environment `bmad-app` runs with against them."""
     WORK.mkdir(exist_ok=True)
     keys = generate_key_pair()
     fake = FakeGitHub(GITHUB_APP_ID, keys.public_pem)
@@ -136,6 +137,22 @@ async def run(stories: int) -> dict[str, Any]:
         # The fake GitHub is local: pacing the outbox to GitHub's 1 write/s would only measure the pacing.
         "GITHUB_WRITES_PER_SECOND": "1000",
     }
+    return fake, db_url, runtime, market, port, env
+
+
+async def wait_ready(session: aiohttp.ClientSession, port: int) -> None:
+    for _ in range(200):
+        try:
+            async with session.get(f"http://127.0.0.1:{port}/readyz") as r:
+                if r.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.1)
+
+
+async def run(stories: int) -> dict[str, Any]:
+    fake, db_url, runtime, market, port, env = await start_stack()
     log = (WORK / "lifecycle-server.log").open("w")
     server = subprocess.Popen(
         [sys.executable, "-m", "github_app", "serve"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
@@ -143,14 +160,7 @@ async def run(stories: int) -> dict[str, Any]:
     db = await asyncpg.connect(asyncpg_dsn(db_url))  # the app's search_path: its tables are in its schema
     try:
         async with aiohttp.ClientSession() as session:
-            for _ in range(200):
-                try:
-                    async with session.get(f"http://127.0.0.1:{port}/readyz") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
+            await wait_ready(session, port)
             driver = Driver(market, f"http://127.0.0.1:{port}/api/github/webhooks", session)
             paths = [f"docs/stories/{1 + i // 50}.{1 + i % 50}.story-{i}.md" for i in range(stories)]
             ids = [(1 + i // 50, 1 + i % 50) for i in range(stories)]
@@ -271,28 +281,7 @@ async def pg_deadlocks(db: asyncpg.Connection) -> int:
 
 
 async def run_contention(prs: int) -> dict[str, Any]:
-    WORK.mkdir(exist_ok=True)
-    keys = generate_key_pair()
-    fake = FakeGitHub(GITHUB_APP_ID, keys.public_pem)
-    fake.add_repo(REPO)
-    fake.add_installation(INSTALLATION_ID)
-    await fake.start()
-    db_url = await fresh_database()
-    runtime = await Runtime.create(Settings(database_url=db_url))
-    market = await seed_market(runtime, fake)
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": db_url,
-        "GITHUB_APP_ID": str(GITHUB_APP_ID),
-        "GITHUB_PRIVATE_KEY": keys.private_pem,
-        "GITHUB_API_URL": fake.url,
-        "GITHUB_WEBHOOK_SECRET": SECRET,
-        "PORT": str(port),
-        "WORKER_POLL_SECONDS": "0.05",
-        "WORKER_CONCURRENCY": "8",
-        "GITHUB_WRITES_PER_SECOND": "1000",
-    }
+    fake, db_url, runtime, market, port, env = await start_stack()
     log = (WORK / "contention-server.log").open("w")
     processes = [
         subprocess.Popen(
@@ -302,17 +291,10 @@ async def run_contention(prs: int) -> dict[str, Any]:
             [sys.executable, "-m", "github_app", "worker"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
         ),
     ]
-    db = await asyncpg.connect(db_url.replace("postgresql+asyncpg", "postgresql"))
+    db = await asyncpg.connect(asyncpg_dsn(db_url))  # the app's search_path: its tables are in its schema
     try:
         async with aiohttp.ClientSession() as session:
-            for _ in range(200):
-                try:
-                    async with session.get(f"http://127.0.0.1:{port}/readyz") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
+            await wait_ready(session, port)
             driver = Driver(market, f"http://127.0.0.1:{port}/api/github/webhooks", session)
             path = "docs/stories/1.1.story.md"
             await driver.wave([("push", market.push("main", {path: story_file("Draft", "Story", 1, 1)}, PM))], db)
