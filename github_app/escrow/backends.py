@@ -38,6 +38,7 @@ class Chains:
     problems: dict[str, str] = field(default_factory=dict)
     # Backends whose node has not yet said which chain it serves: not used until it has.
     unchecked: dict[str, Any] = field(default_factory=dict)
+    refused: dict[str, Any] = field(default_factory=dict)
     _checked: set[str] = field(default_factory=set)
 
     async def verify(self) -> None:
@@ -63,9 +64,7 @@ class Chains:
             else:
                 self.problems[chain] = f"refused: {problem}"
                 log.error("chain node refused", extra={"chain": chain, "problem": problem})
-                close = getattr(backend, "close", None)
-                if close is not None:
-                    await close()
+                self.refused[chain] = backend
 
     def get(self, chain: str) -> Any | None:
         return self.backends.get(chain)
@@ -78,7 +77,7 @@ class Chains:
         return f"{CHAIN_NAMES.get(chain, chain)} is not configured"
 
     async def close(self) -> None:
-        for backend in [*self.backends.values(), *self.unchecked.values()]:
+        for backend in [*self.backends.values(), *self.unchecked.values(), *self.refused.values()]:
             close = getattr(backend, "close", None)
             if close is not None:
                 await close()

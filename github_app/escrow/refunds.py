@@ -24,6 +24,7 @@ from github_app.db.enums import EscrowStatus
 from github_app.db.models import Escrow, Story
 from github_app.db.types import utcnow
 from github_app.domain.escrow import ONCHAIN_FUNDED, ONCHAIN_REFUNDED
+from github_app.chains.evm import SignedTx
 from github_app.escrow.backends import Chains, keyed
 from github_app.escrow.releases import Fault, add_signed, live_tx, record_signed, settle_replaced, signed_of
 from github_app.escrow.store import funder_of, lock_escrow_state
@@ -143,6 +144,9 @@ async def _refund(
             found = await backend.find_transaction("refund", escrow_id, **key, **keyed(backend, from_block=watch_from))
             if found is None:
                 raise RefundRefused("refunded on-chain, but its transaction was not found yet: run again")
+            seen = await backend.outcome(SignedTx(tx_hash=found, raw=b"", signer=""))
+            if not (seen.landed and seen.succeeded and seen.confirmations >= backend.confirmations):
+                raise RefundRefused(f"refunded on-chain by {found}, not confirmed yet: run again")
             await _mark(runtime, backend, escrow_id, found)
             return RefundResult(escrow_id, found, backend.tx_url(found))
         if onchain.status != ONCHAIN_FUNDED:

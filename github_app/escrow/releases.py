@@ -331,6 +331,11 @@ class Releaser:
             found = await backend.find_transaction("release", escrow_id, **key, **keyed(backend, from_block=watch_from))
             if found is None:
                 raise RuntimeError("escrow is released on-chain but its transaction was not found yet")
+            # Counted as paid at the configured confirmations, as the app's own releases are.
+            seen = await backend.outcome(SignedTx(tx_hash=found, raw=b"", signer=""))
+            if not (seen.landed and seen.succeeded and seen.confirmations >= backend.confirmations):
+                await self._reschedule(request_id, self.poll_seconds)
+                return None
             await self._mark(request_id, escrow_id, found, backend)
             return None
         problem = None
@@ -422,6 +427,7 @@ class Releaser:
                 return None
             elif replace_after is not None and (utcnow() - candidates[-1][1]).total_seconds() >= replace_after:
                 newest = await self._replace(request_id, escrow_id, candidates[-1][0], backend)
+                self._step("replaced", request_id)
                 candidates.append((newest, utcnow()))
                 await backend.broadcast(newest)
                 rebroadcast = time.monotonic() + 10 * self.poll_seconds

@@ -56,6 +56,32 @@ class EvmEnv:
             replace_after=replace_after,
         )
 
+    async def mine(self, blocks: int = 1) -> None:
+        """Blocks with whatever is pending (none: empty ones), now."""
+        tester = getattr(self.w3.provider, "ethereum_tester", None)
+        if tester is not None:
+            tester.mine_blocks(blocks)
+        else:
+            await self.w3.provider.make_request("hardhat_mine", [hex(blocks)])  # type: ignore[arg-type]
+
+    async def hold_blocks(self) -> None:
+        """No block is made until `resume_blocks` (transactions wait in the pool, as on a congested chain)."""
+        tester = getattr(self.w3.provider, "ethereum_tester", None)
+        if tester is not None:
+            tester.disable_auto_mine_transactions()
+        else:
+            await self.w3.provider.make_request("evm_setIntervalMining", [0])  # type: ignore[arg-type]
+
+    async def resume_blocks(self) -> None:
+        import os
+
+        tester = getattr(self.w3.provider, "ethereum_tester", None)
+        if tester is not None:
+            tester.enable_auto_mine_transactions()
+        else:
+            interval = int(os.environ.get("HARDHAT_BLOCK_MS", "50"))
+            await self.w3.provider.make_request("evm_setIntervalMining", [interval])  # type: ignore[arg-type]
+
     async def balance(self, currency: str, owner: str) -> int:
         return int(await self.token_contracts[currency].functions.balanceOf(owner).call())
 
