@@ -216,9 +216,7 @@ async def test_a_release_found_through_the_events_counts_at_the_configured_confi
 ) -> None:
     escrow_id = await funded_escrow(app, market, evm)
     chain = evm.chain(confirmations=3)
-    by_hand = chain.sign(
-        await chain.unsigned("release", escrow_id, client=CLIENT_ADDRESS), await chain.pending_nonce()
-    )
+    by_hand = chain.sign(await chain.unsigned("release", escrow_id, client=CLIENT_ADDRESS), await chain.pending_nonce())
     await chain.broadcast(by_hand)
     r = releaser(app, chain)
     await r.run_once()
@@ -386,7 +384,7 @@ async def test_a_node_of_another_chain_is_refused_and_nothing_is_read_or_signed(
     from sqlalchemy import text
 
     async with market.runtime.engine.begin() as conn:
-        await conn.execute(text('UPDATE "Escrow" SET status = \'FUNDED\''))
+        await conn.execute(text("UPDATE \"Escrow\" SET status = 'FUNDED'"))
     await Releaser(app.runtime, chains, poll_seconds=0.01, waiting_retry_seconds=0).run_until_idle()
     state, waiting, _ = await release_row(market)
     assert state == "pending" and f"serves chain {evm.chain_id}, not POLYGON_CHAIN_ID 137" in waiting

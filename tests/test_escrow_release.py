@@ -153,13 +153,21 @@ async def test_two_workers_and_duplicate_merges_pay_once(
 ) -> None:
     import asyncio
 
-    escrow_id = await funded_done_story(app, market, evm)
-    # The merge delivered again changes nothing: still one request.
+    story_id = await done_story(app, market, merges=2)  # the merge delivered twice, each processed
+    merges = await market.scalar(
+        "SELECT count(*) FROM webhook_inbox WHERE event = 'pull_request' AND action = 'closed' AND state = 'done'"
+    )
+    assert merges == 2
+    escrow_id = await create_escrow(market, story_id, contract_address=evm.escrow_address, amount=10**6)
+    await evm.fund(escrow_id, EXPERT, "USDC", 10**6, 500)
+    assert (await sync_funding(app.runtime, Chains(backends={"polygon": evm.chain()}))).funded == [escrow_id]
+    # Still one request: the second merge found the story DONE and changed nothing.
     assert await market.scalar("SELECT count(*) FROM escrow_release_request") == 1
     await asyncio.gather(releaser(app, evm).run_until_idle(), releaser(app, evm).run_until_idle())
     assert await evm.balance("USDC", EXPERT) == 950_000
     assert await market.scalar("SELECT count(*) FROM escrow_chain_tx") == 1
     assert (await escrow_row(market, escrow_id))["status"] == "RELEASED"
+    assert await market.scalar("SELECT count(*) FROM \"StoryAuditLog\" WHERE action = 'escrow_released'") == 1
 
 
 @pytest.mark.parametrize(

@@ -136,7 +136,7 @@ class EvmEnv:
 async def give_gas(w3: AsyncWeb3, *private_keys: str) -> None:
     rich = (await w3.eth.accounts)[0]
     for k in private_keys:
-        tx = await w3.eth.send_transaction({"from": rich, "to": address(k), "value": 10**21})
+        tx = await w3.eth.send_transaction({"from": rich, "to": address(k), "value": 10**19})
         await w3.eth.wait_for_transaction_receipt(tx)
 
 
