@@ -91,6 +91,21 @@ async def until_released(r: Releaser, m: Market, escrow_id: str, passes: int = 5
     raise AssertionError(f"escrow {escrow_id} not released after {passes} passes")
 
 
+async def replaced(m: Market, worker: asyncio.Task[None], within: float = 60.0) -> None:
+    """Wait until a second transaction (the replacement) is recorded; the worker is stopped if it never is."""
+
+    async def recorded() -> None:
+        while await m.scalar("SELECT count(*) FROM escrow_chain_tx") < 2:
+            assert not worker.done()
+            await asyncio.sleep(0.01)
+
+    try:
+        await asyncio.wait_for(recorded(), within)
+    except BaseException:
+        worker.cancel()
+        raise
+
+
 async def release_row(m: Market) -> tuple[Any, ...]:
     [row] = await m.rows("SELECT state, waiting_for, last_error FROM escrow_release_request")
     return row
@@ -180,7 +195,8 @@ async def test_funding_that_names_another_expert_token_or_contract_is_refused(
     else:
         assert expected in report.problems[escrow_id]
     assert (await escrow_row(market, escrow_id))["status"] == "PENDING"
-    await releaser(app, evm.chain()).run_until_idle()
+    await releaser(app, evm.chain()).run_once()
+    assert (await release_row(market))[:2] == ("pending", "waiting for funding")
     assert await evm.balance("USDC", EXPERT) == 0 and await evm.balance("ETH", EXPERT) == 0
 
 
@@ -260,9 +276,7 @@ async def test_a_stuck_release_is_replaced_with_a_higher_fee_and_the_replacement
     await evm.hold_blocks()  # nothing is mined: the release is stuck in the pool
     chain = evm.chain(replace_after=0.05)
     task = asyncio.create_task(releaser(app, chain, lease_seconds=2).run_until_idle())
-    while await market.scalar("SELECT count(*) FROM escrow_chain_tx") < 2:
-        assert not task.done()
-        await asyncio.sleep(0.01)
+    await replaced(market, task)
     await evm.resume_blocks()
     await task
     rows = await market.rows("SELECT tx_hash, nonce, state, replaces, raw_tx FROM escrow_chain_tx ORDER BY created_at")
@@ -380,12 +394,11 @@ async def test_a_node_of_another_chain_is_refused_and_nothing_is_read_or_signed(
     chains = chains_of(wrong)
     report = await sync_funding(app.runtime, chains)
     assert report.funded == [] and "serves chain" in report.not_configured[escrow_id]
-    await Releaser(app.runtime, chains, poll_seconds=0.01, waiting_retry_seconds=0).run_until_idle()
     from sqlalchemy import text
 
     async with market.runtime.engine.begin() as conn:
         await conn.execute(text("UPDATE \"Escrow\" SET status = 'FUNDED'"))
-    await Releaser(app.runtime, chains, poll_seconds=0.01, waiting_retry_seconds=0).run_until_idle()
+    await Releaser(app.runtime, chains, poll_seconds=0.01, waiting_retry_seconds=60).run_until_idle()
     state, waiting, _ = await release_row(market)
     assert state == "pending" and f"serves chain {evm.chain_id}, not POLYGON_CHAIN_ID 137" in waiting
     assert await market.scalar("SELECT count(*) FROM escrow_chain_tx") == 0

@@ -24,6 +24,7 @@ from tests.chain.market import create_escrow, done_story, escrow_row, set_wallet
 from tests.fake_github import FakeGitHub
 from tests.harness import App
 from tests.test_escrow_external import CLIENT_ADDRESS, EXPERT, ROOT, chain_env
+from tests.test_escrow_faults_evm import replaced
 from tests.workflow import CLIENT, DEV, Market, seed_market
 
 pytestmark = pytest.mark.external_chain
@@ -76,7 +77,7 @@ def chain_over(url: str, node: EvmEnv, **kw: Any) -> EvmChain:
         AsyncWeb3(AsyncHTTPProvider(url)),
         contract_address=node.escrow_address,
         arbiter_key=ARBITER_KEY,
-        chain_id=node.chain_id,
+        chain_id=kw.pop("chain_id", node.chain_id),
         confirmations=kw.pop("confirmations", 1),
         tokens=node.tokens,
         **kw,
@@ -130,9 +131,7 @@ async def test_a_stuck_release_is_replaced_on_the_node_and_the_replacement_pays(
     await node.hold_blocks()
     try:
         task = asyncio.create_task(Releaser(app.runtime, chains, poll_seconds=0.02, lease_seconds=5).run_until_idle())
-        while await market.scalar("SELECT count(*) FROM escrow_chain_tx") < 2:
-            assert not task.done()
-            await asyncio.sleep(0.02)
+        await replaced(market, task)
     finally:
         await node.resume_blocks()
     await task
@@ -179,10 +178,9 @@ async def test_a_worker_refuses_a_node_of_another_chain(
     # Accepted earlier (when the configuration was right): the worker still signs nothing for this node.
     async with market.runtime.engine.begin() as conn:
         await conn.execute(text("UPDATE \"Escrow\" SET status = 'FUNDED'"))
-    worker = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.escrow_worker_process", env=env, cwd=ROOT
-    )
-    assert await asyncio.wait_for(worker.wait(), timeout=120) == 0
+    wrong = chain_over(hardhat_url, node, chain_id=137)
+    await Releaser(app.runtime, Chains(backends={"polygon": wrong}), waiting_retry_seconds=60).run_until_idle()
+    await wrong.close()
     [(state, waiting)] = await market.rows("SELECT state, waiting_for FROM escrow_release_request")
     assert state == "pending" and "not POLYGON_CHAIN_ID 137" in waiting
     assert await market.scalar("SELECT count(*) FROM escrow_chain_tx") == 0

@@ -238,6 +238,7 @@ class Releaser:
             await self._mark(request_id, escrow_id, tx_hash, backend)
             return
 
+        fresh = signed is None
         if signed is None:
             signed = await self._sign(
                 request_id, escrow_id, expert_wallet, amount, fee_bps, currency, backend, key, watch_from
@@ -245,7 +246,14 @@ class Releaser:
             if signed is None:
                 return
             self._step("signed", request_id)
-        await backend.broadcast(signed)
+        try:
+            await backend.broadcast(signed)
+        except Exception as exc:
+            if fresh:
+                raise
+            # Sent before: the chain may have it, or have mined another at its nonce (a replacement, or
+            # the transaction it replaced). Reconcile with the chain instead of retrying the send.
+            log.warning("re-broadcast refused; reconciling", extra={"tx": signed.tx_hash, "error": type(exc).__name__})
         self._step("broadcast", request_id)
         landed = await self._confirm(request_id, escrow_id, currency, signed, backend, key)
         if landed is None:
@@ -429,7 +437,10 @@ class Releaser:
                 newest = await self._replace(request_id, escrow_id, candidates[-1][0], backend)
                 self._step("replaced", request_id)
                 candidates.append((newest, utcnow()))
-                await backend.broadcast(newest)
+                try:
+                    await backend.broadcast(newest)
+                except Exception as exc:  # e.g. "underpriced": the next replacement pays more again
+                    log.warning("replacement refused", extra={"tx": newest.tx_hash, "error": type(exc).__name__})
                 rebroadcast = time.monotonic() + 10 * self.poll_seconds
             if time.monotonic() > deadline:
                 await self._reschedule(request_id, self.poll_seconds)
