@@ -48,14 +48,14 @@ from github_app.inbox.worker import Worker  # noqa: E402
 from github_app.runtime import Runtime  # noqa: E402
 from github_app.server import default_router, depth_sampler, open_writer, readiness  # noqa: E402
 from github_app.web import create_app  # noqa: E402
-from tests.chain.evm_env import address, deploy_env, expert_key, in_process_web3  # noqa: E402
+from tests.chain.evm_env import CLIENT_KEY, address, deploy_env, expert_key, in_process_web3  # noqa: E402
 from tests.chain.market import create_escrow, set_wallet  # noqa: E402
 from tests.chain.solana_env import DECIMALS, SolanaEnv, solana_env  # noqa: E402
 from tests.chain.solana_rpc import LiteSvmRpc  # noqa: E402
 from tests.fake_github import FakeGitHub  # noqa: E402
 from tests.github_fixtures import GITHUB_APP_ID, INSTALLATION_ID, REPO, generate_key_pair  # noqa: E402
 from tests.harness import App  # noqa: E402
-from tests.workflow import DEV, GATE_PATH, PM, QA, STORY_PATH, gate_file, seed_market, story_file  # noqa: E402
+from tests.workflow import CLIENT, DEV, GATE_PATH, PM, QA, STORY_PATH, gate_file, seed_market, story_file  # noqa: E402
 
 ADMIN_DSN = os.environ.get("BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 DATABASE = "bmad_escrow_bench"
@@ -114,7 +114,8 @@ class EvmBench:
             await self.evm.fund(escrow_id, EXPERT, "USDC", 1000, 500)
         started = time.perf_counter()
         for escrow_id in ids:
-            signed = chain.sign(await chain.unsigned("release", escrow_id), await chain.pending_nonce())
+            unsigned = await chain.unsigned("release", escrow_id, client=address(CLIENT_KEY))
+            signed = chain.sign(unsigned, await chain.pending_nonce())
             await chain.broadcast(signed)
             while not (await chain.outcome(signed)).landed:
                 await asyncio.sleep(0.005)
@@ -224,6 +225,8 @@ async def run(bench: Any, stories: int) -> dict[str, Any]:
     try:
         m = await seed_market(runtime, fake)
         await set_wallet(m, DEV, bench.wallet_chain, bench.expert)
+        if bench.wallet_chain == "polygon":  # the escrow is the one the client funds from this wallet
+            await set_wallet(m, CLIENT, "polygon", address(CLIENT_KEY))
         merges = []
         for n in range(1, stories + 1):
             path, gate = STORY_PATH.replace("1.3", f"1.{n}"), GATE_PATH.replace("1.3", f"1.{n}")
