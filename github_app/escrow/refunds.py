@@ -26,7 +26,7 @@ from github_app.db.models import Escrow, Story
 from github_app.db.types import utcnow
 from github_app.domain.escrow import ONCHAIN_FUNDED, ONCHAIN_REFUNDED
 from github_app.escrow.backends import Chains, keyed
-from github_app.escrow.releases import Fault, add_signed, live_tx, record_signed, settle_replaced, signed_of
+from github_app.escrow.chain_txs import Fault, add_signed, live_tx, record_signed, settle_replaced, signed_of
 from github_app.escrow.store import funder_of, lock_escrow_state
 from github_app.services.stories import audit
 from github_app.services.views import refresh_story_prs

@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from github_app.db.app_tables import ChainTxState, EscrowChainTx
 from github_app.db.types import utcnow
 from github_app.escrow.backends import Chains
-from github_app.escrow.releases import settle_replaced, signed_of
+from github_app.escrow.chain_txs import settle_replaced, signed_of
 
 log = logging.getLogger(__name__)
 
