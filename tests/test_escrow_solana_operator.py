@@ -478,3 +478,24 @@ async def test_wallet_set_refuses_a_program_or_a_token_account_as_a_solana_payou
     assert await market.rows(
         "SELECT address FROM wallet WHERE chain = 'solana' AND user_id = :u", u=market.users[DEV]
     ) == [(str(EXPERT),)]
+
+
+async def test_a_refund_the_node_refuses_leaves_no_request_behind(app: App, market: Market, sol: SolanaEnv) -> None:
+    """The client's recorded wallet cannot receive (a program id, set before wallets were checked): the
+    node refuses the refund at preflight; the refund is refused with its error, and the release is free."""
+    from spl.memo.constants import MEMO_PROGRAM_ID
+
+    await set_wallet(market, CLIENT, "solana", str(MEMO_PROGRAM_ID))
+    chain = sol.chain()
+    chains = Chains(backends={"solana": chain})
+    escrow_id = await pending_escrow(app, market, chain, currency="SOL", amount=1_000_000_000)
+    pay_sol(sol, chain.escrow_account(escrow_id, "SOL"), 1_000_000_000)
+    assert (await sync_funding(app.runtime, chains)).funded == [escrow_id]
+    with pytest.raises(RefundRefused, match="the node refused the refund transaction"):
+        await refund(app.runtime, chains, escrow_id, poll_seconds=0.01)
+    assert await market.rows("SELECT refund_requested_at FROM escrow_chain_state") == [(None,)]
+    [(state, error)] = await market.rows("SELECT state, error FROM escrow_chain_tx")
+    assert state == "dropped" and error
+    await Releaser(app.runtime, chains, poll_seconds=0.01).run_until_idle()
+    assert await release_state(market) == ("released", None)
+    assert lamports(sol, EXPERT) == 950_000_000

@@ -125,8 +125,17 @@ async def refund(
     try:
         await backend.broadcast(signed)
     except TxRejected as exc:
-        # Never on the chain: settled with the node's own words, and the refund may be asked for again.
-        await _settle(runtime, signed.tx_hash, ChainTxState.DROPPED, error=str(exc))
+        # Never on the chain: settled with the node's own words, and the request goes with it (a refused
+        # refund leaves the escrow to its release).
+        async with runtime.sessionmaker() as session, session.begin():
+            state = await lock_escrow_state(session, escrow_id, lock=not runtime.is_sqlite)
+            await session.execute(
+                update(EscrowChainTx)
+                .where(EscrowChainTx.tx_hash == signed.tx_hash)
+                .values(state=ChainTxState.DROPPED, error=str(exc)[:2000])
+            )
+            if await live_tx(session, escrow_id, "refund") is None:
+                state.refund_requested_at = None
         raise RefundRefused(f"the node refused the refund transaction {signed.tx_hash}: {exc}") from None
     step("broadcast")
     deadline = time.monotonic() + wait_seconds
@@ -186,12 +195,9 @@ async def withdraw_refund(runtime: Any, escrow_id: str) -> str:
     return f"{escrow_id}: refund request withdrawn; its release may go ahead (`bmad-app escrow retry {escrow_id}`)"
 
 
-async def _settle(runtime: Any, tx_hash: str, state: str, *, error: str | None = None) -> None:
-    values: dict[str, Any] = {"state": state}
-    if error is not None:
-        values["error"] = error[:2000]
+async def _settle(runtime: Any, tx_hash: str, state: str) -> None:
     async with runtime.sessionmaker() as session, session.begin():
-        await session.execute(update(EscrowChainTx).where(EscrowChainTx.tx_hash == tx_hash).values(**values))
+        await session.execute(update(EscrowChainTx).where(EscrowChainTx.tx_hash == tx_hash).values(state=state))
 
 
 async def _mark(runtime: Any, backend: Any, escrow_id: str, tx_hash: str) -> None:
