@@ -6,8 +6,8 @@ It models what the app must cope with on a real cluster, not just the happy path
 - commitment: every request advances the chain one slot; a transaction is `processed` in the slot it
   lands, `confirmed` `confirmed_depth` slots later and `finalized` `finalized_depth` slots later, and
   the block height a client reads depends on the commitment it asks for;
-- expiry: a blockhash is valid for 150 blocks from when it was first handed out; a transaction sent
-  after that is refused ("Blockhash not found");
+- expiry: each slot has its own blockhash, valid for 150 blocks from when it was first handed out; a
+  transaction sent after that is refused ("Blockhash not found");
 - preflight: a transaction whose simulation fails is refused with the node's error and never lands
   (`skip_simulation` lands it instead and records the failure, as when state changes between a
   node's preflight and the leader's execution);
@@ -76,6 +76,10 @@ class LiteSvmRpc:
         self.url = ""
         self.landed: dict[str, Landed] = {}
         self.blockhash_expiry: dict[str, int] = {}
+        self.issued_at: dict[str, int] = {}
+        # Every blockhash handed out stays usable until its last valid height, which this server
+        # enforces itself (LiteSVM on its own accepts only its latest one).
+        svm.with_blockhash_check(False)
         self.drop_sends = 0
         self.drop: Callable[[str], bool] | None = None  # which signatures to acknowledge and lose
         self.skip_simulation = False
@@ -141,11 +145,10 @@ class LiteSvmRpc:
     def getLatestBlockhash(self, config: dict[str, Any] | None = None) -> Any:  # noqa: N802
         blockhash = str(self.svm.latest_blockhash())
         height = self.height(config)
-        if blockhash in self.blockhash_expiry and self.blockhash_expiry[blockhash] - height < 20:
-            # A cluster makes a new blockhash every slot; this one, only when the old one nears its end
-            # (LiteSVM accepts only its latest).
-            self.svm.expire_blockhash()
+        if self.issued_at.get(blockhash, self.slot) < self.slot:
+            self.svm.expire_blockhash()  # a cluster makes a new blockhash every slot
             blockhash = str(self.svm.latest_blockhash())
+        self.issued_at.setdefault(blockhash, self.slot)
         # A blockhash's life is fixed when it is first seen, whatever commitment asks for it later.
         last_valid = self.blockhash_expiry.setdefault(blockhash, height + BLOCKHASH_VALIDITY)
         return {"context": self._context(), "value": {"blockhash": blockhash, "lastValidBlockHeight": last_valid}}
