@@ -499,3 +499,23 @@ async def test_a_refund_the_node_refuses_leaves_no_request_behind(app: App, mark
     await Releaser(app.runtime, chains, poll_seconds=0.01).run_until_idle()
     assert await release_state(market) == ("released", None)
     assert lamports(sol, EXPERT) == 950_000_000
+
+
+async def test_sol_dust_an_empty_client_wallet_could_not_hold_does_not_block_the_release(
+    app: App, market: Market, sol: SolanaEnv
+) -> None:
+    """The client's recorded wallet has never been used, and a stranger sends 1,000 lamports: too few to
+    open it (rent needs 890,880). They go to the treasury; the expert is paid."""
+    from solders.keypair import Keypair
+
+    await set_wallet(market, CLIENT, "solana", str(Keypair().pubkey()))
+    chain = sol.chain()
+    chains = Chains(backends={"solana": chain})
+    escrow_id = await pending_escrow(app, market, chain, currency="SOL", amount=1_000_000_000)
+    account = chain.escrow_account(escrow_id, "SOL")
+    pay_sol(sol, account, 1_000_000_000)
+    pay_sol(sol, account, 1_000)
+    assert (await sync_funding(app.runtime, chains)).funded == [escrow_id]
+    await Releaser(app.runtime, chains, poll_seconds=0.01).run_until_idle()
+    assert await release_state(market) == ("released", None)
+    assert (lamports(sol, EXPERT), lamports(sol, sol.treasury)) == (950_000_000, 50_001_000)

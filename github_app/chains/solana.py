@@ -233,6 +233,11 @@ class SolanaChain:
         # Holding less than the payouts (emptied since it was read): the transaction is built anyway and
         # the chain refuses it; the release's own checks say why.
         rest = held - sum(share for _, share in payouts)
+        if rest > 0 and payouts and currency.upper() == SOL and rest_to is not None:
+            # Lamports an empty wallet could not hold (less than its rent) would make the whole release
+            # fail: such dust (anyone can send it) goes to the treasury instead of blocking the payment.
+            if await self.transport.get_account(rest_to) is None and rest < await self.transport.rent_exempt(0):
+                rest_to = self.treasury
         if rest > 0:
             if rest_to is None:
                 raise ValueError(f"the escrow account holds {rest} more than the amount: no client to return it to")
