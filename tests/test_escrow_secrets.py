@@ -13,17 +13,18 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from sqlalchemy import text
 
 from github_app.escrow.backends import Chains
 from github_app.escrow.releases import Releaser
-from tests.chain.evm_env import ARBITER_KEY
+from tests.chain.evm_env import ARBITER_KEY, CLIENT_KEY, address
 from tests.chain.market import create_escrow, done_story, set_wallet
 from tests.chain.solana_env import SolanaEnv, solana_env
 from tests.chain.solana_rpc import LiteSvmRpc
 from tests.fake_github import FakeGitHub
 from tests.harness import App
-from tests.workflow import DEV, Market, seed_market
+from tests.workflow import CLIENT, DEV, Market, seed_market
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "k3y-8f2a9c41d7e0b6a5f3c2"
@@ -41,6 +42,7 @@ async def market(app: App, fake_github: FakeGitHub, sol: SolanaEnv) -> AsyncIter
     m = await seed_market(app.runtime, fake_github)
     await set_wallet(m, DEV, "solana", str(sol.client.pubkey()))
     await set_wallet(m, DEV, "polygon", EXPERT_EVM)
+    await set_wallet(m, CLIENT, "polygon", address(CLIENT_KEY))  # Polygon escrows are keyed by their funder
     yield m
 
 
@@ -59,7 +61,36 @@ async def run(env: dict[str, str], *args: str) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
-def chain_env(db_url: str, rpc_url: str, tmp_path: Path, sol: SolanaEnv) -> dict[str, str]:
+class BrokenEvmNode:
+    """An EVM JSON-RPC endpoint that says which chain it serves and answers everything else with HTTP
+    500 (a provider in trouble): web3's error then quotes the URL it called."""
+
+    def __init__(self) -> None:
+        self.runner: web.AppRunner | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if body.get("method") == "eth_chainId":
+            return web.json_response({"jsonrpc": "2.0", "id": body["id"], "result": hex(31337)})
+        return web.Response(status=500, text="upstream unavailable")
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+
+    async def close(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+def chain_env(
+    db_url: str, rpc_url: str, tmp_path: Path, sol: SolanaEnv, evm_url: str | None = None
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POLYGON_", "SOLANA_", "DATABASE_URL", "GITHUB_"))}
     env.update(
         DATABASE_URL=db_url,
@@ -68,7 +99,7 @@ def chain_env(db_url: str, rpc_url: str, tmp_path: Path, sol: SolanaEnv) -> dict
         SOLANA_AUTHORITY_KEYPAIR_PATH=private_file(tmp_path / "authority.json", json.dumps(list(bytes(sol.authority)))),
         SOLANA_TREASURY=str(sol.treasury),
         SOLANA_USDC_MINT=str(sol.mint),
-        POLYGON_RPC_URL=f"{rpc_url}/polygon/?apikey={API_KEY}",
+        POLYGON_RPC_URL=f"{evm_url or rpc_url}/polygon/?apikey={API_KEY}",
         POLYGON_CHAIN_ID="31337",
         POLYGON_ESCROW_CONTRACT=EVM_CONTRACT,
         POLYGON_ARBITER_KEY_PATH=private_file(tmp_path / "arbiter.key", ARBITER_KEY),
@@ -83,7 +114,8 @@ async def test_rpc_urls_with_api_keys_never_reach_logs_stored_errors_or_command_
     rpc = LiteSvmRpc(sol.svm)
     url = await rpc.start()
     rpc.fail_http = True  # every answer an HTTP 500: the clients' errors quote the URL they called
-    env = chain_env(db_url, url, tmp_path, sol)
+    evm_node = BrokenEvmNode()
+    env = chain_env(db_url, url, tmp_path, sol, await evm_node.start())
     try:
         solana_story = await done_story(app, market, number=3)
         for chain, currency, address, number in (
@@ -150,6 +182,7 @@ async def test_rpc_urls_with_api_keys_never_reach_logs_stored_errors_or_command_
         outputs.append(out + err)
     finally:
         await rpc.close()
+        await evm_node.close()
     text_seen = "\n".join(outputs)
     assert "NOT accepted: cannot read on-chain" in text_seen  # sync reported both failures...
     assert "cannot read escrow on-chain" in text_seen  # ...and logged them

@@ -109,19 +109,20 @@ async def test_a_refund_that_can_never_land_is_withdrawn_and_the_release_goes_ah
     with pytest.raises(Crash):  # signed and recorded, never sent
         await refund(app.runtime, chains, escrow_id, poll_seconds=0.01, fault=crash_at("signed"))
 
-    # Signed and still able to land: not withdrawn, and the release stays refused.
+    # Signed and still able to land: not withdrawn.
     with pytest.raises(RefundRefused, match="is signed .* and may still land"):
         await withdraw_refund(app.runtime, escrow_id)
-    await Releaser(app.runtime, chains, poll_seconds=0.01).run_until_idle()
-    state, reason = await release_state(market)
-    assert state == "failed" and "refunding this escrow" in (reason or "")
 
-    # Its blockhash expires unsent: it can never land, and the operator withdraws the request.
+    # Its blockhash expires unsent: it can never land; the release stays refused until the operator
+    # withdraws the request.
     [(last_valid,)] = await market.rows("SELECT last_valid_block_height FROM escrow_chain_tx")
     sol.svm.expire_blockhash()
     sol.svm.warp_to_slot(int(last_valid) + 1)
     with pytest.raises(RefundRefused, match="can never land"):
         await refund(app.runtime, chains, escrow_id, poll_seconds=0.01)
+    await Releaser(app.runtime, chains, poll_seconds=0.01).run_until_idle()
+    state, reason = await release_state(market)
+    assert state == "failed" and "refunding this escrow" in (reason or "")
     await app.runtime.engine.dispose()
     code, out = await run_module(
         {"DATABASE_URL": db_url, "PATH": "/usr/bin:/bin"}, "github_app", "escrow", "withdraw-refund", escrow_id

@@ -87,6 +87,7 @@ def cmd_escrow(settings: Settings, args: argparse.Namespace) -> int:
         "retry": _retry,
         "refund": _refund,
         "withdraw-refund": _withdraw_refund,
+        "rescue": _rescue,
     }[args.escrow_command]
     _set_redaction(settings)
     return _run(settings, lambda runtime: handler(runtime, args))
@@ -270,4 +271,18 @@ async def _withdraw_refund(runtime: Runtime, args: argparse.Namespace) -> int:
         print(await withdraw_refund(runtime, args.escrow_id))
     except RefundRefused as exc:
         return _err(str(exc))
+    return 0
+
+
+async def _rescue(runtime: Runtime, args: argparse.Namespace) -> int:
+    from github_app.escrow.rescue import RescueRefused, rescue
+
+    chains = Chains.from_settings(runtime.settings)
+    try:
+        result = await rescue(runtime, chains, args.token, args.to)
+    except RescueRefused as exc:
+        return _err(str(exc))
+    finally:
+        await chains.close()
+    print(f"rescued {result.amount} of {result.token} to {result.to}: {result.tx_hash} {result.tx_url}")
     return 0
