@@ -20,6 +20,7 @@ import asyncio
 import ctypes
 import logging
 import resource
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +57,32 @@ class HttpLimits:
         if soft == resource.RLIM_INFINITY:
             return self.max_connections
         return max(1, min(self.max_connections, soft - RESERVED_FDS))
+
+
+class RefusalLog:
+    """At most `per_second` lines a second about clients refused or gone; the others are counted, and the
+    count is logged once the second is over. An attacker's rate sets the metrics, not the log's size."""
+
+    def __init__(self, per_second: int = 20) -> None:
+        self.per_second = per_second
+        self._second = 0
+        self._lines = 0
+        self._held_back = 0
+
+    def allow(self) -> bool:
+        now = int(time.monotonic())
+        if now != self._second:
+            if self._held_back:
+                log.warning(
+                    "more refusals than the log takes: not logged, counted in the metrics",
+                    extra={"count": self._held_back},
+                )
+            self._second, self._lines, self._held_back = now, 0, 0
+        if self._lines < self.per_second:
+            self._lines += 1
+            return True
+        self._held_back += 1
+        return False
 
 
 class BodyBudget:
@@ -198,6 +225,8 @@ class GuardedHandler(RequestHandler):
     def log_exception(self, *args: Any, **kw: Any) -> None:
         exc = kw.get("exc_info")
         if isinstance(exc, BaseException) and _clients_fault(exc):
+            if not self.server.refusals.allow():
+                return
             log.info(
                 "bad request from client",
                 extra={"error": type(exc).__name__, "detail": _short(str(exc))},
@@ -224,6 +253,7 @@ class GuardedServer(Server):
         self.limits = limits
         self.max_connections = limits.effective_max_connections()
         self.open = 0
+        self.refusals = RefusalLog()
 
     def __call__(self) -> GuardedHandler:
         return GuardedHandler(self, loop=self._loop, header_timeout=self.limits.header_timeout, **self._kwargs)

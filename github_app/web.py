@@ -20,6 +20,7 @@ from github_app.http_limits import (
     GuardedHandler,
     HttpLimits,
     OverBudget,
+    RefusalLog,
     read_body,
 )
 from github_app.inbox.group_commit import GroupCommitWriter, InboxUnavailable
@@ -52,6 +53,7 @@ readiness_key: web.AppKey[ReadinessCheck] = web.AppKey("readiness")
 depth_key: web.AppKey[DepthSampler | None] = web.AppKey("depth")
 limits_key = web.AppKey("limits", HttpLimits)
 budget_key = web.AppKey("budget", BodyBudget)
+refusals_key = web.AppKey("refusals", RefusalLog)
 
 
 _STORED = b'{"message": "stored"}'
@@ -65,15 +67,16 @@ def _reply(status: int, message: str) -> web.Response:
 def _refused(request: web.Request, rejected: RejectedDelivery, *, close: bool = False) -> web.Response:
     event = request.headers.get("X-GitHub-Event", "")
     DELIVERIES_RECEIVED.labels(event_label(event), rejected.outcome).inc()
-    log.warning(
-        "delivery rejected",
-        extra={
-            "delivery_id": quote(request.headers.get("X-GitHub-Delivery")),
-            "event": quote(event),
-            "outcome": rejected.outcome,
-            "reason": rejected.reason,
-        },
-    )
+    if request.app[refusals_key].allow():
+        log.warning(
+            "delivery rejected",
+            extra={
+                "delivery_id": quote(request.headers.get("X-GitHub-Delivery")),
+                "event": quote(event),
+                "outcome": rejected.outcome,
+                "reason": rejected.reason,
+            },
+        )
     response = _reply(rejected.status, rejected.reason)
     if close:
         # The rest of the body is not wanted: the connection ends with this answer.
@@ -109,10 +112,11 @@ async def receive_webhook(request: web.Request) -> web.Response:
         except ConnectionError:
             # Nothing to answer and nothing wrong on our side: one line, no traceback.
             DELIVERIES_RECEIVED.labels(event_label(request.headers.get("X-GitHub-Event", "")), "client_gone").inc()
-            log.info(
-                "client went away before sending the whole body",
-                extra={"delivery_id": quote(request.headers.get("X-GitHub-Delivery")), "outcome": "client_gone"},
-            )
+            if request.app[refusals_key].allow():
+                log.info(
+                    "client went away before sending the whole body",
+                    extra={"delivery_id": quote(request.headers.get("X-GitHub-Delivery")), "outcome": "client_gone"},
+                )
             return _reply(400, "client went away")
         try:
             delivery = parse_delivery(request.headers, body, request.app[secrets_key], utcnow())
@@ -188,6 +192,7 @@ def create_app(
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[limits_key] = limits = limits or HttpLimits()
     app[budget_key] = BodyBudget(limits.body_budget)
+    app[refusals_key] = RefusalLog()
     app[writer_key] = writer
     app[secrets_key] = tuple(secrets)
     app[readiness_key] = readiness

@@ -13,6 +13,7 @@ import re
 import resource
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,12 +24,15 @@ import aiohttp
 import pytest
 
 from github_app.config import Settings
+from github_app.db.types import utcnow
 from github_app.logs import TextFormatter
 from github_app.runtime import Runtime
-from github_app.server import run_server
+from github_app.server import open_writer, run_server
 from github_app.web import WEBHOOK_PATH
+from github_app.webhook import Delivery
 from tests.conftest import WEBHOOK_SECRET, fetch_all, make_settings
-from tests.deliveries import encode, headers_for, payload
+from tests.deliveries import encode, guid, headers_for, payload
+from tests.harness import App
 
 DEADLINE = 5.0  # seconds any one wait may take; the limits under test are all well under it
 PUSH = encode(payload("push"))
@@ -286,7 +290,7 @@ async def test_identity_encoding_is_accepted(db_url: str) -> None:
     [
         ("X-GitHub-Delivery", "x" * 8000),
         ("X-GitHub-Delivery", "not-a-guid"),
-        ("X-GitHub-Delivery", str(uuid.uuid4()) + "0"),
+        ("X-GitHub-Delivery", "9a351d4a-3834-4b26-b3d7-8c9594bb92610"),
         ("X-GitHub-Event", "e" * 8000),
         ("X-GitHub-Event", "Push"),
         ("X-GitHub-Event", "push;drop"),
@@ -344,7 +348,7 @@ async def test_a_client_that_hangs_up_mid_body_is_one_info_line(db_url: str, cap
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 
 
-async def test_a_malformed_request_is_one_info_line_without_a_traceback(
+async def test_a_malformed_request_is_400_without_an_error_or_a_traceback(
     db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
@@ -401,3 +405,56 @@ async def test_signed_hostile_json_is_400_with_a_short_reason(
         assert await served.inbox() == []
         assert (await served.deliver())[0] == 202  # and the next one is fine
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_the_worker_sets_hostile_json_aside_and_goes_on(app: App) -> None:
+    """Rows the ingress now refuses may be in an inbox from before: the worker marks each dead with its
+    reason, after a bounded number of attempts, and handles the next delivery as usual."""
+    writer = await open_writer(app.runtime)
+    huge_installation = payload("installation", "created.payload.json")
+    huge_installation["installation"]["id"] = 10**30
+    hostile = {
+        guid("deep"): ("push", b"[" * 100_000 + b"]" * 100_000),
+        guid("huge-installation"): ("installation", encode(huge_installation)),
+        guid("not-json"): ("push", b'{"action": '),
+    }
+    try:
+        await writer.insert_batch(
+            [Delivery(i, event, None, None, None, body, utcnow()) for i, (event, body) in hostile.items()]
+        )
+    finally:
+        await writer.close()
+    await asyncio.wait_for(app.process(), 60)
+    rows = await fetch_all(app.runtime, "SELECT delivery_id, state, attempts, last_error FROM webhook_inbox")
+    assert {r[0]: r[1] for r in rows} == dict.fromkeys(hostile, "dead"), rows
+    assert all(len(str(r[3])) < 2000 for r in rows)
+    assert await app.deliver("installation", payload("installation", "created.payload.json")) == 202
+    [(state,)] = await fetch_all(
+        app.runtime,
+        "SELECT state FROM webhook_inbox WHERE delivery_id NOT IN (:a, :b, :c)",
+        a=guid("deep"),
+        b=guid("huge-installation"),
+        c=guid("not-json"),
+    )
+    assert state == "done"
+
+
+async def test_refusals_beyond_twenty_a_second_are_counted_not_logged(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with serving(db_url) as served:
+        # At once, so that most of them fall within one second.
+        answers = await asyncio.gather(*(served.deliver(secret="not-the-secret") for _ in range(100)))
+        assert {status for status, _ in answers} == {401}
+        second = int(time.monotonic())
+
+        async def next_second() -> bool:
+            return int(time.monotonic()) != second
+
+        await wait_for_condition(next_second, "a new second")
+        assert (await served.deliver(secret="not-the-secret"))[0] == 401  # logged, and tells what was not
+    logged = [r for r in caplog.records if r.getMessage() == "delivery rejected"]
+    held_back = sum(getattr(r, "count", 0) for r in caplog.records if "not logged" in r.getMessage())
+    assert len(logged) < 101 and held_back > 0
+    assert len(logged) + held_back == 101
