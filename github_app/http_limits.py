@@ -157,6 +157,14 @@ class BodyTimeout(Exception):
 async def read_body(request: web.Request, limits: HttpLimits, hold: BodyHold, max_bytes: int) -> bytes:
     """The whole body, its bytes taken from the budget through `hold` (the caller releases it)."""
     stream = request.content
+    if stream.is_eof():
+        # The usual case: the whole body came with the headers, and no timer is needed to read it.
+        body = stream.read_nowait()
+        if len(body) > max_bytes:
+            raise BodyTooLarge
+        if not hold.take(len(body)):
+            raise OverBudget
+        return body
     chunks: list[bytes] = []
     size = 0
     loop = asyncio.get_running_loop()
