@@ -22,9 +22,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from github_app.config import Settings
 from github_app.db.types import utcnow
+from github_app.http_limits import GuardedRunner, HttpLimits
 from github_app.logs import TextFormatter
 from github_app.runtime import Runtime
 from github_app.server import open_writer, run_server
@@ -458,3 +460,28 @@ async def test_refusals_beyond_twenty_a_second_are_counted_not_logged(
     held_back = sum(getattr(r, "count", 0) for r in caplog.records if "not logged" in r.getMessage())
     assert len(logged) < 101 and held_back > 0
     assert len(logged) + held_back == 101
+
+
+async def test_the_server_never_inflates_a_body_whatever_the_handler_reads() -> None:
+    """Under any route, not only the webhook's: aiohttp would otherwise inflate a gzip body as it
+    arrives, before a handler could refuse it."""
+
+    async def length(request: web.Request) -> web.Response:
+        return web.Response(text=str(len(await request.read())))
+
+    app = web.Application()
+    app.router.add_post("/length", length)
+    runner = GuardedRunner(app, HttpLimits())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        bomb = gzip.compress(b"\0" * (4 * 1024 * 1024))
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=DEADLINE)) as session,
+            session.post(f"http://127.0.0.1:{port}/length", data=bomb, headers={"Content-Encoding": "gzip"}) as resp,
+        ):
+            assert await resp.text() == str(len(bomb))
+    finally:
+        await runner.cleanup()
