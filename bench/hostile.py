@@ -169,7 +169,9 @@ def main() -> int:
         env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
         env |= {"DATABASE_URL": db, "GITHUB_WEBHOOK_SECRET": SECRET, "LOG_LEVEL": "INFO"}
         bmad = str(Path(sys.executable).parent / "bmad-app")
-        subprocess.run([bmad, "db", "upgrade"], env=env, cwd=tmp, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [bmad, "db", "upgrade"], env=env, cwd=tmp, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         port = free_port()
         log_path = Path(tmp) / "serve.log"
         with open(log_path, "wb") as log:
