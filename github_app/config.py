@@ -12,13 +12,16 @@ import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 from platformdirs import user_data_dir
 
 from github_app.db.app_schema import APP_SCHEMA_VARIABLE, DEFAULT_APP_SCHEMA, check_schema_name
+
+if TYPE_CHECKING:
+    from github_app.http_limits import HttpLimits
 
 APP_NAME = "bmad-marketplace-app"
 T = TypeVar("T")
@@ -118,6 +121,33 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SOLANA_EXPLORER_URL", "https://explorer.solana.com", "Explorer base for transaction links"),
     Setting("ESCROW_SYNC_SECONDS", "60", "How often the worker reads pending escrows' funding on-chain; 0 = off"),
     Setting("ESCROW_RELEASE_CONCURRENCY", "8", "Releases one worker process has in flight at once"),
+    Setting(
+        "HTTP_HEADER_TIMEOUT_SECONDS",
+        "10",
+        "A new connection whose request headers are not complete by then is closed",
+    ),
+    Setting(
+        "HTTP_IDLE_TIMEOUT_SECONDS",
+        "15",
+        "A kept-alive connection with no complete next request by then is closed (a proxy in front must "
+        "drop its idle upstream connections sooner)",
+    ),
+    Setting(
+        "HTTP_BODY_STALL_SECONDS", "10", "A request body that sends nothing for this long is answered 408 and closed"
+    ),
+    Setting("HTTP_BODY_TIMEOUT_SECONDS", "30", "A request body not complete this long after it began is answered 408"),
+    Setting(
+        "HTTP_MAX_CONNECTIONS",
+        "1024",
+        "Open connections per HTTP process (lowered to the file limit minus 256); past it the oldest connection "
+        "still waiting for or sending its request is closed",
+    ),
+    Setting(
+        "HTTP_BODY_BUDGET_BYTES",
+        "67108864",
+        "Bytes of request bodies one HTTP process holds at once; a body that would go past it is answered 503 "
+        "(below 26214400, GitHub's largest deliveries cannot get in)",
+    ),
 )
 
 
@@ -165,6 +195,24 @@ class Settings:
     solana_explorer_url: str = "https://explorer.solana.com"
     escrow_sync_seconds: float = 60.0
     escrow_release_concurrency: int = 8
+    http_header_timeout_seconds: float = 10.0
+    http_idle_timeout_seconds: float = 15.0
+    http_body_stall_seconds: float = 10.0
+    http_body_timeout_seconds: float = 30.0
+    http_max_connections: int = 1024
+    http_body_budget_bytes: int = 64 * 1024 * 1024
+
+    def http_limits(self) -> HttpLimits:
+        from github_app.http_limits import HttpLimits
+
+        return HttpLimits(
+            header_timeout=self.http_header_timeout_seconds,
+            idle_timeout=self.http_idle_timeout_seconds,
+            body_stall=self.http_body_stall_seconds,
+            body_timeout=self.http_body_timeout_seconds,
+            max_connections=self.http_max_connections,
+            body_budget=self.http_body_budget_bytes,
+        )
 
     def secret_values(self) -> list[str]:
         """What the log scrubber must never let through."""
@@ -348,6 +396,12 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         solana_explorer_url=r.parse("SOLANA_EXPLORER_URL", "https://explorer.solana.com", _http_url, "an http(s) URL"),
         escrow_sync_seconds=r.number("ESCROW_SYNC_SECONDS", 60.0, minimum=0),
         escrow_release_concurrency=r.number("ESCROW_RELEASE_CONCURRENCY", 8, minimum=1, integer=True),
+        http_header_timeout_seconds=r.number("HTTP_HEADER_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+        http_idle_timeout_seconds=r.number("HTTP_IDLE_TIMEOUT_SECONDS", 15.0, minimum=0.1),
+        http_body_stall_seconds=r.number("HTTP_BODY_STALL_SECONDS", 10.0, minimum=0.1),
+        http_body_timeout_seconds=r.number("HTTP_BODY_TIMEOUT_SECONDS", 30.0, minimum=0.1),
+        http_max_connections=r.number("HTTP_MAX_CONNECTIONS", 1024, minimum=1, integer=True),
+        http_body_budget_bytes=r.number("HTTP_BODY_BUDGET_BYTES", 64 * 1024 * 1024, minimum=65536, integer=True),
     )
     if settings.webhook_secrets and any(len(s) < 8 for s in settings.webhook_secrets):
         r.problems.append("GITHUB_WEBHOOK_SECRET: each secret must be at least 8 characters")

@@ -17,6 +17,7 @@ from gidgethub import routing
 from github_app.config import Settings
 from github_app.db import migrate
 from github_app.db.engine import is_sqlite
+from github_app.http_limits import GuardedRunner
 from github_app.inbox import store
 from github_app.inbox.group_commit import GroupCommitWriter
 from github_app.inbox.worker import Worker
@@ -82,8 +83,9 @@ async def run_server(
     if worker:
         writer.on_stored = worker.wake
     writer.start()
-    app = create_app(writer, settings.webhook_secrets, readiness(runtime), depth_sampler(runtime))
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10)
+    limits = settings.http_limits()
+    app = create_app(writer, settings.webhook_secrets, readiness(runtime), depth_sampler(runtime), limits)
+    runner = GuardedRunner(app, limits, access_log=None, handle_signals=False, shutdown_timeout=10)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
     await site.start()
