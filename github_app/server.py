@@ -244,6 +244,13 @@ def _child_worker(settings: Settings) -> None:
     asyncio.run(run_worker(settings))
 
 
+def http_settings(settings: Settings) -> Settings:
+    """What an HTTP-only process keeps: no chain key."""
+    import dataclasses
+
+    return dataclasses.replace(settings, polygon_arbiter_key=None, solana_authority_key=None)
+
+
 def serve(settings: Settings, *, with_worker: bool = True) -> None:
     """On PostgreSQL the worker runs in a process of its own, at a lower priority, woken by the
     ingress's NOTIFY: handler work never delays an acknowledgement. Extra HTTP processes share the port
@@ -251,12 +258,20 @@ def serve(settings: Settings, *, with_worker: bool = True) -> None:
     ctx = multiprocessing.get_context("spawn")
     sqlite = is_sqlite(settings.database_url)
     extra = 0 if sqlite else settings.web_processes - 1
-    children = [ctx.Process(target=_child_server, args=(settings,), daemon=True) for _ in range(extra)]
+    children = []
     separate_worker = with_worker and not sqlite
     if separate_worker:
         children.append(ctx.Process(target=_child_worker, args=(settings,), daemon=True, name="worker"))
-    for child in children:
+        children[-1].start()
+    if not (with_worker and sqlite):
+        # The HTTP processes face the internet and sign nothing: no chain key in their settings or their
+        # environment (key files are only ever read by the worker, see github_app.chains.keys).
+        settings = http_settings(settings)
+        os.environ.pop("POLYGON_ARBITER_KEY", None)
+    http_children = [ctx.Process(target=_child_server, args=(settings,), daemon=True) for _ in range(extra)]
+    for child in http_children:
         child.start()
+    children += http_children
     try:
         run_fast(run_server(settings, with_worker=with_worker and sqlite, reuse_port=extra > 0))
     finally:
