@@ -232,6 +232,7 @@ async def test_past_the_connection_cap_idle_clients_make_room_for_health_and_del
     resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 320, hard))
     try:
         async with serving(db_url, http_max_connections=50, http_header_timeout_seconds=60) as served:
+            closed_before = await served.metric("http_connections_closed_total", reason="over_capacity")
             attacker = subprocess.Popen(
                 [sys.executable, "-m", "tests.idle_clients", str(served.port), "400"],
                 stdin=subprocess.PIPE,
@@ -239,7 +240,6 @@ async def test_past_the_connection_cap_idle_clients_make_room_for_health_and_del
                 cwd=REPO_ROOT,
                 preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)),
             )
-            closed_before = await served.metric("http_connections_closed_total", reason="over_capacity")
             try:
                 assert attacker.stdout is not None
                 line = await asyncio.wait_for(asyncio.to_thread(attacker.stdout.readline), 30)
