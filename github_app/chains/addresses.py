@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import re
 
-from eth_utils import is_checksum_address, keccak
-
 POLYGON = "polygon"
 SOLANA = "solana"
 CHAINS = (POLYGON, SOLANA)
@@ -28,6 +26,8 @@ def evm_address(text: str) -> str:
     value = text.strip()
     if not _HEX_ADDRESS.fullmatch(value):
         raise InvalidAddress(f"{value!r} is not an EVM address (0x and 40 hexadecimal digits)")
+    from eth_utils import is_checksum_address  # a chain library: loaded only where addresses are checked
+
     if not is_checksum_address(value):
         raise InvalidAddress(f"{value!r} does not carry a valid EIP-55 checksum (mixed-case) spelling")
     if int(value, 16) == 0:
@@ -61,6 +61,8 @@ def address_for(chain: str, text: str) -> str:
 
 def evm_escrow_id(escrow_row_id: str) -> bytes:
     """keccak256 of the UTF-8 bytes of `Escrow.id`: the contract's bytes32 key."""
+    from eth_utils import keccak
+
     return keccak(escrow_row_id.encode("utf-8"))
 
 

@@ -32,7 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from github_app.chains.addresses import CHAIN_NAMES
-from github_app.chains.evm import SignedTx
+from github_app.chains.transactions import SignedTx
 from github_app.db.app_tables import (
     ChainTxState,
     EscrowChainState,
