@@ -155,11 +155,11 @@ def _background_tasks(runtime: Runtime, worker: Worker, stop: asyncio.Event) -> 
         from github_app.inbox.recovery import periodic_recovery
 
         tasks.append(asyncio.create_task(periodic_recovery(runtime, stop), name="recovery"))
-    tasks += _escrow_tasks(runtime, stop)
+    tasks += _escrow_tasks(runtime, stop, worker)
     return tasks
 
 
-def _escrow_tasks(runtime: Runtime, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+def _escrow_tasks(runtime: Runtime, stop: asyncio.Event, worker: Worker) -> list[asyncio.Task[None]]:
     """The release worker (always: a release on a chain that is not configured must say so on its PR)
     and the periodic funding check."""
     from github_app.escrow.backends import Chains
@@ -175,6 +175,15 @@ def _escrow_tasks(runtime: Runtime, stop: asyncio.Event) -> list[asyncio.Task[No
         poll_seconds=settings.worker_poll_seconds,
         concurrency=settings.escrow_release_concurrency,
     )
+    # A delivery that made a story DONE committed its release request: the releaser starts on it at once.
+    processed = worker.on_processed
+
+    def on_processed(delivery_id: str, state: str) -> None:
+        if processed is not None:
+            processed(delivery_id, state)
+        releaser.wake()
+
+    worker.on_processed = on_processed
     tasks = [asyncio.create_task(releaser.run(stop), name="escrow-releaser")]
     if settings.escrow_sync_seconds > 0 and chains.backends:
         tasks.append(asyncio.create_task(periodic_sync(runtime, chains, stop), name="escrow-funding"))
