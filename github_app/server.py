@@ -19,6 +19,7 @@ from gidgethub import routing
 from github_app.config import Settings
 from github_app.db import migrate
 from github_app.db.engine import is_sqlite
+from github_app.http_limits import GuardedRunner
 from github_app.inbox import store
 from github_app.inbox.group_commit import GroupCommitWriter
 from github_app.inbox.writers import AsyncpgInboxWriter, InboxWriter, SqlAlchemyInboxWriter
@@ -84,8 +85,9 @@ async def run_server(
     if worker:
         writer.on_stored = worker.wake
     writer.start()
-    app = create_app(writer, settings.webhook_secrets, readiness(runtime), depth_sampler(runtime))
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10)
+    limits = settings.http_limits()
+    app = create_app(writer, settings.webhook_secrets, readiness(runtime), depth_sampler(runtime), limits)
+    runner = GuardedRunner(app, limits, access_log=None, handle_signals=False, shutdown_timeout=10)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
     await site.start()
@@ -268,15 +270,28 @@ def _start_child(role: str, settings: Settings) -> subprocess.Popen[bytes]:
     return child
 
 
+def http_settings(settings: Settings) -> Settings:
+    """What an HTTP-only process keeps: no chain key."""
+    import dataclasses
+
+    return dataclasses.replace(settings, polygon_arbiter_key=None, solana_authority_key=None)
+
+
 def serve(settings: Settings, *, with_worker: bool = True) -> None:
     """On PostgreSQL the worker runs in a process of its own, at a lower priority, woken by the
     ingress's NOTIFY: handler work never delays an acknowledgement. Extra HTTP processes share the port
     through SO_REUSEPORT. On SQLite (one writer) everything stays in this process."""
     sqlite = is_sqlite(settings.database_url)
     extra = 0 if sqlite else settings.web_processes - 1
-    children = [_start_child("server", settings) for _ in range(extra)]
+    children = []
     if with_worker and not sqlite:
         children.append(_start_child("worker", settings))
+    if not (with_worker and sqlite):
+        # The HTTP processes face the internet and sign nothing: no chain key in their settings or their
+        # environment (key files are only ever read by the worker, see github_app.chains.keys).
+        settings = http_settings(settings)
+        os.environ.pop("POLYGON_ARBITER_KEY", None)
+    children += [_start_child("server", settings) for _ in range(extra)]
     try:
         run_fast(run_server(settings, with_worker=with_worker and sqlite, reuse_port=extra > 0))
     finally:
