@@ -63,6 +63,49 @@ SECRET = "bench-webhook-secret-0123456789"
 SEND_CONCURRENCY = 32
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
+
+
+def process_tree(root: int) -> list[int]:
+    pids, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        pids.append(pid)
+        todo += _children(pid)
+    return pids
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of one process: the measure that does not depend on the machine's load."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def command_of(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def worker_pid(root: int) -> int | None:
+    """The worker process `serve` starts (the one that is not the HTTP process nor a helper)."""
+    for pid in process_tree(root)[1:]:
+        if "resource_tracker" not in command_of(pid):
+            return pid
+    return None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -151,7 +194,7 @@ async def wait_ready(session: aiohttp.ClientSession, port: int) -> None:
         await asyncio.sleep(0.1)
 
 
-async def run(stories: int) -> dict[str, Any]:
+async def run(stories: int, profile: bool = False) -> dict[str, Any]:
     fake, db_url, runtime, market, port, env = await start_stack()
     log = (WORK / "lifecycle-server.log").open("w")
     server = subprocess.Popen(
@@ -161,6 +204,28 @@ async def run(stories: int) -> dict[str, Any]:
     try:
         async with aiohttp.ClientSession() as session:
             await wait_ready(session, port)
+            worker = worker_pid(server.pid)
+            cpu_before = {pid: cpu_seconds(pid) for pid in process_tree(server.pid)}
+            spy = None
+            if profile and worker is not None:
+                # A sampling profile of the worker process (py-spy must be installed beside the project).
+                spy = subprocess.Popen(
+                    [
+                        str(Path(sys.executable).parent / "py-spy"),
+                        "record",
+                        "-p",
+                        str(worker),
+                        "--nonblocking",
+                        "-r",
+                        "200",
+                        "-f",
+                        "raw",
+                        "-o",
+                        str(WORK / "lifecycle-worker.profile.txt"),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
             driver = Driver(market, f"http://127.0.0.1:{port}/api/github/webhooks", session)
             paths = [f"docs/stories/{1 + i // 50}.{1 + i % 50}.story-{i}.md" for i in range(stories)]
             ids = [(1 + i // 50, 1 + i % 50) for i in range(stories)]
@@ -232,6 +297,10 @@ async def run(stories: int) -> dict[str, Any]:
                     break
                 await asyncio.sleep(0.05)
             outbox_drained = time.perf_counter() - started
+            cpu = {pid: cpu_seconds(pid) - cpu_before.get(pid, 0.0) for pid in process_tree(server.pid)}
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                await asyncio.to_thread(spy.wait, 60)
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -271,6 +340,10 @@ async def run(stories: int) -> dict[str, Any]:
         "ack_p99_ms": 1000 * sorted(driver.ack_seconds)[int(0.99 * (len(driver.ack_seconds) - 1))],
         "outbox_unsent": outbox_left,
         "outbox_drained_s": outbox_drained,
+        "worker_cpu_s": cpu.get(worker or -1, 0.0),
+        "http_cpu_s": cpu.get(server.pid, 0.0),
+        "worker_cpu_ms_per_delivery": 1000 * cpu.get(worker or -1, 0.0) / driver.sent,
+        "load_average": os.getloadavg(),
         "check_runs": len(fake.check_runs),
         "comments": len(fake.comments),
     }
@@ -379,6 +452,7 @@ def ingress_reference() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stories", type=int, default=200)
+    parser.add_argument("--profile", action="store_true", help="record a py-spy profile of the worker process")
     parser.add_argument("--contention", type=int, metavar="PRS", help="run the contention case with PRS pull requests")
     args = parser.parse_args()
     if args.contention:
@@ -386,7 +460,7 @@ def main() -> None:
         print(table)
         (WORK / "contention-results.md").write_text(table + "\n")
         return
-    r = asyncio.run(run(args.stories))
+    r = asyncio.run(run(args.stories, args.profile))
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     table = "\n".join(
         [
@@ -400,6 +474,9 @@ def main() -> None:
             "|---|---:|",
             f"| story transitions per second | {r['transitions_per_s']:.1f} ({r['transitions']} in {r['elapsed_s']:.1f} s) |",
             f"| deliveries processed per second | {r['deliveries_per_s']:.1f} |",
+            f"| worker process CPU per delivery (load-insensitive) | {r['worker_cpu_ms_per_delivery']:.1f} ms "
+            f"({r['worker_cpu_s']:.1f} s; HTTP process {r['http_cpu_s']:.1f} s) |",
+            f"| load average at the end (1/5/15 min) | {' / '.join(f'{x:.1f}' for x in r['load_average'])} |",
             f"| delivery-to-state latency p50 / p99 | {r['latency_p50_ms']:.0f} ms / {r['latency_p99_ms']:.0f} ms |",
             f"| ingress acknowledgement p50 / p99 (same run, 32 concurrent senders) | "
             f"{r['ack_p50_ms']:.1f} ms / {r['ack_p99_ms']:.1f} ms |",

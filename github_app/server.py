@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 import os
+import pickle
 import signal
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from aiohttp import web
@@ -20,12 +22,13 @@ from github_app.db.engine import is_sqlite
 from github_app.http_limits import GuardedRunner
 from github_app.inbox import store
 from github_app.inbox.group_commit import GroupCommitWriter
-from github_app.inbox.worker import Worker
 from github_app.inbox.writers import AsyncpgInboxWriter, InboxWriter, SqlAlchemyInboxWriter
 from github_app.metrics import forget_process
-from github_app.outbox.sender import OutboxSender
 from github_app.runtime import Runtime
 from github_app.web import create_app
+
+if TYPE_CHECKING:  # an HTTP-only process loads neither: it stores deliveries, the worker acts on them
+    from github_app.inbox.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +77,11 @@ async def run_server(
 ) -> None:
     """Serve until SIGTERM/SIGINT (or `stop`): stop accepting, answer what is in flight, write what
     is queued, let the worker finish its deliveries, close."""
-    router = router or default_router()
     stop = stop or asyncio.Event()
     _stop_on_signals(stop)
-    runtime = await Runtime.create(settings)
+    runtime = await Runtime.create(settings, with_github=with_worker)
     writer = GroupCommitWriter(await open_writer(runtime))
-    worker = make_worker(runtime, router) if with_worker else None
+    worker = make_worker(runtime, router or default_router()) if with_worker else None
     if worker:
         writer.on_stored = worker.wake
     writer.start()
@@ -134,6 +136,9 @@ async def run_worker(
 def make_worker(runtime: Runtime, router: routing.Router) -> Worker:
     """The inbox worker and, beside it, the outbox sender it wakes whenever a delivery commits (a
     handler may have changed what GitHub should show)."""
+    from github_app.inbox.worker import Worker
+    from github_app.outbox.sender import OutboxSender
+
     sender = OutboxSender(runtime, writes_per_second=runtime.settings.github_writes_per_second)
     runtime.outbox_sender = sender
     return Worker(runtime, router, on_processed=lambda _id, _state: sender.wake())
@@ -152,11 +157,11 @@ def _background_tasks(runtime: Runtime, worker: Worker, stop: asyncio.Event) -> 
         from github_app.inbox.recovery import periodic_recovery
 
         tasks.append(asyncio.create_task(periodic_recovery(runtime, stop), name="recovery"))
-    tasks += _escrow_tasks(runtime, stop)
+    tasks += _escrow_tasks(runtime, stop, worker)
     return tasks
 
 
-def _escrow_tasks(runtime: Runtime, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+def _escrow_tasks(runtime: Runtime, stop: asyncio.Event, worker: Worker) -> list[asyncio.Task[None]]:
     """The release worker (always: a release on a chain that is not configured must say so on its PR)
     and the periodic funding check."""
     from github_app.escrow.backends import Chains
@@ -172,6 +177,15 @@ def _escrow_tasks(runtime: Runtime, stop: asyncio.Event) -> list[asyncio.Task[No
         poll_seconds=settings.worker_poll_seconds,
         concurrency=settings.escrow_release_concurrency,
     )
+    # A delivery that made a story DONE committed its release request: the releaser starts on it at once.
+    processed = worker.on_processed
+
+    def on_processed(delivery_id: str, state: str) -> None:
+        if processed is not None:
+            processed(delivery_id, state)
+        releaser.wake()
+
+    worker.on_processed = on_processed
     tasks = [asyncio.create_task(releaser.run(stop), name="escrow-releaser")]
     if settings.escrow_sync_seconds > 0 and chains.backends:
         tasks.append(asyncio.create_task(periodic_sync(runtime, chains, stop), name="escrow-funding"))
@@ -225,23 +239,35 @@ def _as_child() -> None:
         pass
 
 
-def _child_server(settings: Settings) -> None:
+def child_main() -> None:
+    """A process `serve` started: its role and settings arrive on stdin (never in its environment or
+    command line, where the secrets would show)."""
     from github_app.logs import setup_logging
 
+    role, settings = pickle.loads(sys.stdin.buffer.read())
     _as_child()
+    if role == "worker":
+        # Answering GitHub within its 10 s is urgent, processing is not: under a burst the ingress keeps
+        # the CPU and the worker catches up afterwards.
+        os.nice(settings.worker_nice)
     setup_logging(settings.log_level, settings.log_format, settings.secret_values())
-    run_fast(run_server(settings, with_worker=False, reuse_port=True))
+    if role == "worker":
+        run_fast(run_worker(settings))
+    else:
+        run_fast(run_server(settings, with_worker=False, reuse_port=True))
 
 
-def _child_worker(settings: Settings) -> None:
-    from github_app.logs import setup_logging
-
-    _as_child()
-    # Answering GitHub within its 10 s is urgent, processing is not: under a burst the ingress keeps the
-    # CPU and the worker catches up afterwards.
-    os.nice(settings.worker_nice)
-    setup_logging(settings.log_level, settings.log_format, settings.secret_values())
-    asyncio.run(run_worker(settings))
+def _start_child(role: str, settings: Settings) -> subprocess.Popen[bytes]:
+    """A fresh interpreter that imports only what its role needs (the HTTP process none of the
+    handlers, the GitHub client or the chains), started directly: no multiprocessing helper process."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", "from github_app.server import child_main; child_main()"],
+        stdin=subprocess.PIPE,
+    )
+    assert child.stdin is not None
+    child.stdin.write(pickle.dumps((role, settings)))
+    child.stdin.close()
+    return child
 
 
 def http_settings(settings: Settings) -> Settings:
@@ -255,29 +281,27 @@ def serve(settings: Settings, *, with_worker: bool = True) -> None:
     """On PostgreSQL the worker runs in a process of its own, at a lower priority, woken by the
     ingress's NOTIFY: handler work never delays an acknowledgement. Extra HTTP processes share the port
     through SO_REUSEPORT. On SQLite (one writer) everything stays in this process."""
-    ctx = multiprocessing.get_context("spawn")
     sqlite = is_sqlite(settings.database_url)
     extra = 0 if sqlite else settings.web_processes - 1
     children = []
-    separate_worker = with_worker and not sqlite
-    if separate_worker:
-        children.append(ctx.Process(target=_child_worker, args=(settings,), daemon=True, name="worker"))
-        children[-1].start()
+    if with_worker and not sqlite:
+        children.append(_start_child("worker", settings))
     if not (with_worker and sqlite):
         # The HTTP processes face the internet and sign nothing: no chain key in their settings or their
         # environment (key files are only ever read by the worker, see github_app.chains.keys).
         settings = http_settings(settings)
         os.environ.pop("POLYGON_ARBITER_KEY", None)
-    http_children = [ctx.Process(target=_child_server, args=(settings,), daemon=True) for _ in range(extra)]
-    for child in http_children:
-        child.start()
-    children += http_children
+    children += [_start_child("server", settings) for _ in range(extra)]
     try:
         run_fast(run_server(settings, with_worker=with_worker and sqlite, reuse_port=extra > 0))
     finally:
         for child in children:
-            if child.is_alive():
+            if child.poll() is None:
                 child.terminate()  # SIGTERM: each child shuts down gracefully on its own
         for child in children:
-            child.join(timeout=15)
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
             forget_process(child.pid)

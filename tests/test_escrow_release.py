@@ -98,6 +98,22 @@ async def test_done_waits_for_funding_then_pays_the_expert_exactly(
     assert await evm.balance(currency, EXPERT) == amount - fee
 
 
+async def test_a_release_waiting_for_funding_writes_nothing_more_to_github(
+    app: App, market: Market, evm: EvmEnv, fake_github: FakeGitHub
+) -> None:
+    """DONE already shows that the payment waits for funding: the release worker's passes (the first
+    one, and every retry while nothing is funded) leave GitHub's check run and comment as they are."""
+    await done_story(app, market)
+    assert "waiting for funding" in await check_summary(app, fake_github)
+    shown = await market.rows("SELECT kind, target, version, sent_version FROM github_outbox ORDER BY id")
+    r = releaser(app, evm)
+    for _ in range(3):
+        await r.run_until_idle()
+    await OutboxSender(app.runtime, writes_per_second=1000).run_until_idle()
+    assert await market.rows("SELECT kind, target, version, sent_version FROM github_outbox ORDER BY id") == shown
+    assert (await release_state(market))[:2] == ("pending", "waiting for funding (no escrow created yet)")
+
+
 class Crash(BaseException):
     """The process dies here: nothing after this point runs, no handler sees it."""
 

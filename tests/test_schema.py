@@ -140,3 +140,11 @@ def test_downgrade_to_base_leaves_an_empty_database(tmp_path: Path) -> None:
     finally:
         if TEST_DATABASE_URL:
             drop_pg_database(TEST_DATABASE_URL, name)
+
+
+def test_the_head_revision_read_without_alembic_is_alembics() -> None:
+    """Readiness compares the database with the code's head read straight from the migration scripts
+    (the HTTP process does not load Alembic): it must be the head Alembic migrates to."""
+    from github_app.db import migrate
+
+    assert migrate.head_revision() == migrate.alembic_head_revision()

@@ -8,8 +8,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from eth_utils import is_checksum_address, keccak, to_checksum_address
-
 POLYGON = "polygon"
 SOLANA = "solana"
 CHAINS = (POLYGON, SOLANA)
@@ -29,6 +27,8 @@ def evm_address(text: str) -> str:
     value = text.strip()
     if not _HEX_ADDRESS.fullmatch(value):
         raise InvalidAddress(f"{value!r} is not an EVM address (0x and 40 hexadecimal digits)")
+    from eth_utils import is_checksum_address  # a chain library: loaded only where addresses are checked
+
     if not is_checksum_address(value):
         raise InvalidAddress(f"{value!r} does not carry a valid EIP-55 checksum (mixed-case) spelling")
     if int(value, 16) == 0:
@@ -62,12 +62,16 @@ def address_for(chain: str, text: str) -> str:
 
 def evm_ref(escrow_row_id: str) -> bytes:
     """keccak256 of the UTF-8 bytes of `Escrow.id`: the `ref` a client passes to `fund`."""
+    from eth_utils import keccak
+
     return keccak(escrow_row_id.encode("utf-8"))
 
 
 def evm_escrow_id(client: str, escrow_row_id: str) -> bytes:
     """The contract's key for `client`'s funding of the row: keccak256(abi.encode(client, ref)), as its
     `escrowIdOf(client, ref)` answers. Another funder of the same ref has another id."""
+    from eth_utils import keccak, to_checksum_address
+
     owner = bytes.fromhex(evm_address(to_checksum_address(client))[2:])
     return keccak(bytes(12) + owner + evm_ref(escrow_row_id))
 

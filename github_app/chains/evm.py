@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -24,6 +23,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import AsyncWeb3
 
 from github_app.chains.addresses import POLYGON, evm_escrow_id
+from github_app.chains.transactions import SignedTx, TxOutcome
 from github_app.domain.escrow import OnChainEscrow
 
 DEFAULT_PRIORITY_FEE_WEI = 30 * 10**9  # Polygon's validators ignore tips under 25-30 gwei
@@ -54,26 +54,6 @@ def artifact() -> dict[str, Any]:
     text = resources.files("github_app.chains").joinpath("artifacts/Escrow.json").read_text(encoding="utf-8")
     data: dict[str, Any] = json.loads(text)
     return data
-
-
-@dataclass(frozen=True)
-class SignedTx:
-    tx_hash: str  # 0x-prefixed hex
-    raw: bytes
-    signer: str
-    nonce: int | None = None
-    recent_blockhash: str | None = None
-    last_valid_block_height: int | None = None
-
-
-@dataclass(frozen=True)
-class TxOutcome:
-    """What the chain says of a recorded transaction."""
-
-    landed: bool  # included in a block
-    succeeded: bool = False
-    confirmations: int = 0
-    never_lands: bool = False  # the chain proves it can no longer be included
 
 
 class EvmChain:

@@ -52,7 +52,7 @@ from spl.token.models import CloseAccountParams, InitializeAccount3Params, Trans
 
 from github_app.chains.addresses import SOLANA, solana_escrow_seed
 from github_app.chains.errors import TxRejected
-from github_app.chains.evm import SignedTx, TxOutcome
+from github_app.chains.transactions import SignedTx, TxOutcome
 from github_app.domain.escrow import ONCHAIN_FUNDED, ONCHAIN_NONE, OnChainEscrow, fee_split
 
 USDC_SPL = "USDC-SPL"

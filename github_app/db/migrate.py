@@ -7,13 +7,13 @@ verified; a database whose seed the app cannot work with is refused before anyth
 
 from __future__ import annotations
 
+import ast
 import logging
+import re
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -21,6 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from github_app.db.app_schema import SEED_SCHEMA, check_schema_name, configured_app_schema
 from github_app.db.catalog import SeedReport, verify_seed
 from github_app.db.paths import ensure_sqlite_directory
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,9 @@ class SeedSchemaRefused(RuntimeError):
 
 
 def alembic_config(database_url: str, app_schema: str | None = None) -> Config:
+    # Alembic (and its templates) load only to migrate: the HTTP process's readiness check needs none.
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     # ConfigParser interpolation would eat a '%' in a password.
@@ -49,9 +55,32 @@ def alembic_config(database_url: str, app_schema: str | None = None) -> Config:
     return cfg
 
 
+_REVISION_LINE = re.compile(r"^(down_revision|revision)\b[^=\n]*=\s*(.+)$", re.MULTILINE)
+
+
 @cache
 def head_revision() -> str:
-    """The code's head: fixed for the life of the process, and reading the scripts costs milliseconds."""
+    """The code's head: fixed for the life of the process. Read from the scripts' `revision` and
+    `down_revision` lines, without loading Alembic; anything but one head is left to Alembic to judge."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for script in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        found = dict(
+            (name, ast.literal_eval(value.strip())) for name, value in _REVISION_LINE.findall(script.read_text())
+        )
+        if isinstance(found.get("revision"), str):
+            revisions.add(found["revision"])
+            down = found.get("down_revision")
+            parents.update([down] if isinstance(down, str) else list(down or ()))
+    heads = revisions - parents
+    if len(heads) == 1:
+        return heads.pop()
+    return alembic_head_revision()
+
+
+def alembic_head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
     assert head is not None
     return head
@@ -59,11 +88,15 @@ def head_revision() -> str:
 
 def upgrade(database_url: str, revision: str = "head", app_schema: str | None = None) -> None:
     """Raises SeedSchemaRefused, with nothing written, when the seed's tables cannot be attached to."""
+    from alembic import command
+
     ensure_sqlite_directory(database_url)
     command.upgrade(alembic_config(database_url, app_schema), revision)
 
 
 def downgrade(database_url: str, revision: str = "base", app_schema: str | None = None) -> None:
+    from alembic import command
+
     cfg = alembic_config(database_url, app_schema)
     cfg.attributes["verify_seed"] = False
     command.downgrade(cfg, revision)

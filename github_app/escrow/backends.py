@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from github_app.chains.addresses import CHAIN_NAMES, POLYGON, SOLANA
-from github_app.chains.evm import SignedTx, TxOutcome
+from github_app.chains.transactions import SignedTx, TxOutcome
 from github_app.domain.escrow import OnChainEscrow
 
 log = logging.getLogger(__name__)

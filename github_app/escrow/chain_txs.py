@@ -11,7 +11,7 @@ from sqlalchemy import case, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from github_app.chains.evm import SignedTx
+from github_app.chains.transactions import SignedTx
 from github_app.db.app_tables import ChainTxState, EscrowChainTx, EvmSignerNonce
 from github_app.db.types import utcnow
 

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from github_app.chains.errors import TxRejected
-from github_app.chains.evm import SignedTx
+from github_app.chains.transactions import SignedTx
 from github_app.db.app_tables import (
     ChainTxState,
     EscrowChainState,

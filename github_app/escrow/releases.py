@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from github_app.chains.addresses import CHAIN_NAMES
 from github_app.chains.errors import TxRejected
-from github_app.chains.evm import SignedTx
+from github_app.chains.transactions import SignedTx
 from github_app.db.app_tables import (
     ChainTxState,
     EscrowChainState,
@@ -72,6 +72,12 @@ RELEASE_FAILED_ACTION = "escrow_release_failed"
 STEPS = ("bound", "signed", "broadcast", "confirmed")
 
 
+# With nothing claimed, the loop looks for due requests at least this often: requests made in this
+# process wake it at once (`wake`), so the poll only catches retries falling due and requests made by
+# other processes, and an idle worker does not spend its CPU asking.
+IDLE_POLL_FLOOR_SECONDS = 1.0
+
+
 class LostLease(Exception):
     """Another worker took the request over: this one stops and writes nothing."""
 
@@ -102,6 +108,11 @@ class Releaser:
         self._lock = not runtime.is_sqlite
         # RPC URLs carry API keys, and a node's errors quote them: none reaches last_error or a log.
         self._redact = SecretScrubber(runtime.settings.secret_values()).scrub
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """A story became DONE in this process: its release request is due now."""
+        self._wake.set()
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -158,9 +169,17 @@ class Releaser:
                 for c in claimed:
                     inflight.add(asyncio.create_task(self.process(c.id), name=f"release-{c.id}"))
                 if not claimed or len(inflight) >= self.concurrency:
-                    await asyncio.wait(
-                        {*inflight, stop_waiter}, timeout=self.poll_seconds, return_when=asyncio.FIRST_COMPLETED
-                    )
+                    waiter = asyncio.create_task(self._wake.wait())
+                    idle = max(self.poll_seconds, IDLE_POLL_FLOOR_SECONDS)
+                    try:
+                        await asyncio.wait(
+                            {*inflight, stop_waiter, waiter},
+                            timeout=self.poll_seconds if inflight else idle,
+                            return_when=asyncio.FIRST_COMPLETED,
+                        )
+                    finally:
+                        waiter.cancel()
+                        self._wake.clear()
                     inflight = {t for t in inflight if not t.done()}
         finally:
             stop_waiter.cancel()

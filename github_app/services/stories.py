@@ -16,6 +16,7 @@ from github_app.db.enums import BidStatus, DeliverableStatus, EscrowStatus, Stag
 from github_app.db.models import Bid, Deliverable, Escrow, Opportunity, Project, Story, StoryAuditLog
 from github_app.db.types import new_id, utcnow
 from github_app.db.upsert import insert_if_absent, upsert
+from github_app.domain.escrow import bind_escrow
 from github_app.domain.story_machine import (
     Actor,
     Decision,
@@ -268,16 +269,22 @@ async def opportunity_of(session: AsyncSession, story_id: str) -> str | None:
 
 
 async def request_escrow_release(session: AsyncSession, story: Story, actor: Actor, meta: dict[str, Any]) -> None:
-    """The durable instruction to pay, in DONE's own transaction. Unique per story: never twice."""
+    """The durable instruction to pay, in DONE's own transaction. Unique per story: never twice.
+
+    A story whose escrow is not funded yet says so from DONE on (the release worker's own rule, with no
+    chain involved), so that the worker's first pass changes nothing GitHub shows and writes nothing."""
     opportunity_id = await opportunity_of(session, story.id)
-    escrow_id = None
+    funded: list[str] = []
+    pending: list[str] = []
     if opportunity_id is not None and story.assigned_dev_id is not None:
-        stmt = select(Escrow.id).where(
+        stmt = select(Escrow.id, Escrow.status).where(
             Escrow.opportunity_id == opportunity_id,
             Escrow.expert_id == story.assigned_dev_id,
-            Escrow.status == EscrowStatus.FUNDED,
+            Escrow.status.in_((EscrowStatus.FUNDED, EscrowStatus.PENDING)),
         )
-        escrow_id = (await session.execute(stmt)).scalars().first()
+        for escrow_id, status in (await session.execute(stmt)).all():
+            (funded if status == EscrowStatus.FUNDED else pending).append(escrow_id)
+    binding = bind_escrow(story.assigned_dev_id or "", opportunity_id, sorted(funded), sorted(pending))
     deliverable = await deliverable_for(session, story.id, story.dev_pr_number)
     now = utcnow()
     await upsert(
@@ -289,8 +296,9 @@ async def request_escrow_release(session: AsyncSession, story: Story, actor: Act
             "deliverable_id": deliverable.id if deliverable else None,
             "expert_id": story.assigned_dev_id or "",
             "opportunity_id": opportunity_id,
-            "escrow_id": escrow_id,
+            "escrow_id": funded[0] if funded else None,  # a hint: the worker binds again when it runs
             "state": "pending",
+            "waiting_for": binding.waiting_for,
             "reason": str(meta.get("reason", "story DONE")),
             "created_at": now,
             "updated_at": now,
