@@ -11,8 +11,10 @@ on the marketplace's shared `Escrow` row:
 4. mark: lock the Escrow row and, in one transaction, Escrow RELEASED with the hash, Opportunity
    COMPLETED, an audit row and the PR views.
 
-A worker that dies anywhere leaves its lease to expire; the next one finds the recorded transaction
-and asks the chain what became of it. Nothing is signed again unless the chain proves the recorded
+The request's lease is short and renewed by the worker's heartbeat while the release is in hand, so a
+release waiting for its confirmations keeps it for as long as it waits. A worker that dies anywhere
+leaves its lease to run out within seconds; the next one finds the recorded transaction and asks the
+chain what became of it. Nothing is signed again unless the chain proves the recorded
 transaction can never land AND the escrow is still funded on-chain; and the contract itself refuses a
 second release of one escrow.
 """
@@ -51,6 +53,7 @@ from github_app.escrow import store
 from github_app.escrow.backends import Chains
 from github_app.inbox.store import ERROR_MAX_CHARS
 from github_app.inbox.worker import worker_name
+from github_app.leases import Heartbeat
 from github_app.metrics import ESCROW_RELEASES
 from github_app.services.stories import audit
 from github_app.services.views import refresh_story_prs
@@ -77,7 +80,9 @@ class Releaser:
         chains: Chains,
         *,
         name: str | None = None,
-        lease_seconds: float = 120.0,
+        lease_seconds: float = 10.0,
+        heartbeat_seconds: float = 2.0,
+        confirm_wait_seconds: float = 600.0,
         waiting_retry_seconds: float = 60.0,
         poll_seconds: float = 1.0,
         concurrency: int = 8,
@@ -87,6 +92,12 @@ class Releaser:
         self.chains = chains
         self.name = name or worker_name()
         self.lease_seconds = lease_seconds
+        # How long one run waits for its confirmations before it hands the request back (to itself or
+        # another worker, which reads the chain again); the heartbeat keeps the lease meanwhile.
+        self.confirm_wait_seconds = confirm_wait_seconds
+        self.heartbeat = Heartbeat(
+            runtime.engine, store.renew, self.name, lease_seconds, heartbeat_seconds, "escrow release"
+        )
         self.waiting_retry_seconds = waiting_retry_seconds
         self.poll_seconds = poll_seconds
         self.concurrency = 1 if runtime.is_sqlite else concurrency
@@ -100,13 +111,17 @@ class Releaser:
         async with self.runtime.engine.begin() as conn:
             claimed = await store.claim(conn, self.name, self.concurrency, self.lease_seconds, skip_locked=self._lock)
         if claimed:
+            self.heartbeat.hold(*(c.id for c in claimed))
             await asyncio.gather(*(self.process(c.id) for c in claimed))
         return len(claimed)
 
     async def run_until_idle(self, limit: int = 1000) -> None:
-        for _ in range(limit):
-            if await self.run_once() == 0:
-                return
+        try:
+            for _ in range(limit):
+                if await self.run_once() == 0:
+                    break
+        finally:
+            await self.heartbeat.close()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until `stop`: keep up to `concurrency` releases in flight, claiming as slots free up (a
@@ -125,6 +140,7 @@ class Releaser:
                             )
                     except Exception as exc:  # the database may be down for a while; keep trying
                         log.error("escrow releaser cannot claim", extra={"error": repr(exc)})
+                self.heartbeat.hold(*(c.id for c in claimed))
                 for c in claimed:
                     inflight.add(asyncio.create_task(self.process(c.id), name=f"release-{c.id}"))
                 if not claimed or len(inflight) >= self.concurrency:
@@ -136,6 +152,7 @@ class Releaser:
             stop_waiter.cancel()
             if inflight:
                 await asyncio.gather(*inflight, return_exceptions=True)
+            await self.heartbeat.close()
 
     def _step(self, step: str, request_id: str) -> None:
         if self.fault is not None:
@@ -144,6 +161,12 @@ class Releaser:
     # --- one request ------------------------------------------------------------------------
 
     async def process(self, request_id: str) -> None:
+        try:
+            await self._process_held(request_id)
+        finally:
+            self.heartbeat.drop(request_id)
+
+    async def _process_held(self, request_id: str) -> None:
         try:
             await self._process(request_id)
             sender = self.runtime.outbox_sender
@@ -350,10 +373,10 @@ class Releaser:
         return signed
 
     async def _confirm(self, request_id: str, escrow_id: str, currency: str, signed: SignedTx, backend: Any) -> bool:
-        """Wait (inside the lease) until the transaction has its confirmations. False when this run
-        stops here: rescheduled, dropped (the next run reads the chain and signs again only if the
-        escrow is still funded there) or failed."""
-        deadline = time.monotonic() + self.lease_seconds * 0.8
+        """Wait (the heartbeat keeping the lease) until the transaction has its confirmations. False when
+        this run stops here: rescheduled, dropped (the next run reads the chain and signs again only if
+        the escrow is still funded there) or failed."""
+        deadline = time.monotonic() + self.confirm_wait_seconds
         rebroadcast = time.monotonic() + 10 * self.poll_seconds
         while True:
             outcome = await backend.outcome(signed)
