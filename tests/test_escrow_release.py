@@ -361,11 +361,11 @@ async def test_a_worker_that_lost_its_release_to_another_writes_nothing(
         [claimed] = await store.claim(conn, stalled.name, 1, 0.5, skip_locked=not app.runtime.is_sqlite)
     await expire_leases(market)
     await releaser(app, evm).run_until_idle()  # takes it over and pays
-    audit_before = await market.scalar("SELECT count(*) FROM \"StoryAuditLog\"")
+    audit_before = await market.scalar('SELECT count(*) FROM "StoryAuditLog"')
     lost_before = ESCROW_RELEASES.labels("unknown", "lost_lease")._value.get()
     await stalled.process(claimed.id)
     assert ESCROW_RELEASES.labels("unknown", "lost_lease")._value.get() == lost_before + 1
-    assert await market.scalar("SELECT count(*) FROM \"StoryAuditLog\"") == audit_before
+    assert await market.scalar('SELECT count(*) FROM "StoryAuditLog"') == audit_before
     assert await market.scalar("SELECT count(*) FROM escrow_chain_tx") == 1
     assert await evm.balance("USDC", EXPERT) == 950_000
     assert (await release_state(market))[0] == "released"

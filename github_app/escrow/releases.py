@@ -103,6 +103,7 @@ class Releaser:
         self.concurrency = 1 if runtime.is_sqlite else concurrency
         self.fault = fault
         self._lock = not runtime.is_sqlite
+        self._stopping = False
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -127,6 +128,7 @@ class Releaser:
         """Until `stop`: keep up to `concurrency` releases in flight, claiming as slots free up (a
         release waiting for its confirmations does not hold up the others)."""
         inflight: set[asyncio.Task[None]] = set()
+        self._stopping = False
         stop_waiter = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
@@ -150,6 +152,9 @@ class Releaser:
                     inflight = {t for t in inflight if not t.done()}
         finally:
             stop_waiter.cancel()
+            # A release waiting for its confirmations hands its request back instead of holding up the
+            # shutdown; the next worker reads the chain and finishes it.
+            self._stopping = True
             if inflight:
                 await asyncio.gather(*inflight, return_exceptions=True)
             await self.heartbeat.close()
@@ -395,8 +400,8 @@ class Releaser:
             if outcome.never_lands:
                 await self._settle_tx(request_id, signed, ChainTxState.DROPPED)
                 return False
-            if time.monotonic() > deadline:
-                await self._reschedule(request_id, self.poll_seconds)
+            if time.monotonic() > deadline or self._stopping:
+                await self._reschedule(request_id, 0 if self._stopping else self.poll_seconds)
                 return False
             if not outcome.landed and time.monotonic() > rebroadcast:
                 await backend.broadcast(signed)  # the same bytes: a node that lost it gets it again

@@ -69,8 +69,10 @@ async def _add_repositories(ctx: HandlerContext, installation_id: int, repos: li
             continue
         key = repo["full_name"].lower()
         known = (
-            await session.execute(select(T).where(or_(T.repository_id == repo["id"], T.full_name_key == key)))
-        ).scalars().all()
+            (await session.execute(select(T).where(or_(T.repository_id == repo["id"], T.full_name_key == key))))
+            .scalars()
+            .all()
+        )
         if any(row.added_at > reported_at for row in known):
             log.info(
                 "older report of a repository's installation ignored",
