@@ -173,3 +173,38 @@ async def test_an_older_report_processed_late_does_not_take_a_repository_back(ap
     assert await fetch_all(app.runtime, "SELECT repository_id, installation_id FROM installation_repository") == [
         (100, 2)
     ]
+
+
+async def test_a_push_without_an_installation_uses_the_repositorys_installation(
+    app: App, fake_github: FakeGitHub
+) -> None:
+    """A repository webhook pointed at the app sends the same push without `installation`: the
+    installation GitHub reported for the repository serves it."""
+    m = await seed_market(app.runtime, fake_github)
+    await app.deliver("installation_repositories", added_to(INSTALLATION_ID, [(4711, REPO)]))
+    data = m.push("main", {STORY_PATH: story_file("Draft")}, PM)
+    del data["installation"]
+    await app.deliver("push", data, "no-installation-push")
+    [(state,)] = await fetch_all(
+        app.runtime, "SELECT state FROM webhook_inbox WHERE delivery_id = 'no-installation-push'"
+    )
+    assert state == "done"
+    assert await fetch_all(app.runtime, 'SELECT status FROM "Story"') == [("DRAFT",)]
+
+
+async def test_a_push_without_an_installation_for_an_unknown_repository_is_dead_with_the_reason(
+    app: App, fake_github: FakeGitHub
+) -> None:
+    m = await seed_market(app.runtime, fake_github)
+    async with app.runtime.engine.begin() as conn:
+        from sqlalchemy import text
+
+        await conn.execute(text("DELETE FROM installation_repository"))
+    data = m.push("main", {STORY_PATH: story_file("Draft")}, PM)
+    del data["installation"]
+    await app.deliver("push", data, "orphan")
+    [(state, error)] = await fetch_all(
+        app.runtime, "SELECT state, last_error FROM webhook_inbox WHERE delivery_id = 'orphan'"
+    )
+    assert state == "dead" and "no installation serves the repository" in error
+    assert await fetch_all(app.runtime, 'SELECT id FROM "Story"') == []
