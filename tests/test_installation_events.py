@@ -208,3 +208,20 @@ async def test_a_push_without_an_installation_for_an_unknown_repository_is_dead_
     )
     assert state == "dead" and "no installation serves the repository" in error
     assert await fetch_all(app.runtime, 'SELECT id FROM "Story"') == []
+
+
+async def test_the_first_push_to_an_empty_repository_without_a_default_branch(
+    app: App, fake_github: FakeGitHub
+) -> None:
+    """An empty repository has no default branch until its first push; that push's payload may name none.
+    The branch GitHub creates first is `main`, and the push is read as one to the default branch."""
+    m = await seed_market(app.runtime, fake_github)
+    data = m.push("main", {STORY_PATH: story_file("Draft")}, PM)
+    data["repository"].pop("default_branch", None)
+    data["repository"].pop("master_branch", None)
+    data["before"] = "0" * 40
+    data["created"] = True
+    await app.deliver("push", data, "first-push")
+    [(state,)] = await fetch_all(app.runtime, "SELECT state FROM webhook_inbox WHERE delivery_id = 'first-push'")
+    assert state == "done"
+    assert await fetch_all(app.runtime, 'SELECT status FROM "Story"') == [("DRAFT",)]
