@@ -72,7 +72,22 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WEB_PROCESSES", "1", "HTTP server processes sharing the port (SO_REUSEPORT); PostgreSQL only"),
     Setting("WORKER_CONCURRENCY", "4", "Deliveries one worker process handles at once (SQLite: always 1)"),
     Setting("WORKER_MAX_ATTEMPTS", "8", "Attempts before a delivery is marked dead"),
-    Setting("WORKER_LEASE_SECONDS", "120", "How long a claimed delivery is reserved before another worker may take it"),
+    Setting(
+        "WORKER_LEASE_SECONDS",
+        "10",
+        "How long a delivery or escrow release stays reserved after its holder's last heartbeat: a dead "
+        "process's work is taken over this long after it died",
+    ),
+    Setting(
+        "WORKER_HEARTBEAT_SECONDS",
+        "2",
+        "How often a live worker renews the leases of what it holds (less than half the lease)",
+    ),
+    Setting(
+        "WORKER_HANDLER_TIMEOUT_SECONDS",
+        "110",
+        "How long one delivery's handlers may run before the attempt counts as failed",
+    ),
     Setting(
         "WORKER_RETRY_BASE_SECONDS", "5", "First retry delay; doubles each attempt (with jitter), capped at 1 hour"
     ),
@@ -166,7 +181,9 @@ class Settings:
     web_processes: int = 1
     worker_concurrency: int = 4
     worker_max_attempts: int = 8
-    worker_lease_seconds: float = 120.0
+    worker_lease_seconds: float = 10.0
+    worker_heartbeat_seconds: float = 2.0
+    worker_handler_timeout_seconds: float = 110.0
     worker_retry_base_seconds: float = 5.0
     worker_poll_seconds: float = 1.0
     worker_nice: int = 10
@@ -368,7 +385,9 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         web_processes=r.number("WEB_PROCESSES", 1, minimum=1, integer=True),
         worker_concurrency=r.number("WORKER_CONCURRENCY", 4, minimum=1, integer=True),
         worker_max_attempts=r.number("WORKER_MAX_ATTEMPTS", 8, minimum=1, integer=True),
-        worker_lease_seconds=r.number("WORKER_LEASE_SECONDS", 120.0, minimum=1),
+        worker_lease_seconds=r.number("WORKER_LEASE_SECONDS", 10.0, minimum=1),
+        worker_heartbeat_seconds=r.number("WORKER_HEARTBEAT_SECONDS", 2.0, minimum=0.1),
+        worker_handler_timeout_seconds=r.number("WORKER_HANDLER_TIMEOUT_SECONDS", 110.0, minimum=1),
         worker_retry_base_seconds=r.number("WORKER_RETRY_BASE_SECONDS", 5.0, minimum=0),
         worker_poll_seconds=r.number("WORKER_POLL_SECONDS", 1.0, minimum=0.01),
         worker_nice=r.number("WORKER_NICE", 10, minimum=0, integer=True),
@@ -403,6 +422,12 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         http_max_connections=r.number("HTTP_MAX_CONNECTIONS", 1024, minimum=1, integer=True),
         http_body_budget_bytes=r.number("HTTP_BODY_BUDGET_BYTES", 64 * 1024 * 1024, minimum=65536, integer=True),
     )
+    if settings.worker_heartbeat_seconds * 2 > settings.worker_lease_seconds:
+        # One late beat must not lose a live holder its work.
+        r.problems.append(
+            "WORKER_HEARTBEAT_SECONDS: must be at most half of WORKER_LEASE_SECONDS "
+            f"({settings.worker_lease_seconds:g})"
+        )
     if settings.webhook_secrets and any(len(s) < 8 for s in settings.webhook_secrets):
         r.problems.append("GITHUB_WEBHOOK_SECRET: each secret must be at least 8 characters")
     if r.problems:

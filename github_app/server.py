@@ -174,6 +174,7 @@ def _escrow_tasks(runtime: Runtime, stop: asyncio.Event, worker: Worker) -> list
         runtime,
         chains,
         lease_seconds=settings.worker_lease_seconds,
+        heartbeat_seconds=settings.worker_heartbeat_seconds,
         poll_seconds=settings.worker_poll_seconds,
         concurrency=settings.escrow_release_concurrency,
     )

@@ -219,6 +219,7 @@ async def test_serve_on_postgresql_processes_in_a_separate_worker_process(db_url
         async with aiohttp.ClientSession() as http:  # one page for every process: the worker's work shows
             async with http.get(f"http://127.0.0.1:{port}/metrics") as r:
                 page = await r.text()
+        # A fresh serve: its processes' counters start at zero, so exactly one delivery shows as one.
         assert 'webhook_deliveries_processed_total{event="installation",outcome="done"} 1.0' in page
         assert 'webhook_deliveries_received_total{event="installation",outcome="accepted"} 1.0' in page
         children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()

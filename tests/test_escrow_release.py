@@ -341,3 +341,58 @@ async def test_a_release_on_chain_with_no_record_is_matched_from_the_contract_ev
     assert (row["status"], row["release_tx"]) == ("RELEASED", by_hand.tx_hash)
     assert (await release_state(market))[0] == "released"
     assert await market.scalar("SELECT count(*) FROM escrow_chain_tx") == 0
+
+
+async def test_a_release_waiting_for_its_confirmations_keeps_its_lease_past_the_lease_length(
+    app: App, market: Market, evm: EvmEnv, fake_github: FakeGitHub
+) -> None:
+    """Leases are short so that a dead worker's release is taken over in seconds; the live worker's
+    heartbeat renews its lease for as long as the chain makes it wait, and nobody else touches it."""
+    import asyncio
+
+    escrow_id = await funded_done_story(app, market, evm)
+    chains = Chains(backends={"polygon": evm.chain(confirmations=3)})
+    # (The in-process EVM holds the event loop for a moment while it estimates and signs: the lease
+    # leaves room for that, as production's 10 s leave room for a busy loop.)
+    slow = Releaser(app.runtime, chains, poll_seconds=0.01, lease_seconds=2.0, heartbeat_seconds=0.2)
+    task = asyncio.create_task(slow.run_once())
+    # Signed and broadcast, now waiting for blocks, and renewed for well past one lease length.
+    while (await release_state(market))[0] != "releasing" or slow.heartbeat.beats < 15:
+        assert not task.done()
+        await asyncio.sleep(0.02)
+    from github_app.escrow import store
+
+    async with app.runtime.engine.begin() as conn:  # the live holder's request is not up for grabs
+        assert await store.claim(conn, "rival", 1, 2.0, skip_locked=not app.runtime.is_sqlite) == []
+    await evm.fund("filler-1", EXPERT, "USDC", 1, 0)  # two more blocks: three confirmations
+    await evm.fund("filler-2", EXPERT, "USDC", 1, 0)
+    assert await asyncio.wait_for(task, 30) == 1
+    assert (await release_state(market))[0] == "released"
+    assert await evm.balance("USDC", EXPERT) == 950_000  # paid once
+    assert await market.scalar("SELECT count(*) FROM escrow_chain_tx") == 1
+    assert (await escrow_row(market, escrow_id))["status"] == "RELEASED"
+
+
+async def test_a_worker_that_lost_its_release_to_another_writes_nothing(
+    app: App, market: Market, evm: EvmEnv, fake_github: FakeGitHub
+) -> None:
+    """A worker stalled past its lease (no heartbeat got through) and taken over: when it wakes up it
+    finds the request no longer its own and stops; the one that took it over pays, once."""
+    from github_app.escrow import store
+    from github_app.metrics import ESCROW_RELEASES
+
+    escrow_id = await funded_done_story(app, market, evm)
+    stalled = releaser(app, evm, lease_seconds=0.5)
+    async with app.runtime.engine.begin() as conn:
+        [claimed] = await store.claim(conn, stalled.name, 1, 0.5, skip_locked=not app.runtime.is_sqlite)
+    await expire_leases(market)
+    await releaser(app, evm).run_until_idle()  # takes it over and pays
+    audit_before = await market.scalar('SELECT count(*) FROM "StoryAuditLog"')
+    lost_before = ESCROW_RELEASES.labels("unknown", "lost_lease")._value.get()
+    await stalled.process(claimed.id)
+    assert ESCROW_RELEASES.labels("unknown", "lost_lease")._value.get() == lost_before + 1
+    assert await market.scalar('SELECT count(*) FROM "StoryAuditLog"') == audit_before
+    assert await market.scalar("SELECT count(*) FROM escrow_chain_tx") == 1
+    assert await evm.balance("USDC", EXPERT) == 950_000
+    assert (await release_state(market))[0] == "released"
+    assert (await escrow_row(market, escrow_id))["status"] == "RELEASED"

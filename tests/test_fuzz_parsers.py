@@ -1,13 +1,14 @@
 """Random and adversarial repository files and PR texts through the parsers and the linker.
 
-Every call must return (or refuse the input with the parser's own error) within a second of CPU time:
-any input a repository or a PR author controls is read in bounded time, so one delivery cannot hold
-the worker. The hostile cases that used to take minutes are listed explicitly; hypothesis adds the rest.
+Every call must return or refuse the input with the parser's own error, never raise anything else.
+Valid documents with random content are generated too, so that what the parsers keep (numbers, titles,
+reasons) is checked, not only that they survive. The hostile cases that used to take minutes are listed
+explicitly; their CPU time is measured by bench/hostile_input.py, not asserted here.
 """
 
 from __future__ import annotations
 
-import time
+import json
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -24,7 +25,6 @@ from github_app.domain.linking import Linked, link_pull_request
 from github_app.logs import SecretScrubber
 
 T = TypeVar("T")
-CPU_SECONDS_PER_CALL = 1.0
 FUZZ = settings(
     max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
 )
@@ -46,16 +46,12 @@ names = st.lists(st.sampled_from(["1", "3", "9" * 12, ".", "-", "_", "A", "md", 
 
 
 def bounded(call: Callable[[], T]) -> T | None:
-    """The call's result, None when it refused its input with the parser's own error; fails the test when
-    it takes more than a second of CPU or raises anything else."""
-    started = time.process_time()
+    """The call's result, None when it refused its input with the parser's own error; anything else
+    it raises fails the test."""
     try:
         return call()
     except (BmadFileError, NotAStory):
         return None
-    finally:
-        spent = time.process_time() - started
-        assert spent < CPU_SECONDS_PER_CALL, f"{spent:.2f}s of CPU for one call"
 
 
 def assert_storable(epic: int, story: int) -> None:
@@ -84,6 +80,57 @@ def test_gate_files(name: str, text: str) -> None:
     bounded(lambda: gate_id_from_path(f"docs/qa/gates/{name}.yml"))
 
 
+numbers = st.integers(0, MAX_STORY_NUMBER)
+# One line of text as people write it, control characters and NULs included (they must be dropped).
+line = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"),
+    max_size=80,
+).map(lambda t: "r" + t)
+STATUSES = ["Draft", "Approved", "InProgress", "In Progress", "Review", "Done", "Ready for Review"]
+
+
+@FUZZ
+@given(epic=numbers, story=numbers, title=line, status=st.sampled_from(STATUSES), want=line, criteria=line)
+def test_valid_story_files_keep_their_content(
+    epic: int, story: int, title: str, status: str, want: str, criteria: str
+) -> None:
+    text = (
+        f"# Story {epic}.{story}: {title}\n\n## Status\n{status}\n\n## Story\n**As a** user,\n**I want** {want},\n"
+        f"**so that** it works.\n\n## Acceptance Criteria\n1. {criteria}\n"
+    )
+    doc = parse_story_file(f"docs/stories/{epic}.{story}.generated.md", text)
+    assert (doc.epic, doc.story) == (epic, story)
+    assert doc.status_raw == status
+    for kept in (doc.title, doc.description, doc.acceptance_criteria):
+        assert not any(ord(c) < 32 and c not in "\t\n" for c in kept), repr(kept)
+    words = " ".join(title.split())
+    if words and all(c.isascii() and (c.isalnum() or c == " ") for c in words):
+        assert doc.title == words
+        assert f"**I want** {' '.join(want.split())}," in doc.description or not want.strip().isalnum()
+
+
+GATES = ["PASS", "FAIL", "CONCERNS", "WAIVED"]
+
+
+@FUZZ
+@given(epic=numbers, story=numbers, gate=st.sampled_from(GATES), reviewer=line, reason=line)
+def test_valid_gate_files_keep_their_content(epic: int, story: int, gate: str, reviewer: str, reason: str) -> None:
+    # JSON strings are YAML double-quoted scalars: any text, quoted the way a careful writer would.
+    raw = (
+        f'schema: 1\nstory: "{epic}.{story}"\ngate: {gate}\nreviewer: {json.dumps(reviewer)}\n'
+        f"status_reason: {json.dumps(reason)}\n"
+    )
+    if gate == "WAIVED":  # a waived gate says why, and that the waiver is active
+        raw += f"waiver:\n  active: true\n  reason: {json.dumps(reason)}\n"
+    doc = parse_gate_file(f"docs/qa/gates/{epic}.{story}-generated.yml", raw.encode())
+    assert (doc.epic, doc.story, doc.gate.value) == (epic, story, gate)
+    assert doc.reviewer is not None and doc.status_reason is not None
+    for kept, given_text in ((doc.reviewer, reviewer), (doc.status_reason, reason)):
+        assert not any(ord(c) < 32 and c not in "\t\n" for c in kept), repr(kept)
+        if given_text.isascii() and given_text.isalnum():
+            assert kept == given_text
+
+
 @FUZZ
 @given(text=texts)
 def test_configuration_files(text: str) -> None:
@@ -93,22 +140,41 @@ def test_configuration_files(text: str) -> None:
     assert paths is not None and all(len(problem) < 1_000 for problem in paths.problems)
 
 
+story_ids = st.tuples(numbers, numbers)
+changed = st.lists(story_ids.map(lambda i: f"docs/stories/{i[0]}.{i[1]}.generated.md"), max_size=3)
+
+
 @FUZZ
-@given(title=texts, body=texts, branch=texts, pattern=st.none() | mixed)
-def test_pull_request_texts(title: str, body: str, branch: str, pattern: str | None) -> None:
+@given(
+    title=texts,
+    body=texts,
+    branch=texts,
+    pattern=st.none() | mixed,
+    files=changed,
+    named=st.none() | story_ids,
+)
+def test_pull_request_texts(
+    title: str, body: str, branch: str, pattern: str | None, files: list[str], named: tuple[int, int] | None
+) -> None:
     usable = pattern is not None and bounded(lambda: check_branch_pattern(pattern)) is None
+    if named is not None:  # the author names the story in the title, after whatever else they wrote
+        title = f"{title[:200]}\nStory {named[0]}.{named[1]}: the work"
     result = bounded(
         lambda: link_pull_request(
             title=title,
             body=body,
             head_branch=branch,
-            changed_files=["docs/stories/1.3.x.md"],
+            changed_files=files,
             story_dir="docs/stories",
             **({"branch_pattern": pattern} if usable and pattern is not None else {}),
         )
     )
     if isinstance(result, Linked):
         assert_storable(result.epic, result.story)
+        if result.level.name == "CHANGED_FILES":
+            assert f"docs/stories/{result.epic}.{result.story}.generated.md" in files
+    if named is not None and isinstance(result, Linked) and result.level.name == "TITLE":
+        assert (result.epic, result.story) == named
     if usable and pattern is not None:
         bounded(lambda: story_ids_in_branch(pattern, branch))
 

@@ -31,7 +31,7 @@ async def test_a_rate_limit_wait_longer_than_the_handler_deadline_is_not_started
     rt = app.runtime
     # Production retry waits (a secondary limit without Retry-After: a minute and more), a 9 s handler
     # deadline, and failed deliveries retried a minute later.
-    rt.settings = dataclasses.replace(rt.settings, worker_lease_seconds=10.0, worker_retry_base_seconds=60.0)
+    rt.settings = dataclasses.replace(rt.settings, worker_handler_timeout_seconds=9.0, worker_retry_base_seconds=60.0)
     rt.github = GitHubApp(
         GITHUB_APP_ID, github_app_keys.private_pem, fake_github.url, rt.http, retry_policy=RetryPolicy()
     )

@@ -81,11 +81,31 @@ async def test_concurrent_duplicates_are_stored_once(runtime: Runtime, make_writ
     assert await stored_ids(runtime) == sorted({*ids})
 
 
+def count_writes(writer: GroupCommitWriter) -> list[int]:
+    """Records each batch write as it starts (its size), so a test waits for that instead of sleeping."""
+    started: list[int] = []
+    insert_batch = writer.writer.insert_batch
+
+    async def recorded(deliveries: list[Delivery]) -> set[str]:
+        started.append(len(deliveries))
+        return await insert_batch(deliveries)
+
+    writer.writer.insert_batch = recorded  # type: ignore[method-assign]
+    return started
+
+
+async def until(condition: Any) -> None:
+    async with asyncio.timeout(30):  # bounds a failing run only
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
 async def test_nothing_is_acknowledged_before_its_commit(runtime: Runtime, make_writer: Any) -> None:
     writer = await make_writer()
+    started = count_writes(writer)
     async with inbox_write_lock(runtime):
         pending = asyncio.ensure_future(writer.submit(delivery("waits-for-commit")))
-        await asyncio.sleep(0.5)
+        await until(lambda: started == [1])  # the write is under way, held by the lock
         assert not pending.done()  # the transaction cannot commit, so no answer yet
         assert await stored_ids(runtime) == []
     assert await asyncio.wait_for(pending, 30) is True
@@ -94,16 +114,18 @@ async def test_nothing_is_acknowledged_before_its_commit(runtime: Runtime, make_
 
 async def test_a_failed_batch_acknowledges_none_of_its_deliveries(runtime: Runtime, make_writer: Any) -> None:
     writer = await make_writer(flushers=1)
+    started = count_writes(writer)
     async with inbox_write_lock(runtime):
         first = asyncio.ensure_future(writer.submit(delivery("first-batch")))
-        await asyncio.sleep(0.2)  # the flusher is now blocked writing the first batch
+        await until(lambda: started == [1])  # the flusher is now blocked writing the first batch
         # These gather into the next batch; one of them breaks the insert (payload NOT NULL).
         second = [asyncio.ensure_future(writer.submit(delivery(i))) for i in ("ok-1", "ok-2")]
         second.append(asyncio.ensure_future(writer.submit(delivery("broken", payload=None))))
-        await asyncio.sleep(0.2)
+        await until(lambda: writer._queue.qsize() == 3)
     assert await asyncio.wait_for(first, 30) is True
     outcomes = await asyncio.gather(*second, return_exceptions=True)
     assert all(isinstance(o, InboxUnavailable) for o in outcomes), outcomes
+    assert started == [1, 3]  # one batch each
     assert await stored_ids(runtime) == ["first-batch"]
 
 

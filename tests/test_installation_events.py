@@ -108,3 +108,124 @@ async def test_a_suspended_installation_is_not_acted_on_until_unsuspended(
     await app.deliver("installation", for_installation("unsuspend.payload.json", INSTALLATION_ID))
     await app.deliver("push", m.push("main", {STORY_PATH: story_file("Draft")}, PM))
     assert await fetch_all(app.runtime, 'SELECT status FROM "Story"') == [("DRAFT",)]
+
+
+def added_to(installation_id: int, repos: list[tuple[int, str]]) -> dict[str, object]:
+    data = payload("installation_repositories", "added.payload.json")
+    data["installation"]["id"] = installation_id
+    data["repositories_added"] = [
+        {"id": rid, "node_id": f"R_{rid}", "name": name.split("/")[1], "full_name": name, "private": True}
+        for rid, name in repos
+    ]
+    return data
+
+
+async def test_a_repository_moved_to_another_installation_follows_the_newest_report(
+    app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The app removed and installed again while the `deleted` delivery was missed (or the repository's
+    organisation transferred it): the new installation reports the same repository, and wins."""
+    await app.deliver("installation", payload("installation", "created.payload.json"))
+    [(old, name)] = await repositories(app)
+    [(repo_id,)] = await fetch_all(app.runtime, "SELECT repository_id FROM installation_repository")
+    reinstalled = payload("installation", "created.payload.json")
+    reinstalled["installation"]["id"] = 4242
+    with caplog.at_level(logging.INFO, logger="github_app.services.installations"):
+        await app.deliver("installation", reinstalled, "reinstalled")
+    assert await repositories(app) == [(4242, name)]
+    assert "repository moved to another installation" in caplog.text
+    [moved] = [r for r in caplog.records if r.getMessage() == "repository moved to another installation"]
+    assert (moved.previous_installation, moved.installation, moved.repository_id) == (old, 4242, repo_id)
+    [(state,)] = await fetch_all(app.runtime, "SELECT state FROM webhook_inbox WHERE delivery_id = 'reinstalled'")
+    assert state == "done"
+    # The old installation's late `deleted` delivery leaves the new mapping alone.
+    await app.deliver("installation", for_installation("deleted.payload.json", old))
+    assert await repositories(app) == [(4242, name)]
+
+
+async def test_a_name_that_passed_to_another_repository_is_mapped_to_the_new_one(app: App) -> None:
+    """acme/widgets was transferred away (or deleted) and a new acme/widgets created; the new one is
+    added to another installation: the name follows the newest report instead of failing the delivery
+    on the unique name, eight times, into the dead letters."""
+    await app.deliver("installation_repositories", added_to(1, [(100, "acme/widgets")]))
+    await app.deliver("installation_repositories", added_to(2, [(200, "Acme/Widgets")]), "recreated")
+    assert await fetch_all(
+        app.runtime, "SELECT repository_id, installation_id, full_name FROM installation_repository"
+    ) == [(200, 2, "Acme/Widgets")]
+    [(state, attempts)] = await fetch_all(
+        app.runtime, "SELECT state, attempts FROM webhook_inbox WHERE delivery_id = 'recreated'"
+    )
+    assert (state, attempts) == ("done", 1)
+    async with app.runtime.sessionmaker() as session:
+        assert await installation_for_repository(session, "acme/widgets") == 2
+
+
+async def test_an_older_report_processed_late_does_not_take_a_repository_back(app: App) -> None:
+    """Deliveries are processed out of order (a retry): the installation GitHub reported last keeps it."""
+    await app.deliver("installation_repositories", added_to(1, [(100, "acme/widgets")]), "older", process=False)
+    await app.deliver("installation_repositories", added_to(2, [(100, "acme/widgets")]), "newer", process=False)
+    async with app.runtime.engine.begin() as conn:  # the older one waits for its retry
+        from sqlalchemy import text
+
+        await conn.execute(
+            text("UPDATE webhook_inbox SET next_attempt_at = '2999-01-01 00:00:00' WHERE delivery_id = 'older'")
+        )
+    await app.process()
+    async with app.runtime.engine.begin() as conn:
+        await conn.execute(text("UPDATE webhook_inbox SET next_attempt_at = received_at WHERE delivery_id = 'older'"))
+    await app.process()
+    assert await fetch_all(app.runtime, "SELECT repository_id, installation_id FROM installation_repository") == [
+        (100, 2)
+    ]
+
+
+async def test_a_push_without_an_installation_uses_the_repositorys_installation(
+    app: App, fake_github: FakeGitHub
+) -> None:
+    """A repository webhook pointed at the app sends the same push without `installation`: the
+    installation GitHub reported for the repository serves it."""
+    m = await seed_market(app.runtime, fake_github)
+    await app.deliver("installation_repositories", added_to(INSTALLATION_ID, [(4711, REPO)]))
+    data = m.push("main", {STORY_PATH: story_file("Draft")}, PM)
+    del data["installation"]
+    await app.deliver("push", data, "no-installation-push")
+    [(state,)] = await fetch_all(
+        app.runtime, "SELECT state FROM webhook_inbox WHERE delivery_id = 'no-installation-push'"
+    )
+    assert state == "done"
+    assert await fetch_all(app.runtime, 'SELECT status FROM "Story"') == [("DRAFT",)]
+
+
+async def test_a_push_without_an_installation_for_an_unknown_repository_is_dead_with_the_reason(
+    app: App, fake_github: FakeGitHub
+) -> None:
+    m = await seed_market(app.runtime, fake_github)
+    async with app.runtime.engine.begin() as conn:
+        from sqlalchemy import text
+
+        await conn.execute(text("DELETE FROM installation_repository"))
+    data = m.push("main", {STORY_PATH: story_file("Draft")}, PM)
+    del data["installation"]
+    await app.deliver("push", data, "orphan")
+    [(state, error)] = await fetch_all(
+        app.runtime, "SELECT state, last_error FROM webhook_inbox WHERE delivery_id = 'orphan'"
+    )
+    assert state == "dead" and "no installation serves the repository" in error
+    assert await fetch_all(app.runtime, 'SELECT id FROM "Story"') == []
+
+
+async def test_the_first_push_to_an_empty_repository_without_a_default_branch(
+    app: App, fake_github: FakeGitHub
+) -> None:
+    """An empty repository has no default branch until its first push; that push's payload may name none.
+    The branch GitHub creates first is `main`, and the push is read as one to the default branch."""
+    m = await seed_market(app.runtime, fake_github)
+    data = m.push("main", {STORY_PATH: story_file("Draft")}, PM)
+    data["repository"].pop("default_branch", None)
+    data["repository"].pop("master_branch", None)
+    data["before"] = "0" * 40
+    data["created"] = True
+    await app.deliver("push", data, "first-push")
+    [(state,)] = await fetch_all(app.runtime, "SELECT state FROM webhook_inbox WHERE delivery_id = 'first-push'")
+    assert state == "done"
+    assert await fetch_all(app.runtime, 'SELECT status FROM "Story"') == [("DRAFT",)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -91,11 +92,20 @@ async def test_the_worker_recovers_periodically_when_configured(app_runtime: Run
     app_runtime.settings = dataclasses.replace(app_runtime.settings, recover_interval_minutes=0.01)
     stop = asyncio.Event()
     task = asyncio.create_task(periodic_recovery(app_runtime, stop))
-    for _ in range(200):
-        if len(fake_github.redelivery_attempts) >= 2:
-            break
-        await asyncio.sleep(0.05)
+
+    async def attempts_reach(n: int) -> None:
+        deadline = time.monotonic() + 20  # bounds a failing run only
+        while len(set(fake_github.redelivery_attempts)) < n:
+            assert not task.done(), "periodic recovery stopped"
+            assert time.monotonic() < deadline, fake_github.redelivery_attempts
+            await asyncio.sleep(0.02)
+
+    # First pass: lost-1 and d-0000 (this inbox is empty), the two failed deliveries missing from it.
+    await attempts_reach(2)
+    # A delivery that fails after that pass is found by a later one: the loop goes on.
+    later = fake_github.add_delivery("lost-later", status_code=502)
+    await attempts_reach(3)
     stop.set()
     await asyncio.wait_for(task, 10)
-    # lost-1 and d-0000 (this inbox is empty): the two failed deliveries missing from the inbox.
-    assert len(set(fake_github.redelivery_attempts)) == 2
+    assert later["id"] in set(fake_github.redelivery_attempts)
+    assert len(set(fake_github.redelivery_attempts)) == 3

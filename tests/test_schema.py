@@ -22,6 +22,7 @@ from github_app.db.catalog import Catalog
 from github_app.db.engine import make_engine
 from github_app.db.models import SEED_ENUMS, SEED_TABLES
 from tests.conftest import TEST_DATABASE_URL, create_pg_database, drop_pg_database, pg_execute
+from tests.corpus import missing
 from tests.marketplace import REFERENCE_SQL, SHARED_REFERENCE, reference_sql
 
 needs_postgres = pytest.mark.skipif(
@@ -41,7 +42,7 @@ async def read_catalog(url: str, schema: str = SEED_SCHEMA) -> Catalog:
 def test_shipped_reference_sql_is_prismas_output() -> None:
     """The migration runs a copy of Prisma's generated DDL; the copy must not drift from it."""
     if not SHARED_REFERENCE.exists():
-        pytest.skip("the reference DDL is not beside this checkout")
+        missing(f"the reference DDL is not beside this checkout ({SHARED_REFERENCE} is missing)")
     assert REFERENCE_SQL.read_text() == SHARED_REFERENCE.read_text()
 
 

@@ -146,21 +146,73 @@ async def test_a_permanent_failure_is_dead_at_once(runtime: Runtime) -> None:
     assert (state, attempts) == ("dead", 1) and "no such story" in error
 
 
-async def test_an_expired_lease_is_taken_over_and_the_old_owner_cannot_complete(db_url: str) -> None:
-    runtime = await Runtime.create(make_settings(db_url, worker_lease_seconds=0.5))
+async def expire_leases(runtime: Runtime) -> None:
+    """The holder's lease runs out (its process died, or stalled past it)."""
+    async with runtime.engine.begin() as conn:
+        await conn.execute(text("UPDATE webhook_inbox SET lease_expires_at = '2000-01-01 00:00:00'"))
+
+
+async def test_an_expired_lease_is_taken_over_and_the_old_owner_cannot_complete(runtime: Runtime) -> None:
+    [d] = await store_deliveries(runtime, 1)
+    async with runtime.engine.begin() as conn:  # a worker claims it, then dies
+        assert len(await store.claim(conn, "dead-worker", 1, 30, skip_locked=not runtime.is_sqlite)) == 1
+    rescuer = Worker(runtime, recording_router("rescuer"))
+    await rescuer.run_until_idle()
+    assert await effects(runtime) == []  # the lease still holds
+    await expire_leases(runtime)
+    await rescuer.run_until_idle()
+    assert await effects(runtime) == [(d, "rescuer")]
+    assert (await inbox(runtime))[d][:2] == ("done", 2)
+    async with runtime.sessionmaker() as session, session.begin():
+        assert not await store.hold(session, d, "dead-worker", lock=not runtime.is_sqlite)
+
+
+async def test_a_worker_that_lost_its_lease_writes_nothing(runtime: Runtime) -> None:
+    """A worker stalled past its lease and taken over: when it gets to the delivery it finds the row
+    no longer its own; its handler's effects are not committed and the row is not touched."""
+    from github_app.metrics import DELIVERIES_PROCESSED
+
+    [d] = await store_deliveries(runtime, 1)
+    stalled = Worker(runtime, recording_router("stalled"), name="stalled")
+    async with runtime.engine.begin() as conn:
+        [row] = await store.claim(conn, "stalled", 1, 30, skip_locked=not runtime.is_sqlite)
+    await expire_leases(runtime)
+    await Worker(runtime, recording_router("rescuer")).run_until_idle()
+    lost = DELIVERIES_PROCESSED.labels("push", "lost_lease")
+    before = lost._value.get()
+    await stalled._process(row)
+    assert lost._value.get() == before + 1
+    assert await effects(runtime) == [(d, "rescuer")]
+    assert (await inbox(runtime))[d][:2] == ("done", 2)
+
+
+async def test_a_live_slow_holder_keeps_its_lease_past_the_lease_length(db_url: str) -> None:
+    """Leases are short so that a dead worker's deliveries are taken over in seconds; a live worker's
+    heartbeat keeps them for as long as its handler runs, and no other worker claims them."""
+    runtime = await Runtime.create(make_settings(db_url, worker_lease_seconds=0.5, worker_heartbeat_seconds=0.1))
     try:
         [d] = await store_deliveries(runtime, 1)
-        async with runtime.engine.begin() as conn:  # a worker claims it, then dies
-            assert len(await store.claim(conn, "dead-worker", 1, 0.5, skip_locked=not runtime.is_sqlite)) == 1
-        rescuer = Worker(runtime, recording_router("rescuer"))
-        await rescuer.run_until_idle()
-        assert await effects(runtime) == []  # the lease still holds
-        await asyncio.sleep(0.6)
-        await rescuer.run_until_idle()
-        assert await effects(runtime) == [(d, "rescuer")]
-        assert (await inbox(runtime))[d][:2] == ("done", 2)
-        async with runtime.sessionmaker() as session, session.begin():
-            assert not await store.hold(session, d, "dead-worker", lock=not runtime.is_sqlite)
+        release = asyncio.Event()
+        router = routing.Router()
+
+        @router.register("push")
+        async def slow(event: sansio.Event, ctx: HandlerContext) -> None:
+            await release.wait()  # (SQLite: nothing written yet, so the rival is not kept out by the write lock)
+            await ctx.session.execute(
+                text("INSERT INTO test_effects (delivery_id, worker) VALUES (:d, 'slow')"), {"d": event.delivery_id}
+            )
+
+        slow_worker = Worker(runtime, router, name="slow")
+        task = asyncio.create_task(slow_worker.run_until_idle())
+        while slow_worker.heartbeat.beats < 10:  # a second of renewals: twice the lease
+            assert not task.done()
+            await asyncio.sleep(0.02)
+        async with runtime.engine.begin() as conn:
+            assert await store.claim(conn, "rival", 1, 0.5, skip_locked=not runtime.is_sqlite) == []
+        release.set()
+        await asyncio.wait_for(task, 30)
+        assert await effects(runtime) == [(d, "slow")]
+        assert (await inbox(runtime))[d][:2] == ("done", 1)
     finally:
         await runtime.close()
 
@@ -174,6 +226,19 @@ def _start_worker_process(db_url: str, marker: Path, sleep: float) -> subprocess
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+
+
+async def _effects_of(runtime: Runtime) -> bool:
+    return bool(await effects(runtime))
+
+
+async def wait_until(condition: Callable[[], Any], timeout: float) -> None:  # noqa: ASYNC109 - a bound
+    """Until `condition()` (awaited) is true; the timeout only bounds a failing test."""
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition never became true")
+        await asyncio.sleep(0.02)
 
 
 async def _wait_for(path: Path, timeout: float = 20) -> None:
@@ -195,8 +260,15 @@ async def test_kill_9_mid_delivery_loses_nothing(runtime: Runtime, tmp_path: Pat
     finally:
         proc.kill()
     assert (await inbox(runtime))[d][0] == "processing"
-    await asyncio.sleep(2.1)  # the dead worker's lease (2 s) runs out
-    await Worker(runtime, recording_router("survivor")).run_until_idle()
+    # A survivor takes the delivery over as soon as the dead worker's short lease (1 s) runs out.
+    survivor = Worker(runtime, recording_router("survivor"))
+    stop = asyncio.Event()
+    running = asyncio.create_task(survivor.run(stop))
+    try:
+        await wait_until(lambda: _effects_of(runtime), timeout=30)
+    finally:
+        stop.set()
+        await running
     assert await effects(runtime) == [(d, "survivor")]
     assert (await inbox(runtime))[d][:2] == ("done", 2)
 

@@ -35,7 +35,7 @@ def build_router(marker: Path, sleep: float, name: str) -> routing.Router:
 
 def main() -> None:
     url, marker, sleep = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3])
-    settings = make_settings(url, worker_lease_seconds=2.0)
+    settings = make_settings(url, worker_lease_seconds=1.0, worker_heartbeat_seconds=0.2)
     asyncio.run(run_worker(settings, router=build_router(marker, sleep, "subprocess")))
 
 

@@ -11,8 +11,10 @@ on the marketplace's shared `Escrow` row:
 4. mark: lock the Escrow row and, in one transaction, Escrow RELEASED with the hash, Opportunity
    COMPLETED, an audit row and the PR views.
 
-A worker that dies anywhere leaves its lease to expire; the next one finds the recorded transaction
-and asks the chain what became of it. Nothing is signed again unless the chain proves the recorded
+The request's lease is short and renewed by the worker's heartbeat while the release is in hand, so a
+release waiting for its confirmations keeps it for as long as it waits. A worker that dies anywhere
+leaves its lease to run out within seconds; the next one finds the recorded transaction and asks the
+chain what became of it. Nothing is signed again unless the chain proves the recorded
 transaction can never land AND the escrow is still funded on-chain; and the contract itself refuses a
 second release of one escrow.
 """
@@ -56,6 +58,7 @@ from github_app.escrow import store
 from github_app.escrow.backends import Chains, keyed
 from github_app.escrow.chain_txs import Fault, add_signed, live_tx, record_signed, settle_replaced, signed_of
 from github_app.inbox.store import ERROR_MAX_CHARS
+from github_app.leases import Heartbeat
 from github_app.logs import SecretScrubber
 from github_app.metrics import ESCROW_RELEASES
 from github_app.names import worker_name
@@ -89,7 +92,9 @@ class Releaser:
         chains: Chains,
         *,
         name: str | None = None,
-        lease_seconds: float = 120.0,
+        lease_seconds: float = 10.0,
+        heartbeat_seconds: float = 2.0,
+        confirm_wait_seconds: float = 600.0,
         waiting_retry_seconds: float = 60.0,
         poll_seconds: float = 1.0,
         concurrency: int = 8,
@@ -100,12 +105,19 @@ class Releaser:
         self.chains = chains
         self.name = name or worker_name()
         self.lease_seconds = lease_seconds
+        # How long one run waits for its confirmations before it hands the request back (to itself or
+        # another worker, which reads the chain again); the heartbeat keeps the lease meanwhile.
+        self.confirm_wait_seconds = confirm_wait_seconds
+        self.heartbeat = Heartbeat(
+            runtime.engine, store.renew, self.name, lease_seconds, heartbeat_seconds, "escrow release"
+        )
         self.waiting_retry_seconds = waiting_retry_seconds
         self.poll_seconds = poll_seconds
         self.concurrency = 1 if runtime.is_sqlite else concurrency
         self.fault = fault
         self.resend_seconds = resend_seconds
         self._lock = not runtime.is_sqlite
+        self._stopping = False
         # RPC URLs carry API keys, and a node's errors quote them: none reaches last_error or a log.
         self._redact = SecretScrubber(runtime.settings.secret_values()).scrub
         self._wake = asyncio.Event()
@@ -122,6 +134,7 @@ class Releaser:
         async with self.runtime.engine.begin() as conn:
             claimed = await store.claim(conn, self.name, self.concurrency, self.lease_seconds, skip_locked=self._lock)
         if claimed:
+            self.heartbeat.hold(*(c.id for c in claimed))
             await asyncio.gather(*(self.process(c.id) for c in claimed))
         return len(claimed)
 
@@ -135,16 +148,20 @@ class Releaser:
             log.error("resending recorded transactions failed", extra={"error": type(exc).__name__})
 
     async def run_until_idle(self, limit: int = 1000) -> None:
-        await self.resend()
-        for _ in range(limit):
-            if await self.run_once() == 0:
-                break
-        await self.resend()
+        try:
+            await self.resend()
+            for _ in range(limit):
+                if await self.run_once() == 0:
+                    break
+            await self.resend()
+        finally:
+            await self.heartbeat.close()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until `stop`: keep up to `concurrency` releases in flight, claiming as slots free up (a
         release waiting for its confirmations does not hold up the others)."""
         inflight: set[asyncio.Task[None]] = set()
+        self._stopping = False
         stop_waiter = asyncio.create_task(stop.wait())
         next_resend = time.monotonic()
         try:
@@ -166,6 +183,7 @@ class Releaser:
                             )
                     except Exception as exc:  # the database may be down for a while; keep trying
                         log.error("escrow releaser cannot claim", extra={"error": repr(exc)})
+                self.heartbeat.hold(*(c.id for c in claimed))
                 for c in claimed:
                     inflight.add(asyncio.create_task(self.process(c.id), name=f"release-{c.id}"))
                 if not claimed or len(inflight) >= self.concurrency:
@@ -183,8 +201,12 @@ class Releaser:
                     inflight = {t for t in inflight if not t.done()}
         finally:
             stop_waiter.cancel()
+            # A release waiting for its confirmations hands its request back instead of holding up the
+            # shutdown; the next worker reads the chain and finishes it.
+            self._stopping = True
             if inflight:
                 await asyncio.gather(*inflight, return_exceptions=True)
+            await self.heartbeat.close()
 
     def _step(self, step: str, request_id: str) -> None:
         if self.fault is not None:
@@ -193,6 +215,12 @@ class Releaser:
     # --- one request ------------------------------------------------------------------------
 
     async def process(self, request_id: str) -> None:
+        try:
+            await self._process_held(request_id)
+        finally:
+            self.heartbeat.drop(request_id)
+
+    async def _process_held(self, request_id: str) -> None:
         try:
             await self._process(request_id)
             sender = self.runtime.outbox_sender
@@ -270,7 +298,15 @@ class Releaser:
         fresh = signed is None
         if signed is None:
             signed = await self._sign(
-                request_id, escrow_id, expert_wallet, amount, fee_bps, currency, backend, key, watch_from,
+                request_id,
+                escrow_id,
+                expert_wallet,
+                amount,
+                fee_bps,
+                currency,
+                backend,
+                key,
+                watch_from,
                 client_address,
             )
             if signed is None:
@@ -447,12 +483,12 @@ class Releaser:
     async def _confirm(
         self, request_id: str, escrow_id: str, currency: str, signed: SignedTx, backend: Any, key: dict[str, Any]
     ) -> SignedTx | None:
-        """Wait (inside the lease) until one of the recorded transactions at this nonce (the release and
+        """Wait (the heartbeat keeping the lease) until one of the recorded transactions at this nonce (the release and
         any replacements) has its confirmations; that one is the payment. None when this run stops here:
         rescheduled, dropped (the next run reads the chain and signs again only if the escrow is still
         funded there) or failed. A release not mined within the backend's `replace_after` seconds is
         replaced at its nonce with a higher fee (every hash recorded first)."""
-        deadline = time.monotonic() + self.lease_seconds * 0.8
+        deadline = time.monotonic() + self.confirm_wait_seconds
         rebroadcast = time.monotonic() + 10 * self.poll_seconds
         candidates = await self._candidates(escrow_id, signed)
         replace_after = getattr(backend, "replace_after", None)
@@ -487,8 +523,8 @@ class Releaser:
                 except Exception as exc:  # e.g. "underpriced": the next replacement pays more again
                     log.warning("replacement refused", extra={"tx": newest.tx_hash, "error": type(exc).__name__})
                 rebroadcast = time.monotonic() + 10 * self.poll_seconds
-            if time.monotonic() > deadline:
-                await self._reschedule(request_id, self.poll_seconds)
+            if time.monotonic() > deadline or self._stopping:
+                await self._reschedule(request_id, 0 if self._stopping else self.poll_seconds)
                 return None
             if not landed and time.monotonic() > rebroadcast:
                 # The same bytes of the newest: a node that lost it gets it again.

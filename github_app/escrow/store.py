@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -58,6 +59,21 @@ async def hold(session: AsyncSession, request_id: str, owner: str, *, lock: bool
     if row is not None:
         await session.refresh(row)
     return row
+
+
+async def renew(conn: AsyncConnection, owner: str, ids: Collection[str], lease_seconds: float) -> int:
+    """The heartbeat: extend the leases `owner` still holds on `ids` (a release waiting for its
+    confirmations keeps its request). Rows locked by one of the release's own short steps are skipped;
+    nobody can claim them meanwhile."""
+    mine = select(T.id).where(T.id.in_(list(ids)), T.lease_owner == owner)
+    if conn.dialect.name == "postgresql":
+        mine = mine.with_for_update(skip_locked=True)
+    result = await conn.execute(
+        update(T)
+        .where(T.id.in_(mine.scalar_subquery()), T.lease_owner == owner)
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+    )
+    return result.rowcount or 0
 
 
 def put_back(request: EscrowReleaseRequest, at: datetime | None = None) -> None:

@@ -1,13 +1,14 @@
 """Inbox rows after they are stored: claiming with a lease, completing, failing, and operator views.
 
 Time comes from the application's clock (UTC, naive, as every timestamp in this database), so SQLite
-and PostgreSQL behave alike; leases are long compared with clock skew between machines.
+and PostgreSQL behave alike. Leases are short (seconds) and renewed by their holder's heartbeat
+(`leases.py`); machines sharing a database keep their clocks in step (NTP) well within a lease.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -83,6 +84,24 @@ async def hold(session: AsyncSession, delivery_id: str, owner: str, *, lock: boo
     if lock:
         stmt = stmt.with_for_update()
     return (await session.execute(stmt)).first() is not None
+
+
+async def renew(conn: AsyncConnection, owner: str, ids: Collection[str], lease_seconds: float) -> int:
+    """The heartbeat: extend the leases `owner` still holds on `ids`. Rows locked by a handler's own
+    transaction are skipped (nobody can claim a locked row; the next beat renews it if it is still
+    ours), so a beat never waits behind a long unit of work."""
+    skip_locked = conn.dialect.name == "postgresql"
+    mine = select(T.delivery_id).where(
+        T.delivery_id.in_(list(ids)), T.lease_owner == owner, T.state == InboxState.PROCESSING
+    )
+    if skip_locked:
+        mine = mine.with_for_update(skip_locked=True)
+    result = await conn.execute(
+        update(T)
+        .where(T.delivery_id.in_(mine.scalar_subquery()), T.lease_owner == owner)
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+    )
+    return result.rowcount or 0
 
 
 async def mark_done(session: AsyncSession, delivery_id: str) -> None:

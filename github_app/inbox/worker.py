@@ -1,8 +1,9 @@
 """The worker: claims inbox rows, dispatches them to the handlers, completes or reschedules them.
 
 Exactly once: a row is marked done in the same transaction as everything its handlers wrote, and only
-if this worker still holds its lease (checked under a row lock). A worker killed at any moment leaves
-its transaction uncommitted and its lease to expire; another worker then claims the row again.
+if this worker still holds its lease (checked under a row lock). The lease is short and renewed by the
+worker's heartbeat while the delivery is in hand; a worker killed at any moment leaves its transaction
+uncommitted and its lease to run out within seconds; another worker then claims the row again.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from github_app.github.client import retry_deadline
 from github_app.handling import HandlerContext, PermanentFailure
 from github_app.inbox import store
 from github_app.inbox.store import Claimed
+from github_app.leases import Heartbeat
 from github_app.metrics import DELIVERIES_PROCESSED, HANDLER_FAILURES, LOCK_CONFLICTS, PROCESSING_LATENCY
 from github_app.names import worker_name
 from github_app.runtime import Runtime
@@ -75,8 +77,16 @@ class Worker:
         # SQLite has a single writer: parallel handlers would only queue on its lock.
         self.concurrency = 1 if runtime.is_sqlite else (concurrency or settings.worker_concurrency)
         self.lease_seconds = settings.worker_lease_seconds
-        # Inside the lease, with a margin: past it another worker may claim the row.
-        self.handler_deadline = self.lease_seconds * 0.9
+        # The lease is kept alive by the heartbeat, so the deadline is a bound on the work itself.
+        self.handler_deadline = settings.worker_handler_timeout_seconds
+        self.heartbeat = Heartbeat(
+            runtime.engine,
+            store.renew,
+            self.name,
+            self.lease_seconds,
+            settings.worker_heartbeat_seconds,
+            "delivery",
+        )
         self.max_attempts = settings.worker_max_attempts
         self.retry_base = settings.worker_retry_base_seconds
         self.poll_seconds = settings.worker_poll_seconds
@@ -132,6 +142,7 @@ class Worker:
             if self._inflight:
                 log.info("worker finishing %d in-flight deliveries", len(self._inflight))
                 await asyncio.gather(*self._inflight, return_exceptions=True)
+            await self.heartbeat.close()
             log.info("worker stopped", extra={"worker": self.name})
 
     async def run_until_idle(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109 - a bound, not a cancel scope
@@ -142,6 +153,7 @@ class Worker:
             if self._inflight:
                 await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
             elif claimed == 0:
+                await self.heartbeat.close()
                 return
         raise TimeoutError("inbox not drained in time")
 
@@ -160,6 +172,7 @@ class Worker:
         except Exception as exc:  # the database may be down for a while; keep trying, say so once a poll
             log.error("worker cannot claim deliveries", extra={"error": repr(exc)})
             return 0
+        self.heartbeat.hold(*(row.delivery_id for row in rows))
         for row in rows:
             task = asyncio.create_task(self._process(row), name=f"delivery-{row.delivery_id}")
             self._inflight.add(task)
@@ -171,6 +184,12 @@ class Worker:
         self._wake.set()
 
     async def _process(self, row: Claimed) -> None:
+        try:
+            await self._process_held(row)
+        finally:
+            self.heartbeat.drop(row.delivery_id)
+
+    async def _process_held(self, row: Claimed) -> None:
         started = time.monotonic()
         fields = {
             "delivery_id": row.delivery_id,

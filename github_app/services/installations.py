@@ -4,13 +4,14 @@ installation and installation_repositories events, and read before any other del
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 from gidgethub import sansio
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from github_app.db.app_tables import InstallationRepository, InstallationStatus, OutboxItem
+from github_app.db.app_tables import InstallationRepository, InstallationStatus, OutboxItem, WebhookDelivery
 from github_app.db.models import GitHubInstallation
 from github_app.db.types import new_id, utcnow
 from github_app.db.upsert import upsert
@@ -47,20 +48,69 @@ async def _save_installation(session: AsyncSession, inst: dict[str, Any]) -> Non
     )
 
 
-async def _add_repositories(session: AsyncSession, installation_id: int, repos: list[dict[str, Any]]) -> None:
+async def _reported_at(ctx: HandlerContext) -> datetime:
+    """When GitHub told us (the delivery's arrival): the order of reports about one repository."""
+    stmt = select(WebhookDelivery.received_at).where(WebhookDelivery.delivery_id == ctx.delivery_id)
+    return (await ctx.session.execute(stmt)).scalar_one_or_none() or utcnow()
+
+
+async def _add_repositories(ctx: HandlerContext, installation_id: int, repos: list[dict[str, Any]]) -> None:
+    """Map each repository to this installation. A repository moves between installations (an
+    organisation transfer; the app removed and installed again while the `deleted` delivery was
+    missed), and a name can pass to another repository (deleted and created again, renamed away): the
+    newest report GitHub made about a repository or a name wins, and a move is logged. An older
+    report processed late (a retry) changes nothing."""
+    session = ctx.session
+    reported_at = await _reported_at(ctx)
+    T = InstallationRepository
     for repo in repos:
+        if not isinstance(repo.get("id"), int) or not isinstance(repo.get("full_name"), str):
+            log.warning("repository without id or full name ignored", extra={"installation": installation_id})
+            continue
+        key = repo["full_name"].lower()
+        known = (
+            (await session.execute(select(T).where(or_(T.repository_id == repo["id"], T.full_name_key == key))))
+            .scalars()
+            .all()
+        )
+        if any(row.added_at > reported_at for row in known):
+            log.info(
+                "older report of a repository's installation ignored",
+                extra={"repository": repo["full_name"], "installation": installation_id},
+            )
+            continue
+        for row in known:
+            if row.repository_id == repo["id"] and row.installation_id == installation_id:
+                continue
+            log.warning(
+                "repository moved to another installation"
+                if row.repository_id == repo["id"]
+                else "repository name now belongs to another repository",
+                extra={
+                    "audit": "installation_repository_moved",
+                    "repository": repo["full_name"],
+                    "repository_id": repo["id"],
+                    "previous_repository": row.full_name,
+                    "previous_repository_id": row.repository_id,
+                    "previous_installation": row.installation_id,
+                    "installation": installation_id,
+                },
+            )
+            if row.repository_id != repo["id"]:
+                await session.delete(row)
+        await session.flush()
         await upsert(
             session,
-            InstallationRepository.__table__,
+            T.__table__,
             {
                 "repository_id": repo["id"],
                 "installation_id": installation_id,
                 "full_name": repo["full_name"],
-                "full_name_key": repo["full_name"].lower(),
-                "added_at": utcnow(),
+                "full_name_key": key,
+                "added_at": reported_at,
             },
             conflict=["repository_id"],
-            update=["installation_id", "full_name", "full_name_key"],
+            update=["installation_id", "full_name", "full_name_key", "added_at"],
         )
 
 
@@ -79,7 +129,7 @@ async def installation_active(ctx: HandlerContext, event: sansio.Event) -> None:
     """created, new_permissions_accepted, unsuspend: the installation and its repositories, in use."""
     inst = _installation(event)
     await _save_installation(ctx.session, inst)
-    await _add_repositories(ctx.session, inst["id"], event.data.get("repositories") or [])
+    await _add_repositories(ctx, inst["id"], event.data.get("repositories") or [])
     await _set_suspended(ctx.session, inst["id"], False)
 
 
@@ -104,7 +154,7 @@ async def installation_deleted(ctx: HandlerContext, event: sansio.Event) -> None
 async def repositories_added(ctx: HandlerContext, event: sansio.Event) -> None:
     inst = _installation(event)
     await _save_installation(ctx.session, inst)
-    await _add_repositories(ctx.session, inst["id"], event.data.get("repositories_added") or [])
+    await _add_repositories(ctx, inst["id"], event.data.get("repositories_added") or [])
 
 
 async def repositories_removed(ctx: HandlerContext, event: sansio.Event) -> None:

@@ -17,7 +17,7 @@ from github_app.bmad.core_config import CORE_CONFIG_PATH, BmadPaths, parse_core_
 from github_app.bmad.layout import LAYOUT_FILES, BmadLayout, detect_layout
 from github_app.bmad.repo_config import REPO_CONFIG_PATH, RepoConfig, effective_paths, parse_repo_config
 from github_app.db.models import Project
-from github_app.db.queries import project_for_repository
+from github_app.db.queries import installation_for_repository, project_for_repository
 from github_app.handling import HandlerContext, PermanentFailure
 from github_app.services.installations import is_suspended
 
@@ -105,7 +105,14 @@ async def load_repo_context(ctx: HandlerContext, data: dict[str, Any]) -> RepoCo
         return None
     installation_id = (data.get("installation") or {}).get("id")
     if not isinstance(installation_id, int):
-        raise PermanentFailure(f"delivery for {full_name} carries no installation id")
+        # A delivery without an installation (a repository or organisation webhook pointed at the app,
+        # a hand-made redelivery): the installation GitHub last reported for the repository serves it.
+        installation_id = await installation_for_repository(ctx.session, full_name)
+        if installation_id is None:
+            raise PermanentFailure(
+                f"delivery for {full_name} carries no installation id and no installation serves the repository"
+            )
+        log.info("delivery without an installation; using the repository's", extra={"repository": full_name})
     if await is_suspended(ctx.session, installation_id):
         # The account owner suspended the app: it must not act on their repositories until unsuspended.
         log.info(
