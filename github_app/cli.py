@@ -81,7 +81,20 @@ def build_parser() -> argparse.ArgumentParser:
     from github_app.escrow.arguments import add_parsers
 
     add_parsers(sub)
+    add_receive_parser(sub)
     return parser
+
+
+def add_receive_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    receive = sub.add_parser(
+        "receive", help="sign a webhook payload file with the configured secret and deliver it (development, support)"
+    )
+    receive.add_argument("--event", required=True, help="the GitHub event name, e.g. push or pull_request")
+    receive.add_argument("payload", help="path to the JSON payload file")
+    where = receive.add_mutually_exclusive_group()
+    where.add_argument("--url", help="the running app (default: http://HOST:PORT from the configuration)")
+    where.add_argument("--local", action="store_true", help="process it in this process, with no server")
+    receive.add_argument("--delivery", help="the X-GitHub-Delivery id (default: a new one)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -101,11 +114,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         "deliveries": cmd_deliveries,
         "wallet": cmd_wallet,
         "escrow": cmd_escrow,
+        "receive": cmd_receive,
     }[args.command]
     try:
         return handler(settings, args)
     except KeyboardInterrupt:
         return 130
+
+
+def cmd_receive(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from github_app.receive import ReceiveError, receive
+
+    if args.local and is_sqlite(settings.database_url):
+        from github_app.db import migrate
+
+        migrate.upgrade(settings.database_url, app_schema=settings.database_app_schema)
+    try:
+        delivery_id, outcome = receive(
+            settings, args.event, Path(args.payload), url=args.url, local=args.local, delivery_id=args.delivery
+        )
+    except ReceiveError as exc:
+        print(f"bmad-app: {exc}", file=sys.stderr)
+        return 1
+    print(f"{delivery_id}: {outcome.status} {outcome.message}")
+    return 0 if outcome.ok else 1
 
 
 def cmd_wallet(settings: Settings, args: argparse.Namespace) -> int:
