@@ -82,7 +82,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_parsers(sub)
     add_receive_parser(sub)
+    add_register_parser(sub)
     return parser
+
+
+def add_register_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    reg = sub.add_parser(
+        "register", help="create the GitHub App from app.yml (GitHub's manifest flow) and write its credentials to .env"
+    )
+    reg.add_argument("--org", help="create it in this organization (default: your personal account)")
+    reg.add_argument("--url", help="the app's public URL; webhook URL/api/github/webhooks (default: webhook off)")
+    reg.add_argument("--name", help="the app's name on GitHub (default: app.yml's; names are unique on GitHub)")
+    reg.add_argument("--manifest", help="the manifest (default: ./app.yml)")
+    reg.add_argument("--env-file", default=".env", help="where the credentials go (default: ./.env)")
+    reg.add_argument("--force", action="store_true", help="replace credentials already in the .env file")
+    reg.add_argument("--port", type=int, default=0, help="port of the local page on 127.0.0.1 (default: any free one)")
+    reg.add_argument("--no-browser", action="store_true", help="print the page's address instead of opening it")
 
 
 def add_receive_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -115,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "wallet": cmd_wallet,
         "escrow": cmd_escrow,
         "receive": cmd_receive,
+        "register": cmd_register,
     }[args.command]
     try:
         return handler(settings, args)
@@ -140,6 +156,45 @@ def cmd_receive(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     print(f"{delivery_id}: {outcome.status} {outcome.message}")
     return 0 if outcome.ok else 1
+
+
+def cmd_register(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from github_app.register import RegisterError, register
+
+    def ready(url: str) -> None:
+        print(f"Open {url} and press the button to create the app on {settings.github_url}", flush=True)
+        if not args.no_browser:
+            import webbrowser
+
+            webbrowser.open(url)
+
+    try:
+        registered = asyncio.run(
+            register(
+                settings,
+                org=args.org,
+                public_url=args.url,
+                env_path=Path(args.env_file),
+                force=args.force,
+                manifest_path=args.manifest,
+                name=args.name,
+                port=args.port,
+                ready=ready,
+            )
+        )
+    except RegisterError as exc:
+        print(f"bmad-app: {exc}", file=sys.stderr)
+        return 1
+    except TimeoutError:
+        print("bmad-app: GitHub did not send the browser back in time; nothing was written", file=sys.stderr)
+        return 1
+    print(f"Registered {registered.slug} (app id {registered.app_id}); credentials written to {registered.env_path}")
+    print(f"Install it on your repositories: {registered.html_url}/installations/new")
+    if not args.url:
+        print("Its webhook is off: set the webhook URL in the app's settings once the app has a public address.")
+    return 0
 
 
 def cmd_wallet(settings: Settings, args: argparse.Namespace) -> int:

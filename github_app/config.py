@@ -62,6 +62,11 @@ SETTINGS: tuple[Setting, ...] = (
         "GITHUB_WEBHOOK_SECRET", "(none)", "Webhook secret; a comma-separated list accepts any of them (for rotation)"
     ),
     Setting("GITHUB_API_URL", "https://api.github.com", "REST API base (GitHub Enterprise: https://HOST/api/v3)"),
+    Setting(
+        "GITHUB_URL",
+        "https://github.com (GitHub Enterprise: GITHUB_API_URL without `/api/v3`)",
+        "GitHub's web host, where `bmad-app register` creates the app",
+    ),
     Setting("HOST", "127.0.0.1", "Address the HTTP server binds"),
     Setting("PORT", "3000", "Port the HTTP server binds"),
     Setting("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
@@ -124,6 +129,7 @@ class Settings:
     github_private_key: str | None = field(default=None, repr=False)
     webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
     github_api_url: str = "https://api.github.com"
+    github_url: str = "https://github.com"
     host: str = "127.0.0.1"
     port: int = 3000
     log_level: str = "INFO"
@@ -298,6 +304,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         github_private_key=_private_key(r),
         webhook_secrets=secrets,
         github_api_url=r.parse("GITHUB_API_URL", "https://api.github.com", _http_url, "an http(s) URL"),
+        github_url=r.parse("GITHUB_URL", None, _http_url, "an http(s) URL") or _web_host(r),
         host=r.raw("HOST") or "127.0.0.1",
         port=r.parse("PORT", 3000, _port, "a port number from 1 to 65535"),
         log_level=r.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True),
@@ -337,6 +344,15 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
     if r.problems:
         raise ConfigError(r.problems)
     return settings
+
+
+def _web_host(r: _Reader) -> str:
+    """GitHub's web host from its API base: api.github.com is github.com, and GitHub Enterprise serves
+    its API under /api/v3 of the web host."""
+    api = (r.raw("GITHUB_API_URL") or "https://api.github.com").rstrip("/")
+    if api == "https://api.github.com":
+        return "https://github.com"
+    return api.removesuffix("/api/v3")
 
 
 def _positive_int(v: str) -> int:

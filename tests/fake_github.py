@@ -38,6 +38,8 @@ MAX_JWT_LIFETIME = 10 * 60
 # The request's parsed JSON body, parsed once by the middleware for the recorder and the handlers.
 JSON_BODY = web.RequestKey("json_body", object)
 MAX_COMMENT_CHARS = 65536
+PUBLIC_PATHS = ("/settings/apps/new", "/app-manifests/")
+MANIFEST_CODE_TTL = timedelta(hours=1)
 SECONDARY_LIMIT_MESSAGE = "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
 
 
@@ -150,6 +152,9 @@ class FakeGitHub:
         self._lost_answers: list[_LostAnswer] = []
         self._ids = itertools.count(1000)
         self._runner: web.AppRunner | None = None
+        # The manifest flow: apps created from a posted manifest, by the code GitHub hands back once.
+        self.manifest_codes: dict[str, dict[str, Any]] = {}
+        self.registered_apps: dict[int, dict[str, Any]] = {}
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -158,6 +163,11 @@ class FakeGitHub:
         app.router.add_post("/app/installations/{installation_id}/access_tokens", self._create_token)
         app.router.add_get("/app/hook/deliveries", self._list_deliveries)
         app.router.add_post("/app/hook/deliveries/{delivery_id}/attempts", self._redeliver)
+        # The web host's manifest pages (a signed-in user's browser posts the form) and the API's
+        # code conversion, which GitHub serves without authentication.
+        app.router.add_post("/settings/apps/new", self._manifest_form)
+        app.router.add_post("/organizations/{org}/settings/apps/new", self._manifest_form)
+        app.router.add_post("/app-manifests/{code}/conversions", self._manifest_conversion)
         repo = "/repos/{owner}/{repo}"
         app.router.add_get(repo, self._get_repo)
         app.router.add_get(repo + "/contents/{path:.+}", self._get_contents)
@@ -371,6 +381,14 @@ class FakeGitHub:
             except ValueError:
                 body = raw
         request[JSON_BODY] = body
+        if request.path.startswith(PUBLIC_PATHS) or request.path.endswith("/settings/apps/new"):
+            response = await handler(request)
+            self.requests.append(
+                RecordedRequest(
+                    request.method, request.path, dict(request.query), body, "none", response.status, arrived
+                )
+            )
+            return response
         scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
         if not credential:
             auth = "none"
@@ -503,6 +521,76 @@ class FakeGitHub:
             return error(404, "Not Found")
         self.redelivery_attempts.append(delivery_id)
         return web.json_response({}, status=202)
+
+    # --- the manifest flow ------------------------------------------------------------------------
+
+    async def _manifest_form(self, request: web.Request) -> web.Response:
+        """What GitHub does once the signed-in user confirms the posted manifest: create the app and
+        send the browser to the manifest's redirect_url with a one-time code and the caller's state."""
+        form = await request.post()
+        try:
+            manifest = json.loads(str(form.get("manifest", "")))
+        except ValueError:
+            return web.Response(status=422, text="Invalid GitHub App configuration: manifest is not JSON")
+        if not isinstance(manifest, dict):
+            return web.Response(status=422, text="Invalid GitHub App configuration: manifest is not an object")
+        problems = [name for name in ("name", "url") if not manifest.get(name)]
+        hook = manifest.get("hook_attributes") or {}
+        if hook.get("active", True) and not hook.get("url"):
+            problems.append("hook_attributes.url")
+        taken = {a["name"].lower() for a in self.registered_apps.values()}
+        if str(manifest.get("name", "")).lower() in taken:
+            problems.append("name (already taken)")
+        if problems:
+            return web.Response(status=422, text="Invalid GitHub App configuration: " + ", ".join(problems))
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        app_id = next(self._ids)
+        owner = request.match_info.get("org") or "octo-user"
+        slug = "-".join(str(manifest["name"]).lower().split())
+        code = secrets.token_hex(20)
+        self.manifest_codes[code] = {
+            "created_at": _now(),
+            "app": {
+                "id": app_id,
+                "slug": slug,
+                "node_id": f"A_{app_id}",
+                "owner": {"login": owner, "type": "Organization" if request.match_info.get("org") else "User"},
+                "name": manifest["name"],
+                "description": manifest.get("description", ""),
+                "external_url": manifest["url"],
+                "html_url": f"{self.url}/apps/{slug}",
+                "permissions": manifest.get("default_permissions", {}),
+                "events": manifest.get("default_events", []),
+                "hook_attributes": hook,
+                "client_id": f"Iv1.{secrets.token_hex(8)}",
+                "client_secret": secrets.token_hex(20),
+                "webhook_secret": secrets.token_hex(20) if hook.get("active", True) else None,
+                "pem": key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.TraditionalOpenSSL,
+                    serialization.NoEncryption(),
+                ).decode(),
+            },
+            "public_pem": key.public_key()
+            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .decode(),
+        }
+        redirect = str(manifest.get("redirect_url") or "")
+        if not redirect:
+            return web.Response(text=f"App created: {self.url}/apps/{slug}")
+        query = urlencode({"code": code, **({"state": request.query["state"]} if "state" in request.query else {})})
+        raise web.HTTPFound(f"{redirect}{'&' if '?' in redirect else '?'}{query}")
+
+    async def _manifest_conversion(self, request: web.Request) -> web.Response:
+        entry = self.manifest_codes.pop(request.match_info["code"], None)
+        if entry is None or entry["created_at"] + MANIFEST_CODE_TTL < _now():
+            return error(404, "Not Found")
+        app = entry["app"]
+        self.registered_apps[app["id"]] = {**app, "public_pem": entry["public_pem"]}
+        return web.json_response(app, status=201)
 
     # --- /repos -----------------------------------------------------------------------------------
 
