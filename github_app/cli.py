@@ -83,7 +83,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_parsers(sub)
     add_receive_parser(sub)
     add_register_parser(sub)
+    add_apikey_parser(sub)
     return parser
+
+
+def add_apikey_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keys = sub.add_parser("apikey", help="keys of the /api/v1 JSON API")
+    keys_sub = keys.add_subparsers(dest="apikey_command", required=True, metavar="ACTION")
+    create = keys_sub.add_parser("create", help="make a key for a marketplace user; it is printed once")
+    create.add_argument("--user", required=True, help="the user's email")
+    create.add_argument("--name", required=True, help="what uses the key, e.g. billing-service")
+    create.add_argument("--admin", action="store_true", help="may also list and retry webhook deliveries")
+    listing = keys_sub.add_parser("list", help="a user's keys (never the keys themselves)")
+    listing.add_argument("--user", required=True, help="the user's email")
+    revoke = keys_sub.add_parser("revoke", help="delete a key: it is refused from then on")
+    revoke.add_argument("key_id")
 
 
 def add_register_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -131,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "escrow": cmd_escrow,
         "receive": cmd_receive,
         "register": cmd_register,
+        "apikey": cmd_apikey,
     }[args.command]
     try:
         return handler(settings, args)
@@ -195,6 +210,35 @@ def cmd_register(settings: Settings, args: argparse.Namespace) -> int:
     if not args.url:
         print("Its webhook is off: set the webhook URL in the app's settings once the app has a public address.")
     return 0
+
+
+def cmd_apikey(settings: Settings, args: argparse.Namespace) -> int:
+    from github_app.api import keys
+    from github_app.db.engine import make_sessionmaker
+
+    async def run(engine: AsyncEngine) -> int:
+        async with make_sessionmaker(engine)() as session, session.begin():
+            if args.apikey_command == "create":
+                key_id, key = await keys.create(session, args.user, args.name, admin=args.admin)
+                kind = "admin key" if args.admin else "key"
+                print(f"Created {kind} {key_id} for {args.user}. It is shown once; store it now:", file=sys.stderr)
+                print(key)
+            elif args.apikey_command == "list":
+                print(f"{'ID':36} {'ADMIN':5} {'CREATED':19} {'LAST USED':19} NAME")
+                for k in await keys.listing(session, args.user):
+                    used = f"{k.last_used:%Y-%m-%d %H:%M:%S}" if k.last_used else "never"
+                    admin = "yes" if k.admin else "no"
+                    print(f"{k.id:36} {admin:5} {k.created_at:%Y-%m-%d %H:%M:%S} {used:19} {k.name}")
+            else:
+                await keys.revoke(session, args.key_id)
+                print(f"{args.key_id}: revoked")
+        return 0
+
+    try:
+        return _with_engine(settings, run)
+    except keys.ApiKeyError as exc:
+        print(f"bmad-app: {exc}", file=sys.stderr)
+        return 1
 
 
 def cmd_wallet(settings: Settings, args: argparse.Namespace) -> int:

@@ -62,6 +62,7 @@ SETTINGS: tuple[Setting, ...] = (
         "GITHUB_WEBHOOK_SECRET", "(none)", "Webhook secret; a comma-separated list accepts any of them (for rotation)"
     ),
     Setting("GITHUB_API_URL", "https://api.github.com", "REST API base (GitHub Enterprise: https://HOST/api/v3)"),
+    Setting("API_REQUESTS_PER_MINUTE", "600", "Requests one API key may make per minute to each HTTP process"),
     Setting(
         "GITHUB_URL",
         "https://github.com (GitHub Enterprise: GITHUB_API_URL without `/api/v3`)",
@@ -130,6 +131,7 @@ class Settings:
     webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
     github_api_url: str = "https://api.github.com"
     github_url: str = "https://github.com"
+    api_requests_per_minute: int = 600
     host: str = "127.0.0.1"
     port: int = 3000
     log_level: str = "INFO"
@@ -305,6 +307,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         webhook_secrets=secrets,
         github_api_url=r.parse("GITHUB_API_URL", "https://api.github.com", _http_url, "an http(s) URL"),
         github_url=r.parse("GITHUB_URL", None, _http_url, "an http(s) URL") or _web_host(r),
+        api_requests_per_minute=r.number("API_REQUESTS_PER_MINUTE", 600, minimum=1, integer=True),
         host=r.raw("HOST") or "127.0.0.1",
         port=r.parse("PORT", 3000, _port, "a port number from 1 to 65535"),
         log_level=r.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True),

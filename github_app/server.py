@@ -8,7 +8,7 @@ import multiprocessing
 import os
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from aiohttp import web
@@ -25,6 +25,9 @@ from github_app.metrics import forget_process
 from github_app.outbox.sender import OutboxSender
 from github_app.runtime import Runtime
 from github_app.web import create_app
+
+if TYPE_CHECKING:
+    from github_app.api.routes import ApiContext
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +85,9 @@ async def run_server(
     if worker:
         writer.on_stored = worker.wake
     writer.start()
-    app = create_app(writer, settings.webhook_secrets, readiness(runtime), depth_sampler(runtime))
+    app = create_app(
+        writer, settings.webhook_secrets, readiness(runtime), depth_sampler(runtime), api_context(runtime, worker)
+    )
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
@@ -127,6 +132,18 @@ async def run_worker(
         if listener is not None:
             await listener.close()
         await runtime.close()
+
+
+def api_context(runtime: Runtime, worker: Worker | None) -> ApiContext:
+    from github_app.api.ratelimit import RateLimiter
+    from github_app.api.routes import ApiContext
+
+    return ApiContext(
+        runtime.engine,
+        runtime.sessionmaker,
+        RateLimiter(runtime.settings.api_requests_per_minute),
+        on_retry=worker.wake if worker else None,
+    )
 
 
 def make_worker(runtime: Runtime, router: routing.Router) -> Worker:

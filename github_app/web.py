@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -15,6 +16,9 @@ from github_app.db.types import utcnow
 from github_app.inbox.group_commit import GroupCommitWriter, InboxUnavailable
 from github_app.metrics import DELIVERIES_RECEIVED, INBOX_DEPTH, exposition
 from github_app.webhook import MAX_BODY_BYTES, RejectedDelivery, parse_delivery
+
+if TYPE_CHECKING:
+    from github_app.api.routes import ApiContext
 
 log = logging.getLogger("github_app.ingress")
 
@@ -118,6 +122,7 @@ def create_app(
     secrets: Sequence[str],
     readiness: ReadinessCheck,
     depth: DepthSampler | None = None,
+    api: ApiContext | None = None,
 ) -> web.Application:
     # One byte over GitHub's cap lets aiohttp refuse a chunked body without buffering more.
     app = web.Application(client_max_size=MAX_BODY_BYTES)
@@ -129,4 +134,8 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    if api is not None:
+        from github_app.api.routes import add_api
+
+        add_api(app, api)
     return app

@@ -433,3 +433,13 @@ class GitHubPace(Base):
     not_before: Mapped[float] = mapped_column(Double, server_default=text("0"), default=0.0)
     recent_creates: Mapped[str] = mapped_column(Text, server_default=text("'[]'"), default="[]")
     updated_at: Mapped[datetime] = mapped_column()
+
+
+class ApiKeyAdmin(Base):
+    """An API key (the seed's `ApiKey`) that may use the operator endpoints. Not in the seed."""
+
+    __tablename__ = "api_key_admin"
+    __table_args__ = (PrimaryKeyConstraint("api_key_id", name="api_key_admin_pkey"),)
+
+    api_key_id: Mapped[str] = mapped_column(Text)
+    granted_at: Mapped[datetime] = mapped_column(default=utcnow)
