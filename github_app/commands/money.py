@@ -9,12 +9,16 @@ from sqlalchemy import select
 from github_app.chains.addresses import CHAINS, POLYGON, InvalidAddress, evm_escrow_id
 from github_app.commands.registry import Call, Outcome, Reply, register
 from github_app.commands.stories import locked_story
-from github_app.db.app_tables import EscrowReleaseRequest, Wallet
-from github_app.db.enums import EscrowStatus
+from github_app.db.app_tables import EscrowReleaseRequest, RefundRequest, Wallet
+from github_app.db.enums import EscrowStatus, StoryStatus
 from github_app.db.models import Escrow
+from github_app.db.types import utcnow
+from github_app.db.upsert import insert_if_absent
 from github_app.domain.command_grammar import UsageError
 from github_app.domain.command_rights import CLIENT, CLIENT_OR_DEVELOPER, MARKETPLACE_USER
+from github_app.escrow.refunds import RefundRefused, hold_for_refund
 from github_app.escrow.retry import RetryRefused, retry_release
+from github_app.escrow.store import lock_escrow_state
 from github_app.escrow.wallets import store_wallet
 from github_app.services.stories import audit, opportunity_of
 from github_app.services.views import release_text
@@ -161,4 +165,68 @@ async def release(call: Call) -> Reply:
         Outcome.PENDING,
         f"{label}: the release is due again; the payment worker asks the chain about any transaction already "
         "sent before signing anything, so it is never paid twice. Its progress shows on the pull request.",
+    )
+
+
+@register(
+    "refund",
+    usage="/bmad refund <story>",
+    example="/bmad refund 1.3",
+    summary="refund the story's funded escrow to you (not once the story is DONE), as `bmad-app escrow refund` does",
+    rule=CLIENT,
+    doing="refund escrows",
+)
+async def refund(call: Call) -> Reply:
+    if len(call.args) != 1:
+        raise UsageError("refund takes a story")
+    found = await locked_story(call, call.args[0])
+    if isinstance(found, Reply):
+        return found
+    story, _snap = found
+    label = f"story {story.epic_number}.{story.story_number}"
+    if story.status == StoryStatus.DONE:
+        return Reply.refused(f"{label} is DONE: its escrow pays the developer and is not refunded")
+    row = await _escrow_of(call, story.id, None)
+    if row is None:
+        return Reply.refused(f"{label} has no escrow to refund")
+    if row.status != EscrowStatus.FUNDED:
+        return Reply.refused(f"escrow `{row.id}` of {label} is {row.status}: only a FUNDED escrow is refunded")
+    # The same guard as the operator's refund, under the escrow's own lock: never a release and a refund.
+    state = await lock_escrow_state(call.session, row.id, lock=not call.runtime.is_sqlite)
+    try:
+        await hold_for_refund(call.session, row, state)
+    except RefundRefused as exc:
+        return Reply.refused(f"{label}: {exc}")
+    now = utcnow()
+    created = await insert_if_absent(
+        call.session,
+        RefundRequest.__table__,  # type: ignore[arg-type]
+        {
+            "escrow_id": row.id,
+            "story_id": story.id,
+            "requested_by": call.speaker.user_id or "",
+            "installation_id": call.rc.installation_id,
+            "repository": call.rc.repository,
+            "comment_id": call.comment.id,
+            "issue_number": call.comment.issue_number,
+            "state": "pending",
+            "next_attempt_at": now,
+            "created_at": now,
+            "updated_at": now,
+        },
+        conflict=["escrow_id"],
+    )
+    if not created:
+        return Reply.refused(f"a refund of escrow `{row.id}` was already requested")
+    audit(
+        call.session,
+        story,
+        "refund_requested",
+        call.actor,
+        {**call.fields(), "escrowId": row.id, "reason": "refund requested by the client"},
+    )
+    return Reply(
+        Outcome.PENDING,
+        f"{label}: refund of escrow `{row.id}` requested. From now on it is never released to the developer; "
+        "the refund is signed and sent to your wallet, and this reply says when it lands.",
     )

@@ -474,3 +474,32 @@ class CommandUse(Base):
     account_id: Mapped[int] = mapped_column(BigInteger)
     at: Mapped[datetime] = mapped_column()
     flooded: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
+
+
+class RefundRequest(Base):
+    """A client's `/bmad refund`, carried out by the refund worker with the operator's `refund()`: the
+    guard was passed (the escrow is held for the refund) in the command's own transaction; the signing,
+    sending and waiting happen here, outside any webhook delivery. `state` is pending, refunded or
+    failed; the command comment's reply and reaction follow it."""
+
+    __tablename__ = "refund_request"
+    __table_args__ = (
+        PrimaryKeyConstraint("escrow_id", name="refund_request_pkey"),
+        CheckConstraint("state IN ('pending', 'refunded', 'failed')", name="refund_request_state_check"),
+        Index("refund_request_due_idx", "state", "next_attempt_at"),
+    )
+
+    escrow_id: Mapped[str] = mapped_column(Text)
+    story_id: Mapped[str] = mapped_column(Text)
+    requested_by: Mapped[str] = mapped_column(Text)
+    installation_id: Mapped[int] = mapped_column(BigInteger)
+    repository: Mapped[str] = mapped_column(Text)
+    comment_id: Mapped[int] = mapped_column(BigInteger)
+    issue_number: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"), default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column()
+    last_error: Mapped[str | None] = mapped_column(Text)
+    tx_url: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column()

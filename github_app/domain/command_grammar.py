@@ -69,7 +69,9 @@ def parse_comment(body: str, app_slug: str | None = None) -> ParsedComment:
     dropped = 0
     fence: str | None = None
     in_html_comment = False
-    for number, raw in enumerate(text.splitlines(), start=1):
+    # Lines as Markdown has them: split at line feeds only (Python's splitlines also splits at form
+    # feeds and Unicode separators, which GitHub shows in the middle of a line).
+    for number, raw in enumerate(text.split("\n"), start=1):
         line = raw.rstrip("\r")
         if fence is not None:
             match = _FENCE.match(line)

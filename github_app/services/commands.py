@@ -113,7 +113,7 @@ async def handle_issue_comment(ctx: HandlerContext, event: sansio.Event) -> None
             target=str(comment_id),
             payload={"content": outcome.reaction},
         )
-        await _remember(session, key, ref, account_id, login, user_id, parsed, updated_at, status, known)
+        await _remember(session, key, ref, account_id, login, user_id, parsed, updated_at, status, known, text)
 
     if not parsed.commands:
         assert known is not None
@@ -263,6 +263,7 @@ async def _remember(
     updated_at: Any,
     outcome: str,
     known: CommandComment | None,
+    result: str | None = None,
 ) -> None:
     now = utcnow()
     commands = "\n".join(parsed.keys)
@@ -281,6 +282,7 @@ async def _remember(
                 "comment_url": ref.url[:1000],
                 "comment_updated_at": updated_at,
                 "outcome": outcome,
+                "result": result,
                 "created_at": now,
                 "updated_at": now,
             },
@@ -292,3 +294,41 @@ async def _remember(
         assert known is not None
     known.commands, known.outcome, known.user_id = commands, outcome, user_id or known.user_id
     known.comment_updated_at, known.updated_at = updated_at, now
+    if result is not None:
+        known.result = result
+
+
+async def follow_up(
+    session: Any,
+    *,
+    installation_id: int,
+    repository: str,
+    issue_number: int,
+    comment_id: int,
+    text: str,
+    outcome: Outcome,
+) -> None:
+    """What became of a command whose effect came later (a refund): added to the comment's one reply,
+    and its reaction updated, in the caller's transaction."""
+    known = await session.get(CommandComment, (repository.lower(), comment_id))
+    earlier = known.result if known is not None and known.result else ""
+    body = f"{earlier}\n\n{_MARK[outcome]} {text}".strip()
+    target = reply_marker_target(issue_number, comment_id)
+    await set_desired(
+        session,
+        installation_id=installation_id,
+        repository=repository,
+        kind=KIND_COMMAND_REPLY,
+        target=target,
+        payload={"body": body},
+    )
+    await set_desired(
+        session,
+        installation_id=installation_id,
+        repository=repository,
+        kind=KIND_REACTION,
+        target=str(comment_id),
+        payload={"content": outcome.reaction},
+    )
+    if known is not None:
+        known.result, known.outcome, known.updated_at = body, outcome.value, utcnow()

@@ -1,4 +1,5 @@
-"""Bot commands: the comments that held them, and each account's recent runs (the flood limit).
+"""Bot commands: the comments that held them, each account's recent runs (the flood limit), and the
+refunds clients asked for.
 
 Revision ID: 0011_bot_commands
 Revises: 0008_escrow_release
@@ -46,9 +47,31 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="command_use_pkey"),
     )
     op.create_index("command_use_account_idx", "command_use", ["account_id", "at"])
+    op.create_table(
+        "refund_request",
+        sa.Column("escrow_id", sa.Text(), nullable=False),
+        sa.Column("story_id", sa.Text(), nullable=False),
+        sa.Column("requested_by", sa.Text(), nullable=False),
+        sa.Column("installation_id", sa.BigInteger(), nullable=False),
+        sa.Column("repository", sa.Text(), nullable=False),
+        sa.Column("comment_id", sa.BigInteger(), nullable=False),
+        sa.Column("issue_number", sa.Integer(), nullable=False),
+        sa.Column("state", sa.Text(), nullable=False),
+        sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("next_attempt_at", sa.DateTime(), nullable=False),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("tx_url", sa.Text(), nullable=True),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("escrow_id", name="refund_request_pkey"),
+        sa.CheckConstraint("state IN ('pending', 'refunded', 'failed')", name="refund_request_state_check"),
+    )
+    op.create_index("refund_request_due_idx", "refund_request", ["state", "next_attempt_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("refund_request_due_idx", table_name="refund_request")
+    op.drop_table("refund_request")
     op.drop_index("command_use_account_idx", table_name="command_use")
     op.drop_table("command_use")
     op.drop_index("command_comment_repository_idx", table_name="command_comment")
