@@ -130,6 +130,7 @@ class _Repo:
     pull_files: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     commit_pulls: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     reviews: dict[int, dict[int, dict[str, Any]]] = field(default_factory=dict)  # PR -> review id -> review
+    pulls: dict[int, dict[str, Any]] = field(default_factory=dict)  # number -> the PR as the pulls API shows it
 
 
 class FakeGitHub:
@@ -175,6 +176,8 @@ class FakeGitHub:
         app.router.add_post(repo + "/issues/{number:\\d+}/comments", self._create_comment)
         app.router.add_patch(repo + "/issues/comments/{id:\\d+}", self._update_comment)
         app.router.add_delete(repo + "/issues/comments/{id:\\d+}", self._delete_comment)
+        app.router.add_get(repo + "/git/trees/{ref:.+}", self._get_tree)
+        app.router.add_get(repo + "/pulls", self._list_pulls)
         app.router.add_get(repo + "/issues/comments/{id:\\d+}/reactions", self._list_reactions)
         app.router.add_post(repo + "/issues/comments/{id:\\d+}/reactions", self._create_reaction)
         app.router.add_delete(repo + "/issues/comments/{id:\\d+}/reactions/{reaction:\\d+}", self._delete_reaction)
@@ -221,6 +224,10 @@ class FakeGitHub:
 
     def set_commit_pulls(self, repo: str, sha: str, pulls: Sequence[dict[str, Any]]) -> None:
         self._repo(repo).commit_pulls[sha] = list(pulls)
+
+    def set_pull(self, repo: str, pull: dict[str, Any]) -> None:
+        """A pull request as `GET /repos/{repo}/pulls` lists it (open ones by default)."""
+        self._repo(repo).pulls[int(pull["number"])] = dict(pull)
 
     def add_review(self, repo: str, number: int, review: dict[str, Any]) -> None:
         """A pull request review as GitHub keeps it (a dismissed review keeps its id, state `DISMISSED`)."""
@@ -791,6 +798,34 @@ class FakeGitHub:
             return error(404, "Not Found")
         del self.comments[comment["id"]]
         return web.Response(status=204)
+
+    async def _get_tree(self, request: web.Request) -> web.Response:
+        """`git/trees/{ref}?recursive=1`: the files put at `ref`, as blobs (sub-folders as trees)."""
+        repo = self._repo_of(request)
+        files = repo.files.get(request.match_info["ref"])
+        if files is None:
+            return error(404, "Not Found")
+        recursive = request.query.get("recursive") not in (None, "", "0", "false")
+        entries: list[dict[str, Any]] = []
+        folders: set[str] = set()
+        for path, content in sorted(files.items()):
+            parts = path.split("/")
+            if not recursive and len(parts) > 1:
+                folders.add(parts[0])
+                continue
+            for depth in range(1, len(parts)):
+                folders.add("/".join(parts[:depth]))
+            entries.append(
+                {"path": path, "mode": "100644", "type": "blob", "sha": _git_blob_sha(content), "size": len(content)}
+            )
+        entries += [{"path": folder, "mode": "040000", "type": "tree", "sha": "0" * 40} for folder in sorted(folders)]
+        return web.json_response({"sha": "f" * 40, "tree": entries, "truncated": False})
+
+    async def _list_pulls(self, request: web.Request) -> web.Response:
+        repo = self._repo_of(request)
+        state = request.query.get("state", "open")
+        pulls = [p for _, p in sorted(repo.pulls.items()) if state == "all" or p.get("state", "open") == state]
+        return self._paginate(request, pulls)
 
     def reactions_on(self, comment_id: int) -> list[str]:
         """The contents of the reactions on a comment, oldest first."""

@@ -462,3 +462,53 @@ async def test_release_retries_only_a_failed_release_and_only_for_the_client(
     again = comments.created("/bmad release 1.3", CLIENT)
     await say(app, again)
     assert "not failed: nothing to retry" in reply(fake_github, again)
+
+
+# resync -----------------------------------------------------------------------------------------------
+
+
+async def test_resync_repairs_a_deliberately_corrupted_state_and_says_what_changed(
+    app: App, market: Market, comments: Comments, fake_github: FakeGitHub
+) -> None:
+    from sqlalchemy import text
+
+    from tests.github_fixtures import REPO
+
+    m = market
+    await approved(app, m, comments)
+    await m.accept_bid((await story(m))["id"], DEV)
+    opened = m.pr("opened", 7, draft=True)
+    await app.deliver("pull_request", opened)
+    await show(app)
+    assert (await story(m))["status"] == "IN_PROGRESS"
+    [pr_comment] = [c for c in fake_github.comments.values() if c["issue_number"] == 7 and c["user"]["type"] == "Bot"]
+    # The default branch as GitHub has it, and the open PR as the pulls API lists it.
+    fake_github.put_file(REPO, "main", STORY_PATH, story_file("Approved").encode())
+    fake_github.set_pull(REPO, opened["pull_request"])
+
+    # Corruption: the story's texts overwritten, the PR's link lost, the app's PR comment deleted.
+    async with m.runtime.engine.begin() as conn:
+        await conn.execute(text("""UPDATE "Story" SET title = 'garbage', "acceptanceCriteria" = 'none'"""))
+        await conn.execute(text("DELETE FROM pull_request_link"))
+    fake_github.delete_comment(pr_comment["id"])
+
+    by_dev = comments.created("/bmad resync", DEV)
+    await say(app, by_dev)
+    assert "only the project's client or PM may" in reply(fake_github, by_dev)
+    assert await m.scalar('SELECT title FROM "Story"') == "garbage"
+
+    asked = comments.created("/bmad resync", CLIENT)
+    await say(app, asked)
+    [(title, criteria, status)] = await m.rows('SELECT title, "acceptanceCriteria", status FROM "Story"')
+    assert title == "User auth" and "sign in with GitHub" in criteria and status == "IN_PROGRESS"
+    assert await m.rows("SELECT pr_number FROM pull_request_link WHERE story_id IS NOT NULL") == [(7,)]
+    assert [c for c in fake_github.comments.values() if c["issue_number"] == 7 and c["user"]["type"] == "Bot"]
+    text_ = reply(fake_github, asked)
+    assert "story 1.3: title, acceptance criteria brought back in line" in text_
+    assert "PR #7 linked to its story again" in text_
+    [updated] = await audit(m, "story_updated")
+    assert updated["comment_url"] == asked["comment"]["html_url"]
+    # Resync again: nothing has drifted, and nothing is credited to the caller.
+    again = comments.created("/bmad resync", PM)
+    await say(app, again)
+    assert "Nothing had drifted." in reply(fake_github, again)
