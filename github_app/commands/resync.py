@@ -8,7 +8,7 @@ made again, its draft, head and base state refreshed); and what GitHub shows for
 not: who wrote a file version is what the app already knows of it, so a resync can never credit an
 approval or a review to its caller. Gate files are read only to report versions the app never
 received: their review covers the commits their push names, which only that push (redelivered by
-`bmad-app recover`) can tell.
+`bmad-app deliveries recover`) can tell.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ async def resync(call: Call) -> Reply:
     if unseen_gates:
         lines += [
             "",
-            "Gate files the app never received (their push must be redelivered: `bmad-app recover`):",
+            "Gate files the app never received (their push must be redelivered: `bmad-app deliveries recover`):",
             *[f"- `{p}`" for p in unseen_gates[:20]],
         ]
     if notes:
