@@ -512,3 +512,12 @@ async def test_resync_repairs_a_deliberately_corrupted_state_and_says_what_chang
     again = comments.created("/bmad resync", PM)
     await say(app, again)
     assert "Nothing had drifted." in reply(fake_github, again)
+
+
+async def test_echoed_words_never_mention_anyone(
+    app: App, market: Market, comments: Comments, fake_github: FakeGitHub
+) -> None:
+    asked = comments.created("/bmad validate 1.3 @octocat @github/security", STRANGER)
+    await say(app, asked)
+    text = reply(fake_github, asked)
+    assert "octocat" in text and "@octocat" not in text and "@github/security" not in text

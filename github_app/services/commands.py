@@ -94,6 +94,8 @@ async def handle_issue_comment(ctx: HandlerContext, event: sansio.Event) -> None
     ref = CommentRef(comment_id, str(comment.get("html_url") or ""), number, "pull_request" in issue)
     login = str(sender.get("login") or "")
     account_id = sender.get("id") if isinstance(sender.get("id"), int) else None
+    if account_id is None:
+        return  # GitHub names every sender's account; a comment that does not cannot be authenticated
     target = reply_marker_target(number, comment_id)
 
     async def answer(text: str, outcome: Outcome, status: str, user_id: str | None = None) -> None:
@@ -122,14 +124,13 @@ async def handle_issue_comment(ctx: HandlerContext, event: sansio.Event) -> None
         await answer(text, Outcome.APPLIED, "removed")
         return
 
-    if account_id is not None:
-        flood = await _flood(session, account_id)
-        if flood is not None:
-            if flood:
-                await answer(flood, Outcome.REFUSED, FLOODED)
-            else:
-                await _remember(session, key, ref, account_id, login, None, parsed, updated_at, FLOODED, known)
-            return
+    flood = await _flood(session, account_id)
+    if flood is not None:
+        if flood:
+            await answer(flood, Outcome.REFUSED, FLOODED)
+        else:
+            await _remember(session, key, ref, account_id, login, None, parsed, updated_at, FLOODED, known)
+        return
 
     project = await project_for_repository(session, repository)
     if project is None:
@@ -173,7 +174,7 @@ async def _run(ctx: HandlerContext, rc: Any, speaker: Speaker, actor: Any, ref: 
         known = ", ".join(sorted(COMMANDS))
         return Reply.refused(f"`{name[:40]}` is not a command. Commands: {known}; `/bmad help` explains them.")
     if line.error is not None:
-        return Reply.refused(f"{line.error}. Usage: `{command.usage}`")
+        return Reply.refused(f"{quiet(line.error)}. Usage: `{command.usage}`")
     refusal = command.rule.refusal(speaker, None, command.doing)
     if refusal is not None and command.name != "help":
         return Reply.refused(refusal)
@@ -184,7 +185,7 @@ async def _run(ctx: HandlerContext, rc: Any, speaker: Speaker, actor: Any, ref: 
         reply = await command.run(call)
     except UsageError as exc:
         await savepoint.rollback()
-        return Reply.refused(f"{exc}. Usage: `{command.usage}`")
+        return Reply.refused(f"{quiet(str(exc))}. Usage: `{command.usage}`")
     except BaseException:
         await savepoint.rollback()
         raise
@@ -203,10 +204,16 @@ def _overall(outcomes: list[Outcome]) -> Outcome:
 _MARK = {Outcome.APPLIED: "✅", Outcome.PENDING: "⏳", Outcome.REFUSED: "⚠️"}
 
 
+def quiet(text: str) -> str:
+    """`text` as a person wrote it, with its @mentions made inert: echoing a command must never let its
+    writer make the app notify whoever they like."""
+    return text.replace("@", "@\u2060")
+
+
 def _reply_text(login: str, results: list[tuple[str, Reply]]) -> str:
     parts = [f"@{login}"]
     for text, reply in results:
-        parts.append(f"> {text.replace(chr(96), chr(39))}\n\n{_MARK[reply.outcome]} {reply.text}")
+        parts.append(f"> {quiet(text).replace(chr(96), chr(39))}\n\n{_MARK[reply.outcome]} {reply.text}")
     return "\n\n".join(parts)
 
 
