@@ -76,12 +76,13 @@ async def run_server(
 ) -> None:
     """Serve until SIGTERM/SIGINT (or `stop`): stop accepting, answer what is in flight, write what
     is queued, let the worker finish its deliveries, close."""
-    router = router or default_router()
     stop = stop or asyncio.Event()
     _stop_on_signals(stop)
     runtime = await Runtime.create(settings)
     writer = GroupCommitWriter(await open_writer(runtime))
-    worker = make_worker(runtime, router) if with_worker else None
+    # The handlers (and, through the escrow commands, chain libraries) are imported only where a worker
+    # runs: an HTTP-only process stays light.
+    worker = make_worker(runtime, router or default_router()) if with_worker else None
     if worker:
         writer.on_stored = worker.wake
     writer.start()
@@ -188,6 +189,10 @@ def _escrow_tasks(runtime: Runtime, stop: asyncio.Event) -> list[asyncio.Task[No
         concurrency=settings.escrow_release_concurrency,
     )
     tasks = [asyncio.create_task(releaser.run(stop), name="escrow-releaser")]
+    from github_app.escrow.requested_refunds import RequestedRefunds
+
+    refunds = RequestedRefunds(runtime, chains, poll_seconds=max(settings.worker_poll_seconds, 1.0))
+    tasks.append(asyncio.create_task(refunds.run(stop), name="requested-refunds"))
     if settings.escrow_sync_seconds > 0 and chains.backends:
         tasks.append(asyncio.create_task(periodic_sync(runtime, chains, stop), name="escrow-funding"))
 

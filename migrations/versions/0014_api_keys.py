@@ -2,7 +2,7 @@
 its keys are admin keys in its own schema.
 
 Revision ID: 0014_api_keys
-Revises: 0008_escrow_release
+Revises: 0011_bot_commands
 Create Date: 2026-12-03
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0014_api_keys"
-down_revision: str | None = "0008_escrow_release"
+down_revision: str | None = "0011_bot_commands"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
