@@ -104,6 +104,7 @@ async def process_locally(settings: Settings, headers: dict[str, str], body: byt
     from github_app.db.types import utcnow
     from github_app.inbox import store
     from github_app.inbox.writers import SqlAlchemyInboxWriter
+    from github_app.outbox.sender import OutboxSender
     from github_app.runtime import Runtime
     from github_app.server import make_worker
     from github_app.webhook import RejectedDelivery, parse_delivery
@@ -119,8 +120,8 @@ async def process_locally(settings: Settings, headers: dict[str, str], body: byt
         stored = await SqlAlchemyInboxWriter(runtime.engine).insert_batch([delivery])
         worker = make_worker(runtime, default_router())
         await worker.run_until_idle(timeout=max(60.0, settings.worker_lease_seconds))
-        if runtime.outbox_sender is not None and runtime.github is not None:
-            await runtime.outbox_sender.run_until_idle()
+        if runtime.github is not None:
+            await OutboxSender(runtime, writes_per_second=settings.github_writes_per_second).run_until_idle()
         async with runtime.engine.connect() as conn:
             row = await store.get_row(conn, delivery.delivery_id)
     finally:

@@ -29,6 +29,8 @@ CLIENT_ADDRESS = address(CLIENT_KEY)
 async def market(app: App, fake_github: FakeGitHub) -> AsyncIterator[Market]:
     m = await seed_market(app.runtime, fake_github)
     await set_wallet(m, DEV, "polygon", EXPERT)
+    # Polygon escrows are keyed by their funder: the one that counts is funded from the client's wallet.
+    await set_wallet(m, CLIENT, "polygon", CLIENT_ADDRESS)
     yield m
 
 

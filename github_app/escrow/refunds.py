@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from github_app.chains.evm import SignedTx
 from github_app.db.app_tables import (
     ChainTxState,
     EscrowChainState,
@@ -25,7 +26,6 @@ from github_app.db.enums import EscrowStatus
 from github_app.db.models import Escrow, Story
 from github_app.db.types import utcnow
 from github_app.domain.escrow import ONCHAIN_FUNDED, ONCHAIN_REFUNDED
-from github_app.chains.evm import SignedTx
 from github_app.escrow.backends import Chains, keyed
 from github_app.escrow.releases import Fault, add_signed, live_tx, record_signed, settle_replaced, signed_of
 from github_app.escrow.store import funder_of, lock_escrow_state

@@ -50,8 +50,8 @@ from github_app.domain.escrow import ONCHAIN_FUNDED, ONCHAIN_NONE, ONCHAIN_REFUN
 from github_app.escrow import store
 from github_app.escrow.backends import Chains, keyed
 from github_app.inbox.store import ERROR_MAX_CHARS
-from github_app.inbox.worker import worker_name
 from github_app.metrics import ESCROW_RELEASES
+from github_app.names import worker_name
 from github_app.services.stories import audit
 from github_app.services.views import refresh_story_prs
 
