@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from github_app.demo.fake_github import FakeGitHub
 from tests.deliveries import payload
-from tests.fake_github import FakeGitHub
 from tests.github_fixtures import INSTALLATION_ID, REPO
 from tests.workflow import account_id
 

@@ -19,9 +19,9 @@ from github_app.api import keys
 from github_app.api.ratelimit import RateLimiter
 from github_app.db.models import Project
 from github_app.db.types import new_id
+from github_app.demo.fake_github import FakeGitHub
 from github_app.runtime import Runtime
 from tests.chain.market import create_escrow, done_story
-from tests.fake_github import FakeGitHub
 from tests.harness import App
 from tests.test_cli import ROOT, bmad_app, clean_env
 from tests.workflow import CLIENT, DEV, PM, QA, STRANGER, Market, seed_market

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from github_app.demo.fake_github import FakeGitHub
 from github_app.outbox.sender import OutboxSender
 from tests.comments import Comments
-from tests.fake_github import FakeGitHub
 from tests.harness import App
 from tests.workflow import CLIENT, DEV, OTHER_DEV, PM, QA, STORY_PATH, STRANGER, Market, seed_market, story_file
 

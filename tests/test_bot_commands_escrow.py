@@ -9,14 +9,14 @@ from collections.abc import AsyncIterator
 import pytest
 
 from github_app.db.enums import EscrowStatus
+from github_app.demo.evm_env import CLIENT_KEY, EvmEnv, address, deploy_env, expert_key, in_process_web3
+from github_app.demo.fake_github import FakeGitHub
 from github_app.escrow.backends import Chains
 from github_app.escrow.funding import sync_funding
 from github_app.escrow.releases import Releaser
 from github_app.escrow.requested_refunds import RequestedRefunds
-from tests.chain.evm_env import CLIENT_KEY, EvmEnv, address, deploy_env, expert_key, in_process_web3
 from tests.chain.market import create_escrow, done_story, escrow_row, set_wallet
 from tests.comments import Comments
-from tests.fake_github import FakeGitHub
 from tests.harness import App
 from tests.test_bot_commands import reactions, reply, say, story
 from tests.workflow import CLIENT, DEV, PM, Market, seed_market

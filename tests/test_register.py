@@ -17,7 +17,7 @@ import aiohttp
 from cryptography.hazmat.primitives import serialization
 
 from github_app.config import load_settings
-from tests.fake_github import FakeGitHub
+from github_app.demo.fake_github import FakeGitHub
 from tests.test_cli import ROOT, clean_env
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from github_app.demo.fake_github import FakeGitHub
 from github_app.outbox.sender import OutboxSender
-from tests.fake_github import FakeGitHub
 from tests.harness import App
 from tests.workflow import (
     DEV,
