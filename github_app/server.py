@@ -28,6 +28,7 @@ from github_app.web import create_app
 
 if TYPE_CHECKING:
     from github_app.api.routes import ApiContext
+    from github_app.escrow.backends import Chains
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +74,11 @@ async def run_server(
     stop: asyncio.Event | None = None,
     started: Callable[[int], None] | None = None,
     router: routing.Router | None = None,
+    chains: Chains | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT (or `stop`): stop accepting, answer what is in flight, write what
-    is queued, let the worker finish its deliveries, close."""
+    is queued, let the worker finish its deliveries, close. `chains` replaces the configured chains
+    (`bmad-app demo` runs the product on in-process ones)."""
     stop = stop or asyncio.Event()
     _stop_on_signals(stop)
     runtime = await Runtime.create(settings)
@@ -105,7 +108,7 @@ async def run_server(
     )
     if started:
         started(port)
-    background = _background_tasks(runtime, worker, stop) if worker else []
+    background = _background_tasks(runtime, worker, stop, chains) if worker else []
     try:
         await stop.wait()
     finally:
@@ -159,7 +162,9 @@ def _count(payload: str) -> int:
     return int(payload) if payload.isdigit() else 1
 
 
-def _background_tasks(runtime: Runtime, worker: Worker, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+def _background_tasks(
+    runtime: Runtime, worker: Worker, stop: asyncio.Event, chains: Chains | None = None
+) -> list[asyncio.Task[None]]:
     """The worker, the outbox sender, and periodic recovery when configured; all stop with `stop`."""
     tasks = [asyncio.create_task(worker.run(stop), name="inbox-worker")]
     if runtime.outbox_sender is not None:
@@ -168,11 +173,11 @@ def _background_tasks(runtime: Runtime, worker: Worker, stop: asyncio.Event) -> 
         from github_app.inbox.recovery import periodic_recovery
 
         tasks.append(asyncio.create_task(periodic_recovery(runtime, stop), name="recovery"))
-    tasks += _escrow_tasks(runtime, stop)
+    tasks += _escrow_tasks(runtime, stop, chains)
     return tasks
 
 
-def _escrow_tasks(runtime: Runtime, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+def _escrow_tasks(runtime: Runtime, stop: asyncio.Event, chains: Chains | None = None) -> list[asyncio.Task[None]]:
     """The release worker (always: a release on a chain that is not configured must say so on its PR)
     and the periodic funding check."""
     from github_app.escrow.backends import Chains
@@ -180,7 +185,7 @@ def _escrow_tasks(runtime: Runtime, stop: asyncio.Event) -> list[asyncio.Task[No
     from github_app.escrow.releases import Releaser
 
     settings = runtime.settings
-    chains = Chains.from_settings(settings)
+    chains = chains or Chains.from_settings(settings)
     releaser = Releaser(
         runtime,
         chains,
