@@ -85,6 +85,12 @@ def env_conflicts(env_path: Path) -> list[str]:
 
 
 def _quoted(value: str) -> str:
+    """Unquoted with `\\n` for newlines when that is unambiguous: `docker run --env-file` takes values
+    literally (quotes included) and the app turns `\\n` in a key back into newlines, so one file serves
+    both `bmad-app` and Docker."""
+    one_line = value.replace("\n", "\\n")
+    if value == value.strip(" \t") and not any(c in value for c in "\"'#\\$`"):
+        return one_line
     escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{escaped}"'
 

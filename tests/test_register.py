@@ -98,6 +98,9 @@ async def test_register_creates_the_app_and_writes_its_credentials_owner_only(
     assert settings.webhook_secrets == (registered["webhook_secret"],)
     assert settings.github_private_key is not None
     assert public_pem_of(settings.github_private_key) == registered["public_pem"]
+    # One line each, unquoted: `docker run --env-file` reads the same file literally.
+    key_line = next(line for line in env_file.read_text().splitlines() if line.startswith("GITHUB_PRIVATE_KEY="))
+    assert key_line.startswith("GITHUB_PRIVATE_KEY=-----BEGIN") and key_line.endswith("-----\\n")
     assert f"app id {registered['id']}" in out and "/installations/new" in out
     # The secret and the key are in the file, never on the terminal.
     assert registered["webhook_secret"] not in out + err and "PRIVATE KEY" not in out + err
