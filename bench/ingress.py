@@ -433,10 +433,16 @@ class Server:
 # --------------------------------------------------------------------------------------------- load
 
 
+def guid_prefix(name: str) -> str:
+    """The first 13 characters of a GUID, the same for the same name: bench/ingress.lua completes it."""
+    digest = hashlib.sha256(name.encode()).hexdigest()
+    return f"{digest[:8]}-{digest[8:12]}"
+
+
 def run_wrk(port: int, seconds: float, prefix: str, manifest: Path, args: argparse.Namespace) -> dict:
     url = f"http://{HOST}:{port}{WEBHOOK_PATH}"
     cmd = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds:g}s", "--timeout", "10s",
-           "-s", str(BENCH / "ingress.lua"), url, "--", str(manifest), prefix, str(args.max_requests)]
+           "-s", str(BENCH / "ingress.lua"), url, "--", str(manifest), guid_prefix(prefix), str(args.max_requests)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
     for line in out.stdout.splitlines():
         if line.startswith("BENCH_JSON "):

@@ -141,6 +141,13 @@ def receive(
     if not event.strip():
         raise ReceiveError("--event must name a GitHub event, e.g. push")
     body = read_payload(payload_path)
+    if delivery_id is not None:
+        try:
+            uuid.UUID(delivery_id)
+        except ValueError:
+            raise ReceiveError(
+                f"--delivery must be a GUID, as GitHub's delivery ids are; got {delivery_id!r}"
+            ) from None
     delivery_id = delivery_id or str(uuid.uuid4())
     headers = signed_headers(event.strip(), body, secret_of(settings), delivery_id)
     if local:

@@ -56,7 +56,7 @@ async def app(aiohttp_client: Any, app_runtime: Runtime) -> AsyncIterator[App]:
             (WEBHOOK_SECRET,),
             readiness(app_runtime),
             depth_sampler(app_runtime),
-            api_context(app_runtime, worker),
+            api=api_context(app_runtime, worker),
         )
     )
     yield App(client, app_runtime, worker)

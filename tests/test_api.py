@@ -186,9 +186,9 @@ def test_the_limiter_refills_at_its_rate() -> None:
 
 
 async def dead_delivery(app: App, market: Market) -> str:
-    from tests.deliveries import payload
+    from tests.deliveries import guid, payload
 
-    delivery_id = "dead-1"
+    delivery_id = guid("dead-1")
     await app.deliver("installation", payload("installation", "created.payload.json"), delivery_id, process=False)
     async with app.runtime.engine.begin() as conn:
         await conn.execute(

@@ -13,7 +13,7 @@ from typing import Any
 
 from github_app.chains.addresses import POLYGON, InvalidAddress, evm_address
 from github_app.escrow.backends import Chains
-from github_app.escrow.releases import record_signed
+from github_app.escrow.chain_txs import record_signed
 from github_app.escrow.resend import mark_confirmed, settle
 
 
