@@ -103,10 +103,9 @@ async def process_locally(settings: Settings, headers: dict[str, str], body: byt
     outbox sender, when GitHub is configured) until there is nothing left to do."""
     from github_app.db.types import utcnow
     from github_app.inbox import store
-    from github_app.inbox.writers import SqlAlchemyInboxWriter
     from github_app.outbox.sender import OutboxSender
     from github_app.runtime import Runtime
-    from github_app.server import make_worker
+    from github_app.server import make_worker, open_writer
     from github_app.webhook import RejectedDelivery, parse_delivery
 
     try:
@@ -117,7 +116,11 @@ async def process_locally(settings: Settings, headers: dict[str, str], body: byt
     try:
         from github_app.server import default_router
 
-        stored = await SqlAlchemyInboxWriter(runtime.engine).insert_batch([delivery])
+        writer = await open_writer(runtime)  # the ingress's own writer for this database
+        try:
+            stored = await writer.insert_batch([delivery])
+        finally:
+            await writer.close()
         worker = make_worker(runtime, default_router())
         await worker.run_until_idle(timeout=max(60.0, settings.worker_lease_seconds))
         if runtime.github is not None:
