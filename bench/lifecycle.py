@@ -51,9 +51,9 @@ sys.path.insert(0, str(ROOT))
 from github_app.config import Settings  # noqa: E402
 from github_app.db import migrate  # noqa: E402
 from github_app.db.engine import asyncpg_dsn  # noqa: E402
+from github_app.demo.fake_github import FakeGitHub  # noqa: E402
 from github_app.runtime import Runtime  # noqa: E402
 from tests.deliveries import headers_for  # noqa: E402
-from tests.fake_github import FakeGitHub  # noqa: E402
 from tests.github_fixtures import GITHUB_APP_ID, INSTALLATION_ID, REPO, generate_key_pair  # noqa: E402
 from tests.workflow import DEV, PM, QA, Market, gate_file, seed_market, story_file  # noqa: E402
 

@@ -2,7 +2,7 @@
 // Compiles Escrow.sol (and the test tokens) with the pinned npm `solc`, standard JSON, EVM `paris`,
 // metadata hash off, so the output is byte-for-byte reproducible. Writes:
 //   ../github_app/chains/artifacts/Escrow.json  (abi, bytecode, compiler, sourceSha256)
-//   ../tests/chain/TestTokens.json             (test-only tokens)
+//   ../github_app/demo/TestTokens.json             (test-only tokens)
 // `node build.js --check` rebuilds in memory and exits 1 if a committed artifact differs.
 "use strict";
 const crypto = require("crypto");
@@ -13,7 +13,7 @@ const solc = require("solc");
 const here = __dirname;
 const targets = [
   { source: "Escrow.sol", out: "../github_app/chains/artifacts/Escrow.json", contracts: ["Escrow"] },
-  { source: "test/TestTokens.sol", out: "../tests/chain/TestTokens.json", contracts: ["TestToken", "NoBoolToken"] },
+  { source: "test/TestTokens.sol", out: "../github_app/demo/TestTokens.json", contracts: ["TestToken", "NoBoolToken"] },
 ];
 
 function compile(sourceName) {

@@ -81,11 +81,61 @@ def build_parser() -> argparse.ArgumentParser:
     from github_app.escrow.arguments import add_parsers
 
     add_parsers(sub)
+    add_receive_parser(sub)
+    add_register_parser(sub)
+    add_apikey_parser(sub)
+    sub.add_parser(
+        "demo",
+        help="run the whole product on embedded parts (SQLite, fake GitHub, py-evm, LiteSVM) and show a story's "
+        "life from story file to payout",
+    )
     return parser
+
+
+def add_apikey_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keys = sub.add_parser("apikey", help="keys of the /api/v1 JSON API")
+    keys_sub = keys.add_subparsers(dest="apikey_command", required=True, metavar="ACTION")
+    create = keys_sub.add_parser("create", help="make a key for a marketplace user; it is printed once")
+    create.add_argument("--user", required=True, help="the user's email")
+    create.add_argument("--name", required=True, help="what uses the key, e.g. billing-service")
+    create.add_argument("--admin", action="store_true", help="may also list and retry webhook deliveries")
+    listing = keys_sub.add_parser("list", help="a user's keys (never the keys themselves)")
+    listing.add_argument("--user", required=True, help="the user's email")
+    revoke = keys_sub.add_parser("revoke", help="delete a key: it is refused from then on")
+    revoke.add_argument("key_id")
+
+
+def add_register_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    reg = sub.add_parser(
+        "register", help="create the GitHub App from app.yml (GitHub's manifest flow) and write its credentials to .env"
+    )
+    reg.add_argument("--org", help="create it in this organization (default: your personal account)")
+    reg.add_argument("--url", help="the app's public URL; webhook URL/api/github/webhooks (default: webhook off)")
+    reg.add_argument("--name", help="the app's name on GitHub (default: app.yml's; names are unique on GitHub)")
+    reg.add_argument("--manifest", help="the manifest (default: ./app.yml)")
+    reg.add_argument("--env-file", default=".env", help="where the credentials go (default: ./.env)")
+    reg.add_argument("--force", action="store_true", help="replace credentials already in the .env file")
+    reg.add_argument("--port", type=int, default=0, help="port of the local page on 127.0.0.1 (default: any free one)")
+    reg.add_argument("--no-browser", action="store_true", help="print the page's address instead of opening it")
+
+
+def add_receive_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    receive = sub.add_parser(
+        "receive", help="sign a webhook payload file with the configured secret and deliver it (development, support)"
+    )
+    receive.add_argument("--event", required=True, help="the GitHub event name, e.g. push or pull_request")
+    receive.add_argument("payload", help="path to the JSON payload file")
+    where = receive.add_mutually_exclusive_group()
+    where.add_argument("--url", help="the running app (default: http://HOST:PORT from the configuration)")
+    where.add_argument("--local", action="store_true", help="process it in this process, with no server")
+    receive.add_argument("--delivery", help="the X-GitHub-Delivery id (default: a new one)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        # Runs on its own embedded parts: the environment's configuration is neither needed nor read.
+        return cmd_demo(args)
     try:
         settings = load_settings()
     except ConfigError as exc:
@@ -101,11 +151,132 @@ def main(argv: Sequence[str] | None = None) -> int:
         "deliveries": cmd_deliveries,
         "wallet": cmd_wallet,
         "escrow": cmd_escrow,
+        "receive": cmd_receive,
+        "register": cmd_register,
+        "apikey": cmd_apikey,
     }[args.command]
     try:
         return handler(settings, args)
     except KeyboardInterrupt:
         return 130
+
+
+def cmd_demo(_args: argparse.Namespace) -> int:
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    try:
+        import eth_tester  # noqa: F401 - py-evm, the demo's in-process Polygon
+    except ImportError:
+        print("bmad-app: the demo needs its extra: pip install 'bmad-marketplace-app[demo]'", file=sys.stderr)
+        return 2
+    from github_app.demo.scenario import run_demo
+    from github_app.logs import setup_logging
+
+    # A delivery retried because the demo's own writes held SQLite's lock is the inbox working as
+    # designed, not news: only errors are shown.
+    setup_logging("ERROR", "text", [])
+    workdir = Path(tempfile.mkdtemp(prefix="bmad-app-demo-"))
+    try:
+        result = asyncio.run(run_demo(workdir, lambda line: print(line, flush=True)))
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if not result.ok:
+        return 1
+    print()
+    print("Every step happened. Run it for real: bmad-app register, then bmad-app serve.")
+    return 0
+
+
+def cmd_receive(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from github_app.receive import ReceiveError, receive
+
+    if args.local and is_sqlite(settings.database_url):
+        from github_app.db import migrate
+
+        migrate.upgrade(settings.database_url, app_schema=settings.database_app_schema)
+    try:
+        delivery_id, outcome = receive(
+            settings, args.event, Path(args.payload), url=args.url, local=args.local, delivery_id=args.delivery
+        )
+    except ReceiveError as exc:
+        print(f"bmad-app: {exc}", file=sys.stderr)
+        return 1
+    print(f"{delivery_id}: {outcome.status} {outcome.message}")
+    return 0 if outcome.ok else 1
+
+
+def cmd_register(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from github_app.register import RegisterError, register
+
+    def ready(url: str) -> None:
+        print(f"Open {url} and press the button to create the app on {settings.github_url}", flush=True)
+        if not args.no_browser:
+            import webbrowser
+
+            webbrowser.open(url)
+
+    try:
+        registered = asyncio.run(
+            register(
+                settings,
+                org=args.org,
+                public_url=args.url,
+                env_path=Path(args.env_file),
+                force=args.force,
+                manifest_path=args.manifest,
+                name=args.name,
+                port=args.port,
+                ready=ready,
+            )
+        )
+    except RegisterError as exc:
+        print(f"bmad-app: {exc}", file=sys.stderr)
+        return 1
+    except TimeoutError:
+        print("bmad-app: GitHub did not send the browser back in time; nothing was written", file=sys.stderr)
+        return 1
+    print(f"Registered {registered.slug} (app id {registered.app_id}); credentials written to {registered.env_path}")
+    print(f"Install it on your repositories: {registered.html_url}/installations/new")
+    if not args.url:
+        print("Its webhook is off: set the webhook URL in the app's settings once the app has a public address.")
+    return 0
+
+
+def cmd_apikey(settings: Settings, args: argparse.Namespace) -> int:
+    from github_app.api import keys
+    from github_app.db.engine import make_sessionmaker
+
+    async def run(engine: AsyncEngine) -> int:
+        async with make_sessionmaker(engine)() as session, session.begin():
+            if args.apikey_command == "create":
+                key_id, key = await keys.create(session, args.user, args.name, admin=args.admin)
+                kind = "admin key" if args.admin else "key"
+                print(f"Created {kind} {key_id} for {args.user}. It is shown once; store it now:", file=sys.stderr)
+                print(key)
+            elif args.apikey_command == "list":
+                print(f"{'ID':36} {'ADMIN':5} {'CREATED':19} {'LAST USED':19} NAME")
+                for k in await keys.listing(session, args.user):
+                    used = f"{k.last_used:%Y-%m-%d %H:%M:%S}" if k.last_used else "never"
+                    admin = "yes" if k.admin else "no"
+                    print(f"{k.id:36} {admin:5} {k.created_at:%Y-%m-%d %H:%M:%S} {used:19} {k.name}")
+            else:
+                await keys.revoke(session, args.key_id)
+                print(f"{args.key_id}: revoked")
+        return 0
+
+    try:
+        return _with_engine(settings, run)
+    except keys.ApiKeyError as exc:
+        print(f"bmad-app: {exc}", file=sys.stderr)
+        return 1
 
 
 def cmd_wallet(settings: Settings, args: argparse.Namespace) -> int:

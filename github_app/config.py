@@ -65,6 +65,12 @@ SETTINGS: tuple[Setting, ...] = (
         "GITHUB_WEBHOOK_SECRET", "(none)", "Webhook secret; a comma-separated list accepts any of them (for rotation)"
     ),
     Setting("GITHUB_API_URL", "https://api.github.com", "REST API base (GitHub Enterprise: https://HOST/api/v3)"),
+    Setting("API_REQUESTS_PER_MINUTE", "600", "Requests one API key may make per minute to each HTTP process"),
+    Setting(
+        "GITHUB_URL",
+        "https://github.com (GitHub Enterprise: GITHUB_API_URL without `/api/v3`)",
+        "GitHub's web host, where `bmad-app register` creates the app",
+    ),
     Setting("HOST", "127.0.0.1", "Address the HTTP server binds"),
     Setting("PORT", "3000", "Port the HTTP server binds"),
     Setting("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
@@ -137,6 +143,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ESCROW_SYNC_SECONDS", "60", "How often the worker reads pending escrows' funding on-chain; 0 = off"),
     Setting("ESCROW_RELEASE_CONCURRENCY", "8", "Releases one worker process has in flight at once"),
     Setting(
+        "GITHUB_APP_SLUG",
+        "bmad-marketplace",
+        "The app's slug: `@slug` starts a bot command, and `slug[bot]` is the account of its reactions",
+    ),
+    Setting(
         "HTTP_HEADER_TIMEOUT_SECONDS",
         "10",
         "A new connection whose request headers are not complete by then is closed",
@@ -174,6 +185,8 @@ class Settings:
     github_private_key: str | None = field(default=None, repr=False)
     webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
     github_api_url: str = "https://api.github.com"
+    github_url: str = "https://github.com"
+    api_requests_per_minute: int = 600
     host: str = "127.0.0.1"
     port: int = 3000
     log_level: str = "INFO"
@@ -212,6 +225,7 @@ class Settings:
     solana_explorer_url: str = "https://explorer.solana.com"
     escrow_sync_seconds: float = 60.0
     escrow_release_concurrency: int = 8
+    github_app_slug: str = "bmad-marketplace"
     http_header_timeout_seconds: float = 10.0
     http_idle_timeout_seconds: float = 15.0
     http_body_stall_seconds: float = 10.0
@@ -378,6 +392,8 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         github_private_key=_private_key(r),
         webhook_secrets=secrets,
         github_api_url=r.parse("GITHUB_API_URL", "https://api.github.com", _http_url, "an http(s) URL"),
+        github_url=r.parse("GITHUB_URL", None, _http_url, "an http(s) URL") or _web_host(r),
+        api_requests_per_minute=r.number("API_REQUESTS_PER_MINUTE", 600, minimum=1, integer=True),
         host=r.raw("HOST") or "127.0.0.1",
         port=r.parse("PORT", 3000, _port, "a port number from 1 to 65535"),
         log_level=r.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True),
@@ -415,6 +431,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         solana_explorer_url=r.parse("SOLANA_EXPLORER_URL", "https://explorer.solana.com", _http_url, "an http(s) URL"),
         escrow_sync_seconds=r.number("ESCROW_SYNC_SECONDS", 60.0, minimum=0),
         escrow_release_concurrency=r.number("ESCROW_RELEASE_CONCURRENCY", 8, minimum=1, integer=True),
+        github_app_slug=r.parse("GITHUB_APP_SLUG", "bmad-marketplace", _slug, "a GitHub App slug (letters, digits, -)"),
         http_header_timeout_seconds=r.number("HTTP_HEADER_TIMEOUT_SECONDS", 10.0, minimum=0.1),
         http_idle_timeout_seconds=r.number("HTTP_IDLE_TIMEOUT_SECONDS", 15.0, minimum=0.1),
         http_body_stall_seconds=r.number("HTTP_BODY_STALL_SECONDS", 10.0, minimum=0.1),
@@ -433,6 +450,22 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
     if r.problems:
         raise ConfigError(r.problems)
     return settings
+
+
+def _web_host(r: _Reader) -> str:
+    """GitHub's web host from its API base: api.github.com is github.com, and GitHub Enterprise serves
+    its API under /api/v3 of the web host."""
+    api = (r.raw("GITHUB_API_URL") or "https://api.github.com").rstrip("/")
+    if api == "https://api.github.com":
+        return "https://github.com"
+    return api.removesuffix("/api/v3")
+
+
+def _slug(v: str) -> str:
+    slug = v.strip().lower()
+    if not slug or len(slug) > 100 or not all(c.isalnum() or c == "-" for c in slug) or not slug.isascii():
+        raise ValueError(v)
+    return slug
 
 
 def _positive_int(v: str) -> int:

@@ -27,7 +27,9 @@ from github_app.metrics import forget_process
 from github_app.runtime import Runtime
 from github_app.web import create_app
 
-if TYPE_CHECKING:  # an HTTP-only process loads neither: it stores deliveries, the worker acts on them
+if TYPE_CHECKING:  # an HTTP-only process loads none of these: it stores deliveries, the worker acts on them
+    from github_app.api.routes import ApiContext
+    from github_app.escrow.backends import Chains
     from github_app.inbox.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -74,19 +76,30 @@ async def run_server(
     stop: asyncio.Event | None = None,
     started: Callable[[int], None] | None = None,
     router: routing.Router | None = None,
+    chains: Chains | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT (or `stop`): stop accepting, answer what is in flight, write what
-    is queued, let the worker finish its deliveries, close."""
+    is queued, let the worker finish its deliveries, close. `chains` replaces the configured chains
+    (`bmad-app demo` runs the product on in-process ones)."""
     stop = stop or asyncio.Event()
     _stop_on_signals(stop)
     runtime = await Runtime.create(settings, with_github=with_worker)
     writer = GroupCommitWriter(await open_writer(runtime))
+    # The handlers (and, through the escrow commands, chain libraries) are imported only where a worker
+    # runs: an HTTP-only process stays light.
     worker = make_worker(runtime, router or default_router()) if with_worker else None
     if worker:
         writer.on_stored = worker.wake
     writer.start()
     limits = settings.http_limits()
-    app = create_app(writer, settings.webhook_secrets, readiness(runtime), depth_sampler(runtime), limits)
+    app = create_app(
+        writer,
+        settings.webhook_secrets,
+        readiness(runtime),
+        depth_sampler(runtime),
+        limits,
+        api=api_context(runtime, worker),
+    )
     runner = GuardedRunner(app, limits, access_log=None, handle_signals=False, shutdown_timeout=10)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
@@ -103,7 +116,7 @@ async def run_server(
     )
     if started:
         started(port)
-    background = _background_tasks(runtime, worker, stop) if worker else []
+    background = _background_tasks(runtime, worker, stop, chains) if worker else []
     try:
         await stop.wait()
     finally:
@@ -133,6 +146,18 @@ async def run_worker(
         await runtime.close()
 
 
+def api_context(runtime: Runtime, worker: Worker | None) -> ApiContext:
+    from github_app.api.ratelimit import RateLimiter
+    from github_app.api.routes import ApiContext
+
+    return ApiContext(
+        runtime.engine,
+        runtime.sessionmaker,
+        RateLimiter(runtime.settings.api_requests_per_minute),
+        on_retry=worker.wake if worker else None,
+    )
+
+
 def make_worker(runtime: Runtime, router: routing.Router) -> Worker:
     """The inbox worker and, beside it, the outbox sender it wakes whenever a delivery commits (a
     handler may have changed what GitHub should show)."""
@@ -148,7 +173,9 @@ def _count(payload: str) -> int:
     return int(payload) if payload.isdigit() else 1
 
 
-def _background_tasks(runtime: Runtime, worker: Worker, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+def _background_tasks(
+    runtime: Runtime, worker: Worker, stop: asyncio.Event, chains: Chains | None = None
+) -> list[asyncio.Task[None]]:
     """The worker, the outbox sender, and periodic recovery when configured; all stop with `stop`."""
     tasks = [asyncio.create_task(worker.run(stop), name="inbox-worker")]
     if runtime.outbox_sender is not None:
@@ -157,11 +184,13 @@ def _background_tasks(runtime: Runtime, worker: Worker, stop: asyncio.Event) -> 
         from github_app.inbox.recovery import periodic_recovery
 
         tasks.append(asyncio.create_task(periodic_recovery(runtime, stop), name="recovery"))
-    tasks += _escrow_tasks(runtime, stop, worker)
+    tasks += _escrow_tasks(runtime, stop, worker, chains)
     return tasks
 
 
-def _escrow_tasks(runtime: Runtime, stop: asyncio.Event, worker: Worker) -> list[asyncio.Task[None]]:
+def _escrow_tasks(
+    runtime: Runtime, stop: asyncio.Event, worker: Worker, chains: Chains | None = None
+) -> list[asyncio.Task[None]]:
     """The release worker (always: a release on a chain that is not configured must say so on its PR)
     and the periodic funding check."""
     from github_app.escrow.backends import Chains
@@ -169,7 +198,7 @@ def _escrow_tasks(runtime: Runtime, stop: asyncio.Event, worker: Worker) -> list
     from github_app.escrow.releases import Releaser
 
     settings = runtime.settings
-    chains = Chains.from_settings(settings)
+    chains = chains or Chains.from_settings(settings)
     releaser = Releaser(
         runtime,
         chains,
@@ -188,6 +217,10 @@ def _escrow_tasks(runtime: Runtime, stop: asyncio.Event, worker: Worker) -> list
 
     worker.on_processed = on_processed
     tasks = [asyncio.create_task(releaser.run(stop), name="escrow-releaser")]
+    from github_app.escrow.requested_refunds import RequestedRefunds
+
+    refunds = RequestedRefunds(runtime, chains, poll_seconds=max(settings.worker_poll_seconds, 1.0))
+    tasks.append(asyncio.create_task(refunds.run(stop), name="requested-refunds"))
     if settings.escrow_sync_seconds > 0 and chains.backends:
         tasks.append(asyncio.create_task(periodic_sync(runtime, chains, stop), name="escrow-funding"))
 

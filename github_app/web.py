@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
@@ -40,6 +41,9 @@ from github_app.webhook import (
     quote,
     refuse_before_body,
 )
+
+if TYPE_CHECKING:
+    from github_app.api.routes import ApiContext
 
 log = logging.getLogger("github_app.ingress")
 
@@ -187,6 +191,7 @@ def create_app(
     readiness: ReadinessCheck,
     depth: DepthSampler | None = None,
     limits: HttpLimits | None = None,
+    api: ApiContext | None = None,
 ) -> web.Application:
     """The application; serve it with `http_limits.GuardedRunner` so that its connections are bounded too."""
     app = web.Application(client_max_size=MAX_BODY_BYTES)
@@ -201,4 +206,8 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    if api is not None:
+        from github_app.api.routes import add_api
+
+        add_api(app, api)
     return app

@@ -6,8 +6,10 @@ service, and let the unit of work and the outbox carry the effects.
 
 from gidgethub import routing
 
-from handlers import installation, pull_request, pull_request_review, push
+from handlers import installation, issue_comment, pull_request, pull_request_review, push
 
-router = routing.Router(installation.router, pull_request.router, pull_request_review.router, push.router)
+router = routing.Router(
+    installation.router, issue_comment.router, pull_request.router, pull_request_review.router, push.router
+)
 
 __all__ = ["router"]

@@ -12,8 +12,8 @@ import pytest_asyncio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from github_app.demo.fake_github import FakeGitHub
 from github_app.github.client import GitHubApp, RetryPolicy
-from tests.fake_github import FakeGitHub
 
 GITHUB_APP_ID = 424242
 INSTALLATION_ID = 77

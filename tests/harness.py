@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from github_app.inbox.group_commit import GroupCommitWriter
 from github_app.inbox.worker import Worker
 from github_app.runtime import Runtime
-from github_app.server import default_router, depth_sampler, open_writer, readiness
+from github_app.server import api_context, default_router, depth_sampler, open_writer, readiness
 from github_app.web import WEBHOOK_PATH, create_app
 from tests.conftest import WEBHOOK_SECRET
 from tests.deliveries import headers_for
@@ -49,9 +49,16 @@ class App:
 async def app(aiohttp_client: Any, app_runtime: Runtime) -> AsyncIterator[App]:
     writer = GroupCommitWriter(await open_writer(app_runtime))
     writer.start()
+    worker = Worker(app_runtime, default_router())
     client = await aiohttp_client(
-        create_app(writer, (WEBHOOK_SECRET,), readiness(app_runtime), depth_sampler(app_runtime))
+        create_app(
+            writer,
+            (WEBHOOK_SECRET,),
+            readiness(app_runtime),
+            depth_sampler(app_runtime),
+            api=api_context(app_runtime, worker),
+        )
     )
-    yield App(client, app_runtime, Worker(app_runtime, default_router()))
+    yield App(client, app_runtime, worker)
     await writer.close()
     await writer.writer.close()

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from github_app.demo.fake_github import FakeGitHub
 from github_app.outbox.sender import OutboxSender
-from tests.fake_github import FakeGitHub
 from tests.github_fixtures import REPO
 from tests.harness import App
 from tests.test_workflow_hardening import latest_run

@@ -10,11 +10,11 @@ import pytest
 from gidgethub import routing, sansio
 from prometheus_client import REGISTRY
 
+from github_app.demo.fake_github import FakeGitHub
 from github_app.handling import HandlerContext
 from github_app.inbox.worker import Worker, is_lock_conflict
 from github_app.runtime import Runtime
 from github_app.server import default_router
-from tests.fake_github import FakeGitHub
 from tests.harness import App
 from tests.workflow import DEV, PM, seed_market, story_file
 

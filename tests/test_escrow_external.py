@@ -16,11 +16,11 @@ import pytest
 from sqlalchemy import text
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
+from github_app.demo.evm_env import ARBITER_KEY, CLIENT_KEY, TREASURY_KEY, EvmEnv, address, deploy_env, expert_key
+from github_app.demo.fake_github import FakeGitHub
 from github_app.escrow.backends import Chains
 from github_app.escrow.funding import sync_funding
-from tests.chain.evm_env import ARBITER_KEY, CLIENT_KEY, TREASURY_KEY, EvmEnv, address, deploy_env, expert_key
 from tests.chain.market import create_escrow, done_story, escrow_row, set_wallet
-from tests.fake_github import FakeGitHub
 from tests.harness import App
 from tests.workflow import CLIENT, DEV, Market, seed_market
 

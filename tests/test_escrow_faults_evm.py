@@ -15,11 +15,7 @@ from eth_utils import keccak
 
 from github_app.chains.addresses import evm_funding
 from github_app.chains.evm import EvmChain
-from github_app.escrow.backends import Chains
-from github_app.escrow.funding import sync_funding
-from github_app.escrow.refunds import RefundRefused, refund
-from github_app.escrow.releases import Releaser
-from tests.chain.evm_env import (
+from github_app.demo.evm_env import (
     ARBITER_KEY,
     CLIENT_KEY,
     DEPLOYER_KEY,
@@ -32,9 +28,13 @@ from tests.chain.evm_env import (
     in_process_web3,
     key,
 )
+from github_app.demo.fake_github import FakeGitHub
+from github_app.escrow.backends import Chains
+from github_app.escrow.funding import sync_funding
+from github_app.escrow.refunds import RefundRefused, refund
+from github_app.escrow.releases import Releaser
 from tests.chain.faults import Rules, add_hook, refuse_long_log_ranges
 from tests.chain.market import create_escrow, done_story, escrow_row, set_wallet
-from tests.fake_github import FakeGitHub
 from tests.harness import App
 from tests.workflow import CLIENT, DEV, Market, seed_market
 

@@ -15,13 +15,13 @@ from sqlalchemy import text
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from github_app.chains.evm import EvmChain
+from github_app.demo.evm_env import ARBITER_KEY, CLIENT_KEY, DEPLOYER_KEY, EvmEnv, address, deploy_env, key
+from github_app.demo.fake_github import FakeGitHub
 from github_app.escrow.backends import Chains
 from github_app.escrow.funding import sync_funding
 from github_app.escrow.releases import Releaser
-from tests.chain.evm_env import ARBITER_KEY, CLIENT_KEY, DEPLOYER_KEY, EvmEnv, address, deploy_env, key
 from tests.chain.faults import RpcProxy, add_hook
 from tests.chain.market import create_escrow, done_story, escrow_row, set_wallet
-from tests.fake_github import FakeGitHub
 from tests.harness import App
 from tests.test_escrow_external import CLIENT_ADDRESS, EXPERT, ROOT, chain_env
 from tests.test_escrow_faults_evm import replaced

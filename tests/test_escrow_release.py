@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
+from github_app.demo.evm_env import CLIENT_KEY, TREASURY_KEY, EvmEnv, address, deploy_env, expert_key, in_process_web3
+from github_app.demo.fake_github import FakeGitHub
 from github_app.escrow.backends import Chains
 from github_app.escrow.funding import sync_funding
 from github_app.escrow.releases import Releaser
 from github_app.outbox.sender import OutboxSender
-from tests.chain.evm_env import CLIENT_KEY, TREASURY_KEY, EvmEnv, address, deploy_env, expert_key, in_process_web3
 from tests.chain.market import create_escrow, done_story, escrow_row, set_wallet
-from tests.fake_github import FakeGitHub
 from tests.harness import App
 from tests.workflow import CLIENT, DEV, Market, seed_market
 

@@ -16,13 +16,13 @@ import pytest
 from aiohttp import web
 from sqlalchemy import text
 
+from github_app.demo.evm_env import ARBITER_KEY, CLIENT_KEY, address
+from github_app.demo.fake_github import FakeGitHub
+from github_app.demo.solana_env import SolanaEnv, solana_env
 from github_app.escrow.backends import Chains
 from github_app.escrow.releases import Releaser
-from tests.chain.evm_env import ARBITER_KEY, CLIENT_KEY, address
 from tests.chain.market import create_escrow, done_story, set_wallet
-from tests.chain.solana_env import SolanaEnv, solana_env
 from tests.chain.solana_rpc import LiteSvmRpc
-from tests.fake_github import FakeGitHub
 from tests.harness import App
 from tests.workflow import CLIENT, DEV, Market, seed_market
 

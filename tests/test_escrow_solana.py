@@ -12,13 +12,13 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from spl.token.constants import TOKEN_PROGRAM_ID
 
+from github_app.demo.fake_github import FakeGitHub
+from github_app.demo.solana_env import SolanaEnv, solana_env
 from github_app.domain.escrow import U64_MAX
 from github_app.escrow.backends import Chains
 from github_app.escrow.funding import sync_funding
 from github_app.escrow.releases import Releaser
 from tests.chain.market import create_escrow, done_story, escrow_row, set_wallet
-from tests.chain.solana_env import SolanaEnv, solana_env
-from tests.fake_github import FakeGitHub
 from tests.harness import App
 from tests.workflow import DEV, Market, seed_market
 

@@ -15,14 +15,14 @@ from solders.system_program import TransferParams, transfer
 from sqlalchemy import text
 
 from github_app.chains.solana import LiteSvmTransport, RpcTransport, SolanaChain
+from github_app.demo.fake_github import FakeGitHub
+from github_app.demo.solana_env import SolanaEnv, solana_env
 from github_app.escrow.backends import Chains
 from github_app.escrow.funding import sync_funding
 from github_app.escrow.refunds import RefundRefused, refund, withdraw_refund
 from github_app.escrow.releases import Releaser
 from tests.chain.market import create_escrow, done_story, escrow_row, set_wallet
-from tests.chain.solana_env import SolanaEnv, solana_env
 from tests.chain.solana_rpc import LiteSvmRpc
-from tests.fake_github import FakeGitHub
 from tests.harness import App
 from tests.test_escrow_release import Crash, crash_at
 from tests.test_escrow_solana import EXPERT, run_module

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from spl.token.constants import TOKEN_PROGRAM_ID
 
+from github_app.demo.evm_env import EvmEnv, address, deploy_env, expert_key, in_process_web3
+from github_app.demo.fake_github import FakeGitHub
+from github_app.demo.solana_env import solana_env
 from github_app.escrow.wallets import NodeWalletChecker, WalletError, set_wallet
-from tests.chain.evm_env import EvmEnv, address, deploy_env, expert_key, in_process_web3
-from tests.chain.solana_env import solana_env
 from tests.chain.solana_rpc import LiteSvmRpc
-from tests.fake_github import FakeGitHub
 from tests.harness import App
 from tests.workflow import DEV, Market, seed_market
 

@@ -11,9 +11,9 @@ import jwt
 import pytest
 from gidgethub import BadRequest
 
+from github_app.demo.fake_github import FakeGitHub
 from github_app.github.auth import make_app_jwt
 from github_app.github.client import GitHubApp, GitHubClient
-from tests.fake_github import FakeGitHub
 from tests.github_fixtures import (
     FAST_RETRY,
     GITHUB_APP_ID,

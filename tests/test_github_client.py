@@ -12,8 +12,8 @@ import pytest
 from gidgethub import BadRequest, GitHubBroken, RateLimitExceeded
 from prometheus_client import REGISTRY
 
+from github_app.demo.fake_github import FakeGitHub
 from github_app.github.client import AnswerLost, GitHubApp
-from tests.fake_github import FakeGitHub
 from tests.github_fixtures import FAST_RETRY, GITHUB_APP_ID, INSTALLATION_ID, REPO, KeyPair
 
 REPO_PATH = f"/repos/{REPO}"

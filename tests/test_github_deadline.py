@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 
+from github_app.demo.fake_github import FakeGitHub
 from github_app.github.client import GitHubApp, RetryPolicy
 from github_app.inbox.worker import Worker
 from github_app.server import default_router
 from tests.conftest import fetch_all
 from tests.deliveries import guid
-from tests.fake_github import FakeGitHub
 from tests.github_fixtures import GITHUB_APP_ID, REPO, KeyPair
 from tests.harness import App
 from tests.workflow import PM, STORY_PATH, seed_market, story_file

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from github_app.demo.fake_github import FakeGitHub
 from github_app.outbox.sender import OutboxSender
-from tests.fake_github import FakeGitHub
 from tests.github_fixtures import REPO
 from tests.harness import App
 from tests.workflow import DEV, GATE_PATH, PM, QA, STORY_PATH, Market, gate_file, seed_market, story_file

@@ -11,7 +11,7 @@ import pytest
 from github_app.db.enums import Role
 from github_app.db.models import User
 from github_app.db.types import new_id
-from tests.fake_github import FakeGitHub
+from github_app.demo.fake_github import FakeGitHub
 from tests.harness import App
 from tests.test_story_workflow import approved_story, audit_actions, check_run, show, story_row
 from tests.workflow import DEV, GATE_PATH, PM, QA, STORY_PATH, Market, account_id, gate_file, seed_market, story_file

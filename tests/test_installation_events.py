@@ -7,9 +7,9 @@ import logging
 import pytest
 
 from github_app.db.queries import installation_for_repository
+from github_app.demo.fake_github import FakeGitHub
 from tests.conftest import fetch_all
 from tests.deliveries import guid, payload
-from tests.fake_github import FakeGitHub
 from tests.github_fixtures import INSTALLATION_ID, REPO
 from tests.harness import App
 from tests.workflow import PM, STORY_PATH, seed_market, story_file

@@ -17,13 +17,13 @@ from sqlalchemy import select, update
 
 from github_app.db.app_tables import OutboxItem
 from github_app.db.types import utcnow
+from github_app.demo.fake_github import FakeGitHub
 from github_app.github.client import GitHubApp
 from github_app.outbox import KIND_CHECK_RUN, KIND_PR_COMMENT, set_desired
 from github_app.outbox.pace import BUDGET, PENALTY, Limits, PaceState, Plan, plan
 from github_app.outbox.sender import OutboxSender
 from github_app.presentation import CHECK_RUN_NAME, COMMENT_MARKER
 from github_app.runtime import Runtime
-from tests.fake_github import FakeGitHub
 from tests.github_fixtures import FAST_RETRY, GITHUB_APP_ID, INSTALLATION_ID, REPO, KeyPair
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from github_app.demo.fake_github import FakeGitHub
 from github_app.outbox.sender import OutboxSender
 from tests.corpus import corpus_file
-from tests.fake_github import FakeGitHub
 from tests.github_fixtures import REPO
 from tests.harness import App
 from tests.workflow import DEV, PM, QA, Market, seed_market, story_file

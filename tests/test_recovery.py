@@ -9,9 +9,9 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from github_app.demo.fake_github import FakeGitHub
 from github_app.inbox.recovery import recover_once
 from github_app.runtime import Runtime
-from tests.fake_github import FakeGitHub
 from tests.github_fixtures import GITHUB_APP_ID, KeyPair
 from tests.test_cli import clean_env
 from tests.test_worker import store_deliveries

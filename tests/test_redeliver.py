@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from github_app.demo.fake_github import FakeGitHub
 from github_app.github.client import GitHubApp
 from github_app.github.redeliver import recover_missed_deliveries
-from tests.fake_github import FakeGitHub
 
 
 class Inbox:

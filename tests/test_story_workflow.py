@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from github_app.demo.fake_github import FakeGitHub
 from github_app.outbox.sender import OutboxSender
 from tests.deliveries import guid
-from tests.fake_github import FakeGitHub
 from tests.harness import App
 from tests.workflow import (
     DEV,

@@ -16,8 +16,8 @@ from sqlalchemy import text
 from github_app.db.enums import BidStatus, Role
 from github_app.db.models import Bid, Opportunity, User
 from github_app.db.types import new_id
+from github_app.demo.fake_github import FakeGitHub
 from github_app.outbox.sender import OutboxSender
-from tests.fake_github import FakeGitHub
 from tests.github_fixtures import REPO
 from tests.harness import App
 from tests.workflow import (

@@ -14,9 +14,9 @@ from sqlalchemy import text
 from github_app.db.enums import BidStatus, Role, Stage
 from github_app.db.models import Bid, Opportunity, Project, User
 from github_app.db.types import new_id
+from github_app.demo.fake_github import FakeGitHub
 from github_app.runtime import Runtime
 from tests.deliveries import payload
-from tests.fake_github import FakeGitHub
 from tests.github_fixtures import INSTALLATION_ID, REPO
 
 PM, DEV, OTHER_DEV, QA, CLIENT, STRANGER = "pat-pm", "dana-dev", "olly-dev", "quinn-qa", "cleo-client", "sam-nobody"

@@ -66,10 +66,12 @@ _KNOWN_KEYS = (
     "sprint_status",
     "test_artifacts_dir",
     "qa_sources",
+    "validation_threshold",
 )
 # Where QA's acceptance may come from: the QA's pull request review, TEA's gate-decision.json, v4 gate files.
 QA_SOURCES = ("review", "gate_decision", "gate_file")
 _BUDGET_KEYS = ("min", "max", "currency")
+DEFAULT_VALIDATION_THRESHOLD = 7
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,8 @@ class RepoConfig:
     sprint_status: str | None = None
     test_artifacts_dir: str | None = None
     qa_sources: frozenset[str] = frozenset(QA_SOURCES)
+    # The `/bmad validate` score (out of 10) from which a DRAFT story is approved.
+    validation_threshold: int = DEFAULT_VALIDATION_THRESHOLD
     problems: tuple[str, ...] = ()
 
     @property
@@ -249,8 +253,21 @@ def parse_repo_config(text: str | bytes | None) -> RepoConfig:
         sprint_status=_file(data, "sprint_status", problems),
         test_artifacts_dir=_folder(data, "test_artifacts_dir", problems),
         qa_sources=_qa_sources(data.get("qa_sources"), problems),
+        validation_threshold=_validation_threshold(data.get("validation_threshold"), problems),
         problems=tuple(problems),
     )
+
+
+def _validation_threshold(value: object, problems: list[str]) -> int:
+    if value is None:
+        return DEFAULT_VALIDATION_THRESHOLD
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10:
+        problems.append(
+            f"validation_threshold should be a whole number from 1 to 10, not {bounded_repr(value)}; "
+            f"using {DEFAULT_VALIDATION_THRESHOLD}"
+        )
+        return DEFAULT_VALIDATION_THRESHOLD
+    return value
 
 
 def _release_branches(value: object, problems: list[str]) -> tuple[str, ...]:

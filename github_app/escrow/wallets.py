@@ -39,6 +39,16 @@ async def set_wallet(
     user_id = (await session.execute(select(User.id).where(func.lower(User.email) == email.strip().lower()))).scalar()
     if user_id is None:
         raise WalletError(f"no marketplace user with email {email!r}")
+    return user_id, await store_wallet(session, user_id, chain, normalised, checker)
+
+
+async def store_wallet(
+    session: AsyncSession, user_id: str, chain: str, address: str, checker: WalletChecker | None = None
+) -> str:
+    """Validate `address` on `chain` (on-chain too, with a `checker`) and store it as the user's wallet
+    there; the normalised address. A release already signed is not affected: its transaction names the
+    address it pays."""
+    normalised = address_for(chain, address)  # raises InvalidAddress (a ValueError) with the reason
     if checker is not None:
         problem = await checker.problem(chain, normalised)
         if problem is not None:
@@ -48,7 +58,8 @@ async def set_wallet(
         session.add(Wallet(user_id=user_id, chain=chain, address=normalised, updated_at=utcnow()))
     else:
         wallet.address = normalised
-    return user_id, normalised
+        wallet.updated_at = utcnow()
+    return normalised
 
 
 def solana_wallet_problem(address: str, info: Any | None) -> str | None:

@@ -38,6 +38,9 @@ MAX_JWT_LIFETIME = 10 * 60
 # The request's parsed JSON body, parsed once by the middleware for the recorder and the handlers.
 JSON_BODY = web.RequestKey("json_body", object)
 MAX_COMMENT_CHARS = 65536
+PUBLIC_PATHS = ("/settings/apps/new", "/app-manifests/")
+MANIFEST_CODE_TTL = timedelta(hours=1)
+REACTIONS = ("+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes")
 SECONDARY_LIMIT_MESSAGE = "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
 
 
@@ -129,6 +132,7 @@ class _Repo:
     pull_files: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     commit_pulls: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     reviews: dict[int, dict[int, dict[str, Any]]] = field(default_factory=dict)  # PR -> review id -> review
+    pulls: dict[int, dict[str, Any]] = field(default_factory=dict)  # number -> the PR as the pulls API shows it
 
 
 class FakeGitHub:
@@ -141,6 +145,7 @@ class FakeGitHub:
         self.requests: list[RecordedRequest] = []
         self.check_runs: dict[int, dict[str, Any]] = {}
         self.comments: dict[int, dict[str, Any]] = {}
+        self.reactions: dict[int, dict[str, Any]] = {}  # reaction id -> reaction, with its comment's id
         self.deliveries: list[dict[str, Any]] = []  # newest first, as GitHub serves them
         self.redelivery_attempts: list[int] = []
         self.tokens: dict[str, IssuedToken] = {}
@@ -150,6 +155,9 @@ class FakeGitHub:
         self._lost_answers: list[_LostAnswer] = []
         self._ids = itertools.count(1000)
         self._runner: web.AppRunner | None = None
+        # The manifest flow: apps created from a posted manifest, by the code GitHub hands back once.
+        self.manifest_codes: dict[str, dict[str, Any]] = {}
+        self.registered_apps: dict[int, dict[str, Any]] = {}
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -158,6 +166,11 @@ class FakeGitHub:
         app.router.add_post("/app/installations/{installation_id}/access_tokens", self._create_token)
         app.router.add_get("/app/hook/deliveries", self._list_deliveries)
         app.router.add_post("/app/hook/deliveries/{delivery_id}/attempts", self._redeliver)
+        # The web host's manifest pages (a signed-in user's browser posts the form) and the API's
+        # code conversion, which GitHub serves without authentication.
+        app.router.add_post("/settings/apps/new", self._manifest_form)
+        app.router.add_post("/organizations/{org}/settings/apps/new", self._manifest_form)
+        app.router.add_post("/app-manifests/{code}/conversions", self._manifest_conversion)
         repo = "/repos/{owner}/{repo}"
         app.router.add_get(repo, self._get_repo)
         app.router.add_get(repo + "/contents/{path:.+}", self._get_contents)
@@ -173,6 +186,11 @@ class FakeGitHub:
         app.router.add_post(repo + "/issues/{number:\\d+}/comments", self._create_comment)
         app.router.add_patch(repo + "/issues/comments/{id:\\d+}", self._update_comment)
         app.router.add_delete(repo + "/issues/comments/{id:\\d+}", self._delete_comment)
+        app.router.add_get(repo + "/git/trees/{ref:.+}", self._get_tree)
+        app.router.add_get(repo + "/pulls", self._list_pulls)
+        app.router.add_get(repo + "/issues/comments/{id:\\d+}/reactions", self._list_reactions)
+        app.router.add_post(repo + "/issues/comments/{id:\\d+}/reactions", self._create_reaction)
+        app.router.add_delete(repo + "/issues/comments/{id:\\d+}/reactions/{reaction:\\d+}", self._delete_reaction)
         return app
 
     async def start(self, port: int = 0) -> str:
@@ -216,6 +234,10 @@ class FakeGitHub:
 
     def set_commit_pulls(self, repo: str, sha: str, pulls: Sequence[dict[str, Any]]) -> None:
         self._repo(repo).commit_pulls[sha] = list(pulls)
+
+    def set_pull(self, repo: str, pull: dict[str, Any]) -> None:
+        """A pull request as `GET /repos/{repo}/pulls` lists it (open ones by default)."""
+        self._repo(repo).pulls[int(pull["number"])] = dict(pull)
 
     def add_review(self, repo: str, number: int, review: dict[str, Any]) -> None:
         """A pull request review as GitHub keeps it (a dismissed review keeps its id, state `DISMISSED`)."""
@@ -275,13 +297,14 @@ class FakeGitHub:
         return run
 
     def add_comment(
-        self, repo: str, number: int, body: str, user_login: str, user_type: str = "User"
+        self, repo: str, number: int, body: str, user_login: str, user_type: str = "User", user_id: int | None = None
     ) -> dict[str, Any]:
         """A comment on issue or pull request ``number`` written by someone else (a person, another bot)."""
         full_name = self._repo(repo).full_name
-        comment = self._new_comment(
-            next(self._ids), full_name, number, body, {"login": user_login, "type": user_type}, None
-        )
+        user: dict[str, Any] = {"login": user_login, "type": user_type}
+        if user_id is not None:
+            user["id"] = user_id
+        comment = self._new_comment(next(self._ids), full_name, number, body, user, None)
         self.comments[comment["id"]] = comment
         return comment
 
@@ -371,6 +394,14 @@ class FakeGitHub:
             except ValueError:
                 body = raw
         request[JSON_BODY] = body
+        if request.path.startswith(PUBLIC_PATHS) or request.path.endswith("/settings/apps/new"):
+            response = await handler(request)
+            self.requests.append(
+                RecordedRequest(
+                    request.method, request.path, dict(request.query), body, "none", response.status, arrived
+                )
+            )
+            return response
         scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
         if not credential:
             auth = "none"
@@ -503,6 +534,76 @@ class FakeGitHub:
             return error(404, "Not Found")
         self.redelivery_attempts.append(delivery_id)
         return web.json_response({}, status=202)
+
+    # --- the manifest flow ------------------------------------------------------------------------
+
+    async def _manifest_form(self, request: web.Request) -> web.Response:
+        """What GitHub does once the signed-in user confirms the posted manifest: create the app and
+        send the browser to the manifest's redirect_url with a one-time code and the caller's state."""
+        form = await request.post()
+        try:
+            manifest = json.loads(str(form.get("manifest", "")))
+        except ValueError:
+            return web.Response(status=422, text="Invalid GitHub App configuration: manifest is not JSON")
+        if not isinstance(manifest, dict):
+            return web.Response(status=422, text="Invalid GitHub App configuration: manifest is not an object")
+        problems = [name for name in ("name", "url") if not manifest.get(name)]
+        hook = manifest.get("hook_attributes") or {}
+        if hook.get("active", True) and not hook.get("url"):
+            problems.append("hook_attributes.url")
+        taken = {a["name"].lower() for a in self.registered_apps.values()}
+        if str(manifest.get("name", "")).lower() in taken:
+            problems.append("name (already taken)")
+        if problems:
+            return web.Response(status=422, text="Invalid GitHub App configuration: " + ", ".join(problems))
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        app_id = next(self._ids)
+        owner = request.match_info.get("org") or "octo-user"
+        slug = "-".join(str(manifest["name"]).lower().split())
+        code = secrets.token_hex(20)
+        self.manifest_codes[code] = {
+            "created_at": _now(),
+            "app": {
+                "id": app_id,
+                "slug": slug,
+                "node_id": f"A_{app_id}",
+                "owner": {"login": owner, "type": "Organization" if request.match_info.get("org") else "User"},
+                "name": manifest["name"],
+                "description": manifest.get("description", ""),
+                "external_url": manifest["url"],
+                "html_url": f"{self.url}/apps/{slug}",
+                "permissions": manifest.get("default_permissions", {}),
+                "events": manifest.get("default_events", []),
+                "hook_attributes": hook,
+                "client_id": f"Iv1.{secrets.token_hex(8)}",
+                "client_secret": secrets.token_hex(20),
+                "webhook_secret": secrets.token_hex(20) if hook.get("active", True) else None,
+                "pem": key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.TraditionalOpenSSL,
+                    serialization.NoEncryption(),
+                ).decode(),
+            },
+            "public_pem": key.public_key()
+            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .decode(),
+        }
+        redirect = str(manifest.get("redirect_url") or "")
+        if not redirect:
+            return web.Response(text=f"App created: {self.url}/apps/{slug}")
+        query = urlencode({"code": code, **({"state": request.query["state"]} if "state" in request.query else {})})
+        raise web.HTTPFound(f"{redirect}{'&' if '?' in redirect else '?'}{query}")
+
+    async def _manifest_conversion(self, request: web.Request) -> web.Response:
+        entry = self.manifest_codes.pop(request.match_info["code"], None)
+        if entry is None or entry["created_at"] + MANIFEST_CODE_TTL < _now():
+            return error(404, "Not Found")
+        app = entry["app"]
+        self.registered_apps[app["id"]] = {**app, "public_pem": entry["public_pem"]}
+        return web.json_response(app, status=201)
 
     # --- /repos -----------------------------------------------------------------------------------
 
@@ -784,6 +885,86 @@ class FakeGitHub:
         if comment is None or comment["repository"].lower() != self._repo_of(request).full_name.lower():
             return error(404, "Not Found")
         del self.comments[comment["id"]]
+        return web.Response(status=204)
+
+    async def _get_tree(self, request: web.Request) -> web.Response:
+        """`git/trees/{ref}?recursive=1`: the files put at `ref`, as blobs (sub-folders as trees)."""
+        repo = self._repo_of(request)
+        files = repo.files.get(request.match_info["ref"])
+        if files is None:
+            return error(404, "Not Found")
+        recursive = request.query.get("recursive") not in (None, "", "0", "false")
+        entries: list[dict[str, Any]] = []
+        folders: set[str] = set()
+        for path, content in sorted(files.items()):
+            parts = path.split("/")
+            if not recursive and len(parts) > 1:
+                folders.add(parts[0])
+                continue
+            for depth in range(1, len(parts)):
+                folders.add("/".join(parts[:depth]))
+            entries.append(
+                {"path": path, "mode": "100644", "type": "blob", "sha": _git_blob_sha(content), "size": len(content)}
+            )
+        entries += [{"path": folder, "mode": "040000", "type": "tree", "sha": "0" * 40} for folder in sorted(folders)]
+        return web.json_response({"sha": "f" * 40, "tree": entries, "truncated": False})
+
+    async def _list_pulls(self, request: web.Request) -> web.Response:
+        repo = self._repo_of(request)
+        state = request.query.get("state", "open")
+        pulls = [p for _, p in sorted(repo.pulls.items()) if state == "all" or p.get("state", "open") == state]
+        return self._paginate(request, pulls)
+
+    def reactions_on(self, comment_id: int) -> list[str]:
+        """The contents of the reactions on a comment, oldest first."""
+        ordered = sorted(self.reactions.values(), key=lambda r: r["id"])
+        return [r["content"] for r in ordered if r["comment_id"] == comment_id]
+
+    def _comment_of(self, request: web.Request) -> dict[str, Any] | None:
+        comment = self.comments.get(int(request.match_info["id"]))
+        if comment is None or comment["repository"].lower() != self._repo_of(request).full_name.lower():
+            return None
+        return comment
+
+    async def _list_reactions(self, request: web.Request) -> web.Response:
+        comment = self._comment_of(request)
+        if comment is None:
+            return error(404, "Not Found")
+        found = [r for r in self.reactions.values() if r["comment_id"] == comment["id"]]
+        found.sort(key=lambda r: r["id"])
+        return self._paginate(request, [{k: v for k, v in r.items() if k != "comment_id"} for r in found])
+
+    async def _create_reaction(self, request: web.Request) -> web.Response:
+        comment = self._comment_of(request)
+        if comment is None:
+            return error(404, "Not Found")
+        content = _json_object(request).get("content")
+        if content not in REACTIONS:
+            return missing_fields("Reaction", ["content"]) if content is None else error(422, "Validation Failed")
+        user = {"login": self.bot_login, "type": "Bot", "id": self.app_id + 1_000_000}
+        for reaction in self.reactions.values():
+            # GitHub answers 200 with the reaction that exists: one per user and content.
+            if reaction["comment_id"] == comment["id"] and reaction["content"] == content and reaction["user"] == user:
+                return web.json_response({k: v for k, v in reaction.items() if k != "comment_id"}, status=200)
+        reaction = {
+            "id": next(self._ids),
+            "node_id": "REA_x",
+            "user": user,
+            "content": content,
+            "created_at": _iso(_now()),
+            "comment_id": comment["id"],
+        }
+        self.reactions[reaction["id"]] = reaction
+        return web.json_response({k: v for k, v in reaction.items() if k != "comment_id"}, status=201)
+
+    async def _delete_reaction(self, request: web.Request) -> web.Response:
+        comment = self._comment_of(request)
+        reaction = self.reactions.get(int(request.match_info["reaction"]))
+        if comment is None or reaction is None or reaction["comment_id"] != comment["id"]:
+            return error(404, "Not Found")
+        if reaction["user"].get("login") != self.bot_login:
+            return error(403, "Must have admin rights to Repository.")
+        del self.reactions[reaction["id"]]
         return web.Response(status=204)
 
     async def _update_comment(self, request: web.Request) -> web.Response:

@@ -113,7 +113,7 @@ class EvmEnv:
         from github_app.chains.addresses import evm_funding
 
         token_address = token or self.tokens[currency]
-        contract = self.w3.eth.contract(address=token_address, abi=self.token_contracts[currency].abi)
+        contract = self.w3.eth.contract(address=token_address, abi=self.token_contracts[currency].abi)  # type: ignore[call-overload]
         client = address(client_key)
         funding = evm_funding(
             escrow_row_id,
@@ -126,7 +126,7 @@ class EvmEnv:
         )
         await self.send(client_key, contract.functions.mint(client, amount))
         await self.send(client_key, contract.functions.approve(self.escrow_address, amount))
-        escrow = self.w3.eth.contract(address=self.escrow_address, abi=self.chain().contract.abi)
+        escrow = self.w3.eth.contract(address=self.escrow_address, abi=self.chain().contract.abi)  # type: ignore[call-overload]
         ref, expert_, token_, _, fee = funding.fund_args
         receipt = await self.send(client_key, escrow.functions.fund(ref, expert_, token_, amount, fee))
         assert receipt["status"] == 1
@@ -136,7 +136,7 @@ class EvmEnv:
 async def give_gas(w3: AsyncWeb3, *private_keys: str) -> None:
     rich = (await w3.eth.accounts)[0]
     for k in private_keys:
-        tx = await w3.eth.send_transaction({"from": rich, "to": address(k), "value": 10**19})
+        tx = await w3.eth.send_transaction({"from": rich, "to": address(k), "value": 10**19})  # type: ignore[typeddict-item]
         await w3.eth.wait_for_transaction_receipt(tx)
 
 
