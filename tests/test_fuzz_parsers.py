@@ -106,7 +106,6 @@ def test_valid_story_files_keep_their_content(
     words = " ".join(title.split())
     if words and all(c.isascii() and (c.isalnum() or c == " ") for c in words):
         assert doc.title == words
-        assert f"**I want** {' '.join(want.split())}," in doc.description or not want.strip().isalnum()
 
 
 GATES = ["PASS", "FAIL", "CONCERNS", "WAIVED"]

@@ -131,12 +131,14 @@ async def test_a_repository_moved_to_another_installation_follows_the_newest_rep
     reinstalled = payload("installation", "created.payload.json")
     reinstalled["installation"]["id"] = 4242
     with caplog.at_level(logging.INFO, logger="github_app.services.installations"):
-        await app.deliver("installation", reinstalled, "reinstalled")
+        await app.deliver("installation", reinstalled, guid("reinstalled"))
     assert await repositories(app) == [(4242, name)]
     assert "repository moved to another installation" in caplog.text
     [moved] = [r for r in caplog.records if r.getMessage() == "repository moved to another installation"]
     assert (moved.previous_installation, moved.installation, moved.repository_id) == (old, 4242, repo_id)
-    [(state,)] = await fetch_all(app.runtime, "SELECT state FROM webhook_inbox WHERE delivery_id = 'reinstalled'")
+    [(state,)] = await fetch_all(
+        app.runtime, "SELECT state FROM webhook_inbox WHERE delivery_id = :d", d=guid("reinstalled")
+    )
     assert state == "done"
     # The old installation's late `deleted` delivery leaves the new mapping alone.
     await app.deliver("installation", for_installation("deleted.payload.json", old))
@@ -148,12 +150,12 @@ async def test_a_name_that_passed_to_another_repository_is_mapped_to_the_new_one
     added to another installation: the name follows the newest report instead of failing the delivery
     on the unique name, eight times, into the dead letters."""
     await app.deliver("installation_repositories", added_to(1, [(100, "acme/widgets")]))
-    await app.deliver("installation_repositories", added_to(2, [(200, "Acme/Widgets")]), "recreated")
+    await app.deliver("installation_repositories", added_to(2, [(200, "Acme/Widgets")]), guid("recreated"))
     assert await fetch_all(
         app.runtime, "SELECT repository_id, installation_id, full_name FROM installation_repository"
     ) == [(200, 2, "Acme/Widgets")]
     [(state, attempts)] = await fetch_all(
-        app.runtime, "SELECT state, attempts FROM webhook_inbox WHERE delivery_id = 'recreated'"
+        app.runtime, "SELECT state, attempts FROM webhook_inbox WHERE delivery_id = :d", d=guid("recreated")
     )
     assert (state, attempts) == ("done", 1)
     async with app.runtime.sessionmaker() as session:
@@ -162,17 +164,20 @@ async def test_a_name_that_passed_to_another_repository_is_mapped_to_the_new_one
 
 async def test_an_older_report_processed_late_does_not_take_a_repository_back(app: App) -> None:
     """Deliveries are processed out of order (a retry): the installation GitHub reported last keeps it."""
-    await app.deliver("installation_repositories", added_to(1, [(100, "acme/widgets")]), "older", process=False)
-    await app.deliver("installation_repositories", added_to(2, [(100, "acme/widgets")]), "newer", process=False)
+    await app.deliver("installation_repositories", added_to(1, [(100, "acme/widgets")]), guid("older"), process=False)
+    await app.deliver("installation_repositories", added_to(2, [(100, "acme/widgets")]), guid("newer"), process=False)
     async with app.runtime.engine.begin() as conn:  # the older one waits for its retry
         from sqlalchemy import text
 
         await conn.execute(
-            text("UPDATE webhook_inbox SET next_attempt_at = '2999-01-01 00:00:00' WHERE delivery_id = 'older'")
+            text("UPDATE webhook_inbox SET next_attempt_at = '2999-01-01 00:00:00' WHERE delivery_id = :d"),
+            {"d": guid("older")},
         )
     await app.process()
     async with app.runtime.engine.begin() as conn:
-        await conn.execute(text("UPDATE webhook_inbox SET next_attempt_at = received_at WHERE delivery_id = 'older'"))
+        await conn.execute(
+            text("UPDATE webhook_inbox SET next_attempt_at = received_at WHERE delivery_id = :d"), {"d": guid("older")}
+        )
     await app.process()
     assert await fetch_all(app.runtime, "SELECT repository_id, installation_id FROM installation_repository") == [
         (100, 2)
@@ -188,9 +193,9 @@ async def test_a_push_without_an_installation_uses_the_repositorys_installation(
     await app.deliver("installation_repositories", added_to(INSTALLATION_ID, [(4711, REPO)]))
     data = m.push("main", {STORY_PATH: story_file("Draft")}, PM)
     del data["installation"]
-    await app.deliver("push", data, "no-installation-push")
+    await app.deliver("push", data, guid("no-installation-push"))
     [(state,)] = await fetch_all(
-        app.runtime, "SELECT state FROM webhook_inbox WHERE delivery_id = 'no-installation-push'"
+        app.runtime, "SELECT state FROM webhook_inbox WHERE delivery_id = :d", d=guid("no-installation-push")
     )
     assert state == "done"
     assert await fetch_all(app.runtime, 'SELECT status FROM "Story"') == [("DRAFT",)]
@@ -206,9 +211,9 @@ async def test_a_push_without_an_installation_for_an_unknown_repository_is_dead_
         await conn.execute(text("DELETE FROM installation_repository"))
     data = m.push("main", {STORY_PATH: story_file("Draft")}, PM)
     del data["installation"]
-    await app.deliver("push", data, "orphan")
+    await app.deliver("push", data, guid("orphan"))
     [(state, error)] = await fetch_all(
-        app.runtime, "SELECT state, last_error FROM webhook_inbox WHERE delivery_id = 'orphan'"
+        app.runtime, "SELECT state, last_error FROM webhook_inbox WHERE delivery_id = :d", d=guid("orphan")
     )
     assert state == "dead" and "no installation serves the repository" in error
     assert await fetch_all(app.runtime, 'SELECT id FROM "Story"') == []
@@ -225,7 +230,9 @@ async def test_the_first_push_to_an_empty_repository_without_a_default_branch(
     data["repository"].pop("master_branch", None)
     data["before"] = "0" * 40
     data["created"] = True
-    await app.deliver("push", data, "first-push")
-    [(state,)] = await fetch_all(app.runtime, "SELECT state FROM webhook_inbox WHERE delivery_id = 'first-push'")
+    await app.deliver("push", data, guid("first-push"))
+    [(state,)] = await fetch_all(
+        app.runtime, "SELECT state FROM webhook_inbox WHERE delivery_id = :d", d=guid("first-push")
+    )
     assert state == "done"
     assert await fetch_all(app.runtime, 'SELECT status FROM "Story"') == [("DRAFT",)]
