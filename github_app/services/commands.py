@@ -17,6 +17,7 @@ from typing import Any
 
 from gidgethub import sansio
 from sqlalchemy import func, select
+from sqlalchemy import text as sql
 
 from github_app import commands as command_families
 from github_app.commands.registry import COMMANDS, Call, CommentRef, Outcome, Reply
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 FLOOD_LIMIT = 10
 FLOOD_WINDOW = timedelta(minutes=10)
+FLOOD_LOCK_SPACE = 0x626D6164  # the advisory lock namespace of the flood count ("bmad")
 assert command_families.COMMANDS is COMMANDS  # the families are registered
 
 # command_comment.outcome
@@ -235,6 +237,11 @@ async def _answered_unlinked(session: Any, key: str) -> bool:
 async def _flood(session: Any, account_id: int) -> str | None:
     """None when the account may run commands now (the run is counted); else the one message to give
     ("" when it was given already in this window)."""
+    if session.get_bind().dialect.name == "postgresql":
+        # One count at a time per person: concurrent workers must not each see room for one more.
+        await session.execute(
+            sql("SELECT pg_advisory_xact_lock(:space, :key)"), {"space": FLOOD_LOCK_SPACE, "key": account_id % 2**31}
+        )
     now = utcnow()
     since = now - FLOOD_WINDOW
     recent = (CommandUse.account_id == account_id, CommandUse.at > since)
