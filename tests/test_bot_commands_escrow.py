@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from github_app.chains.addresses import evm_escrow_id
+from github_app.chains.addresses import evm_escrow_id, evm_ref
 from github_app.config import Settings
 from github_app.db.enums import EscrowStatus
 from github_app.escrow.backends import Chains
@@ -32,6 +32,7 @@ CLIENT_ADDRESS = address(CLIENT_KEY)
 async def market(app: App, fake_github: FakeGitHub) -> AsyncIterator[Market]:
     m = await seed_market(app.runtime, fake_github)
     await set_wallet(m, DEV, "polygon", EXPERT)
+    await set_wallet(m, CLIENT, "polygon", CLIENT_ADDRESS)  # the escrow is keyed by its funder
     yield m
 
 
@@ -138,12 +139,21 @@ async def test_escrow_shows_how_to_fund_a_pending_escrow(
     await say(app, asked)
     text = reply(fake_github, asked)
     assert escrow_id in text and "PENDING" in text
-    key = "0x" + evm_escrow_id(escrow_id).hex()
-    assert f"`fund({key}, {EXPERT}, {USDC}, 1000000, 500)`" in text
-    assert f"`approve({CONTRACT}, 1000000)`" in text
+    key = "0x" + evm_escrow_id(CLIENT_ADDRESS, escrow_id).hex()
+    ref = "0x" + evm_ref(escrow_id).hex()
+    assert f"`{CONTRACT}.fund({ref}, {EXPERT}, {USDC}, 1000000, 500)`" in text
+    assert f"`{USDC}.approve({CONTRACT}, 1000000)`" in text and f"escrow id (bytes32): `{key}`" in text
     by_dev = comments.created("/bmad escrow 1.3", DEV)
     await say(app, by_dev)
     assert key in reply(fake_github, by_dev)
+    # The escrow id depends on the funding wallet: without the client's, no instructions.
+    async with m.runtime.engine.begin() as conn:
+        from sqlalchemy import text as sql
+
+        await conn.execute(sql("DELETE FROM wallet WHERE user_id = :u"), {"u": m.users[CLIENT]})
+    unknown = comments.created("/bmad escrow 1.3", CLIENT)
+    await say(app, unknown)
+    assert "the client's Polygon wallet" in reply(fake_github, unknown) and ".fund(" not in reply(fake_github, unknown)
     stranger = comments.created("/bmad escrow 1.3", PM)
     await say(app, stranger)
     assert "only the project's client or the story's developer may" in reply(fake_github, stranger)
