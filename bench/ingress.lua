@@ -1,6 +1,6 @@
 -- wrk script for the ingress benchmark: signed GitHub deliveries, a unique X-GitHub-Delivery per request.
 --
---   wrk -t1 -c32 -d10s -s bench/ingress.lua URL -- MANIFEST PREFIX MAX_REQUESTS
+--   wrk -t1 -c32 -d10s -s bench/ingress.lua URL -- MANIFEST RUN_PREFIX MAX_REQUESTS
 --
 -- MANIFEST has one line per body, "event<TAB>sha256=signature<TAB>path", written by bench/ingress.py,
 -- which signs each body once with HMAC-SHA256 (the signature covers the body only, so the per-request
@@ -25,7 +25,9 @@ local max_requests = 0
 function init(args)
   local manifest, run_prefix = args[1], args[2]
   max_requests = tonumber(args[3]) or 1000000
-  prefix = run_prefix .. "-t" .. tostring(tid) .. "-"
+  -- RUN_PREFIX is the first 13 characters of a GUID ("xxxxxxxx-xxxx"), one per run, server and round:
+  -- with the thread and the counter, each request's id is shaped like GitHub's.
+  prefix = run_prefix .. string.format("-%04x-8000-", tid)
   local host = wrk.host .. ":" .. tostring(wrk.port)
   for line in io.lines(manifest) do
     local event, signature, path = line:match("^([^\t]+)\t([^\t]+)\t(.+)$")
@@ -59,7 +61,7 @@ function request()
     wrk.thread:stop()
   end
   turn = turn % nbodies + 1
-  return heads[turn] .. prefix .. tostring(sent) .. tails[turn]
+  return heads[turn] .. prefix .. string.format("%012x", sent) .. tails[turn]
 end
 
 function response(status, headers, body)

@@ -64,7 +64,8 @@ ISSUE_BASELINES = (
     ("bare aiohttp, returns 200 (the ceiling)", 11_100, 6, 38),
     ("aiohttp + gidgethub `Event.from_http` (HMAC + `json.loads`), 202", 3_250, 15, 38),
     ("Probot 14 (Node; verifies and dispatches, stores nothing)", 3_500, 21, 126),
-    ("the obvious durable ingress: verify, one INSERT committed per request (asyncpg), then 202", 760, 96, 46),
+    ("the obvious durable ingress: verify, one INSERT committed per request (asyncpg), then 202",
+     760, 96, 46),
     ("the same through SQLAlchemy Core", 640, 112, 68),
 )
 TARGET_P99_MS = 50.0
@@ -91,18 +92,10 @@ SERVERS = (
     ServerSpec("bmad", "bmad-app serve (PostgreSQL)", "obvious durable ingress", 760, 96),
     ServerSpec("bmad2", "bmad-app serve (2 processes)", "obvious durable ingress", 760, 96, web_processes=2),
     # Diagnostic rows, not in the default set: the ingress alone, the worker left to `bmad-app worker`.
-    ServerSpec(
-        "bmad-ingress", "bmad-app serve --no-worker", "obvious durable ingress", 760, 96, serve_args=("--no-worker",)
-    ),
-    ServerSpec(
-        "bmad2-ingress",
-        "bmad-app serve --no-worker (2 processes)",
-        "obvious durable ingress",
-        760,
-        96,
-        web_processes=2,
-        serve_args=("--no-worker",),
-    ),
+    ServerSpec("bmad-ingress", "bmad-app serve --no-worker", "obvious durable ingress", 760, 96,
+               serve_args=("--no-worker",)),
+    ServerSpec("bmad2-ingress", "bmad-app serve --no-worker (2 processes)", "obvious durable ingress", 760, 96,
+               web_processes=2, serve_args=("--no-worker",)),
 )
 
 
@@ -143,10 +136,8 @@ def ensure_venv_python() -> None:
         venv_python = REPO / ".venv" / "bin" / "python"
         if venv_python.exists() and Path(sys.prefix).resolve() != venv_python.parent.parent.resolve():
             os.execv(str(venv_python), [str(venv_python), *sys.argv])
-        sys.exit(
-            "bench: run with the project's virtualenv (aiohttp and asyncpg are needed): "
-            ".venv/bin/python bench/ingress.py"
-        )
+        sys.exit("bench: run with the project's virtualenv (aiohttp and asyncpg are needed): "
+                 ".venv/bin/python bench/ingress.py")
 
 
 def bin_dir() -> Path:
@@ -222,7 +213,8 @@ def pg(dsn: str, *statements: str) -> list[object]:
 def create_database(args: argparse.Namespace) -> dict[str, str]:
     pg(admin_dsn(args), f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)", f"CREATE DATABASE {DATABASE}")
     env = base_env() | {"DATABASE_URL": bench_database_url(args), "LOG_LEVEL": "WARNING"}
-    subprocess.run([bmad_app(), "db", "upgrade"], env=env, cwd=run_dir(), check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([bmad_app(), "db", "upgrade"], env=env, cwd=run_dir(), check=True,
+                   stdout=subprocess.DEVNULL)
     names = ("server_version", "synchronous_commit", "fsync", "shared_buffers")
     values = pg(bench_database_url(args), *(f"SHOW {n}" for n in names))
     return dict(zip(names, (str(v) for v in values), strict=True))
@@ -359,9 +351,8 @@ class CpuSplit:
         self.server = ticks_since(server0) / hz / elapsed
         self.postgres = ticks_since(pg0) / hz / elapsed
         # wrk is the only child reaped meanwhile, so the children's times are its own.
-        self.wrk = (
-            (times1.children_user - times0.children_user) + (times1.children_system - times0.children_system)
-        ) / elapsed
+        self.wrk = ((times1.children_user - times0.children_user)
+                    + (times1.children_system - times0.children_system)) / elapsed
         busy = (busy_ticks() - busy0) / hz / elapsed
         self.other = max(0.0, busy - self.server - self.postgres - self.wrk)
 
@@ -380,12 +371,8 @@ class Server:
         if key == "ceiling":
             return [sys.executable, str(BENCH / "ceiling_server.py"), str(self.port)], env, run_dir(), "/ping"
         if key == "probot":
-            env |= {
-                "PORT": str(self.port),
-                "HOST": HOST,
-                "WEBHOOK_SECRET": SECRET,
-                "LOG_LEVEL": self.args.log_level.lower(),
-            }
+            env |= {"PORT": str(self.port), "HOST": HOST, "WEBHOOK_SECRET": SECRET,
+                    "LOG_LEVEL": self.args.log_level.lower()}
             return ["node", "app.js"], env, PROBOT_DIR, "/ping"
         env |= {
             "DATABASE_URL": bench_database_url(self.args),
@@ -401,21 +388,15 @@ class Server:
         cmd, env, cwd, ready_path = self.command()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            cmd,
-            env=env,
-            cwd=cwd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        self.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
         deadline = time.monotonic() + 60
         url = f"http://{HOST}:{self.port}{ready_path}"
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.spec.label} exited with {self.proc.returncode}; see {self.log_path}")
+                raise RuntimeError(f"{self.spec.label} exited with {self.proc.returncode}; "
+                                   f"see {self.log_path}")
             if listening_sockets(self.port) >= self.spec.web_processes:
                 try:
                     with urllib.request.urlopen(url, timeout=2) as response:
@@ -452,27 +433,20 @@ class Server:
 # --------------------------------------------------------------------------------------------- load
 
 
+def guid_prefix(name: str) -> str:
+    """The first 13 characters of a GUID, the same for the same name: bench/ingress.lua completes it."""
+    digest = hashlib.sha256(name.encode()).hexdigest()
+    return f"{digest[:8]}-{digest[8:12]}"
+
+
 def run_wrk(port: int, seconds: float, prefix: str, manifest: Path, args: argparse.Namespace) -> dict:
     url = f"http://{HOST}:{port}{WEBHOOK_PATH}"
-    cmd = [
-        "wrk",
-        f"-t{args.threads}",
-        f"-c{args.connections}",
-        f"-d{seconds:g}s",
-        "--timeout",
-        "10s",
-        "-s",
-        str(BENCH / "ingress.lua"),
-        url,
-        "--",
-        str(manifest),
-        prefix,
-        str(args.max_requests),
-    ]
+    cmd = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds:g}s", "--timeout", "10s",
+           "-s", str(BENCH / "ingress.lua"), url, "--", str(manifest), guid_prefix(prefix), str(args.max_requests)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
     for line in out.stdout.splitlines():
         if line.startswith("BENCH_JSON "):
-            return json.loads(line[len("BENCH_JSON ") :])
+            return json.loads(line[len("BENCH_JSON "):])
     raise RuntimeError(f"wrk printed no result (exit {out.returncode}):\n{out.stdout}\n{out.stderr}")
 
 
@@ -516,15 +490,9 @@ def measure(spec: ServerSpec, round_no: int, manifest: Path, args: argparse.Name
     good = sum(v for k, v in statuses.items() if k.startswith("2"))
     seconds = load["duration_us"] / 1e6
     result = Result(
-        server=spec.key,
-        round=round_no,
-        rps=good / seconds,
-        p50_ms=load["latency_us"]["p50"] / 1000,
-        p99_ms=load["latency_us"]["p99"] / 1000,
-        rss_mib=rss,
-        processes=processes,
-        sent=load["sent"],
-        statuses=statuses,
+        server=spec.key, round=round_no, rps=good / seconds,
+        p50_ms=load["latency_us"]["p50"] / 1000, p99_ms=load["latency_us"]["p99"] / 1000,
+        rss_mib=rss, processes=processes, sent=load["sent"], statuses=statuses,
         errors={k: v for k, v in load["errors"].items() if v},
         cpu={"server": cpu.server, "postgres": cpu.postgres, "wrk": cpu.wrk, "other": cpu.other},
     )
@@ -559,19 +527,17 @@ def round_line(r: Result, probot_rps: float | None) -> str:
     if r.errors:
         notes.append(f"socket errors {r.errors}")
     if r.inbox_rows is not None:
-        notes.append(
-            f"acked 202={r.acked_202:,} 200={r.acked_200:,} inbox rows={r.inbox_rows:,} "
-            f"(done {r.inbox_states.get('done', 0):,}) missing={r.missing}"
-        )
+        notes.append(f"acked 202={r.acked_202:,} 200={r.acked_200:,} inbox rows={r.inbox_rows:,} "
+                     f"(done {r.inbox_states.get('done', 0):,}) missing={r.missing}")
     cpu = " ".join(f"{k} {v:.2f}" for k, v in r.cpu.items())
-    return (
-        f"  round {r.round}  {spec.label:<50} {fmt_int(r.rps):>7} req/s  p50 {r.p50_ms:6.2f} ms  "
-        f"p99 {r.p99_ms:6.2f} ms  RSS {r.rss_mib:6.1f} MiB ({r.processes} proc)  cores: {cpu}{ratio}"
-        + ("  " + "; ".join(notes) if notes else "")
-    )
+    return (f"  round {r.round}  {spec.label:<50} {fmt_int(r.rps):>7} req/s  p50 {r.p50_ms:6.2f} ms  "
+            f"p99 {r.p99_ms:6.2f} ms  RSS {r.rss_mib:6.1f} MiB ({r.processes} proc)  cores: {cpu}{ratio}"
+            + ("  " + "; ".join(notes) if notes else ""))
 
 
-def report(results: list[Result], specs: list[ServerSpec], header: list[str], args: argparse.Namespace) -> str:
+def report(
+    results: list[Result], specs: list[ServerSpec], header: list[str], args: argparse.Namespace
+) -> str:
     by_server = {s.key: [r for r in results if r.server == s.key] for s in specs}
     probot_by_round = {r.round: r.rps for r in by_server.get("probot", [])}
     probot_rss = median([r.rss_mib for r in by_server.get("probot", [])]) if "probot" in by_server else None
@@ -597,10 +563,8 @@ def report(results: list[Result], specs: list[ServerSpec], header: list[str], ar
         ratios = [r.rps / probot_by_round[r.round] for r in rows if probot_by_round.get(r.round)]
         ratio = f"{median(ratios):.2f}x" if ratios else "n/a"
         baseline = f"{spec.baseline_rps:,} ({spec.baseline})"
-        lines.append(
-            f"| {spec.label} | {fmt_int(rps)} | {p50:.1f} | {p99:.1f} | {rss:.0f} | {ratio} "
-            f"| {baseline} | {spec.baseline_p99} |"
-        )
+        lines.append(f"| {spec.label} | {fmt_int(rps)} | {p50:.1f} | {p99:.1f} | {rss:.0f} | {ratio} "
+                     f"| {baseline} | {spec.baseline_p99} |")
         if spec.is_bmad and probot_rps:
             checks = [
                 ("req/s >= Probot", ratios and median(ratios) >= 1.0),
@@ -608,11 +572,8 @@ def report(results: list[Result], specs: list[ServerSpec], header: list[str], ar
                 ("RSS < Probot", probot_rss is not None and rss < probot_rss),
             ]
             met = all(ok for _, ok in checks)
-            verdicts.append(
-                f"- {spec.label}: target {'MET' if met else 'NOT met'} ("
-                + ", ".join(f"{name}: {'yes' if ok else 'no'}" for name, ok in checks)
-                + ")"
-            )
+            verdicts.append(f"- {spec.label}: target {'MET' if met else 'NOT met'} ("
+                            + ", ".join(f"{name}: {'yes' if ok else 'no'}" for name, ok in checks) + ")")
 
     lines += [
         "",
@@ -625,9 +586,8 @@ def report(results: list[Result], specs: list[ServerSpec], header: list[str], ar
     for spec in specs:
         rows = by_server[spec.key]
         if rows:
-            cells = " | ".join(
-                f"{median([r.cpu.get(k, 0.0) for r in rows]):.2f}" for k in ("server", "postgres", "wrk", "other")
-            )
+            cells = " | ".join(f"{median([r.cpu.get(k, 0.0) for r in rows]):.2f}"
+                               for k in ("server", "postgres", "wrk", "other"))
             lines.append(f"| {spec.label} | {cells} |")
 
     bmad_results = [r for r in results if r.inbox_rows is not None]
@@ -646,29 +606,18 @@ def report(results: list[Result], specs: list[ServerSpec], header: list[str], ar
             spec = next(s for s in SERVERS if s.key == r.server)
             other = {k: v for k, v in r.statuses.items() if not k.startswith("2")}
             problems = ", ".join(f"{k}: {v}" for k, v in (other | r.errors).items())
-            lines.append(
-                f"| {spec.label} | {r.round} | {r.sent:,} | {r.acked_202:,} | {r.acked_200:,} "
-                f"| {problems or 'none'} | {r.inbox_rows:,} | {r.missing} "
-                f"| {r.inbox_states.get('done', 0):,} |"
-            )
+            lines.append(f"| {spec.label} | {r.round} | {r.sent:,} | {r.acked_202:,} | {r.acked_200:,} "
+                         f"| {problems or 'none'} | {r.inbox_rows:,} | {r.missing} "
+                         f"| {r.inbox_states.get('done', 0):,} |")
         total_missing = sum(r.missing or 0 for r in bmad_results)
         lines += ["", f"Acknowledged but missing from the inbox, all rounds: **{total_missing}**."]
 
     if verdicts:
-        lines += [
-            "",
-            f"Target (issue 9): at least Probot's req/s at c{args.connections}, p99 under "
-            f"{TARGET_P99_MS:.0f} ms, RSS below Probot's.",
-            *verdicts,
-        ]
+        lines += ["", f"Target (issue 9): at least Probot's req/s at c{args.connections}, p99 under "
+                  f"{TARGET_P99_MS:.0f} ms, RSS below Probot's.", *verdicts]
 
-    lines += [
-        "",
-        "Baselines recorded in the issue on this machine (for reference):",
-        "",
-        "| server | req/s | p99 ms | RSS MiB |",
-        "|---|---:|---:|---:|",
-    ]
+    lines += ["", "Baselines recorded in the issue on this machine (for reference):", "",
+              "| server | req/s | p99 ms | RSS MiB |", "|---|---:|---:|---:|"]
     lines += [f"| {name} | ~{rps:,} | {p99} | {rss} |" for name, rps, p99, rss in ISSUE_BASELINES]
     return "\n".join(lines) + "\n"
 
@@ -682,27 +631,20 @@ def summary(results: list[Result], specs: list[ServerSpec], args: argparse.Names
         if not mine:
             continue
         ratios = [r.rps / probot_by_round[r.round] for r in mine if probot_by_round.get(r.round)]
-        rows.append(
-            {
-                "server": spec.label,
-                "key": spec.key,
-                "req_s": round(median([r.rps for r in mine])),
-                "p50_ms": round(median([r.p50_ms for r in mine]), 2),
-                "p99_ms": round(median([r.p99_ms for r in mine]), 2),
-                "rss_mib": round(median([r.rss_mib for r in mine]), 1),
-                "vs_probot": round(median(ratios), 3) if ratios else None,
-                "missing": sum(r.missing or 0 for r in mine) if spec.is_bmad else None,
-            }
-        )
+        rows.append({
+            "server": spec.label,
+            "key": spec.key,
+            "req_s": round(median([r.rps for r in mine])),
+            "p50_ms": round(median([r.p50_ms for r in mine]), 2),
+            "p99_ms": round(median([r.p99_ms for r in mine]), 2),
+            "rss_mib": round(median([r.rss_mib for r in mine]), 1),
+            "vs_probot": round(median(ratios), 3) if ratios else None,
+            "missing": sum(r.missing or 0 for r in mine) if spec.is_bmad else None,
+        })
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "load": {
-            "threads": args.threads,
-            "connections": args.connections,
-            "duration_s": args.duration,
-            "warmup_s": args.warmup,
-            "rounds": args.rounds,
-        },
+        "load": {"threads": args.threads, "connections": args.connections, "duration_s": args.duration,
+                 "warmup_s": args.warmup, "rounds": args.rounds},
         "rows": rows,
         "rounds": [r.__dict__ | {"missing": r.missing} for r in results],
     }
@@ -714,29 +656,21 @@ def summary(results: list[Result], specs: list[ServerSpec], args: argparse.Names
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python bench/ingress.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
-    p.add_argument("--duration", type=float, default=10.0, help="measured seconds per server per round (default 10)")
+    p.add_argument("--duration", type=float, default=10.0,
+                   help="measured seconds per server per round (default 10)")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of load before measuring (default 2)")
     p.add_argument("--quick", action="store_true", help="1 round of 3 s: a smoke run, not a measurement")
     p.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     p.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
-    p.add_argument(
-        "--max-requests",
-        type=int,
-        default=1_000_000,
-        help="each wrk thread stops after this many requests (default 1,000,000)",
-    )
-    p.add_argument(
-        "--servers",
-        default=",".join(s.key for s in SERVERS if not s.key.endswith("-ingress")),
-        help="comma-separated subset of: " + ", ".join(s.key for s in SERVERS),
-    )
+    p.add_argument("--max-requests", type=int, default=1_000_000,
+                   help="each wrk thread stops after this many requests (default 1,000,000)")
+    p.add_argument("--servers", default=",".join(s.key for s in SERVERS if not s.key.endswith("-ingress")),
+                   help="comma-separated subset of: " + ", ".join(s.key for s in SERVERS))
     p.add_argument("--log-level", default="INFO", help="LOG_LEVEL for Probot and bmad-app (default INFO)")
-    p.add_argument(
-        "--pg-admin-url",
-        default=os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
-        help=f"a PostgreSQL database to connect to for creating {DATABASE} "
-        "(default postgresql://postgres@127.0.0.1:5432/postgres, or BENCH_PG_ADMIN_URL)",
-    )
+    p.add_argument("--pg-admin-url", default=os.environ.get("BENCH_PG_ADMIN_URL",
+                                                             "postgresql://postgres@127.0.0.1:5432/postgres"),
+                   help=f"a PostgreSQL database to connect to for creating {DATABASE} "
+                        "(default postgresql://postgres@127.0.0.1:5432/postgres, or BENCH_PG_ADMIN_URL)")
     args = p.parse_args(argv)
     if args.quick:
         args.rounds, args.duration, args.warmup = 1, 3.0, 1.0
@@ -782,11 +716,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Probot {probot_version}",
     ]
     if pg_settings:
-        header.append(
-            f"- PostgreSQL {pg_settings['server_version']}: synchronous_commit="
-            f"{pg_settings['synchronous_commit']}, fsync={pg_settings['fsync']}, "
-            f"shared_buffers={pg_settings['shared_buffers']}; database `{DATABASE}` created afresh"
-        )
+        header.append(f"- PostgreSQL {pg_settings['server_version']}: synchronous_commit="
+                      f"{pg_settings['synchronous_commit']}, fsync={pg_settings['fsync']}, "
+                      f"shared_buffers={pg_settings['shared_buffers']}; database `{DATABASE}` created afresh")
     header.append(f"- server logs: LOG_LEVEL={args.log_level.upper()}, written to bench/.work/logs/")
     print("\n".join(header), flush=True)
 
@@ -802,11 +734,8 @@ def main(argv: list[str] | None = None) -> int:
             print(round_line(result, probot if spec.key != "probot" else None), flush=True)
         probot = next((r.rps for r in results if r.server == "probot" and r.round == round_no), None)
         if probot:
-            print(
-                f"  round {round_no} vs Probot: "
-                + ", ".join(f"{r.server} x{r.rps / probot:.2f}" for r in results if r.round == round_no),
-                flush=True,
-            )
+            print(f"  round {round_no} vs Probot: " + ", ".join(
+                f"{r.server} x{r.rps / probot:.2f}" for r in results if r.round == round_no), flush=True)
 
     text = report(results, specs, header, args)
     out = WORK / "ingress-results.md"

@@ -7,18 +7,21 @@ variables win over it.
 
 from __future__ import annotations
 
-import json
 import os
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 from platformdirs import user_data_dir
 
 from github_app.db.app_schema import APP_SCHEMA_VARIABLE, DEFAULT_APP_SCHEMA, check_schema_name
+
+if TYPE_CHECKING:
+    from github_app.http_limits import HttpLimits
 
 APP_NAME = "bmad-marketplace-app"
 T = TypeVar("T")
@@ -123,6 +126,33 @@ SETTINGS: tuple[Setting, ...] = (
         "bmad-marketplace",
         "The app's slug: `@slug` starts a bot command, and `slug[bot]` is the account of its reactions",
     ),
+    Setting(
+        "HTTP_HEADER_TIMEOUT_SECONDS",
+        "10",
+        "A new connection whose request headers are not complete by then is closed",
+    ),
+    Setting(
+        "HTTP_IDLE_TIMEOUT_SECONDS",
+        "15",
+        "A kept-alive connection with no complete next request by then is closed (a proxy in front must "
+        "drop its idle upstream connections sooner)",
+    ),
+    Setting(
+        "HTTP_BODY_STALL_SECONDS", "10", "A request body that sends nothing for this long is answered 408 and closed"
+    ),
+    Setting("HTTP_BODY_TIMEOUT_SECONDS", "30", "A request body not complete this long after it began is answered 408"),
+    Setting(
+        "HTTP_MAX_CONNECTIONS",
+        "1024",
+        "Open connections per HTTP process (lowered to the file limit minus 256); past it the oldest connection "
+        "still waiting for or sending its request is closed",
+    ),
+    Setting(
+        "HTTP_BODY_BUDGET_BYTES",
+        "67108864",
+        "Bytes of request bodies one HTTP process holds at once; a body that would go past it is answered 503 "
+        "(below 26214400, GitHub's largest deliveries cannot get in)",
+    ),
 )
 
 
@@ -153,6 +183,8 @@ class Settings:
     polygon_chain_id: int = 137
     polygon_escrow_contract: str | None = None
     polygon_arbiter_key: str | None = field(default=None, repr=False)
+    # A path only: the key itself is read by the process that releases (github_app.chains.keys).
+    polygon_arbiter_key_path: str | None = None
     polygon_treasury: str | None = None
     polygon_tokens: tuple[tuple[str, str], ...] = ()
     polygon_confirmations: int = 12
@@ -160,6 +192,8 @@ class Settings:
     polygon_replace_seconds: float = 120.0
     solana_rpc_url: str | None = None
     solana_authority_keypair_path: str | None = None
+    # Filled by github_app.chains.keys in the process that releases; never by load_settings.
+    solana_authority_key: bytes | None = field(default=None, repr=False)
     solana_treasury: str | None = None
     solana_usdc_mint: str = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
     solana_commitment: str = "finalized"
@@ -167,6 +201,24 @@ class Settings:
     escrow_sync_seconds: float = 60.0
     escrow_release_concurrency: int = 8
     github_app_slug: str = "bmad-marketplace"
+    http_header_timeout_seconds: float = 10.0
+    http_idle_timeout_seconds: float = 15.0
+    http_body_stall_seconds: float = 10.0
+    http_body_timeout_seconds: float = 30.0
+    http_max_connections: int = 1024
+    http_body_budget_bytes: int = 64 * 1024 * 1024
+
+    def http_limits(self) -> HttpLimits:
+        from github_app.http_limits import HttpLimits
+
+        return HttpLimits(
+            header_timeout=self.http_header_timeout_seconds,
+            idle_timeout=self.http_idle_timeout_seconds,
+            body_stall=self.http_body_stall_seconds,
+            body_timeout=self.http_body_timeout_seconds,
+            max_connections=self.http_max_connections,
+            body_budget=self.http_body_budget_bytes,
+        )
 
     def secret_values(self) -> list[str]:
         """What the log scrubber must never let through."""
@@ -176,6 +228,9 @@ class Settings:
         if self.polygon_arbiter_key:
             key = self.polygon_arbiter_key
             values += [key, key.removeprefix("0x"), "0x" + key.removeprefix("0x")]
+        for url in (self.polygon_rpc_url, self.solana_rpc_url):
+            if url:
+                values += url_secrets(url)
         return values
 
     def polygon_problem(self) -> str | None:
@@ -185,7 +240,7 @@ class Settings:
             for name, value in (
                 ("POLYGON_RPC_URL", self.polygon_rpc_url),
                 ("POLYGON_ESCROW_CONTRACT", self.polygon_escrow_contract),
-                ("POLYGON_ARBITER_KEY", self.polygon_arbiter_key),
+                ("POLYGON_ARBITER_KEY", self.polygon_arbiter_key or self.polygon_arbiter_key_path),
             )
             if not value
         ]
@@ -279,6 +334,8 @@ def _private_key(r: _Reader) -> str | None:
         r.problems.append("GITHUB_PRIVATE_KEY and GITHUB_PRIVATE_KEY_PATH: set only one of them")
         return None
     if path:
+        if not _private_file(r, "GITHUB_PRIVATE_KEY_PATH", path):
+            return None
         try:
             inline = Path(path).expanduser().read_text(encoding="utf-8")
         except OSError as exc:
@@ -329,6 +386,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         polygon_chain_id=r.parse("POLYGON_CHAIN_ID", 137, _positive_int, "a positive integer"),
         polygon_escrow_contract=r.parse("POLYGON_ESCROW_CONTRACT", None, _evm_address, "an EIP-55 address"),
         polygon_arbiter_key=_arbiter_key(r),
+        polygon_arbiter_key_path=_arbiter_key_path(r),
         polygon_treasury=r.parse("POLYGON_TREASURY", None, _evm_address, "an EIP-55 address"),
         polygon_tokens=r.parse("POLYGON_TOKENS", (), _token_list, "a list SYMBOL=0xADDRESS,... of EIP-55 addresses"),
         polygon_confirmations=r.number("POLYGON_CONFIRMATIONS", 12, minimum=1, integer=True),
@@ -345,6 +403,12 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         escrow_sync_seconds=r.number("ESCROW_SYNC_SECONDS", 60.0, minimum=0),
         escrow_release_concurrency=r.number("ESCROW_RELEASE_CONCURRENCY", 8, minimum=1, integer=True),
         github_app_slug=r.parse("GITHUB_APP_SLUG", "bmad-marketplace", _slug, "a GitHub App slug (letters, digits, -)"),
+        http_header_timeout_seconds=r.number("HTTP_HEADER_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+        http_idle_timeout_seconds=r.number("HTTP_IDLE_TIMEOUT_SECONDS", 15.0, minimum=0.1),
+        http_body_stall_seconds=r.number("HTTP_BODY_STALL_SECONDS", 10.0, minimum=0.1),
+        http_body_timeout_seconds=r.number("HTTP_BODY_TIMEOUT_SECONDS", 30.0, minimum=0.1),
+        http_max_connections=r.number("HTTP_MAX_CONNECTIONS", 1024, minimum=1, integer=True),
+        http_body_budget_bytes=r.number("HTTP_BODY_BUDGET_BYTES", 64 * 1024 * 1024, minimum=65536, integer=True),
     )
     if settings.webhook_secrets and any(len(s) < 8 for s in settings.webhook_secrets):
         r.problems.append("GITHUB_WEBHOOK_SECRET: each secret must be at least 8 characters")
@@ -412,43 +476,69 @@ def _token_list(v: str) -> tuple[tuple[str, str], ...]:
 
 
 def _arbiter_key(r: _Reader) -> str | None:
-    inline, path = r.raw("POLYGON_ARBITER_KEY"), r.raw("POLYGON_ARBITER_KEY_PATH")
-    if inline and path:
+    """The inline key only; a key file is checked here (present, private) and read by the process
+    that releases."""
+    inline = r.raw("POLYGON_ARBITER_KEY")
+    if inline and r.raw("POLYGON_ARBITER_KEY_PATH"):
         r.problems.append("POLYGON_ARBITER_KEY and POLYGON_ARBITER_KEY_PATH: set only one of them")
         return None
-    source = "POLYGON_ARBITER_KEY"
-    if path:
-        source = "POLYGON_ARBITER_KEY_PATH"
-        try:
-            inline = Path(path).expanduser().read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            r.problems.append(f"POLYGON_ARBITER_KEY_PATH: cannot read {path!r} ({exc.strerror})")
-            return None
     if inline is None:
         return None
     key = inline.removeprefix("0x")
     if len(key) != 64 or any(c not in "0123456789abcdefABCDEF" for c in key):
         # Never echo the value: it is a secret, even when malformed.
-        r.problems.append(f"{source}: is not a private key (expected 64 hexadecimal digits)")
+        r.problems.append("POLYGON_ARBITER_KEY: is not a private key (expected 64 hexadecimal digits)")
         return None
     return "0x" + key.lower()
+
+
+def _arbiter_key_path(r: _Reader) -> str | None:
+    path = r.raw("POLYGON_ARBITER_KEY_PATH")
+    if path is None or r.raw("POLYGON_ARBITER_KEY"):
+        return None
+    return path if _private_file(r, "POLYGON_ARBITER_KEY_PATH", path) else None
 
 
 def _keypair_path(r: _Reader) -> str | None:
     path = r.raw("SOLANA_AUTHORITY_KEYPAIR_PATH")
     if path is None:
         return None
+    return path if _private_file(r, "SOLANA_AUTHORITY_KEYPAIR_PATH", path) else None
+
+
+def _private_file(r: _Reader, name: str, path: str) -> bool:
+    """A key file must exist and be the owner's alone: a key readable by a group or by everyone is
+    refused rather than used (whoever can read it can move the money or act as the app)."""
     try:
-        values = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
+        mode = os.stat(Path(path).expanduser()).st_mode
     except OSError as exc:
-        r.problems.append(f"SOLANA_AUTHORITY_KEYPAIR_PATH: cannot read {path!r} ({exc.strerror})")
-        return None
-    except ValueError:
-        r.problems.append(f"SOLANA_AUTHORITY_KEYPAIR_PATH: {path!r} is not a JSON keypair file")
-        return None
-    if not (
-        isinstance(values, list) and len(values) == 64 and all(isinstance(b, int) and 0 <= b < 256 for b in values)
-    ):
-        r.problems.append(f"SOLANA_AUTHORITY_KEYPAIR_PATH: {path!r} is not a keypair (a JSON array of 64 bytes)")
-        return None
-    return path
+        r.problems.append(f"{name}: cannot read {path!r} ({exc.strerror})")
+        return False
+    if not stat.S_ISREG(mode):
+        r.problems.append(f"{name}: {path!r} is not a file")
+        return False
+    if mode & 0o077:
+        r.problems.append(
+            f"{name}: {path!r} is open to its group or to others (mode {stat.S_IMODE(mode):04o}): "
+            f"run `chmod 600 {path}` (readable by its owner only)"
+        )
+        return False
+    return True
+
+
+def url_secrets(url: str) -> list[str]:
+    """The parts of an RPC URL that may carry an API key (hosted providers put it in the path, the
+    query or the user info): what logs, stored errors and command output must never show. The host
+    itself is not a secret and stays visible."""
+    parts = urlsplit(url)
+    values = [url, url.rstrip("/")]
+    tail = parts.path + (f"?{parts.query}" if parts.query else "")
+    if len(tail.strip("/")) >= 6:
+        values.append(tail)
+    values += [p for p in parts.path.split("/") if len(p) >= 8]
+    values += [v for _, _, v in (q.partition("=") for q in parts.query.split("&")) if len(v) >= 8]
+    if parts.password:
+        values.append(parts.password)
+    if parts.username and len(parts.username) >= 8:
+        values.append(parts.username)
+    return values

@@ -30,6 +30,10 @@ class SecretScrubber(logging.Filter):
         super().__init__()
         self.secrets = sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True)
 
+    def add(self, secrets: Iterable[str]) -> None:
+        """More values to remove (the chain keys, once the process that signs has read them)."""
+        self.secrets = sorted({*self.secrets, *(s for s in secrets if s and len(s) >= 6)}, key=len, reverse=True)
+
     def scrub(self, text: str) -> str:
         for secret in self.secrets:
             if secret in text:
@@ -43,6 +47,10 @@ class SecretScrubber(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = self.scrub(record.getMessage())
         record.args = None
+        if record.exc_info and not record.exc_text:
+            # A traceback quotes what failed (an RPC URL with its key, say): rendered and scrubbed here,
+            # and the formatters use this text.
+            record.exc_text = self.scrub(logging.Formatter().formatException(record.exc_info))
         for key, value in list(vars(record).items()):
             if key not in _RESERVED and isinstance(value, str):
                 setattr(record, key, self.scrub(value))
@@ -62,7 +70,9 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         doc.update(_fields(record))
-        if record.exc_info:
+        if record.exc_text:
+            doc["exception"] = record.exc_text
+        elif record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(doc, default=str).decode()
 

@@ -16,9 +16,25 @@ from prometheus_client import (
 
 DELIVERIES_RECEIVED = Counter(
     "webhook_deliveries_received_total",
-    "Webhook deliveries received, by event and outcome "
-    "(accepted, duplicate, ping, bad_signature, malformed, too_large, unavailable)",
+    "Webhook deliveries received, by event (GitHub's event names; `other` for any other value) and outcome "
+    "(accepted, duplicate, ping, bad_signature, malformed, too_large, unsupported_encoding, busy: over the "
+    "in-flight body budget, body_timeout, client_gone, unavailable)",
     ["event", "outcome"],
+)
+HTTP_CONNECTIONS_CLOSED = Counter(
+    "http_connections_closed_total",
+    "Connections the server closed on a client, by reason (header_timeout, over_capacity: the oldest "
+    "connection still sending or waiting for its request, closed for a new one; refused: a new connection "
+    "closed because every other one had a request being handled)",
+    ["reason"],
+)
+HTTP_CONNECTIONS_OPEN = Gauge(
+    "http_connections_open", "Open HTTP connections (sampled when scraped)", multiprocess_mode="livesum"
+)
+HTTP_BODY_BYTES_IN_FLIGHT = Gauge(
+    "http_body_bytes_in_flight",
+    "Bytes of request bodies held by the server (sampled when scraped)",
+    multiprocess_mode="livesum",
 )
 DELIVERIES_PROCESSED = Counter(
     "webhook_deliveries_processed_total",

@@ -17,6 +17,7 @@ from gidgethub import routing
 from github_app.config import Settings
 from github_app.db import migrate
 from github_app.db.engine import is_sqlite
+from github_app.http_limits import GuardedRunner
 from github_app.inbox import store
 from github_app.inbox.group_commit import GroupCommitWriter
 from github_app.inbox.worker import Worker
@@ -82,8 +83,9 @@ async def run_server(
     if worker:
         writer.on_stored = worker.wake
     writer.start()
-    app = create_app(writer, settings.webhook_secrets, readiness(runtime), depth_sampler(runtime))
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10)
+    limits = settings.http_limits()
+    app = create_app(writer, settings.webhook_secrets, readiness(runtime), depth_sampler(runtime), limits)
+    runner = GuardedRunner(app, limits, access_log=None, handle_signals=False, shutdown_timeout=10)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
     await site.start()
@@ -246,6 +248,13 @@ def _child_worker(settings: Settings) -> None:
     asyncio.run(run_worker(settings))
 
 
+def http_settings(settings: Settings) -> Settings:
+    """What an HTTP-only process keeps: no chain key."""
+    import dataclasses
+
+    return dataclasses.replace(settings, polygon_arbiter_key=None, solana_authority_key=None)
+
+
 def serve(settings: Settings, *, with_worker: bool = True) -> None:
     """On PostgreSQL the worker runs in a process of its own, at a lower priority, woken by the
     ingress's NOTIFY: handler work never delays an acknowledgement. Extra HTTP processes share the port
@@ -253,12 +262,20 @@ def serve(settings: Settings, *, with_worker: bool = True) -> None:
     ctx = multiprocessing.get_context("spawn")
     sqlite = is_sqlite(settings.database_url)
     extra = 0 if sqlite else settings.web_processes - 1
-    children = [ctx.Process(target=_child_server, args=(settings,), daemon=True) for _ in range(extra)]
+    children = []
     separate_worker = with_worker and not sqlite
     if separate_worker:
         children.append(ctx.Process(target=_child_worker, args=(settings,), daemon=True, name="worker"))
-    for child in children:
+        children[-1].start()
+    if not (with_worker and sqlite):
+        # The HTTP processes face the internet and sign nothing: no chain key in their settings or their
+        # environment (key files are only ever read by the worker, see github_app.chains.keys).
+        settings = http_settings(settings)
+        os.environ.pop("POLYGON_ARBITER_KEY", None)
+    http_children = [ctx.Process(target=_child_server, args=(settings,), daemon=True) for _ in range(extra)]
+    for child in http_children:
         child.start()
+    children += http_children
     try:
         run_fast(run_server(settings, with_worker=with_worker and sqlite, reuse_port=extra > 0))
     finally:

@@ -10,11 +10,36 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from github_app.db.types import utcnow
+from github_app.http_limits import (
+    BodyBudget,
+    BodyTimeout,
+    BodyTooLarge,
+    GuardedHandler,
+    HttpLimits,
+    OverBudget,
+    RefusalLog,
+    read_body,
+)
 from github_app.inbox.group_commit import GroupCommitWriter, InboxUnavailable
-from github_app.metrics import DELIVERIES_RECEIVED, INBOX_DEPTH, exposition
-from github_app.webhook import MAX_BODY_BYTES, RejectedDelivery, parse_delivery
+from github_app.metrics import (
+    DELIVERIES_RECEIVED,
+    HTTP_BODY_BYTES_IN_FLIGHT,
+    HTTP_CONNECTIONS_OPEN,
+    INBOX_DEPTH,
+    exposition,
+)
+from github_app.webhook import (
+    MAX_BODY_BYTES,
+    Delivery,
+    RejectedDelivery,
+    event_label,
+    parse_delivery,
+    quote,
+    refuse_before_body,
+)
 
 log = logging.getLogger("github_app.ingress")
 
@@ -26,6 +51,9 @@ writer_key = web.AppKey("writer", GroupCommitWriter)
 secrets_key: web.AppKey[Sequence[str]] = web.AppKey("secrets")
 readiness_key: web.AppKey[ReadinessCheck] = web.AppKey("readiness")
 depth_key: web.AppKey[DepthSampler | None] = web.AppKey("depth")
+limits_key = web.AppKey("limits", HttpLimits)
+budget_key = web.AppKey("budget", BodyBudget)
+refusals_key = web.AppKey("refusals", RefusalLog)
 
 
 _STORED = b'{"message": "stored"}'
@@ -36,33 +64,70 @@ def _reply(status: int, message: str) -> web.Response:
     return web.json_response({"message": message}, status=status)
 
 
-async def receive_webhook(request: web.Request) -> web.Response:
+def _refused(request: web.Request, rejected: RejectedDelivery, *, close: bool = False) -> web.Response:
     event = request.headers.get("X-GitHub-Event", "")
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        DELIVERIES_RECEIVED.labels(event, "too_large").inc()
-        # Answer without reading the body; the connection is closed after the response.
-        return web.json_response(
-            {"message": f"body over {MAX_BODY_BYTES} bytes"}, status=413, headers={"Connection": "close"}
-        )
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        DELIVERIES_RECEIVED.labels(event, "too_large").inc()
-        return _reply(413, f"body over {MAX_BODY_BYTES} bytes")
-    try:
-        delivery = parse_delivery(request.headers, body, request.app[secrets_key], utcnow())
-    except RejectedDelivery as rejected:
-        DELIVERIES_RECEIVED.labels(event, rejected.outcome).inc()
+    DELIVERIES_RECEIVED.labels(event_label(event), rejected.outcome).inc()
+    if request.app[refusals_key].allow():
         log.warning(
             "delivery rejected",
             extra={
-                "delivery_id": request.headers.get("X-GitHub-Delivery"),
-                "event": event,
+                "delivery_id": quote(request.headers.get("X-GitHub-Delivery")),
+                "event": quote(event),
                 "outcome": rejected.outcome,
                 "reason": rejected.reason,
             },
         )
-        return _reply(rejected.status, rejected.reason)
+    response = _reply(rejected.status, rejected.reason)
+    if close:
+        # The rest of the body is not wanted: the connection ends with this answer.
+        response.headers["Connection"] = "close"
+    return response
+
+
+async def receive_webhook(request: web.Request) -> web.Response:
+    try:
+        refuse_before_body(request.headers)
+        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+            raise RejectedDelivery(413, f"body over {MAX_BODY_BYTES} bytes", "too_large")
+    except RejectedDelivery as rejected:
+        return _refused(request, rejected, close=True)
+    hold = request.app[budget_key].hold()
+    try:
+        try:
+            body = await read_body(request, request.app[limits_key], hold, MAX_BODY_BYTES)
+        except BodyTooLarge:
+            return _refused(
+                request, RejectedDelivery(413, f"body over {MAX_BODY_BYTES} bytes", "too_large"), close=True
+            )
+        except OverBudget:
+            busy = RejectedDelivery(503, "too many request bodies in flight: try again", "busy")
+            return _refused(request, busy, close=True)
+        except BodyTimeout as slow:
+            reason = "body stalled" if slow.stalled else "body not complete in time"
+            return _refused(request, RejectedDelivery(408, reason, "body_timeout"), close=True)
+        except RequestPayloadError as exc:
+            return _refused(
+                request, RejectedDelivery(400, f"body cannot be read ({exc})"[:80], "malformed"), close=True
+            )
+        except ConnectionError:
+            # Nothing to answer and nothing wrong on our side: one line, no traceback.
+            DELIVERIES_RECEIVED.labels(event_label(request.headers.get("X-GitHub-Event", "")), "client_gone").inc()
+            if request.app[refusals_key].allow():
+                log.info(
+                    "client went away before sending the whole body",
+                    extra={"delivery_id": quote(request.headers.get("X-GitHub-Delivery")), "outcome": "client_gone"},
+                )
+            return _reply(400, "client went away")
+        try:
+            delivery = parse_delivery(request.headers, body, request.app[secrets_key], utcnow())
+        except RejectedDelivery as rejected:
+            return _refused(request, rejected)
+        return await _store(request, delivery)
+    finally:
+        hold.release()
+
+
+async def _store(request: web.Request, delivery: Delivery) -> web.Response:
     if delivery.event == "ping":
         DELIVERIES_RECEIVED.labels("ping", "ping").inc()
         log.info("delivery received", extra={"delivery_id": delivery.delivery_id, "event": "ping", "outcome": "ping"})
@@ -70,10 +135,10 @@ async def receive_webhook(request: web.Request) -> web.Response:
     try:
         new = await request.app[writer_key].submit(delivery)
     except InboxUnavailable as exc:
-        DELIVERIES_RECEIVED.labels(delivery.event, "unavailable").inc()
+        DELIVERIES_RECEIVED.labels(event_label(delivery.event), "unavailable").inc()
         return _reply(503, str(exc))
     outcome = "accepted" if new else "duplicate"
-    DELIVERIES_RECEIVED.labels(delivery.event, outcome).inc()
+    DELIVERIES_RECEIVED.labels(event_label(delivery.event), outcome).inc()
     log.info(
         "delivery received",
         extra={
@@ -109,6 +174,9 @@ async def metrics(request: web.Request) -> web.Response:
                 INBOX_DEPTH.labels(state).set(count)
         except Exception as exc:
             log.warning("cannot sample inbox depth", extra={"error": repr(exc)})
+    if isinstance(request.protocol, GuardedHandler):
+        HTTP_CONNECTIONS_OPEN.set(request.protocol.server.open)
+    HTTP_BODY_BYTES_IN_FLIGHT.set(request.app[budget_key].in_flight)
     body, content_type = exposition()
     return web.Response(body=body, headers={"Content-Type": content_type})
 
@@ -118,9 +186,13 @@ def create_app(
     secrets: Sequence[str],
     readiness: ReadinessCheck,
     depth: DepthSampler | None = None,
+    limits: HttpLimits | None = None,
 ) -> web.Application:
-    # One byte over GitHub's cap lets aiohttp refuse a chunked body without buffering more.
+    """The application; serve it with `http_limits.GuardedRunner` so that its connections are bounded too."""
     app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app[limits_key] = limits = limits or HttpLimits()
+    app[budget_key] = BodyBudget(limits.body_budget)
+    app[refusals_key] = RefusalLog()
     app[writer_key] = writer
     app[secrets_key] = tuple(secrets)
     app[readiness_key] = readiness

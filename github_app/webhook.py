@@ -6,6 +6,7 @@ Only what the inbox needs is extracted: headers, and the `action`, `installation
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +17,44 @@ from gidgethub import ValidationFailure
 from gidgethub.sansio import validate_event
 
 MAX_BODY_BYTES = 25 * 1024 * 1024  # GitHub never delivers a larger event.
+
+# GitHub's delivery id is a GUID; an event name is a lower-case identifier (the longest today is 40).
+_GUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
+_EVENT_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+# How much of a value the sender chose a log line may quote.
+QUOTE_CHARS = 40
+
+# GitHub's webhook events: the only values a metric label takes, besides `other`. A name outside this
+# list may still be a real new event (it is stored and handled); only its metric series is `other`.
+KNOWN_EVENTS = frozenset(
+    """
+    branch_protection_configuration branch_protection_rule check_run check_suite code_scanning_alert
+    commit_comment create custom_property custom_property_values delete dependabot_alert deploy_key
+    deployment deployment_protection_rule deployment_review deployment_status discussion
+    discussion_comment fork github_app_authorization gollum installation installation_repositories
+    installation_target issue_comment issue_dependencies issues label marketplace_purchase member
+    membership merge_group meta milestone org_block organization package page_build
+    personal_access_token_request ping project project_card project_column projects_v2 projects_v2_item
+    projects_v2_status_update public pull_request pull_request_review pull_request_review_comment
+    pull_request_review_thread push registry_package release repository repository_advisory
+    repository_dispatch repository_import repository_ruleset repository_vulnerability_alert
+    secret_scanning_alert secret_scanning_alert_location secret_scanning_scan security_advisory
+    security_and_analysis sponsorship star status sub_issues team team_add watch workflow_dispatch
+    workflow_job workflow_run
+    """.split()
+)
+
+
+def event_label(event: str) -> str:
+    """The metric label for an event name: a known event, or `other`, so no sender can add series."""
+    return event if event in KNOWN_EVENTS else "other"
+
+
+def quote(value: str | None) -> str | None:
+    """At most QUOTE_CHARS of a value the sender chose, for a log line."""
+    if value is None or len(value) <= QUOTE_CHARS:
+        return value
+    return f"{value[:QUOTE_CHARS]}... ({len(value)} characters)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +83,31 @@ def _header(headers: Mapping[str, str], name: str) -> str:
     if not value:
         raise RejectedDelivery(400, f"missing {name} header", "malformed")
     return value
+
+
+def refuse_before_body(headers: Mapping[str, str]) -> None:
+    """What the headers alone show GitHub never sends: refused before a byte of the body is read."""
+    encoding = headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise RejectedDelivery(415, "Content-Encoding is not supported: send the body as it is", "unsupported_encoding")
+    if not headers.get("X-Hub-Signature-256"):
+        raise RejectedDelivery(401, "missing X-Hub-Signature-256 header", "bad_signature")
+    check_event_name(_header(headers, "X-GitHub-Event"))
+    check_delivery_id(_header(headers, "X-GitHub-Delivery"))
+
+
+def check_event_name(event: str) -> str:
+    if not _EVENT_NAME.fullmatch(event):
+        raise RejectedDelivery(
+            400, "X-GitHub-Event is not an event name (lower-case letters, digits, _; at most 64)", "malformed"
+        )
+    return event
+
+
+def check_delivery_id(delivery_id: str) -> str:
+    if not _GUID.fullmatch(delivery_id):
+        raise RejectedDelivery(400, "X-GitHub-Delivery is not a GUID", "malformed")
+    return delivery_id
 
 
 def verify_signature(body: bytes, signature: str | None, secrets: Sequence[str]) -> None:
@@ -76,6 +140,17 @@ def json_payload(body: bytes, content_type: str) -> bytes:
     return body
 
 
+_JSON_REASONS = {
+    "DEPTH_ERROR": "body is not valid JSON (nested more than 1024 levels deep)",
+    "BIGINT_ERROR": "body is not valid JSON (a number does not fit in 64 bits)",
+    "UTF8_ERROR": "body is not valid JSON (not UTF-8)",
+}
+
+
+class _ParserBusy(Exception):
+    pass
+
+
 class _Fields:
     """The three top-level fields the inbox needs, read with simdjson: it validates the whole document
     (a malformed body is still refused) but builds Python objects only for what is read, about 4x
@@ -87,7 +162,7 @@ class _Fields:
     def read(cls, payload: bytes) -> tuple[object, object, object]:
         try:
             return cls._read(cls.parser, payload)
-        except RuntimeError:
+        except _ParserBusy:
             # A document from the shared parser is still referenced somewhere (simdjson forbids reuse
             # then): this call gets a parser of its own, and so do later ones.
             cls.parser = simdjson.Parser()
@@ -97,8 +172,17 @@ class _Fields:
     def _read(parser: simdjson.Parser, payload: bytes) -> tuple[object, object, object]:
         try:
             doc = parser.parse(payload)
-        except ValueError as exc:
-            raise RejectedDelivery(400, f"body is not valid JSON ({str(exc).split(':')[0]})", "malformed") from exc
+        except (ValueError, RuntimeError) as exc:
+            # simdjson names every problem with the document (DEPTH_ERROR past 1024 levels, BIGINT_ERROR
+            # for a number past 64 bits, TAPE_ERROR...) by a code before a colon; only that code is sent
+            # back. Any other error is the parser's own state, not the document's.
+            code = str(exc).split(":", 1)[0]
+            if isinstance(exc, RuntimeError) and not code.endswith("_ERROR"):
+                raise _ParserBusy from exc
+            if isinstance(exc, UnicodeDecodeError):
+                code = "UTF8_ERROR"
+            reason = _JSON_REASONS.get(code, f"body is not valid JSON ({code[:40]})")
+            raise RejectedDelivery(400, reason, "malformed") from exc
         try:
             if not isinstance(doc, simdjson.Object):
                 raise RejectedDelivery(400, "body is not a JSON object", "malformed")
@@ -128,10 +212,8 @@ def parse_delivery(headers: Mapping[str, str], body: bytes, secrets: Sequence[st
     """Raise RejectedDelivery, or return the delivery to store. Signature first: an unsigned
     request learns nothing about what else is wrong with it."""
     verify_signature(body, headers.get("X-Hub-Signature-256"), secrets)
-    event = _header(headers, "X-GitHub-Event")
-    delivery_id = _header(headers, "X-GitHub-Delivery")
-    if len(delivery_id) > 200:
-        raise RejectedDelivery(400, "X-GitHub-Delivery header is too long", "malformed")
+    event = check_event_name(_header(headers, "X-GitHub-Event"))
+    delivery_id = check_delivery_id(_header(headers, "X-GitHub-Delivery"))
     payload = json_payload(body, headers.get("Content-Type", "application/json").lower())
     action, installation_id, full_name = top_level_fields(payload)
     return Delivery(

@@ -26,6 +26,11 @@ def payload(event: str, name: str = "payload.json", **top_level: Any) -> dict[st
     return data
 
 
+def guid(name: str) -> str:
+    """A delivery id shaped like GitHub's (a GUID), the same for the same name."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, name))
+
+
 def sign(body: bytes, secret: str) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 

@@ -52,6 +52,7 @@ def test_private_key_from_a_file_or_inline_with_escaped_newlines(tmp_path: Path)
     pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----\n"
     key_file = tmp_path / "app.pem"
     key_file.write_text(pem)
+    key_file.chmod(0o600)
     assert load_settings({"GITHUB_PRIVATE_KEY_PATH": str(key_file)}).github_private_key == pem
     inline = pem.replace("\n", "\\n")
     assert load_settings({"GITHUB_PRIVATE_KEY": inline}).github_private_key == pem

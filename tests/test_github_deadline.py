@@ -9,6 +9,7 @@ from github_app.github.client import GitHubApp, RetryPolicy
 from github_app.inbox.worker import Worker
 from github_app.server import default_router
 from tests.conftest import fetch_all
+from tests.deliveries import guid
 from tests.fake_github import FakeGitHub
 from tests.github_fixtures import GITHUB_APP_ID, REPO, KeyPair
 from tests.harness import App
@@ -39,16 +40,16 @@ async def test_a_rate_limit_wait_longer_than_the_handler_deadline_is_not_started
     m = await seed_market(rt, fake_github)
     fake_github.rate_limit_next(1, retry_after=None, path=f"/repos/{REPO}/contents")
 
-    await app.deliver("push", m.push("main", {STORY_PATH: story_file("Draft")}, PM), "limited")
+    await app.deliver("push", m.push("main", {STORY_PATH: story_file("Draft")}, PM), guid("limited"))
 
-    state, attempts, error = await inbox_row(app, "limited")
+    state, attempts, error = await inbox_row(app, guid("limited"))
     assert (state, attempts) == ("pending", 1)
     assert "secondary rate limit" in str(error) and "did not finish" not in str(error)
     assert len(fake_github.requests_to("GET", f"/repos/{REPO}/contents")) == 1  # not asked again meanwhile
 
     # The next delivery for the installation keeps the silence GitHub asked for, and says why.
-    await app.deliver("push", m.push("main", {STORY_PATH: story_file("Draft")}, PM), "held")
-    state, attempts, error = await inbox_row(app, "held")
+    await app.deliver("push", m.push("main", {STORY_PATH: story_file("Draft")}, PM), guid("held"))
+    state, attempts, error = await inbox_row(app, guid("held"))
     assert (state, attempts) == ("pending", 1)
     assert "rate limit holds requests" in str(error)
     assert len(fake_github.requests_to("GET", f"/repos/{REPO}/contents")) == 1

@@ -17,7 +17,7 @@ from github_app.server import depth_sampler, open_writer, readiness
 from github_app.web import WEBHOOK_PATH, create_app
 from github_app.webhook import MAX_BODY_BYTES
 from tests.conftest import WEBHOOK_SECRET, fetch_all, make_settings
-from tests.deliveries import encode, headers_for, payload
+from tests.deliveries import encode, guid, headers_for, payload
 
 
 @dataclass
@@ -59,16 +59,16 @@ PR_OPENED = encode(payload("pull_request", "opened.payload.json"))
 
 
 async def test_verified_delivery_is_stored_then_acknowledged_202(ingress: Ingress) -> None:
-    status, body = await ingress.post("pull_request", PR_OPENED, delivery_id="d-1")
+    status, body = await ingress.post("pull_request", PR_OPENED, delivery_id=guid("d-1"))
     assert status == 202, body
-    assert await ingress.rows() == [("d-1", "pull_request", "opened", 1, "Codertocat/Hello-World", "pending")]
+    assert await ingress.rows() == [(guid("d-1"), "pull_request", "opened", 1, "Codertocat/Hello-World", "pending")]
     stored = await fetch_all(ingress.runtime, "SELECT payload FROM webhook_inbox")
     assert bytes(stored[0][0]) == PR_OPENED  # kept exactly as received
 
 
 async def test_same_delivery_again_is_200_and_stored_once(ingress: Ingress) -> None:
-    assert (await ingress.post("pull_request", PR_OPENED, delivery_id="dup"))[0] == 202
-    assert (await ingress.post("pull_request", PR_OPENED, delivery_id="dup"))[0] == 200
+    assert (await ingress.post("pull_request", PR_OPENED, delivery_id=guid("dup")))[0] == 202
+    assert (await ingress.post("pull_request", PR_OPENED, delivery_id=guid("dup")))[0] == 200
     assert len(await ingress.rows()) == 1
 
 
@@ -118,7 +118,9 @@ async def test_malformed_body_is_400(ingress: Ingress, body: bytes, reason: str)
 async def test_form_encoded_delivery_is_accepted_and_stored_as_json(ingress: Ingress) -> None:
     doc = payload("push", "payload.json")
     form = urlencode({"payload": json.dumps(doc)}).encode()
-    status, _ = await ingress.post("push", form, delivery_id="form-1", content_type="application/x-www-form-urlencoded")
+    status, _ = await ingress.post(
+        "push", form, delivery_id=guid("form-1"), content_type="application/x-www-form-urlencoded"
+    )
     assert status == 202
     stored = await fetch_all(ingress.runtime, "SELECT payload, repository FROM webhook_inbox")
     assert json.loads(bytes(stored[0][0])) == doc
@@ -175,7 +177,7 @@ async def test_health_readiness_and_metrics(ingress: Ingress) -> None:
     assert (await ingress.client.get("/healthz")).status == 200
     ready = await ingress.client.get("/readyz")
     assert ready.status == 200, await ready.text()
-    await ingress.post("pull_request", PR_OPENED, delivery_id="m-1")
+    await ingress.post("pull_request", PR_OPENED, delivery_id=guid("m-1"))
     await ingress.post("pull_request", PR_OPENED, secret="bad-secret-123")
     text = await (await ingress.client.get("/metrics")).text()
     assert 'webhook_deliveries_received_total{event="pull_request",outcome="accepted"}' in text

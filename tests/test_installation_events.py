@@ -8,7 +8,7 @@ import pytest
 
 from github_app.db.queries import installation_for_repository
 from tests.conftest import fetch_all
-from tests.deliveries import payload
+from tests.deliveries import guid, payload
 from tests.fake_github import FakeGitHub
 from tests.github_fixtures import INSTALLATION_ID, REPO
 from tests.harness import App
@@ -42,8 +42,8 @@ async def test_installation_created_records_installation_and_repositories(app: A
 
 async def test_the_same_delivery_twice_changes_nothing_more(app: App) -> None:
     data = payload("installation", "created.payload.json")
-    assert await app.deliver("installation", data, "same-id") == 202
-    assert await app.deliver("installation", data, "same-id") == 200
+    assert await app.deliver("installation", data, guid("same-id")) == 202
+    assert await app.deliver("installation", data, guid("same-id")) == 200
     assert len(await installations(app)) == 1
 
 
@@ -80,9 +80,11 @@ async def test_repositories_added_and_removed(app: App) -> None:
 async def test_an_installation_event_without_an_installation_is_dead_not_retried(app: App) -> None:
     data = payload("installation", "created.payload.json")
     del data["installation"]
-    await app.deliver("installation", data, "no-installation")
+    await app.deliver("installation", data, guid("no-installation"))
     [(state, attempts, error)] = await fetch_all(
-        app.runtime, "SELECT state, attempts, last_error FROM webhook_inbox WHERE delivery_id = 'no-installation'"
+        app.runtime,
+        "SELECT state, attempts, last_error FROM webhook_inbox WHERE delivery_id = :d",
+        d=guid("no-installation"),
     )
     assert (state, attempts) == ("dead", 1) and "no installation id" in error
 
@@ -93,9 +95,11 @@ async def test_a_suspended_installation_is_not_acted_on_until_unsuspended(
     m = await seed_market(app.runtime, fake_github)
     await app.deliver("installation", for_installation("suspend.payload.json", INSTALLATION_ID))
     with caplog.at_level(logging.INFO, logger="github_app.services.repo"):
-        await app.deliver("push", m.push("main", {STORY_PATH: story_file("Draft")}, PM), "while-suspended")
+        await app.deliver("push", m.push("main", {STORY_PATH: story_file("Draft")}, PM), guid("while-suspended"))
     # Taken off the inbox (GitHub would not send it again), but nothing happened to the project.
-    [(state,)] = await fetch_all(app.runtime, "SELECT state FROM webhook_inbox WHERE delivery_id = 'while-suspended'")
+    [(state,)] = await fetch_all(
+        app.runtime, "SELECT state FROM webhook_inbox WHERE delivery_id = :d", d=guid("while-suspended")
+    )
     assert state == "done"
     assert await fetch_all(app.runtime, 'SELECT id FROM "Story"') == []
     assert fake_github.requests_to("GET", f"/repos/{REPO}/contents") == []

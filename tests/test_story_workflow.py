@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from github_app.outbox.sender import OutboxSender
+from tests.deliveries import guid
 from tests.fake_github import FakeGitHub
 from tests.harness import App
 from tests.workflow import (
@@ -157,10 +158,10 @@ async def test_synchronize_before_opened_and_duplicates_end_in_the_same_state(
     await approved_story(app, m)
     opened = m.pr("opened", 10, head_sha="c" * 40)
     sync = m.pr("synchronize", 10, head_sha="c" * 40)
-    assert await app.deliver("pull_request", sync, "sync-1") == 202
-    assert await app.deliver("pull_request", opened, "open-1") == 202
-    assert await app.deliver("pull_request", opened, "open-1") == 200  # GitHub redelivered it
-    assert await app.deliver("pull_request", sync, "sync-1") == 200
+    assert await app.deliver("pull_request", sync, guid("sync-1")) == 202
+    assert await app.deliver("pull_request", opened, guid("open-1")) == 202
+    assert await app.deliver("pull_request", opened, guid("open-1")) == 200  # GitHub redelivered it
+    assert await app.deliver("pull_request", sync, guid("sync-1")) == 200
     assert (await story_row(m))["status"] == "READY_FOR_REVIEW"
     assert len(await m.rows('SELECT 1 FROM "Deliverable"')) == 1
     assert (await audit_actions(m)).count("submitted_for_review") == 1

@@ -8,8 +8,13 @@ AsyncClient in production, LiteSVM in-process in tests.
 A refund is the same kind of transaction (memo `escrow-refund:<id>`, everything back to the client's
 wallet, the account closed).
 
-SOL escrows use a System-owned seeded account the same way (`transfer_with_seed`); an emptied SOL
-account can be refilled by anyone, so there the database status is the guard against a second release.
+SOL escrows use a System-owned seeded account the same way (`transfer_with_seed`). The app does not
+create it: the client's transfer does, so every lamport in it is theirs (no rent of ours to tell apart),
+whether they pay before or after the first sync. An emptied SOL account can be refilled by anyone, so
+there the database status is the guard against a second release.
+
+An account may hold more than the escrow's amount (a second transfer, anyone's dust): the release pays
+the expert and the treasury the row's split and returns the rest to the client in the same transaction.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from spl.token.instructions import (
 from spl.token.models import CloseAccountParams, InitializeAccount3Params, TransferCheckedParams
 
 from github_app.chains.addresses import SOLANA, solana_escrow_seed
+from github_app.chains.errors import TxRejected
 from github_app.chains.evm import SignedTx, TxOutcome
 from github_app.domain.escrow import ONCHAIN_FUNDED, ONCHAIN_NONE, OnChainEscrow, fee_split
 
@@ -60,15 +66,31 @@ class AccountInfo:
     owner: Pubkey
     lamports: int
     data: bytes
+    executable: bool = False
+
+
+@dataclass(frozen=True)
+class SignatureStatus:
+    """What the node knows of a signature: `final` once it is at the configured commitment (success
+    and failure alike: a failure seen only at `processed` may still be rolled back with its fork)."""
+
+    err: str | None
+    final: bool
 
 
 class Transport(Protocol):
     async def get_account(self, address: Pubkey) -> AccountInfo | None: ...
     async def latest_blockhash(self) -> tuple[Hash, int]: ...
     async def block_height(self) -> int: ...
-    async def send(self, tx: Transaction) -> None: ...
-    async def status(self, signature: Signature) -> bool | None: ...  # True ok, False failed, None unknown
+    async def send(self, tx: Transaction) -> None: ...  # raises TxRejected when preflight refuses it
+    async def status(self, signature: Signature) -> SignatureStatus | None: ...  # None: not seen
     async def rent_exempt(self, size: int) -> int: ...
+
+
+def _token_amount(info: AccountInfo | None) -> int:
+    if info is None or info.owner != TOKEN_PROGRAM_ID or len(info.data) < 72:
+        return 0
+    return int(struct.unpack_from("<Q", info.data, 64)[0])
 
 
 class SolanaChain:
@@ -125,26 +147,15 @@ class SolanaChain:
         return str(self.escrow_account(escrow_row_id, currency))
 
     async def ensure_account(self, escrow_row_id: str, currency: str = USDC_SPL) -> bool:
-        """Create the escrow's account (the client then transfers into it); True if created now."""
+        """Create the escrow's token account (the client then transfers into it); True if created now.
+        A SOL escrow's account is never created here: the client's transfer creates it, so it holds
+        their lamports only."""
+        if currency.upper() == SOL:
+            return False
         account = self.escrow_account(escrow_row_id, currency)
         if await self.transport.get_account(account) is not None:
             return False
         authority = self.authority.pubkey()
-        if currency.upper() == SOL:
-            create_sol = create_account_with_seed(
-                CreateAccountWithSeedParams(
-                    from_pubkey=authority,
-                    to_pubkey=account,
-                    base=authority,
-                    seed=solana_escrow_seed(escrow_row_id),
-                    lamports=await self.transport.rent_exempt(0),
-                    space=0,
-                    owner=SYSTEM_PROGRAM_ID,
-                )
-            )
-            blockhash, _ = await self.transport.latest_blockhash()
-            await self.transport.send(self._transaction([create_sol], blockhash))
-            return True
         create = create_account_with_seed(
             CreateAccountWithSeedParams(
                 from_pubkey=authority,
@@ -168,9 +179,9 @@ class SolanaChain:
         if currency.upper() == SOL:
             if info is None or info.owner != SYSTEM_PROGRAM_ID:
                 return OnChainEscrow(status=ONCHAIN_NONE, custodial=True)
-            held = info.lamports - await self.transport.rent_exempt(0)
-            status = ONCHAIN_FUNDED if held > 0 else ONCHAIN_NONE
-            return OnChainEscrow(status=status, token=SOL, amount=max(0, held), custodial=True)
+            # Everything in it is the client's: the app put no rent in it.
+            status = ONCHAIN_FUNDED if info.lamports > 0 else ONCHAIN_NONE
+            return OnChainEscrow(status=status, token=SOL, amount=info.lamports, custodial=True)
         if info is None or info.owner != TOKEN_PROGRAM_ID or len(info.data) < 72:
             return OnChainEscrow(status=ONCHAIN_NONE, custodial=True)
         mint = Pubkey.from_bytes(info.data[0:32])
@@ -180,38 +191,64 @@ class SolanaChain:
         return OnChainEscrow(status=ONCHAIN_FUNDED, token=str(mint), amount=amount, custodial=True)
 
     async def build_release(
-        self, escrow_row_id: str, expert: str, amount: int, fee_bps: int, currency: str = USDC_SPL
+        self,
+        escrow_row_id: str,
+        expert: str,
+        amount: int,
+        fee_bps: int,
+        currency: str = USDC_SPL,
+        *,
+        client: str | None = None,
     ) -> SignedTx:
+        """The row's `amount` split between the expert and the treasury; whatever else the account
+        holds when this is built goes back to `client` in the same transaction (refused when there is
+        some and no client to return it to)."""
         expert_amount, fee = fee_split(amount, fee_bps)
         payouts = ((Pubkey.from_string(expert), expert_amount), (self.treasury, fee))
-        return await self._build_payout(f"escrow-release:{escrow_row_id}", escrow_row_id, amount, payouts, currency)
+        rest_to = Pubkey.from_string(client) if client else None
+        return await self._build_payout(f"escrow-release:{escrow_row_id}", escrow_row_id, payouts, rest_to, currency)
 
     async def build_refund(self, escrow_row_id: str, client: str, amount: int, currency: str = USDC_SPL) -> SignedTx:
         """Everything the account holds back to the client, in one transaction that closes it."""
-        payouts = ((Pubkey.from_string(client), amount),)
-        return await self._build_payout(f"escrow-refund:{escrow_row_id}", escrow_row_id, amount, payouts, currency)
+        return await self._build_payout(
+            f"escrow-refund:{escrow_row_id}", escrow_row_id, (), Pubkey.from_string(client), currency
+        )
 
     async def _build_payout(
         self,
         memo: str,
         escrow_row_id: str,
-        amount: int,
         payouts: tuple[tuple[Pubkey, int], ...],
+        rest_to: Pubkey | None,
         currency: str,
     ) -> SignedTx:
-        """One atomic transaction: the memo, a transfer to each recipient, the escrow account closed
-        (its rent back to the authority that paid it)."""
+        """One atomic transaction: the memo, a transfer to each recipient, what remains to `rest_to`,
+        the escrow account emptied and closed (a token account's rent back to the authority that paid
+        it). The remainder is read now, so the transaction empties the account exactly; should more
+        arrive before it lands, it fails on-chain and moves nothing."""
         authority = self.authority.pubkey()
         account = self.escrow_account(escrow_row_id, currency)
+        info = await self.transport.get_account(account)
+        held = (info.lamports if info else 0) if currency.upper() == SOL else _token_amount(info)
+        # Holding less than the payouts (emptied since it was read): the transaction is built anyway and
+        # the chain refuses it; the release's own checks say why.
+        rest = held - sum(share for _, share in payouts)
+        if rest > 0 and payouts and currency.upper() == SOL and rest_to is not None:
+            # Lamports an empty wallet could not hold (less than its rent) would make the whole release
+            # fail: such dust (anyone can send it) goes to the treasury instead of blocking the payment.
+            if await self.transport.get_account(rest_to) is None and rest < await self.transport.rent_exempt(0):
+                rest_to = self.treasury
+        if rest > 0:
+            if rest_to is None:
+                raise ValueError(f"the escrow account holds {rest} more than the amount: no client to return it to")
+            payouts = (*payouts, (rest_to, rest))
         instructions: list[Instruction] = [
             create_memo(MemoParams(program_id=MEMO_PROGRAM_ID, signer=authority, message=memo.encode()))
         ]
         if currency.upper() == SOL:
-            # Everything leaves the account (the rent back to the authority): it ceases to exist.
+            # Everything leaves the account: it ceases to exist.
             seed = solana_escrow_seed(escrow_row_id)
-            info = await self.transport.get_account(account)
-            rent = (info.lamports if info else 0) - amount
-            for to, lamports in (*payouts, (authority, rent)):
+            for to, lamports in payouts:
                 if lamports > 0:
                     instructions.append(
                         transfer_with_seed(
@@ -256,10 +293,14 @@ class SolanaChain:
         return Transaction([self.authority], message, blockhash)
 
     async def broadcast(self, tx: SignedTx) -> None:
+        """Send the recorded bytes. TxRejected when the node's preflight refuses them (never on the
+        chain: the caller ends the attempt with the node's error instead of waiting for it to expire)."""
         if await self.transport.status(Signature.from_string(tx.tx_hash)) is not None:
             return  # already processed: sending it again would only be refused as a duplicate
         try:
             await self.transport.send(Transaction.from_bytes(tx.raw))
+        except TxRejected:
+            raise
         except Exception:
             if (
                 tx.last_valid_block_height is not None
@@ -269,10 +310,15 @@ class SolanaChain:
             raise
 
     async def outcome(self, tx: SignedTx) -> TxOutcome:
+        # The height first: a transaction that lands between the two reads is then seen by the second,
+        # never called expired.
+        height = await self.transport.block_height()
         status = await self.transport.status(Signature.from_string(tx.tx_hash))
         if status is not None:
-            return TxOutcome(landed=True, succeeded=status, confirmations=1)
-        if tx.last_valid_block_height is not None and await self.transport.block_height() > tx.last_valid_block_height:
+            if not status.final:
+                return TxOutcome(landed=False)  # seen, not at the configured commitment yet
+            return TxOutcome(landed=True, succeeded=status.err is None, confirmations=1)
+        if tx.last_valid_block_height is not None and height > tx.last_valid_block_height:
             # Its blockhash expired and the chain never saw it: it can never land.
             return TxOutcome(landed=False, never_lands=True)
         return TxOutcome(landed=False)
@@ -315,7 +361,7 @@ class LiteSvmTransport:
         account = self.svm.get_account(address)
         if account is None or account.lamports == 0:
             return None
-        return AccountInfo(account.owner, account.lamports, bytes(account.data))
+        return AccountInfo(account.owner, account.lamports, bytes(account.data), bool(account.executable))
 
     async def latest_blockhash(self) -> tuple[Hash, int]:
         return self.svm.latest_blockhash(), await self.block_height() + BLOCKHASH_VALIDITY
@@ -324,19 +370,28 @@ class LiteSvmTransport:
         return int(self.svm.get_clock().slot)
 
     async def send(self, tx: Transaction) -> None:
+        """As a node with preflight: a transaction whose simulation fails is refused, not sent."""
         from solders.transaction_metadata import FailedTransactionMetadata
 
+        if self.svm.get_transaction(tx.signatures[0]) is not None:
+            return  # already processed
+        simulated = self.svm.simulate_transaction(tx)
+        if isinstance(simulated, FailedTransactionMetadata):
+            if "BlockhashNotFound" in str(simulated.err()):
+                raise RuntimeError("Blockhash not found")  # not a verdict on the transaction
+            raise TxRejected(f"Transaction simulation failed: {simulated.err()}")
         result = self.svm.send_transaction(tx)
         if isinstance(result, FailedTransactionMetadata) and "AlreadyProcessed" not in str(result.err()):
-            raise RuntimeError(f"transaction failed: {result.err()}")
+            raise TxRejected(f"transaction failed: {result.err()}")
 
-    async def status(self, signature: Signature) -> bool | None:
+    async def status(self, signature: Signature) -> SignatureStatus | None:
         from solders.transaction_metadata import FailedTransactionMetadata
 
         found = self.svm.get_transaction(signature)
         if found is None:
             return None
-        return not isinstance(found, FailedTransactionMetadata)
+        err = str(found.err()) if isinstance(found, FailedTransactionMetadata) else None
+        return SignatureStatus(err=err, final=True)  # in-process: what is processed is final
 
     async def rent_exempt(self, size: int) -> int:
         return int(self.svm.minimum_balance_for_rent_exemption(size))
@@ -356,7 +411,7 @@ class RpcTransport:
         value = (await self.client.get_account_info(address, commitment=self.commitment)).value
         if value is None or value.lamports == 0:
             return None
-        return AccountInfo(value.owner, value.lamports, bytes(value.data))
+        return AccountInfo(value.owner, value.lamports, bytes(value.data), bool(value.executable))
 
     async def latest_blockhash(self) -> tuple[Hash, int]:
         value = (await self.client.get_latest_blockhash(commitment=self.commitment)).value
@@ -366,26 +421,36 @@ class RpcTransport:
         return int((await self.client.get_block_height(commitment=self.commitment)).value)
 
     async def send(self, tx: Transaction) -> None:
+        from solana.rpc.core import RPCException
         from solana.rpc.models import TxOpts
 
-        await self.client.send_raw_transaction(
-            bytes(tx), opts=TxOpts(skip_preflight=False, preflight_commitment=self.commitment)
-        )
+        try:
+            await self.client.send_raw_transaction(
+                bytes(tx), opts=TxOpts(skip_preflight=False, preflight_commitment=self.commitment)
+            )
+        except RPCException as exc:
+            message = _rpc_error_message(exc)
+            if "already been processed" in message or "AlreadyProcessed" in message:
+                return
+            if "Blockhash not found" in message or "BlockhashNotFound" in message:
+                raise  # this node has not seen our blockhash yet: try again, it is not a verdict
+            if "simulation failed" in message or "preflight" in message.lower():
+                raise TxRejected(message) from None
+            raise
 
-    async def status(self, signature: Signature) -> bool | None:
+    async def status(self, signature: Signature) -> SignatureStatus | None:
         from solders.transaction_status import TransactionConfirmationStatus
 
         [found] = (await self.client.get_signature_statuses([signature], search_transaction_history=True)).value
         if found is None:
             return None
-        if found.err is not None:
-            return False
         wanted = (
             (TransactionConfirmationStatus.Finalized,)
             if str(self.commitment) == "finalized"
             else (TransactionConfirmationStatus.Confirmed, TransactionConfirmationStatus.Finalized)
         )
-        return True if found.confirmation_status in wanted else None
+        err = None if found.err is None else str(found.err)
+        return SignatureStatus(err=err, final=found.confirmation_status in wanted)
 
     async def rent_exempt(self, size: int) -> int:
         return int((await self.client.get_minimum_balance_for_rent_exemption(size)).value)
@@ -394,11 +459,21 @@ class RpcTransport:
         await self.client.close()
 
 
-def from_settings(settings: Any) -> SolanaChain:
-    import json
-    from pathlib import Path
+def _rpc_error_message(exc: Exception) -> str:
+    """The node's own words from solana-py's RPCException (it wraps the parsed error object)."""
+    arg = exc.args[0] if exc.args else exc
+    message = getattr(arg, "message", None)
+    data = getattr(arg, "data", None)
+    err = getattr(data, "err", None)
+    text = str(message) if message is not None else str(arg)
+    return f"{text} ({err})" if err is not None and str(err) not in text else text
 
-    secret = bytes(json.loads(Path(settings.solana_authority_keypair_path).expanduser().read_text(encoding="utf-8")))
+
+def from_settings(settings: Any) -> SolanaChain:
+    """The chain with the authority's key: only the process that releases builds it (see chains.keys)."""
+    from github_app.chains.keys import solana_authority_secret
+
+    secret = solana_authority_secret(settings)
     return SolanaChain(
         RpcTransport(settings.solana_rpc_url, settings.solana_commitment),
         Keypair.from_bytes(secret),

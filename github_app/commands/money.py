@@ -7,7 +7,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from github_app.chains.addresses import CHAINS, POLYGON, InvalidAddress, evm_funding
-from github_app.commands.registry import Call, Outcome, Reply, register
+from github_app.commands.registry import Call, Outcome, Reply, quiet, register
 from github_app.commands.stories import locked_story
 from github_app.db.app_tables import EscrowReleaseRequest, RefundRequest, Wallet
 from github_app.db.enums import EscrowStatus, StoryStatus
@@ -20,7 +20,7 @@ from github_app.domain.escrow import parse_amount
 from github_app.escrow.refunds import RefundRefused, hold_for_refund
 from github_app.escrow.retry import RetryRefused, retry_release
 from github_app.escrow.store import lock_escrow_state
-from github_app.escrow.wallets import store_wallet
+from github_app.escrow.wallets import NodeWalletChecker, WalletError, store_wallet
 from github_app.services.stories import audit, opportunity_of
 from github_app.services.views import release_text
 
@@ -40,10 +40,15 @@ async def wallet(call: Call) -> Reply:
     if chain not in CHAINS:
         raise UsageError(f"the chain is polygon or solana, not {call.args[0][:20]!r}")
     assert call.speaker.user_id is not None  # MARKETPLACE_USER
+    # The operator's checks too: where the chain's node is configured, a program, a token account or
+    # a contract is refused as a payout wallet.
+    checker = NodeWalletChecker(call.runtime.settings)
     try:
-        address = await store_wallet(call.session, call.speaker.user_id, chain, call.args[1])
+        address = await store_wallet(call.session, call.speaker.user_id, chain, call.args[1], checker)
     except InvalidAddress as exc:
-        return Reply.refused(f"that {chain} address is not valid: {exc}")
+        return Reply.refused(f"that {chain} address is not valid: {quiet(str(exc))}")
+    except WalletError as exc:
+        return Reply.refused(f"that {chain} address cannot be a payout wallet: {quiet(str(exc))}")
     # Only the commenter's own address is ever shown: a reply is public.
     return Reply.applied(
         f"{call.speaker.mention}'s {chain} payout wallet is now `{address}`. Releases already signed keep "

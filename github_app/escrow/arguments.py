@@ -29,6 +29,10 @@ def add_parsers(sub: Any) -> None:
     retry.add_argument("id", help="escrow id, story id or release request id")
     refund = es.add_parser("refund", help="refund a funded escrow to the client (operator decision)")
     refund.add_argument("escrow_id")
+    withdraw = es.add_parser(
+        "withdraw-refund", help="withdraw a refund request none of whose transactions can still land"
+    )
+    withdraw.add_argument("escrow_id")
     rescue = es.add_parser(
         "rescue", help="send tokens sent to the Polygon contract outside `fund` (never an escrow's money) to TO"
     )

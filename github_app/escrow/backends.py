@@ -84,19 +84,37 @@ class Chains:
 
     @classmethod
     def from_settings(cls, settings: Any) -> Chains:
+        """The backends, with their keys read now: only a process that signs builds this."""
+        import dataclasses
+
+        from github_app.chains.keys import load_chain_keys
+        from github_app.config import ConfigError
+
         chains = cls()
+        try:
+            settings = load_chain_keys(settings)
+        except ConfigError as exc:  # that chain is not configured here; the other one may be
+            for chain, prefix, path_field in (
+                (POLYGON, "POLYGON_", "polygon_arbiter_key_path"),
+                (SOLANA, "SOLANA_", "solana_authority_keypair_path"),
+            ):
+                mine = [p for p in exc.problems if p.startswith(prefix)]
+                if mine:
+                    chains.problems[chain] = f"{CHAIN_NAMES[chain]} is not configured: {'; '.join(mine)}"
+                    settings = dataclasses.replace(settings, **{path_field: None})
+            settings = load_chain_keys(settings)
         problem = settings.polygon_problem()
         if problem is None:
             from github_app.chains.evm import EvmChain
 
             chains.backends[POLYGON] = EvmChain.from_settings(settings)
-        else:
+        elif POLYGON not in chains.problems:
             chains.problems[POLYGON] = problem
         problem = settings.solana_problem()
         if problem is None:
             from github_app.chains import solana
 
             chains.backends[SOLANA] = solana.from_settings(settings)
-        else:
+        elif SOLANA not in chains.problems:
             chains.problems[SOLANA] = problem
         return chains

@@ -25,27 +25,53 @@ def _run(settings: Settings, body: Callable[[Runtime], Awaitable[int]]) -> int:
         runtime = await Runtime.create(settings)
         try:
             return await body(runtime)
+        except Exception as exc:  # a node or the database failed: a sentence, never a traceback
+            return _err(f"{type(exc).__name__}: {exc}")
         finally:
             await runtime.close()
 
     return asyncio.run(main())
 
 
+_redact: Callable[[str], str] = str
+
+
+def _out(text: str) -> None:
+    """Command output: RPC URLs (they carry API keys) never shown."""
+    print(_redact(text))
+
+
 def _err(message: str) -> int:
-    print(f"bmad-app: {message}", file=sys.stderr)
+    print(f"bmad-app: {_redact(message)}", file=sys.stderr)
     return 1
 
 
+def _set_redaction(settings: Settings) -> None:
+    global _redact
+    from github_app.logs import SecretScrubber
+
+    _redact = SecretScrubber(settings.secret_values()).scrub
+
+
 def cmd_wallet(settings: Settings, args: argparse.Namespace) -> int:
-    from github_app.escrow.wallets import WalletError, set_wallet
+    from github_app.escrow.wallets import NodeWalletChecker, WalletError, set_wallet
+
+    _set_redaction(settings)
 
     async def body(runtime: Runtime) -> int:
+        checker = NodeWalletChecker(settings)
         try:
             async with runtime.sessionmaker() as session, session.begin():
-                user_id, address = await set_wallet(session, args.user, args.chain, args.address)
+                user_id, address = await set_wallet(session, args.user, args.chain, args.address, checker)
         except (InvalidAddress, WalletError) as exc:
             return _err(str(exc))
-        print(f"{args.user} ({user_id}): {args.chain} wallet {address}")
+        _out(f"{args.user} ({user_id}): {args.chain} wallet {address}")
+        if checker.unchecked:
+            print(
+                f"bmad-app: not checked on-chain ({args.chain.upper()}_RPC_URL is not set): make sure it is a "
+                "wallet, not a program, token account or contract",
+                file=sys.stderr,
+            )
         return 0
 
     return _run(settings, body)
@@ -59,8 +85,10 @@ def cmd_escrow(settings: Settings, args: argparse.Namespace) -> int:
         "sync": _sync,
         "retry": _retry,
         "refund": _refund,
+        "withdraw-refund": _withdraw_refund,
         "rescue": _rescue,
     }[args.escrow_command]
+    _set_redaction(settings)
     return _run(settings, lambda runtime: handler(runtime, args))
 
 
@@ -70,8 +98,9 @@ async def _deploy(runtime: Runtime, args: argparse.Namespace) -> int:
     from web3.middleware import ExtraDataToPOAMiddleware
 
     from github_app.chains.evm import deploy
+    from github_app.chains.keys import load_chain_keys
 
-    s = runtime.settings
+    s = load_chain_keys(runtime.settings)
     missing = [
         n
         for n, v in (
@@ -151,17 +180,17 @@ async def _rows(runtime: Runtime, escrow_id: str | None = None) -> list[dict[str
 async def _list(runtime: Runtime, args: argparse.Namespace) -> int:
     rows = await _rows(runtime)
     if args.json:
-        print(json.dumps(rows, indent=1, default=str))
+        _out(json.dumps(rows, indent=1, default=str))
         return 0
     print(f"{'ESCROW':36} {'CHAIN':8} {'STATUS':9} {'AMOUNT':>24} {'CUR':8} RELEASE / PROBLEM")
     for r in rows:
         if r["id"] is None:
-            print(f"{'(story ' + r['story'][:26] + ')':36} {'':8} {'':9} {'':>24} {'':8} {r['release']}")
+            _out(f"{'(story ' + r['story'][:26] + ')':36} {'':8} {'':9} {'':>24} {'':8} {r['release']}")
             continue
         note = r["release"] or r["fundingProblem"] or ""
         if r["chainProblem"] and r["status"] in ("PENDING", "FUNDED"):
             note = f"{note + '; ' if note else ''}{r['chainProblem']}"
-        print(f"{r['id']:36} {r['chain']:8} {r['status']:9} {r['amount']:>24} {r['currency']:8} {note}")
+        _out(f"{r['id']:36} {r['chain']:8} {r['status']:9} {r['amount']:>24} {r['currency']:8} {note}")
     return 0
 
 
@@ -169,7 +198,7 @@ async def _show(runtime: Runtime, args: argparse.Namespace) -> int:
     rows = await _rows(runtime, args.escrow_id)
     if not rows:
         return _err(f"no escrow {args.escrow_id!r}")
-    print(json.dumps(rows[0], indent=1, default=str))
+    _out(json.dumps(rows[0], indent=1, default=str))
     return 0
 
 
@@ -184,7 +213,7 @@ async def _sync(runtime: Runtime, _args: argparse.Namespace) -> int:
     for escrow_id in report.funded:
         print(f"{escrow_id}: FUNDED")
     for escrow_id, problem in report.problems.items():
-        print(f"{escrow_id}: NOT accepted: {problem}")
+        _out(f"{escrow_id}: NOT accepted: {problem}")
     for escrow_id, why in report.not_configured.items():
         print(f"{escrow_id}: skipped: {why}")
     print(f"{len(report.funded)} funded, {len(report.not_funded)} not funded yet, {len(report.problems)} problems")
@@ -226,6 +255,16 @@ async def _refund(runtime: Runtime, args: argparse.Namespace) -> int:
     finally:
         await chains.close()
     print(f"{result.escrow_id}: REFUNDED {result.tx_hash} {result.tx_url}")
+    return 0
+
+
+async def _withdraw_refund(runtime: Runtime, args: argparse.Namespace) -> int:
+    from github_app.escrow.refunds import RefundRefused, withdraw_refund
+
+    try:
+        print(await withdraw_refund(runtime, args.escrow_id))
+    except RefundRefused as exc:
+        return _err(str(exc))
     return 0
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from github_app.chains.addresses import CHAIN_NAMES
+from github_app.chains.addresses import CHAIN_NAMES, POLYGON
 from github_app.db.app_tables import EscrowChainState, EscrowReleaseRequest, ReleaseState, Wallet
 from github_app.db.enums import EscrowStatus
 from github_app.db.models import Escrow
@@ -23,6 +23,7 @@ from github_app.domain.escrow import (
     parse_amount,
 )
 from github_app.escrow.backends import Chains, keyed
+from github_app.logs import SecretScrubber
 from github_app.metrics import ESCROW_FUNDING
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,9 @@ async def sync_funding(runtime: Any, chains: Chains) -> SyncReport:
         except Exception as exc:  # one unreachable read does not stop the others
             ESCROW_FUNDING.labels(chain, "error").inc()
             log.warning("cannot read escrow on-chain", extra={"escrow": escrow_id, "error": repr(exc)})
-            report.problems[escrow_id] = f"cannot read on-chain: {exc!r}"[:300]
+            # A node's error may quote its URL, API key included.
+            redact = SecretScrubber(runtime.settings.secret_values()).scrub
+            report.problems[escrow_id] = redact(f"cannot read on-chain: {exc!r}")[:300]
             continue
         if problem == "":
             report.funded.append(escrow_id)
@@ -118,7 +121,13 @@ async def _check(
     if token is None:
         problems.append(f"currency {currency!r} has no token configured on {chain_name}")
     expected_address = backend.address_of(escrow_id, currency)
-    if contract_address.lower() != expected_address.lower():
+    # Hex (Polygon) is case-insensitive; base58 (Solana) is not: a case-folded match is another key.
+    same = (
+        contract_address.lower() == expected_address.lower()
+        if backend.chain == POLYGON
+        else contract_address.strip() == expected_address
+    )
+    if not same:
         problems.append(f"contractAddress {contract_address} is not the escrow address {expected_address}")
     funder = keyed(backend, client=client_wallet, confirmed=True)
     if funder and client_wallet is None:

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from github_app.chains.errors import TxRejected
 from github_app.chains.evm import SignedTx
 from github_app.db.app_tables import (
     ChainTxState,
@@ -47,23 +48,10 @@ class RefundResult:
 
 
 async def hold_for_refund(session: AsyncSession, escrow: Escrow, state: EscrowChainState) -> None:
-    """The guard a refund passes, with `state` locked (`lock_escrow_state`): never an escrow released or
-    being released; from then on the release worker refuses the escrow. Every refund passes here, the
-    operator's and a client's `/bmad refund`."""
-    escrow_id = escrow.id
-    if escrow.status == EscrowStatus.RELEASED:
-        raise RefundRefused(f"escrow {escrow_id} is already RELEASED to the expert")
-    releasing = (
-        await session.execute(
-            select(EscrowReleaseRequest.id).where(
-                EscrowReleaseRequest.escrow_id == escrow_id,
-                EscrowReleaseRequest.state.in_((ReleaseState.RELEASING, ReleaseState.RELEASED)),
-            )
-        )
-    ).scalar()
-    if releasing is not None:
-        raise RefundRefused(f"escrow {escrow_id} is being released to the expert: wait for its outcome")
-    # From now on the release worker refuses this escrow.
+    """A client's `/bmad refund` going ahead, with `state` locked (`lock_escrow_state`): the same check
+    as the operator's refund (never an escrow released or being released), and the escrow held for the
+    refund from now on, so the release worker refuses it (`bmad-app escrow refund --withdraw` lets it go)."""
+    await _refuse_if_released(session, escrow, escrow.id)
     if state.refund_requested_at is None:
         state.refund_requested_at = utcnow()
 
@@ -130,11 +118,10 @@ async def _refund(
         backend = chains.get(escrow.blockchain)
         if backend is None:
             raise RefundRefused(chains.problem(escrow.blockchain) or "chain not configured")
-        # Held until this transaction commits: a release cannot reach RELEASING meanwhile.
         state = await lock_escrow_state(session, escrow_id, lock=not runtime.is_sqlite)
         if escrow.status == EscrowStatus.REFUNDED and state.refund_tx_hash:
             return RefundResult(escrow_id, state.refund_tx_hash, backend.tx_url(state.refund_tx_hash))
-        await hold_for_refund(session, escrow, state)
+        await _refuse_if_released(session, escrow, escrow_id)
         currency = escrow.currency
         client_wallet = await session.get(Wallet, (escrow.client_id, escrow.blockchain))
         client_address = client_wallet.address if client_wallet is not None else None
@@ -148,6 +135,8 @@ async def _refund(
             "cannot be known; set the client's wallet with `bmad-app wallet set`, then run again"
         )
     if signed is None:
+        # Nothing is recorded until the refund goes ahead: a refused refund leaves the escrow to its
+        # release, as if it had never been asked for.
         onchain = await backend.read(escrow_id, currency, **key)
         if onchain.status == ONCHAIN_REFUNDED:
             found = await backend.find_transaction("refund", escrow_id, **key, **keyed(backend, from_block=watch_from))
@@ -170,16 +159,44 @@ async def _refund(
                     "the client has no Solana wallet: set one with "
                     "`bmad-app wallet set --user EMAIL --chain solana ADDRESS`, then run again"
                 )
-            signed = await backend.build_refund(escrow_id, client_address, onchain.amount, currency)
-            async with runtime.sessionmaker() as session, session.begin():
-                add_signed(session, backend, escrow_id, "refund", signed)
+            prepared = await backend.build_refund(escrow_id, client_address, onchain.amount, currency)
         else:
             unsigned = await backend.unsigned("refund", escrow_id, **key)
             chain_nonce = await backend.pending_nonce()
-            async with runtime.sessionmaker() as session, session.begin():
+        async with runtime.sessionmaker() as session, session.begin():
+            # Held until this transaction commits: a release cannot reach RELEASING meanwhile, and
+            # the request and its signed transaction are committed together.
+            state = await lock_escrow_state(session, escrow_id, lock=not runtime.is_sqlite)
+            escrow = await session.get(Escrow, escrow_id)
+            assert escrow is not None
+            await session.refresh(escrow)
+            await _refuse_if_released(session, escrow, escrow_id)
+            if await live_tx(session, escrow_id, "refund") is not None:
+                raise RefundRefused(f"another refund of escrow {escrow_id} was signed meanwhile: run again")
+            # From now on the release worker refuses this escrow.
+            if state.refund_requested_at is None:
+                state.refund_requested_at = utcnow()
+            if onchain.custodial:
+                signed = prepared
+                add_signed(session, backend, escrow_id, "refund", signed)
+            else:
                 signed = await record_signed(session, backend, escrow_id, "refund", unsigned, chain_nonce)
         step("signed")
-    await backend.broadcast(signed)
+    try:
+        await backend.broadcast(signed)
+    except TxRejected as exc:
+        # Never on the chain: settled with the node's own words, and the request goes with it (a refused
+        # refund leaves the escrow to its release).
+        async with runtime.sessionmaker() as session, session.begin():
+            state = await lock_escrow_state(session, escrow_id, lock=not runtime.is_sqlite)
+            await session.execute(
+                update(EscrowChainTx)
+                .where(EscrowChainTx.tx_hash == signed.tx_hash)
+                .values(state=ChainTxState.DROPPED, error=str(exc)[:2000])
+            )
+            if await live_tx(session, escrow_id, "refund") is None:
+                state.refund_requested_at = None
+        raise RefundRefused(f"the node refused the refund transaction {signed.tx_hash}: {exc}") from None
     step("broadcast")
     deadline = time.monotonic() + wait_seconds
     while True:
@@ -198,6 +215,44 @@ async def _refund(
     step("confirmed")
     await _mark(runtime, backend, escrow_id, signed.tx_hash)
     return RefundResult(escrow_id, signed.tx_hash, backend.tx_url(signed.tx_hash))
+
+
+async def _refuse_if_released(session: Any, escrow: Escrow, escrow_id: str) -> None:
+    if escrow.status == EscrowStatus.RELEASED:
+        raise RefundRefused(f"escrow {escrow_id} is already RELEASED to the expert")
+    releasing = (
+        await session.execute(
+            select(EscrowReleaseRequest.id).where(
+                EscrowReleaseRequest.escrow_id == escrow_id,
+                EscrowReleaseRequest.state.in_((ReleaseState.RELEASING, ReleaseState.RELEASED)),
+            )
+        )
+    ).scalar()
+    if releasing is not None:
+        raise RefundRefused(f"escrow {escrow_id} is being released to the expert: wait for its outcome")
+
+
+async def withdraw_refund(runtime: Any, escrow_id: str) -> str:
+    """Withdraw an operator's refund request none of whose transactions can still move the money
+    (never signed, or every one dropped or reverted); the release may then go ahead. What was done,
+    as a sentence."""
+    async with runtime.sessionmaker() as session, session.begin():
+        escrow = await session.get(Escrow, escrow_id)
+        if escrow is None:
+            raise RefundRefused(f"no escrow {escrow_id!r}")
+        state = await lock_escrow_state(session, escrow_id, lock=not runtime.is_sqlite)
+        if escrow.status == EscrowStatus.REFUNDED or state.refund_tx_hash:
+            raise RefundRefused(f"escrow {escrow_id} is already REFUNDED: nothing to withdraw")
+        if state.refund_requested_at is None:
+            raise RefundRefused(f"no refund of escrow {escrow_id} is requested: nothing to withdraw")
+        live = await live_tx(session, escrow_id, "refund")
+        if live is not None:
+            raise RefundRefused(
+                f"the refund of escrow {escrow_id} is signed ({live.tx_hash}) and may still land: run "
+                "`bmad-app escrow refund` again to see it through"
+            )
+        state.refund_requested_at = None
+    return f"{escrow_id}: refund request withdrawn; its release may go ahead (`bmad-app escrow retry {escrow_id}`)"
 
 
 async def _settle(runtime: Any, tx_hash: str, state: str) -> None:

@@ -30,6 +30,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from github_app.chains.addresses import CHAIN_NAMES
+from github_app.chains.errors import TxRejected
 from github_app.chains.evm import SignedTx
 from github_app.db.app_tables import (
     ChainTxState,
@@ -43,11 +44,19 @@ from github_app.db.app_tables import (
 from github_app.db.enums import EscrowStatus, OpportunityStatus
 from github_app.db.models import Escrow, Opportunity, Story
 from github_app.db.types import utcnow
-from github_app.domain.escrow import ONCHAIN_FUNDED, ONCHAIN_NONE, ONCHAIN_REFUNDED, ONCHAIN_RELEASED, bind_escrow
+from github_app.domain.escrow import (
+    ONCHAIN_FUNDED,
+    ONCHAIN_NONE,
+    ONCHAIN_REFUNDED,
+    ONCHAIN_RELEASED,
+    bind_escrow,
+    parse_amount,
+)
 from github_app.escrow import store
 from github_app.escrow.backends import Chains, keyed
 from github_app.escrow.chain_txs import Fault, add_signed, live_tx, record_signed, settle_replaced, signed_of
 from github_app.inbox.store import ERROR_MAX_CHARS
+from github_app.logs import SecretScrubber
 from github_app.metrics import ESCROW_RELEASES
 from github_app.names import worker_name
 from github_app.services.stories import audit
@@ -91,6 +100,8 @@ class Releaser:
         self.fault = fault
         self.resend_seconds = resend_seconds
         self._lock = not runtime.is_sqlite
+        # RPC URLs carry API keys, and a node's errors quote them: none reaches last_error or a log.
+        self._redact = SecretScrubber(runtime.settings.secret_values()).scrub
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -173,7 +184,7 @@ class Releaser:
             log.warning("escrow release lease lost; another worker has it", extra={"request": request_id})
         except Exception as exc:
             # A transient problem (node unreachable, database hiccup): keep the request, retry soon.
-            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:ERROR_MAX_CHARS]
+            detail = self._redact("".join(traceback.format_exception_only(type(exc), exc)).strip())[:ERROR_MAX_CHARS]
             log.warning("escrow release attempt failed; will retry", extra={"request": request_id, "error": detail})
             ESCROW_RELEASES.labels("unknown", "retry").inc()
             try:
@@ -205,6 +216,7 @@ class Releaser:
             recorded = await live_tx(session, escrow.id, "release")
             signed = signed_of(recorded) if recorded is not None else None
             wallet = await session.get(Wallet, (request.expert_id, escrow.blockchain))
+            client_wallet = await session.get(Wallet, (escrow.client_id, escrow.blockchain))
             if tx_hash is None and signed is None:
                 # Nothing in flight: the checks before a payment is signed. (A recorded transaction is
                 # always reconciled with the chain first, whatever changed since.)
@@ -229,6 +241,7 @@ class Releaser:
                     )
                     return
             escrow_id, expert_wallet = escrow.id, wallet.address if wallet else ""
+            client_address = client_wallet.address if client_wallet else None
             amount, fee_bps, currency = escrow.amount, escrow.platform_fee, escrow.currency
         self._step("bound", request_id)
         if tx_hash is not None:  # marked by an earlier run that died before closing the request
@@ -237,12 +250,14 @@ class Releaser:
 
         if signed is None:
             signed = await self._sign(
-                request_id, escrow_id, expert_wallet, amount, fee_bps, currency, backend, key, watch_from
+                request_id, escrow_id, expert_wallet, amount, fee_bps, currency, backend, key, watch_from,
+                client_address,
             )
             if signed is None:
                 return
             self._step("signed", request_id)
-        await backend.broadcast(signed)
+        if not await self._broadcast(request_id, signed, backend):
+            return
         self._step("broadcast", request_id)
         landed = await self._confirm(request_id, escrow_id, currency, signed, backend, key)
         if landed is None:
@@ -320,6 +335,7 @@ class Releaser:
         backend: Any,
         key: dict[str, Any],
         watch_from: int | None,
+        client_address: str | None = None,
     ) -> SignedTx | None:
         """Read the chain, then sign and commit the transaction; None when there is nothing to sign."""
         onchain = await backend.read(escrow_id, currency, **key)
@@ -336,6 +352,7 @@ class Releaser:
             await self._mark(request_id, escrow_id, found, backend)
             return None
         problem = None
+        row_amount = parse_amount(amount_text) or 0
         if onchain.status == ONCHAIN_REFUNDED:
             problem = "the escrow was refunded on-chain: nothing to release"
         elif onchain.status == ONCHAIN_NONE and onchain.custodial:
@@ -350,8 +367,17 @@ class Releaser:
             problem = "the escrow is not funded on-chain"
         elif onchain.status != ONCHAIN_FUNDED:
             problem = f"unknown on-chain escrow status {onchain.status}"
-        elif onchain.custodial and str(onchain.amount) != amount_text.strip():
-            problem = f"the escrow account holds {onchain.amount}, not the row's {amount_text}: an operator decides"
+        elif onchain.custodial and (parse_amount(amount_text) is None or onchain.amount < row_amount):
+            problem = (
+                f"the escrow account holds {onchain.amount}, less than the row's {amount_text}: an operator decides"
+            )
+        elif onchain.custodial and onchain.amount > row_amount and client_address is None:
+            # The excess goes back to the client in the release itself; the chain does not say who they are.
+            problem = (
+                f"the escrow account holds {onchain.amount}, more than the row's {amount_text}, and the excess goes "
+                f"back to the client, who has no {CHAIN_NAMES.get(backend.chain, backend.chain)} wallet: set one "
+                f"with `bmad-app wallet set`, then `bmad-app escrow retry {escrow_id}`"
+            )
         elif not onchain.custodial and (onchain.expert or "").lower() != expert_wallet.lower():
             problem = (
                 f"the escrow pays {onchain.expert} on-chain but the expert's wallet is now {expert_wallet}: "
@@ -361,7 +387,10 @@ class Releaser:
             await self._fail_by_id(request_id, problem)
             return None
         if onchain.custodial:  # Solana: no nonce; the signature's blockhash bounds its life
-            prepared = await backend.build_release(escrow_id, expert_wallet, onchain.amount, fee_bps, currency)
+            # The row's amount is split; whatever else the account holds goes back to the client.
+            prepared = await backend.build_release(
+                escrow_id, expert_wallet, row_amount, fee_bps, currency, client=client_address
+            )
         else:
             unsigned, chain_nonce = await asyncio.gather(
                 backend.unsigned("release", escrow_id, **key), backend.pending_nonce()
@@ -433,7 +462,8 @@ class Releaser:
                 return None
             if not landed and time.monotonic() > rebroadcast:
                 # The same bytes of the newest: a node that lost it gets it again.
-                await backend.broadcast(candidates[-1][0])
+                if not await self._broadcast(request_id, candidates[-1][0], backend):
+                    return None
                 rebroadcast = time.monotonic() + 10 * self.poll_seconds
             await asyncio.sleep(self.poll_seconds if not landed else self.poll_seconds / 2)
 
@@ -469,6 +499,26 @@ class Releaser:
             extra={"escrow": escrow_id, "tx": newer.tx_hash, "replaces": stuck.tx_hash},
         )
         return newer
+
+    async def _broadcast(self, request_id: str, signed: SignedTx, backend: Any) -> bool:
+        """Send the recorded bytes; False when the node refused them before sending (its simulation
+        failed): the transaction is settled as never sent, with the node's error, and the release fails
+        with it instead of waiting for the transaction to expire and signing it again, and again."""
+        try:
+            await backend.broadcast(signed)
+        except TxRejected as exc:
+            error = self._redact(str(exc))[:ERROR_MAX_CHARS]
+            async with self.runtime.sessionmaker() as session, session.begin():
+                request = await self._hold(session, request_id)
+                await session.execute(
+                    update(EscrowChainTx)
+                    .where(EscrowChainTx.tx_hash == signed.tx_hash)
+                    .values(state=ChainTxState.DROPPED, error=error)
+                )
+                reason = f"the node refused the release transaction {signed.tx_hash}: {error}"
+                await self._fail(session, request, reason)
+            return False
+        return True
 
     async def _mark(self, request_id: str, escrow_id: str, tx_hash: str, backend: Any) -> None:
         async with self.runtime.sessionmaker() as session, session.begin():

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from github_app.chains.errors import TxRejected
 from github_app.db.app_tables import ChainTxState, EscrowChainTx
 from github_app.db.types import utcnow
 from github_app.escrow.backends import Chains
@@ -73,6 +74,15 @@ async def resend_unsent(runtime: Any, chains: Chains) -> ResendReport:
                 continue
             await backend.broadcast(signed)
             report.sent.append(signed.tx_hash)
+        except TxRejected as exc:
+            # The node refused it before sending (its simulation failed): it was never on the chain, and
+            # sending the same bytes again gets the same answer until it expires.
+            await settle(runtime, signed.tx_hash, ChainTxState.DROPPED, error=str(exc))
+            report.settled[signed.tx_hash] = ChainTxState.DROPPED
+            log.error(
+                "recorded transaction refused by the node",
+                extra={"kind": kind, "escrow": escrow_id, "tx": signed.tx_hash, "error": str(exc)},
+            )
         except Exception as exc:  # the node is down for now: the next pass tries again
             log.warning(
                 "cannot resend a recorded transaction yet",
@@ -96,10 +106,13 @@ async def mark_confirmed(runtime: Any, backend: Any, kind: str, escrow_id: str |
         await settle_replaced(session, tx_hash)
 
 
-async def settle(runtime: Any, tx_hash: str, state: str) -> None:
+async def settle(runtime: Any, tx_hash: str, state: str, *, error: str | None = None) -> None:
+    values: dict[str, Any] = {"state": state}
+    if error is not None:
+        values["error"] = error[:2000]
     async with runtime.sessionmaker() as session, session.begin():
         await session.execute(
             update(EscrowChainTx)
             .where(EscrowChainTx.tx_hash == tx_hash, EscrowChainTx.state == ChainTxState.SIGNED)
-            .values(state=state)
+            .values(**values)
         )

@@ -28,6 +28,7 @@ from github_app.metrics import DELIVERIES_PROCESSED, HANDLER_FAILURES, LOCK_CONF
 from github_app.names import worker_name
 from github_app.runtime import Runtime
 from github_app.wakeup import sleep_until_woken
+from github_app.webhook import event_label
 
 log = logging.getLogger(__name__)
 
@@ -188,21 +189,21 @@ class Worker:
                 for conflicts in range(LOCK_CONFLICT_RETRIES + 1):
                     try:
                         if not await self._handle(row, event):
-                            DELIVERIES_PROCESSED.labels(row.event, "lost_lease").inc()
+                            DELIVERIES_PROCESSED.labels(event_label(row.event), "lost_lease").inc()
                             log.warning("delivery lease lost; another worker has it", extra=fields)
                             return
                         break
                     except Exception as exc:
                         if not is_lock_conflict(exc) or conflicts >= LOCK_CONFLICT_RETRIES:
                             raise
-                        LOCK_CONFLICTS.labels(row.event).inc()
+                        LOCK_CONFLICTS.labels(event_label(row.event)).inc()
                         log.info(
                             "delivery hit a lock conflict; running it again",
                             extra={**fields, "conflicts": conflicts + 1},
                         )
                         await asyncio.sleep(random.uniform(0.001, 0.02) * (conflicts + 1))
         except Exception as exc:
-            HANDLER_FAILURES.labels(row.event).inc()
+            HANDLER_FAILURES.labels(event_label(row.event)).inc()
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             if isinstance(exc, TimeoutError):
                 detail = f"handler did not finish within {self.handler_deadline:.0f}s"
@@ -215,7 +216,7 @@ class Worker:
             return
         latency = (utcnow() - row.received_at).total_seconds()
         PROCESSING_LATENCY.observe(max(0.0, latency))
-        DELIVERIES_PROCESSED.labels(row.event, "done").inc()
+        DELIVERIES_PROCESSED.labels(event_label(row.event), "done").inc()
         log.info(
             "delivery processed",
             extra={**fields, "outcome": "done", "ms": round((time.monotonic() - started) * 1000, 1)},
@@ -251,7 +252,7 @@ class Worker:
             log.error("cannot record delivery failure", extra={"delivery_id": row.delivery_id, "error": repr(exc)})
             return
         outcome = "dead" if state == InboxState.DEAD else "retry"
-        DELIVERIES_PROCESSED.labels(row.event, outcome).inc()
+        DELIVERIES_PROCESSED.labels(event_label(row.event), outcome).inc()
         log.info(
             "delivery processed",
             extra={

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy import text as sql
 
 from github_app import commands as command_families
-from github_app.commands.registry import COMMANDS, Call, CommentRef, Outcome, Reply
+from github_app.commands.registry import COMMANDS, Call, CommentRef, Outcome, Reply, quiet
 from github_app.db.app_tables import CommandComment, CommandUse
 from github_app.db.queries import project_for_repository
 from github_app.db.types import from_github_time, utcnow
@@ -204,12 +204,6 @@ def _overall(outcomes: list[Outcome]) -> Outcome:
 
 
 _MARK = {Outcome.APPLIED: "✅", Outcome.PENDING: "⏳", Outcome.REFUSED: "⚠️"}
-
-
-def quiet(text: str) -> str:
-    """`text` as a person wrote it, with its @mentions made inert: echoing a command must never let its
-    writer make the app notify whoever they like."""
-    return text.replace("@", "@\u2060")
 
 
 def _reply_text(login: str, results: list[tuple[str, Reply]]) -> str:
