@@ -46,6 +46,8 @@ from web3 import AsyncHTTPProvider, AsyncWeb3  # noqa: E402
 
 from github_app.config import Settings  # noqa: E402
 from github_app.db import migrate  # noqa: E402
+from github_app.demo.evm_env import ARBITER_KEY, TREASURY_KEY, address, deploy_env, expert_key  # noqa: E402
+from github_app.demo.fake_github import FakeGitHub  # noqa: E402
 from github_app.escrow.backends import Chains  # noqa: E402
 from github_app.escrow.funding import sync_funding  # noqa: E402
 from github_app.inbox.group_commit import GroupCommitWriter  # noqa: E402
@@ -53,11 +55,9 @@ from github_app.inbox.worker import Worker  # noqa: E402
 from github_app.runtime import Runtime  # noqa: E402
 from github_app.server import default_router, depth_sampler, open_writer, readiness  # noqa: E402
 from github_app.web import create_app  # noqa: E402
-from tests.chain.evm_env import ARBITER_KEY, TREASURY_KEY, address, deploy_env, expert_key  # noqa: E402
 from tests.chain.hardhat import CONTRACTS, HARDHAT, ensure_node_modules, free_port, rpc  # noqa: E402
 from tests.chain.market import create_escrow, set_wallet  # noqa: E402
 from tests.deliveries import headers_for  # noqa: E402
-from tests.fake_github import FakeGitHub  # noqa: E402
 from tests.github_fixtures import GITHUB_APP_ID, INSTALLATION_ID, REPO, generate_key_pair  # noqa: E402
 from tests.harness import App  # noqa: E402
 from tests.workflow import DEV, GATE_PATH, PM, QA, STORY_PATH, gate_file, seed_market, story_file  # noqa: E402

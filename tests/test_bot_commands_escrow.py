@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from github_app.chains.addresses import evm_escrow_id, evm_ref
+from github_app.config import Settings
 from github_app.db.enums import EscrowStatus
 from github_app.demo.evm_env import CLIENT_KEY, EvmEnv, address, deploy_env, expert_key, in_process_web3
 from github_app.demo.fake_github import FakeGitHub
@@ -17,6 +19,7 @@ from github_app.escrow.releases import Releaser
 from github_app.escrow.requested_refunds import RequestedRefunds
 from tests.chain.market import create_escrow, done_story, escrow_row, set_wallet
 from tests.comments import Comments
+from tests.conftest import make_settings
 from tests.harness import App
 from tests.test_bot_commands import reactions, reply, say, story
 from tests.workflow import CLIENT, DEV, PM, Market, seed_market
@@ -29,9 +32,18 @@ CLIENT_ADDRESS = address(CLIENT_KEY)
 async def market(app: App, fake_github: FakeGitHub) -> AsyncIterator[Market]:
     m = await seed_market(app.runtime, fake_github)
     await set_wallet(m, DEV, "polygon", EXPERT)
-    # Polygon escrows are keyed by their funder: the one that counts is funded from the client's wallet.
-    await set_wallet(m, CLIENT, "polygon", CLIENT_ADDRESS)
+    await set_wallet(m, CLIENT, "polygon", CLIENT_ADDRESS)  # the escrow is keyed by its funder
     yield m
+
+
+CONTRACT = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+USDC = "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512"
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    """Polygon's contract and token as the operator configured them: what funding instructions name."""
+    return make_settings(db_url, polygon_escrow_contract=CONTRACT, polygon_tokens=(("USDC", USDC),))
 
 
 @pytest.fixture
@@ -127,6 +139,21 @@ async def test_escrow_shows_how_to_fund_a_pending_escrow(
     await say(app, asked)
     text = reply(fake_github, asked)
     assert escrow_id in text and "PENDING" in text
+    key = "0x" + evm_escrow_id(CLIENT_ADDRESS, escrow_id).hex()
+    ref = "0x" + evm_ref(escrow_id).hex()
+    assert f"`{CONTRACT}.fund({ref}, {EXPERT}, {USDC}, 1000000, 500)`" in text
+    assert f"`{USDC}.approve({CONTRACT}, 1000000)`" in text and f"escrow id (bytes32): `{key}`" in text
+    by_dev = comments.created("/bmad escrow 1.3", DEV)
+    await say(app, by_dev)
+    assert key in reply(fake_github, by_dev)
+    # The escrow id depends on the funding wallet: without the client's, no instructions.
+    async with m.runtime.engine.begin() as conn:
+        from sqlalchemy import text as sql
+
+        await conn.execute(sql("DELETE FROM wallet WHERE user_id = :u"), {"u": m.users[CLIENT]})
+    unknown = comments.created("/bmad escrow 1.3", CLIENT)
+    await say(app, unknown)
+    assert "the client's Polygon wallet" in reply(fake_github, unknown) and ".fund(" not in reply(fake_github, unknown)
     stranger = comments.created("/bmad escrow 1.3", PM)
     await say(app, stranger)
     assert "only the project's client or the story's developer may" in reply(fake_github, stranger)

@@ -88,9 +88,7 @@ class BrokenEvmNode:
             await self.runner.cleanup()
 
 
-def chain_env(
-    db_url: str, rpc_url: str, tmp_path: Path, sol: SolanaEnv, evm_url: str | None = None
-) -> dict[str, str]:
+def chain_env(db_url: str, rpc_url: str, tmp_path: Path, sol: SolanaEnv, evm_url: str | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POLYGON_", "SOLANA_", "DATABASE_URL", "GITHUB_"))}
     env.update(
         DATABASE_URL=db_url,
@@ -150,7 +148,7 @@ async def test_rpc_urls_with_api_keys_never_reach_logs_stored_errors_or_command_
                 text('UPDATE "Escrow" SET "contractAddress" = :a WHERE id = :e'),
                 {"a": solana_chain.address_of(solana_escrow[0]), "e": solana_escrow[0]},
             )
-            await conn.execute(text('UPDATE "Escrow" SET status = \'FUNDED\''))
+            await conn.execute(text("UPDATE \"Escrow\" SET status = 'FUNDED'"))
         # A release attempt stores the node's error for the operator, without the URL it quotes.
         runtime = dataclasses.replace(app.runtime, settings=settings)
         releaser = Releaser(runtime, chains, poll_seconds=0.01, concurrency=2)

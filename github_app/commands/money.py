@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from github_app.chains.addresses import CHAINS, POLYGON, InvalidAddress, evm_ref
-from github_app.commands.registry import Call, Outcome, Reply, register
+from github_app.chains.addresses import CHAINS, POLYGON, InvalidAddress, evm_funding
+from github_app.commands.registry import Call, Outcome, Reply, quiet, register
 from github_app.commands.stories import locked_story
 from github_app.db.app_tables import EscrowReleaseRequest, RefundRequest, Wallet
 from github_app.db.enums import EscrowStatus, StoryStatus
@@ -16,10 +16,11 @@ from github_app.db.types import utcnow
 from github_app.db.upsert import insert_if_absent
 from github_app.domain.command_grammar import UsageError
 from github_app.domain.command_rights import CLIENT, CLIENT_OR_DEVELOPER, MARKETPLACE_USER
+from github_app.domain.escrow import parse_amount
 from github_app.escrow.refunds import RefundRefused, hold_for_refund
 from github_app.escrow.retry import RetryRefused, retry_release
 from github_app.escrow.store import lock_escrow_state
-from github_app.escrow.wallets import store_wallet
+from github_app.escrow.wallets import NodeWalletChecker, WalletError, store_wallet
 from github_app.services.stories import audit, opportunity_of
 from github_app.services.views import release_text
 
@@ -39,10 +40,15 @@ async def wallet(call: Call) -> Reply:
     if chain not in CHAINS:
         raise UsageError(f"the chain is polygon or solana, not {call.args[0][:20]!r}")
     assert call.speaker.user_id is not None  # MARKETPLACE_USER
+    # The operator's checks too: where the chain's node is configured, a program, a token account or
+    # a contract is refused as a payout wallet.
+    checker = NodeWalletChecker(call.runtime.settings)
     try:
-        address = await store_wallet(call.session, call.speaker.user_id, chain, call.args[1])
+        address = await store_wallet(call.session, call.speaker.user_id, chain, call.args[1], checker)
     except InvalidAddress as exc:
-        return Reply.refused(f"that {chain} address is not valid: {exc}")
+        return Reply.refused(f"that {chain} address is not valid: {quiet(str(exc))}")
+    except WalletError as exc:
+        return Reply.refused(f"that {chain} address cannot be a payout wallet: {quiet(str(exc))}")
     # Only the commenter's own address is ever shown: a reply is public.
     return Reply.applied(
         f"{call.speaker.mention}'s {chain} payout wallet is now `{address}`. Releases already signed keep "
@@ -97,42 +103,59 @@ async def escrow(call: Call) -> Reply:
 
 
 async def funding_instructions(call: Call, row: Escrow) -> str:
-    """How the client funds a PENDING escrow: the one place these instructions are written."""
+    """How the client funds a PENDING escrow, from the one derivation of it (`chains.addresses.evm_funding`):
+    the escrow id depends on the funding wallet, so the client's own Polygon wallet must be known."""
     settings = call.runtime.settings
-    expert = await call.session.get(Wallet, (row.expert_id, row.blockchain))
     if row.blockchain != POLYGON:
         return (
             f"To fund it, the client transfers {row.amount} {row.currency} to the escrow account the "
             "marketplace shows for it; the app sees the funding on its next check."
         )
+    expert = await call.session.get(Wallet, (row.expert_id, row.blockchain))
+    client = await call.session.get(Wallet, (row.client_id, row.blockchain))
     token = dict(settings.polygon_tokens).get(row.currency.upper())
     missing = [
         what
         for what, value in (
-            ("POLYGON_ESCROW_CONTRACT", settings.polygon_escrow_contract),
-            (f"a POLYGON_TOKENS entry for {row.currency}", token),
+            ("POLYGON_ESCROW_CONTRACT (the operator's)", settings.polygon_escrow_contract),
+            (f"a POLYGON_TOKENS entry for {row.currency} (the operator's)", token),
+            ("the client's Polygon wallet (`/bmad wallet polygon 0x...`, by the client)", client),
+            ("the developer's Polygon wallet (`/bmad wallet polygon 0x...`, by the developer)", expert),
         )
         if not value
     ]
-    if expert is None:
-        missing.append("the developer's Polygon wallet (`/bmad wallet polygon 0x...`, by the developer)")
+    amount = parse_amount(row.amount)
+    if amount is None:
+        missing.append(f"a valid amount (the escrow says {row.amount[:40]!r})")
     if missing:
-        return "It cannot be funded yet: " + "; ".join(missing) + " is missing."
-    assert expert is not None
-    # The contract keys an escrow by its funder and this reference (`escrowIdOf(client, ref)`).
-    escrow_key = "0x" + evm_ref(row.id).hex()
+        return "It cannot be funded yet; missing: " + "; ".join(missing) + "."
+    assert client is not None and expert is not None and token and settings.polygon_escrow_contract and amount
+    try:
+        funding = evm_funding(
+            row.id,
+            contract=settings.polygon_escrow_contract,
+            client=client.address,
+            expert=expert.address,
+            token=token,
+            amount=amount,
+            fee_bps=row.platform_fee,
+        )
+    except ValueError as exc:  # InvalidAddress too
+        return f"It cannot be funded as recorded: {exc}"
     return "\n".join(
         [
-            "To fund it, from the client's wallet on Polygon:",
+            f"To fund it, from the client's wallet `{funding.client}` on Polygon:",
             "",
-            f"- contract: `{settings.polygon_escrow_contract}`",
-            f"- escrow reference (bytes32): `{escrow_key}`",
-            f"- token: `{token}` ({row.currency})",
-            f"- amount: `{row.amount}` (base units)",
-            f"- fee: `{row.platform_fee}` basis points",
+            f"- contract: `{funding.contract}`",
+            f"- escrow id (bytes32): `0x{funding.escrow_id.hex()}`",
+            f"- token: `{funding.token}` ({row.currency})",
+            f"- amount: `{funding.amount}` (base units)",
+            f"- fee: `{funding.fee_bps}` basis points",
             "",
-            f"1. `approve({settings.polygon_escrow_contract}, {row.amount})` on the token",
-            f"2. `fund({escrow_key}, {expert.address}, {token}, {row.amount}, {row.platform_fee})` on the contract",
+            f"1. `{funding.approve_call}`",
+            f"2. `{funding.fund_call}`",
+            "",
+            "Funding from any other address is not this escrow and is never accepted.",
         ]
     )
 

@@ -122,6 +122,12 @@ def register(
     return add
 
 
+def quiet(text: str) -> str:
+    """`text` as a person wrote it, with its @mentions made inert: echoing a command must never let its
+    writer make the app notify whoever they like."""
+    return text.replace("@", "@\u2060")
+
+
 def reply_for(decision: sm.Decision) -> Reply:
     """What a story decision tells the person who asked for it."""
     if isinstance(decision, sm.Transition | sm.Recorded):

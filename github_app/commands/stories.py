@@ -16,7 +16,7 @@ from github_app.domain.vocabulary import Role
 from github_app.services.decisions import apply_decision
 from github_app.services.people import login_of, user_by_login
 from github_app.services.qa_decisions import scope_of
-from github_app.services.stories import find_story, lock_story, snapshot
+from github_app.services.stories import ensure_developer, find_story, lock_story, snapshot
 from github_app.services.views import escrow_text
 
 
@@ -33,6 +33,9 @@ async def locked_story(call: Call, word: str) -> tuple[Story, sm.StorySnapshot] 
     if found is None:
         return Reply.refused(f"this project has no story {epic}.{number}")
     story = await lock_story(call.session, found.id)
+    # The story's developer is who every other path takes it to be: the assigned one, or else the
+    # expert of the accepted bid (recorded now, as the first pull request event would).
+    await ensure_developer(call.session, story, call.fields())
     snap = await snapshot(call.session, story)
     refusal = call.refusal(snap)
     if refusal is not None:

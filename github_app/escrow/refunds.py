@@ -48,23 +48,10 @@ class RefundResult:
 
 
 async def hold_for_refund(session: AsyncSession, escrow: Escrow, state: EscrowChainState) -> None:
-    """The guard a refund passes, with `state` locked (`lock_escrow_state`): never an escrow released or
-    being released; from then on the release worker refuses the escrow. Every refund passes here, the
-    operator's and a client's `/bmad refund`."""
-    escrow_id = escrow.id
-    if escrow.status == EscrowStatus.RELEASED:
-        raise RefundRefused(f"escrow {escrow_id} is already RELEASED to the expert")
-    releasing = (
-        await session.execute(
-            select(EscrowReleaseRequest.id).where(
-                EscrowReleaseRequest.escrow_id == escrow_id,
-                EscrowReleaseRequest.state.in_((ReleaseState.RELEASING, ReleaseState.RELEASED)),
-            )
-        )
-    ).scalar()
-    if releasing is not None:
-        raise RefundRefused(f"escrow {escrow_id} is being released to the expert: wait for its outcome")
-    # From now on the release worker refuses this escrow.
+    """A client's `/bmad refund` going ahead, with `state` locked (`lock_escrow_state`): the same check
+    as the operator's refund (never an escrow released or being released), and the escrow held for the
+    refund from now on, so the release worker refuses it (`bmad-app escrow refund --withdraw` lets it go)."""
+    await _refuse_if_released(session, escrow, escrow.id)
     if state.refund_requested_at is None:
         state.refund_requested_at = utcnow()
 

@@ -45,9 +45,9 @@ async def set_wallet(
 async def store_wallet(
     session: AsyncSession, user_id: str, chain: str, address: str, checker: WalletChecker | None = None
 ) -> str:
-    """Validate `address` on `chain` (on-chain too, with a `checker`) and store it as the user's wallet
-    there; the normalised address. A release already signed is not affected: its transaction names the
-    address it pays."""
+    """Validate `address` on `chain` (and with `checker`, on the chain's node) and store it as the user's
+    wallet there; the normalised address. What `bmad-app wallet set` and `/bmad wallet` both call. A
+    release already signed is not affected: its transaction names the address it pays."""
     normalised = address_for(chain, address)  # raises InvalidAddress (a ValueError) with the reason
     if checker is not None:
         problem = await checker.problem(chain, normalised)

@@ -17,9 +17,10 @@ from typing import Any
 
 from gidgethub import sansio
 from sqlalchemy import func, select
+from sqlalchemy import text as sql
 
 from github_app import commands as command_families
-from github_app.commands.registry import COMMANDS, Call, CommentRef, Outcome, Reply
+from github_app.commands.registry import COMMANDS, Call, CommentRef, Outcome, Reply, quiet
 from github_app.db.app_tables import CommandComment, CommandUse
 from github_app.db.queries import project_for_repository
 from github_app.db.types import from_github_time, utcnow
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 FLOOD_LIMIT = 10
 FLOOD_WINDOW = timedelta(minutes=10)
+FLOOD_LOCK_SPACE = 0x626D6164  # the advisory lock namespace of the flood count ("bmad")
 assert command_families.COMMANDS is COMMANDS  # the families are registered
 
 # command_comment.outcome
@@ -204,12 +206,6 @@ def _overall(outcomes: list[Outcome]) -> Outcome:
 _MARK = {Outcome.APPLIED: "✅", Outcome.PENDING: "⏳", Outcome.REFUSED: "⚠️"}
 
 
-def quiet(text: str) -> str:
-    """`text` as a person wrote it, with its @mentions made inert: echoing a command must never let its
-    writer make the app notify whoever they like."""
-    return text.replace("@", "@\u2060")
-
-
 def _reply_text(login: str, results: list[tuple[str, Reply]]) -> str:
     parts = [f"@{login}"]
     for text, reply in results:
@@ -235,6 +231,11 @@ async def _answered_unlinked(session: Any, key: str) -> bool:
 async def _flood(session: Any, account_id: int) -> str | None:
     """None when the account may run commands now (the run is counted); else the one message to give
     ("" when it was given already in this window)."""
+    if session.get_bind().dialect.name == "postgresql":
+        # One count at a time per person: concurrent workers must not each see room for one more.
+        await session.execute(
+            sql("SELECT pg_advisory_xact_lock(:space, :key)"), {"space": FLOOD_LOCK_SPACE, "key": account_id % 2**31}
+        )
     now = utcnow()
     since = now - FLOOD_WINDOW
     recent = (CommandUse.account_id == account_id, CommandUse.at > since)
