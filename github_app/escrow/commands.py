@@ -17,8 +17,9 @@ from github_app.db.app_tables import EscrowChainState, EscrowChainTx, EscrowRele
 from github_app.db.models import Escrow
 from github_app.db.types import utcnow
 from github_app.escrow.backends import Chains
+from github_app.escrow.subjects import refresh_release_views
 from github_app.runtime import Runtime
-from github_app.services.views import refresh_story_prs, release_text
+from github_app.services.views import release_text
 
 
 def _run(settings: Settings, body: Callable[[Runtime], Awaitable[int]]) -> int:
@@ -215,8 +216,9 @@ async def _retry(runtime: Runtime, args: argparse.Namespace) -> int:
         request.lease_expires_at = None
         request.last_error = None
         await session.flush()
-        await refresh_story_prs(session, request.story_id)
-    print(f"release of story {request.story_id}: queued again")
+        await refresh_release_views(session, request.story_id, request.opportunity_id)
+    subject = f"story {request.story_id}" if request.story_id else f"opportunity {request.opportunity_id}"
+    print(f"release of {subject}: queued again")
     return 0
 
 
