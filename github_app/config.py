@@ -113,6 +113,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SOLANA_EXPLORER_URL", "https://explorer.solana.com", "Explorer base for transaction links"),
     Setting("ESCROW_SYNC_SECONDS", "60", "How often the worker reads pending escrows' funding on-chain; 0 = off"),
     Setting("ESCROW_RELEASE_CONCURRENCY", "8", "Releases one worker process has in flight at once"),
+    Setting(
+        "GITHUB_APP_SLUG",
+        "bmad-marketplace",
+        "The app's slug: `@slug` starts a bot command, and `slug[bot]` is the account of its reactions",
+    ),
 )
 
 
@@ -155,6 +160,7 @@ class Settings:
     solana_explorer_url: str = "https://explorer.solana.com"
     escrow_sync_seconds: float = 60.0
     escrow_release_concurrency: int = 8
+    github_app_slug: str = "bmad-marketplace"
 
     def secret_values(self) -> list[str]:
         """What the log scrubber must never let through."""
@@ -331,12 +337,20 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         solana_explorer_url=r.parse("SOLANA_EXPLORER_URL", "https://explorer.solana.com", _http_url, "an http(s) URL"),
         escrow_sync_seconds=r.number("ESCROW_SYNC_SECONDS", 60.0, minimum=0),
         escrow_release_concurrency=r.number("ESCROW_RELEASE_CONCURRENCY", 8, minimum=1, integer=True),
+        github_app_slug=r.parse("GITHUB_APP_SLUG", "bmad-marketplace", _slug, "a GitHub App slug (letters, digits, -)"),
     )
     if settings.webhook_secrets and any(len(s) < 8 for s in settings.webhook_secrets):
         r.problems.append("GITHUB_WEBHOOK_SECRET: each secret must be at least 8 characters")
     if r.problems:
         raise ConfigError(r.problems)
     return settings
+
+
+def _slug(v: str) -> str:
+    slug = v.strip().lower()
+    if not slug or len(slug) > 100 or not all(c.isalnum() or c == "-" for c in slug) or not slug.isascii():
+        raise ValueError(v)
+    return slug
 
 
 def _positive_int(v: str) -> int:

@@ -171,6 +171,10 @@ def _escrow_tasks(runtime: Runtime, stop: asyncio.Event) -> list[asyncio.Task[No
         concurrency=settings.escrow_release_concurrency,
     )
     tasks = [asyncio.create_task(releaser.run(stop), name="escrow-releaser")]
+    from github_app.escrow.requested_refunds import RequestedRefunds
+
+    refunds = RequestedRefunds(runtime, chains, poll_seconds=max(settings.worker_poll_seconds, 1.0))
+    tasks.append(asyncio.create_task(refunds.run(stop), name="requested-refunds"))
     if settings.escrow_sync_seconds > 0 and chains.backends:
         tasks.append(asyncio.create_task(periodic_sync(runtime, chains, stop), name="escrow-funding"))
 

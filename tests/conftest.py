@@ -126,6 +126,7 @@ def make_settings(db_url: str, **overrides: object) -> Settings:
         "worker_retry_base_seconds": 0.0,
         "worker_poll_seconds": 0.05,
         "worker_lease_seconds": 30.0,
+        "github_app_slug": "bmad-marketplace-app",  # the fake GitHub's bot is bmad-marketplace-app[bot]
     }
     base.update(overrides)
     return Settings(**base)  # type: ignore[arg-type]

@@ -38,6 +38,7 @@ MAX_JWT_LIFETIME = 10 * 60
 # The request's parsed JSON body, parsed once by the middleware for the recorder and the handlers.
 JSON_BODY = web.RequestKey("json_body", object)
 MAX_COMMENT_CHARS = 65536
+REACTIONS = ("+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes")
 SECONDARY_LIMIT_MESSAGE = "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
 
 
@@ -129,6 +130,7 @@ class _Repo:
     pull_files: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     commit_pulls: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     reviews: dict[int, dict[int, dict[str, Any]]] = field(default_factory=dict)  # PR -> review id -> review
+    pulls: dict[int, dict[str, Any]] = field(default_factory=dict)  # number -> the PR as the pulls API shows it
 
 
 class FakeGitHub:
@@ -141,6 +143,7 @@ class FakeGitHub:
         self.requests: list[RecordedRequest] = []
         self.check_runs: dict[int, dict[str, Any]] = {}
         self.comments: dict[int, dict[str, Any]] = {}
+        self.reactions: dict[int, dict[str, Any]] = {}  # reaction id -> reaction, with its comment's id
         self.deliveries: list[dict[str, Any]] = []  # newest first, as GitHub serves them
         self.redelivery_attempts: list[int] = []
         self.tokens: dict[str, IssuedToken] = {}
@@ -173,6 +176,11 @@ class FakeGitHub:
         app.router.add_post(repo + "/issues/{number:\\d+}/comments", self._create_comment)
         app.router.add_patch(repo + "/issues/comments/{id:\\d+}", self._update_comment)
         app.router.add_delete(repo + "/issues/comments/{id:\\d+}", self._delete_comment)
+        app.router.add_get(repo + "/git/trees/{ref:.+}", self._get_tree)
+        app.router.add_get(repo + "/pulls", self._list_pulls)
+        app.router.add_get(repo + "/issues/comments/{id:\\d+}/reactions", self._list_reactions)
+        app.router.add_post(repo + "/issues/comments/{id:\\d+}/reactions", self._create_reaction)
+        app.router.add_delete(repo + "/issues/comments/{id:\\d+}/reactions/{reaction:\\d+}", self._delete_reaction)
         return app
 
     async def start(self, port: int = 0) -> str:
@@ -216,6 +224,10 @@ class FakeGitHub:
 
     def set_commit_pulls(self, repo: str, sha: str, pulls: Sequence[dict[str, Any]]) -> None:
         self._repo(repo).commit_pulls[sha] = list(pulls)
+
+    def set_pull(self, repo: str, pull: dict[str, Any]) -> None:
+        """A pull request as `GET /repos/{repo}/pulls` lists it (open ones by default)."""
+        self._repo(repo).pulls[int(pull["number"])] = dict(pull)
 
     def add_review(self, repo: str, number: int, review: dict[str, Any]) -> None:
         """A pull request review as GitHub keeps it (a dismissed review keeps its id, state `DISMISSED`)."""
@@ -275,13 +287,14 @@ class FakeGitHub:
         return run
 
     def add_comment(
-        self, repo: str, number: int, body: str, user_login: str, user_type: str = "User"
+        self, repo: str, number: int, body: str, user_login: str, user_type: str = "User", user_id: int | None = None
     ) -> dict[str, Any]:
         """A comment on issue or pull request ``number`` written by someone else (a person, another bot)."""
         full_name = self._repo(repo).full_name
-        comment = self._new_comment(
-            next(self._ids), full_name, number, body, {"login": user_login, "type": user_type}, None
-        )
+        user: dict[str, Any] = {"login": user_login, "type": user_type}
+        if user_id is not None:
+            user["id"] = user_id
+        comment = self._new_comment(next(self._ids), full_name, number, body, user, None)
         self.comments[comment["id"]] = comment
         return comment
 
@@ -784,6 +797,86 @@ class FakeGitHub:
         if comment is None or comment["repository"].lower() != self._repo_of(request).full_name.lower():
             return error(404, "Not Found")
         del self.comments[comment["id"]]
+        return web.Response(status=204)
+
+    async def _get_tree(self, request: web.Request) -> web.Response:
+        """`git/trees/{ref}?recursive=1`: the files put at `ref`, as blobs (sub-folders as trees)."""
+        repo = self._repo_of(request)
+        files = repo.files.get(request.match_info["ref"])
+        if files is None:
+            return error(404, "Not Found")
+        recursive = request.query.get("recursive") not in (None, "", "0", "false")
+        entries: list[dict[str, Any]] = []
+        folders: set[str] = set()
+        for path, content in sorted(files.items()):
+            parts = path.split("/")
+            if not recursive and len(parts) > 1:
+                folders.add(parts[0])
+                continue
+            for depth in range(1, len(parts)):
+                folders.add("/".join(parts[:depth]))
+            entries.append(
+                {"path": path, "mode": "100644", "type": "blob", "sha": _git_blob_sha(content), "size": len(content)}
+            )
+        entries += [{"path": folder, "mode": "040000", "type": "tree", "sha": "0" * 40} for folder in sorted(folders)]
+        return web.json_response({"sha": "f" * 40, "tree": entries, "truncated": False})
+
+    async def _list_pulls(self, request: web.Request) -> web.Response:
+        repo = self._repo_of(request)
+        state = request.query.get("state", "open")
+        pulls = [p for _, p in sorted(repo.pulls.items()) if state == "all" or p.get("state", "open") == state]
+        return self._paginate(request, pulls)
+
+    def reactions_on(self, comment_id: int) -> list[str]:
+        """The contents of the reactions on a comment, oldest first."""
+        ordered = sorted(self.reactions.values(), key=lambda r: r["id"])
+        return [r["content"] for r in ordered if r["comment_id"] == comment_id]
+
+    def _comment_of(self, request: web.Request) -> dict[str, Any] | None:
+        comment = self.comments.get(int(request.match_info["id"]))
+        if comment is None or comment["repository"].lower() != self._repo_of(request).full_name.lower():
+            return None
+        return comment
+
+    async def _list_reactions(self, request: web.Request) -> web.Response:
+        comment = self._comment_of(request)
+        if comment is None:
+            return error(404, "Not Found")
+        found = [r for r in self.reactions.values() if r["comment_id"] == comment["id"]]
+        found.sort(key=lambda r: r["id"])
+        return self._paginate(request, [{k: v for k, v in r.items() if k != "comment_id"} for r in found])
+
+    async def _create_reaction(self, request: web.Request) -> web.Response:
+        comment = self._comment_of(request)
+        if comment is None:
+            return error(404, "Not Found")
+        content = _json_object(request).get("content")
+        if content not in REACTIONS:
+            return missing_fields("Reaction", ["content"]) if content is None else error(422, "Validation Failed")
+        user = {"login": self.bot_login, "type": "Bot", "id": self.app_id + 1_000_000}
+        for reaction in self.reactions.values():
+            # GitHub answers 200 with the reaction that exists: one per user and content.
+            if reaction["comment_id"] == comment["id"] and reaction["content"] == content and reaction["user"] == user:
+                return web.json_response({k: v for k, v in reaction.items() if k != "comment_id"}, status=200)
+        reaction = {
+            "id": next(self._ids),
+            "node_id": "REA_x",
+            "user": user,
+            "content": content,
+            "created_at": _iso(_now()),
+            "comment_id": comment["id"],
+        }
+        self.reactions[reaction["id"]] = reaction
+        return web.json_response({k: v for k, v in reaction.items() if k != "comment_id"}, status=201)
+
+    async def _delete_reaction(self, request: web.Request) -> web.Response:
+        comment = self._comment_of(request)
+        reaction = self.reactions.get(int(request.match_info["reaction"]))
+        if comment is None or reaction is None or reaction["comment_id"] != comment["id"]:
+            return error(404, "Not Found")
+        if reaction["user"].get("login") != self.bot_login:
+            return error(403, "Must have admin rights to Repository.")
+        del self.reactions[reaction["id"]]
         return web.Response(status=204)
 
     async def _update_comment(self, request: web.Request) -> web.Response:

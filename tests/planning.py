@@ -133,17 +133,29 @@ class StagePr:
 
     def event(self, action: str, **kw: Any) -> dict[str, Any]:
         data = self.m.pr(
-            action, self.number, author=self.author, title="Planning documents", branch=self.branch,
-            head_sha=self.head, **kw,
+            action,
+            self.number,
+            author=self.author,
+            title="Planning documents",
+            branch=self.branch,
+            head_sha=self.head,
+            **kw,
         )
         if kw.get("merged"):
             data["pull_request"]["merge_commit_sha"] = self.merge_sha
         return data
 
-    def review(self, reviewer: str, state: str = "approved", *, commit: str | None = None, body: str = "") -> dict[str, Any]:
+    def review(
+        self, reviewer: str, state: str = "approved", *, commit: str | None = None, body: str = ""
+    ) -> dict[str, Any]:
         data = self.m.review(
-            self.number, reviewer=reviewer, state=state, commit_id=commit or self.head, head_sha=self.head,
-            author=self.author, review_id=int(self.m.sha()[:6], 16),
+            self.number,
+            reviewer=reviewer,
+            state=state,
+            commit_id=commit or self.head,
+            head_sha=self.head,
+            author=self.author,
+            review_id=int(self.m.sha()[:6], 16),
         )
         data["review"]["body"] = body
         return data

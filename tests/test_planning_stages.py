@@ -19,7 +19,7 @@ from github_app.escrow.releases import Releaser
 from github_app.outbox.sender import OutboxSender
 from tests.chain.evm_env import EvmEnv, address, deploy_env, expert_key, in_process_web3
 from tests.chain.market import set_wallet
-from tests.chain.solana_env import SolanaEnv, solana_env
+from tests.chain.solana_env import solana_env
 from tests.fake_github import FakeGitHub
 from tests.github_fixtures import REPO
 from tests.harness import App
@@ -135,7 +135,7 @@ async def test_a_full_planning_phase_pays_each_stage_once_and_starts_development
         ("ux", "APPROVED", True),
     ]
     assert await m.rows(
-        'SELECT stage, status FROM "Opportunity" WHERE stage IN (\'analyst\', \'pm\', \'architect\', \'ux\') ORDER BY stage'
+        "SELECT stage, status FROM \"Opportunity\" WHERE stage IN ('analyst', 'pm', 'architect', 'ux') ORDER BY stage"
     ) == [("analyst", "COMPLETED"), ("architect", "COMPLETED"), ("pm", "COMPLETED"), ("ux", "COMPLETED")]
 
     # Every stage paid exactly once, with exact balances, on both chains.
@@ -145,9 +145,7 @@ async def test_a_full_planning_phase_pays_each_stage_once_and_starts_development
         assert await evm.balance("USDC", EVM_EXPERT[login]) == expert_share
     assert sol.balance(SOL_ARCHITECT) == fee_split(amounts["architect"], 500)[0]
     assert sorted(await m.rows('SELECT status FROM "Escrow"')) == [("RELEASED",)] * 4
-    released = await m.rows(
-        "SELECT state, story_id, escrow_id FROM escrow_release_request ORDER BY created_at"
-    )
+    released = await m.rows("SELECT state, story_id, escrow_id FROM escrow_release_request ORDER BY created_at")
     assert sorted(r[2] for r in released) == sorted(escrows.values())
     assert {(r[0], r[1]) for r in released} == {("released", None)}
     assert len(await m.rows("SELECT id FROM stage_audit_log WHERE action = 'escrow_released'")) == 4
@@ -182,15 +180,11 @@ async def test_documents_at_the_merge_commit_with_sizes_types_and_the_expert(
             for path, content in sorted(PRD_SHARDS.items())
         ],
     ]
-    assert rows == sorted(
-        [(*e[:5], m.users[e[5]]) for e in expected], key=lambda r: r[1]
-    )
+    assert rows == sorted([(*e[:5], m.users[e[5]]) for e in expected], key=lambda r: r[1])
     # Byte sizes, not characters: the epic shard holds a multi-byte character.
     epic = "docs/prd/epic-1-foundation.md"
     assert [r[3] for r in rows if r[1].endswith(epic)] == [len(PRD_SHARDS[epic])] != [len(PRD_SHARDS[epic].decode())]
-    [(meta,)] = await m.rows(
-        "SELECT metadata FROM stage_audit_log WHERE action = 'stage_completed' AND stage = 'pm'"
-    )
+    [(meta,)] = await m.rows("SELECT metadata FROM stage_audit_log WHERE action = 'stage_completed' AND stage = 'pm'")
     assert "merged" in str(meta)
 
 
@@ -233,7 +227,9 @@ async def test_a_pm_the_client_names_in_the_configuration_reviews_like_the_clien
     app: App, market: Market, fake_github: FakeGitHub
 ) -> None:
     m = market
-    fake_github.put_file(REPO, "main", ".github/bmad-marketplace.yml", f"stage_reviewers: [{PM}, {STRANGER}]\n".encode())
+    fake_github.put_file(
+        REPO, "main", ".github/bmad-marketplace.yml", f"stage_reviewers: [{PM}, {STRANGER}]\n".encode()
+    )
     brief = StagePr(m, 31, ANALYST, {"docs/brief.md": BRIEF})
     await app.deliver("pull_request", brief.event("opened"))
     await app.deliver("pull_request_review", brief.review(STRANGER))  # named, but not a PM/architect of it
@@ -293,7 +289,7 @@ async def test_a_project_cancelled_part_way_stops_and_its_funded_escrows_are_ref
     async with m.runtime.engine.begin() as conn:
         from sqlalchemy import text
 
-        await conn.execute(text('UPDATE "Project" SET status = \'CANCELLED\' WHERE id = :p'), {"p": m.project_id})
+        await conn.execute(text("UPDATE \"Project\" SET status = 'CANCELLED' WHERE id = :p"), {"p": m.project_id})
     await app.deliver("pull_request_review", prd.review(CLIENT))
     await app.deliver("pull_request", prd.event("closed", merged=True, sender=CLIENT))
     await releaser.run_until_idle()

@@ -69,10 +69,12 @@ _KNOWN_KEYS = (
     "qa_sources",
     "stage_documents",
     "stage_reviewers",
+    "validation_threshold",
 )
 # Where QA's acceptance may come from: the QA's pull request review, TEA's gate-decision.json, v4 gate files.
 QA_SOURCES = ("review", "gate_decision", "gate_file")
 _BUDGET_KEYS = ("min", "max", "currency")
+DEFAULT_VALIDATION_THRESHOLD = 7
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,8 @@ class RepoConfig:
     # architects (GitHub logins) the client names to review stage deliverables besides themselves.
     stage_documents: tuple[tuple[str, tuple[str, ...]], ...] = ()
     stage_reviewers: tuple[str, ...] = ()
+    # The `/bmad validate` score (out of 10) from which a DRAFT story is approved.
+    validation_threshold: int = DEFAULT_VALIDATION_THRESHOLD
     problems: tuple[str, ...] = ()
 
     @property
@@ -259,6 +263,7 @@ def parse_repo_config(text: str | bytes | None) -> RepoConfig:
         qa_sources=_qa_sources(data.get("qa_sources"), problems),
         stage_documents=tuple(parse_stage_documents(data.get("stage_documents"), problems).items()),
         stage_reviewers=_logins(data.get("stage_reviewers"), problems),
+        validation_threshold=_validation_threshold(data.get("validation_threshold"), problems),
         problems=tuple(problems),
     )
 
@@ -271,6 +276,18 @@ def _logins(value: object, problems: list[str]) -> tuple[str, ...]:
         problems.append(f"stage_reviewers should be a list of up to 20 logins, not {bounded_repr(value)}; ignored")
         return ()
     return tuple(dict.fromkeys(str(i).strip().removeprefix("@") for i in items))
+
+
+def _validation_threshold(value: object, problems: list[str]) -> int:
+    if value is None:
+        return DEFAULT_VALIDATION_THRESHOLD
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10:
+        problems.append(
+            f"validation_threshold should be a whole number from 1 to 10, not {bounded_repr(value)}; "
+            f"using {DEFAULT_VALIDATION_THRESHOLD}"
+        )
+        return DEFAULT_VALIDATION_THRESHOLD
+    return value
 
 
 def _release_branches(value: object, problems: list[str]) -> tuple[str, ...]:

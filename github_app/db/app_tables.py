@@ -497,3 +497,73 @@ class StageAuditLog(Base):
     to_status: Mapped[str | None] = mapped_column(Text)
     metadata_: Mapped[dict[str, object] | None] = mapped_column("metadata", Json)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CommandComment(Base):
+    """A comment that held bot commands: what it asked (to tell an edit that changes its commands from
+    one that does not), who wrote it, and the GitHub time of the version last acted on (an older
+    delivery of it never undoes a newer one). It is also the audit of commands that touch no story."""
+
+    __tablename__ = "command_comment"
+    __table_args__ = (
+        PrimaryKeyConstraint("repository_key", "comment_id", name="command_comment_pkey"),
+        Index("command_comment_repository_idx", "repository_key", "outcome"),
+    )
+
+    repository_key: Mapped[str] = mapped_column(Text)  # owner/name, lower case
+    comment_id: Mapped[int] = mapped_column(BigInteger)
+    issue_number: Mapped[int] = mapped_column(Integer)
+    account_id: Mapped[int | None] = mapped_column(BigInteger)
+    login: Mapped[str] = mapped_column(Text)
+    user_id: Mapped[str | None] = mapped_column(Text)
+    commands: Mapped[str] = mapped_column(Text)
+    comment_url: Mapped[str | None] = mapped_column(Text)
+    comment_updated_at: Mapped[datetime | None] = mapped_column()
+    outcome: Mapped[str] = mapped_column(Text)
+    result: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column()
+
+
+class CommandUse(Base):
+    """One run of a comment's commands by a GitHub account, for the per-person flood limit."""
+
+    __tablename__ = "command_use"
+    __table_args__ = (
+        PrimaryKeyConstraint("id", name="command_use_pkey"),
+        Index("command_use_account_idx", "account_id", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Serial, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(BigInteger)
+    at: Mapped[datetime] = mapped_column()
+    flooded: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
+
+
+class RefundRequest(Base):
+    """A client's `/bmad refund`, carried out by the refund worker with the operator's `refund()`: the
+    guard was passed (the escrow is held for the refund) in the command's own transaction; the signing,
+    sending and waiting happen here, outside any webhook delivery. `state` is pending, refunded or
+    failed; the command comment's reply and reaction follow it."""
+
+    __tablename__ = "refund_request"
+    __table_args__ = (
+        PrimaryKeyConstraint("escrow_id", name="refund_request_pkey"),
+        CheckConstraint("state IN ('pending', 'refunded', 'failed')", name="refund_request_state_check"),
+        Index("refund_request_due_idx", "state", "next_attempt_at"),
+    )
+
+    escrow_id: Mapped[str] = mapped_column(Text)
+    story_id: Mapped[str] = mapped_column(Text)
+    requested_by: Mapped[str] = mapped_column(Text)
+    installation_id: Mapped[int] = mapped_column(BigInteger)
+    repository: Mapped[str] = mapped_column(Text)
+    comment_id: Mapped[int] = mapped_column(BigInteger)
+    issue_number: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"), default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column()
+    last_error: Mapped[str | None] = mapped_column(Text)
+    tx_url: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column()

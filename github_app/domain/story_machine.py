@@ -128,6 +128,10 @@ class StorySnapshot:
     reviewed_heads: frozenset[str] = frozenset()
     merged_head: str | None = None
     gate_expires_at: datetime | None = None
+    # The status a story blocked by a command goes back to when it is unblocked (None: blocked in the
+    # marketplace, or not blocked); the score of its last validation.
+    blocked_from: StoryStatus | None = None
+    validation_score: int | None = None
 
     @property
     def label(self) -> str:
@@ -217,6 +221,36 @@ class GateWithdrawn:
     source: str
 
 
+@dataclass(frozen=True)
+class Validated:
+    """The PM or architect validated the story with `score` out of 10 (a bot command); the repository
+    approves a DRAFT from `threshold` on."""
+
+    score: int
+    threshold: int
+
+
+@dataclass(frozen=True)
+class Blocked:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Unblocked:
+    """Back to the status the story had when it was blocked, or where its facts now put it."""
+
+
+@dataclass(frozen=True)
+class Assigned:
+    """`user_id` (@`login`, whose marketplace role is `user_role`) becomes the story's developer or QA
+    (`as_role`)."""
+
+    as_role: Role
+    user_id: str
+    login: str
+    user_role: Role
+
+
 Event = (
     StoryFileApproved
     | DraftPrOpened
@@ -229,6 +263,10 @@ Event = (
     | PrMerged
     | GateRecorded
     | GateWithdrawn
+    | Validated
+    | Blocked
+    | Unblocked
+    | Assigned
 )
 
 
@@ -252,6 +290,11 @@ class Action(enum.StrEnum):
     REVIEW_OUTDATED = "review_outdated"
     REVIEW_EXTENDED = "review_extended"
     COMPLETED = "completed"
+    VALIDATED = "story_validated"
+    BLOCKED = "story_blocked"
+    UNBLOCKED = "story_unblocked"
+    DEVELOPER_ASSIGNED = "developer_assigned"
+    QA_ASSIGNED = "qa_assigned"
 
 
 # Domain events: what a decision means to the rest of the product. The service records them on the
@@ -417,6 +460,14 @@ def _decide(story: StorySnapshot, event: Event, actor: Actor) -> Decision:
             return _gate(story, decision, accepted, actor, reviewed, expires_at)
         case GateWithdrawn(source=source):
             return _withdrawn(story, source)
+        case Validated(score=score, threshold=threshold):
+            return _validated(story, score, threshold, actor)
+        case Blocked(reason=reason):
+            return _blocked(story, reason, actor)
+        case Unblocked():
+            return _unblocked(story, actor)
+        case Assigned():
+            return _assigned(story, event, actor)
     raise TypeError(f"not a story event: {event!r}")
 
 
@@ -723,3 +774,99 @@ def _withdrawn(story: StorySnapshot, source: str) -> Decision:
     after = replace(story, gate=None, gate_accepted=False, reviewed_heads=frozenset(), gate_expires_at=None)
     reason = f"the gate in force ({source}) was withdrawn; {story.label} waits for QA again"
     return Recorded(story.status, Action.GATE_WITHDRAWN, reason, after)
+
+
+# Commands: validation, blocking, assignment ------------------------------------------------------------
+
+
+def _validated(story: StorySnapshot, score: int, threshold: int, actor: Actor) -> Decision:
+    if story.status is not S.DRAFT:
+        return NoChange(f"{story.label} is {story.status}; only a DRAFT story is validated")
+    refusal = _role_refusal(story, actor, APPROVER_ROLES, "validate")
+    if refusal is not None:
+        return refusal
+    after = replace(story, validation_score=score)
+    if score >= threshold:
+        return Transition(
+            from_status=story.status,
+            to_status=S.APPROVED,
+            action=Action.APPROVED,
+            reason=f"{story.label} validated by {actor.mention} with score {score}/10 and approved",
+            after=replace(after, status=S.APPROVED),
+        )
+    reason = (
+        f"{story.label} validated by {actor.mention} with score {score}/10, below this repository's "
+        f"threshold of {threshold}: it stays DRAFT"
+    )
+    return Recorded(story.status, Action.VALIDATED, reason, after)
+
+
+def _is_client(actor: Actor) -> bool:
+    return Role.CLIENT in actor.roles
+
+
+def _blocker_refusal(story: StorySnapshot, actor: Actor, doing: str) -> Refused | None:
+    if actor.user_id is None:
+        return _not_a_user(actor.github_login, actor.identity_problem)
+    if _is_client(actor) or Role.PM in actor.roles or actor.user_id == story.assigned_dev_id:
+        return None
+    return Refused(f"{actor.mention} cannot {doing} {story.label}: only the client, the PM or its developer may")
+
+
+def _blocked(story: StorySnapshot, reason: str, actor: Actor) -> Decision:
+    if story.status is S.BLOCKED:
+        return NoChange(f"{story.label} is already BLOCKED")
+    refusal = _blocker_refusal(story, actor, "block")
+    if refusal is not None:
+        return refusal
+    after = replace(story, status=S.BLOCKED, blocked_from=story.status)
+    return _transition(story, after, Action.BLOCKED, f"{story.label} blocked by {actor.mention}: {reason}")
+
+
+def _unblocked(story: StorySnapshot, actor: Actor) -> Decision:
+    if story.status is not S.BLOCKED:
+        return NoChange(f"{story.label} is {story.status}, not BLOCKED")
+    refusal = _blocker_refusal(story, actor, "unblock")
+    if refusal is not None:
+        return refusal
+    if story.blocked_from is None:
+        return Refused(f"{story.label} was blocked in the marketplace, not by a command: unblock it there")
+    back = replace(story, status=story.blocked_from, blocked_from=None)
+    reason = f"{story.label} unblocked by {actor.mention}"
+    if back.status is S.READY_FOR_REVIEW and back.pr_merged and back.gate_accepted and _head_reviewed(back):
+        # Merged and accepted while it was blocked: the facts complete it now.
+        return _settled(back, back.pr_number, reason, story, Action.UNBLOCKED)
+    return _transition(story, back, Action.UNBLOCKED, f"{reason}; back to {back.status}")
+
+
+def _assigned(story: StorySnapshot, event: Assigned, actor: Actor) -> Decision:
+    if actor.user_id is None:
+        return _not_a_user(actor.github_login, actor.identity_problem)
+    if not (_is_client(actor) or Role.PM in actor.roles):
+        return Refused(f"{actor.mention} cannot assign people to {story.label}: only the client or the PM may")
+    who = _at(event.login)
+    if event.as_role is Role.DEVELOPER:
+        current, other, action = story.assigned_dev_id, story.assigned_qa_id, Action.DEVELOPER_ASSIGNED
+    else:
+        current, other, action = story.assigned_qa_id, story.assigned_dev_id, Action.QA_ASSIGNED
+    if event.user_role is not event.as_role:
+        return Refused(f"{who} is a {event.user_role} in the marketplace, not a {event.as_role}")
+    if event.user_id == other:
+        return Refused(f"{who} cannot be both the developer and the QA of {story.label}")
+    if event.user_id == current:
+        return NoChange(f"{who} is already the {event.as_role} of {story.label}")
+    if event.as_role is Role.DEVELOPER:
+        if story.pr_number is not None and not _can_replace_pr(story):
+            return Refused(
+                f"PR #{story.pr_number} by the current developer delivers {story.label}; it must be closed "
+                "before another developer is assigned"
+            )
+        after = replace(story, assigned_dev_id=event.user_id)
+    else:
+        if story.gate is not None and story.gate_accepted:
+            return Refused(
+                f"the current QA's accepted gate is in force on {story.label}; it must be withdrawn before "
+                "another QA is assigned"
+            )
+        after = replace(story, assigned_qa_id=event.user_id)
+    return Recorded(story.status, action, f"{who} assigned as the {event.as_role} of {story.label}", after)

@@ -13,11 +13,9 @@ from sqlalchemy import or_, select
 
 from github_app.chains.addresses import InvalidAddress
 from github_app.config import Settings
-from github_app.db.app_tables import EscrowChainState, EscrowChainTx, EscrowReleaseRequest, ReleaseState
+from github_app.db.app_tables import EscrowChainState, EscrowChainTx, EscrowReleaseRequest
 from github_app.db.models import Escrow
-from github_app.db.types import utcnow
 from github_app.escrow.backends import Chains
-from github_app.escrow.subjects import refresh_release_views
 from github_app.runtime import Runtime
 from github_app.services.views import release_text
 
@@ -193,6 +191,8 @@ async def _sync(runtime: Runtime, _args: argparse.Namespace) -> int:
 
 
 async def _retry(runtime: Runtime, args: argparse.Namespace) -> int:
+    from github_app.escrow.retry import RetryRefused, retry_release
+
     async with runtime.sessionmaker() as session, session.begin():
         T = EscrowReleaseRequest
         request = (
@@ -206,17 +206,10 @@ async def _retry(runtime: Runtime, args: argparse.Namespace) -> int:
         )
         if request is None:
             return _err(f"no release for {args.id!r} (an escrow id, story id or release id)")
-        if request.state != ReleaseState.FAILED:
-            return _err(f"the release is {request.state}, not failed: nothing to retry")
-        # Due again. Any transaction already recorded is asked about, never signed again blindly.
-        request.state = ReleaseState.PENDING
-        request.attempts = 0
-        request.next_attempt_at = utcnow()
-        request.lease_owner = None
-        request.lease_expires_at = None
-        request.last_error = None
-        await session.flush()
-        await refresh_release_views(session, request.story_id, request.opportunity_id)
+        try:
+            await retry_release(session, request)
+        except RetryRefused as exc:
+            return _err(str(exc))
     subject = f"story {request.story_id}" if request.story_id else f"opportunity {request.opportunity_id}"
     print(f"release of {subject}: queued again")
     return 0

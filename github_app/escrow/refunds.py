@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from github_app.db.app_tables import (
     ChainTxState,
@@ -43,6 +44,28 @@ class RefundResult:
     tx_url: str
 
 
+async def hold_for_refund(session: AsyncSession, escrow: Escrow, state: EscrowChainState) -> None:
+    """The guard a refund passes, with `state` locked (`lock_escrow_state`): never an escrow released or
+    being released; from then on the release worker refuses the escrow. Every refund passes here, the
+    operator's and a client's `/bmad refund`."""
+    escrow_id = escrow.id
+    if escrow.status == EscrowStatus.RELEASED:
+        raise RefundRefused(f"escrow {escrow_id} is already RELEASED to the expert")
+    releasing = (
+        await session.execute(
+            select(EscrowReleaseRequest.id).where(
+                EscrowReleaseRequest.escrow_id == escrow_id,
+                EscrowReleaseRequest.state.in_((ReleaseState.RELEASING, ReleaseState.RELEASED)),
+            )
+        )
+    ).scalar()
+    if releasing is not None:
+        raise RefundRefused(f"escrow {escrow_id} is being released to the expert: wait for its outcome")
+    # From now on the release worker refuses this escrow.
+    if state.refund_requested_at is None:
+        state.refund_requested_at = utcnow()
+
+
 async def refund(
     runtime: Any,
     chains: Chains,
@@ -70,21 +93,7 @@ async def refund(
         state = await lock_escrow_state(session, escrow_id, lock=not runtime.is_sqlite)
         if escrow.status == EscrowStatus.REFUNDED and state.refund_tx_hash:
             return RefundResult(escrow_id, state.refund_tx_hash, backend.tx_url(state.refund_tx_hash))
-        if escrow.status == EscrowStatus.RELEASED:
-            raise RefundRefused(f"escrow {escrow_id} is already RELEASED to the expert")
-        releasing = (
-            await session.execute(
-                select(EscrowReleaseRequest.id).where(
-                    EscrowReleaseRequest.escrow_id == escrow_id,
-                    EscrowReleaseRequest.state.in_((ReleaseState.RELEASING, ReleaseState.RELEASED)),
-                )
-            )
-        ).scalar()
-        if releasing is not None:
-            raise RefundRefused(f"escrow {escrow_id} is being released to the expert: wait for its outcome")
-        # From now on the release worker refuses this escrow.
-        if state.refund_requested_at is None:
-            state.refund_requested_at = utcnow()
+        await hold_for_refund(session, escrow, state)
         currency = escrow.currency
         client_wallet = await session.get(Wallet, (escrow.client_id, escrow.blockchain))
         client_address = client_wallet.address if client_wallet is not None else None

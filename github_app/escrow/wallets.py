@@ -21,9 +21,17 @@ async def set_wallet(session: AsyncSession, email: str, chain: str, address: str
     user_id = (await session.execute(select(User.id).where(func.lower(User.email) == email.strip().lower()))).scalar()
     if user_id is None:
         raise WalletError(f"no marketplace user with email {email!r}")
+    return user_id, await store_wallet(session, user_id, chain, normalised)
+
+
+async def store_wallet(session: AsyncSession, user_id: str, chain: str, address: str) -> str:
+    """Validate `address` on `chain` and store it as the user's wallet there; the normalised address.
+    A release already signed is not affected: its transaction names the address it pays."""
+    normalised = address_for(chain, address)  # raises InvalidAddress (a ValueError) with the reason
     wallet = await session.get(Wallet, (user_id, chain))
     if wallet is None:
         session.add(Wallet(user_id=user_id, chain=chain, address=normalised, updated_at=utcnow()))
     else:
         wallet.address = normalised
-    return user_id, normalised
+        wallet.updated_at = utcnow()
+    return normalised

@@ -20,7 +20,9 @@ from github_app.db.types import utcnow
 
 KIND_CHECK_RUN = "check_run"  # target: the head commit's SHA
 KIND_PR_COMMENT = "pr_comment"  # target: the pull request's number, as text
-KINDS = (KIND_CHECK_RUN, KIND_PR_COMMENT)
+KIND_COMMAND_REPLY = "command_reply"  # target: "{issue number}/{command comment id}"
+KIND_REACTION = "reaction"  # target: the command comment's id, as text
+KINDS = (KIND_CHECK_RUN, KIND_PR_COMMENT, KIND_COMMAND_REPLY, KIND_REACTION)
 
 T = OutboxItem
 

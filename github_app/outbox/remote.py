@@ -16,7 +16,7 @@ from urllib.parse import quote, urlencode
 from gidgethub import BadRequest
 from gidgethub.abc import GitHubAPI
 
-from github_app.outbox.enqueue import KIND_CHECK_RUN, KIND_PR_COMMENT
+from github_app.outbox.enqueue import KIND_CHECK_RUN, KIND_COMMAND_REPLY, KIND_PR_COMMENT, KIND_REACTION
 from github_app.presentation import COMMENT_MARKER, MAX_COMMENT_BYTES, MAX_OUTPUT_BYTES, truncate
 
 PAGE = 100
@@ -197,7 +197,93 @@ class PrCommentKind:
         return None
 
 
-REMOTE_KINDS: dict[str, RemoteKind] = {kind.name: kind for kind in (CheckRunKind(), PrCommentKind())}
+class CommandReplyKind(PrCommentKind):
+    """The app's one reply to a comment holding bot commands (target: "{issue}/{comment id}"), found by
+    a marker naming the command comment, and edited in place when that comment is edited."""
+
+    name: Final = KIND_COMMAND_REPLY  # type: ignore[misc]
+    content_creating: Final = True  # type: ignore[misc]
+
+    def marker(self, target: str) -> str:
+        return f"<!-- bmad-marketplace-app:command-reply {target.partition('/')[2]} -->"
+
+    def issue_number(self, target: str) -> str:
+        return target.partition("/")[0]
+
+
+class ReactionKind:
+    """The app's reaction on a command comment (target: the comment's id): one at a time, so a new
+    content replaces the app's earlier reaction. GitHub cannot edit a reaction: the earlier one is
+    deleted (`stale`) and the new one created; creating a reaction that exists answers with it."""
+
+    name: Final = KIND_REACTION
+    content_creating: Final = False
+
+    def __init__(self, bot_login: str | None = None) -> None:
+        self.bot_login = bot_login
+
+    def request(self, target: str, desired: dict[str, Any]) -> dict[str, Any]:
+        return {"content": str(desired.get("content") or "eyes")}
+
+    def changes(self, body: dict[str, Any]) -> dict[str, Any]:
+        return body
+
+    def create_path(self, repository: str, target: str, body: dict[str, Any]) -> str:
+        return f"/repos/{repository}/issues/comments/{target}/reactions"
+
+    def update_path(self, repository: str, remote_id: int) -> str:
+        raise NotImplementedError("reactions are replaced, never edited")
+
+    async def updatable(self, gh: GitHubAPI, repository: str, remote_id: int, body: dict[str, Any]) -> bool:
+        return False
+
+    async def _ours(self, gh: GitHubAPI, repository: str, target: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        seen = 0
+        try:
+            async for reaction in gh.getiter(f"/repos/{repository}/issues/comments/{target}/reactions?per_page={PAGE}"):
+                seen += 1
+                if seen > PAGE * MAX_PAGES:
+                    break
+                user = reaction.get("user") or {}
+                if user.get("type") == "Bot" and (self.bot_login is None or user.get("login") == self.bot_login):
+                    found.append(reaction)
+        except BadRequest as exc:
+            if exc.status_code == 404:  # the comment was deleted: nothing to react to
+                return []
+            raise
+        return found
+
+    async def find(
+        self,
+        gh: GitHubAPI,
+        app_id: int,
+        repository: str,
+        target: str,
+        body: dict[str, Any],
+        since: datetime | None = None,
+    ) -> Found | None:
+        for reaction in await self._ours(gh, repository, target):
+            if reaction.get("content") == body["content"]:
+                return Found(int(reaction["id"]), current=True)
+        return None
+
+    async def stale(self, gh: GitHubAPI, repository: str, target: str, body: dict[str, Any]) -> list[str]:
+        """Paths of the app's earlier reactions on the comment, to delete before this one is shown."""
+        return [
+            f"/repos/{repository}/issues/comments/{target}/reactions/{int(reaction['id'])}"
+            for reaction in await self._ours(gh, repository, target)
+            if reaction.get("content") != body["content"]
+        ]
+
+
+def remote_kinds(bot_login: str | None = None) -> dict[str, RemoteKind]:
+    """Every kind, knowing the app's bot account (`{slug}[bot]`) where GitHub names only the user."""
+    kinds: tuple[RemoteKind, ...] = (CheckRunKind(), PrCommentKind(), CommandReplyKind(), ReactionKind(bot_login))
+    return {kind.name: kind for kind in kinds}
+
+
+REMOTE_KINDS: dict[str, RemoteKind] = remote_kinds()
 
 
 def _reopens(body: dict[str, Any]) -> bool:
@@ -240,10 +326,13 @@ def is_own_comment(comment: dict[str, Any], app_id: int) -> bool:
 __all__ = [
     "REMOTE_KINDS",
     "CheckRunKind",
+    "CommandReplyKind",
+    "ReactionKind",
     "Found",
     "PrCommentKind",
     "RemoteKind",
     "check_run_request",
     "comment_text",
     "is_own_comment",
+    "remote_kinds",
 ]

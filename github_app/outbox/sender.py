@@ -42,7 +42,7 @@ from github_app.inbox.store import ERROR_MAX_CHARS, retry_delay
 from github_app.inbox.worker import worker_name
 from github_app.metrics import OUTBOX_PENDING, OUTBOX_SENT
 from github_app.outbox.pace import PENALTY, Limits, SharedPace, installation_scope
-from github_app.outbox.remote import REMOTE_KINDS, RemoteKind
+from github_app.outbox.remote import RemoteKind, remote_kinds
 from github_app.runtime import Runtime
 from github_app.wakeup import sleep_until_woken
 
@@ -116,6 +116,8 @@ class OutboxSender:
         self.lease_seconds = lease_seconds
         self.retry_base_seconds = retry_base_seconds
         self.poll_seconds = poll_seconds
+        slug = getattr(runtime.settings, "github_app_slug", None)
+        self.kinds = remote_kinds(f"{slug}[bot]" if slug else None)
         self._wake = asyncio.Event()
         self._said_unconfigured = False
         self._pending_sampled_at = float("-inf")
@@ -248,11 +250,16 @@ class OutboxSender:
     async def _deliver(
         self, gh: GitHubClient, app_id: int, row: _Claimed, desired: dict[str, Any]
     ) -> _Sent | _Deferred:
-        kind = REMOTE_KINDS.get(row.kind)
+        kind = self.kinds.get(row.kind)
         if kind is None:
             raise ValueError(f"unknown outbox kind {row.kind!r}")
         repo = row.repository
         body = kind.request(row.target, desired)
+        stale = getattr(kind, "stale", None)
+        if stale is not None:
+            # Objects that are replaced rather than edited (a reaction): the old one goes first.
+            for path in await stale(gh, repo, row.target, body):
+                await self._delete(gh, row, path)
         if (
             row.remote_id is not None
             and await kind.updatable(gh, repo, row.remote_id, body)
@@ -311,6 +318,14 @@ class OutboxSender:
             await self.pace.hold_off(installation_scope(row.installation_id), seconds)
         except Exception as exc:  # this sender still defers the row; the others learn of it from GitHub
             log.error("cannot share a rate-limit wait", extra={**fields, "error": repr(exc)})
+
+    async def _delete(self, gh: GitHubClient, row: _Claimed, url: str) -> None:
+        await self._paced(row, create=False)
+        try:
+            await gh.delete(url)
+        except BadRequest as exc:
+            if exc.status_code != 404:  # already gone is what was wanted
+                raise
 
     async def _patch(self, gh: GitHubClient, row: _Claimed, url: str, data: dict[str, Any]) -> bool:
         """False when the object is gone (a user deleted the comment): the caller creates it again."""

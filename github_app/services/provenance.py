@@ -95,3 +95,12 @@ def carried_note(introducer: str, sender: str) -> str:
         return ""
     who = f"@{introducer}" if introducer else "someone the app cannot identify"
     return f" (this version of the file was written by {who}; @{sender} only carried it)"
+
+
+async def known_origin(session: AsyncSession, repository: str, blob_sha: str) -> Origin | None:
+    """Who introduced `blob_sha`, if the app has seen it; never records anything."""
+    stmt = select(ContentOrigin.introducer_login, ContentOrigin.introducer_id).where(
+        ContentOrigin.repository_key == repository.lower(), ContentOrigin.blob_sha == blob_sha
+    )
+    row = (await session.execute(stmt)).first()
+    return Origin(str(row[0]), row[1]) if row is not None else None

@@ -47,7 +47,7 @@ from github_app.outbox.enqueue import KIND_CHECK_RUN, set_desired
 from github_app.presentation import story_files_check_payload
 from github_app.services.decisions import StoryScope, apply_decision
 from github_app.services.people import actor_for
-from github_app.services.provenance import carried_note, push_introducer, record_origin
+from github_app.services.provenance import carried_note, known_origin, push_introducer, record_origin
 from github_app.services.qa_decisions import QaDecision, record_qa_decision
 from github_app.services.repo import FileTooLarge, RemoteFile, RepoContext, load_repo_context
 from github_app.services.stories import (
@@ -635,3 +635,21 @@ async def _gate_decision(
     await record_qa_decision(session, rc, story, reviewer, qa, fields, carried)
     if push.branch != rc.default_branch and story.qa_gate_path == path:
         await _gate_problem_on_branch(ctx, rc, push, None)
+
+
+async def reread_story_files(
+    ctx: HandlerContext, rc: RepoContext, paths: list[str], ref: str, sender: dict[str, Any], meta: dict[str, Any]
+) -> StoryFileReport:
+    """The story files `paths` of the default branch at `ref`, applied as a push that changed them would
+    be (a resync). Who wrote each version is what the app already knows of it: a version it never saw is
+    credited to nobody and not recorded, so that the push that brought it, redelivered, still decides."""
+    push = Push({"ref": f"refs/heads/{rc.default_branch}", "after": ref, "commits": [], "sender": sender})
+    report = StoryFileReport()
+    for path in sorted(paths):
+        fetched = await _read(rc, push, path, "modified", STORY_FILE_MAX_BYTES)
+        if fetched.remote is not None and fetched.remote.blob_sha:
+            origin = await known_origin(ctx.session, rc.repository, fetched.remote.blob_sha)
+            if origin is not None:
+                fetched.origin, fetched.origin_id = origin.login, origin.account_id
+        await _isolated(ctx, rc, path, meta, report, partial(_story_file, ctx, rc, push, fetched, meta, report))
+    return report

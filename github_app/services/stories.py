@@ -17,6 +17,7 @@ from github_app.db.models import Bid, Deliverable, Escrow, Opportunity, Project,
 from github_app.db.types import new_id, utcnow
 from github_app.db.upsert import insert_if_absent, upsert
 from github_app.domain.story_machine import (
+    Action,
     Actor,
     Decision,
     NoChange,
@@ -133,6 +134,8 @@ async def snapshot(session: AsyncSession, story: Story) -> StorySnapshot:
         reviewed_heads=frozenset(h for h in (state.reviewed_head, state.reviewed_base) if h),
         merged_head=state.merged_head,
         gate_expires_at=state.gate_expires_at,
+        blocked_from=StoryStatus(state.blocked_from) if state.blocked_from else None,
+        validation_score=story.validation_score,
     )
 
 
@@ -203,6 +206,13 @@ async def store_decision(
     state.gate = after.gate.value if after.gate else None
     state.gate_accepted = after.gate_accepted
     state.gate_expires_at = after.gate_expires_at
+    state.blocked_from = after.blocked_from.value if after.blocked_from else None
+    if decision.action in (Action.DEVELOPER_ASSIGNED, Action.QA_ASSIGNED):
+        # Assignments made by a command, as the machine allowed them; other decisions leave them alone.
+        story.assigned_dev_id, story.assigned_qa_id = after.assigned_dev_id, after.assigned_qa_id
+    if after.validation_score is not None and after.validation_score != story.validation_score:
+        story.validation_score = after.validation_score
+        story.validated_at, story.validated_by = utcnow(), actor.user_id
     heads = sorted(after.reviewed_heads)
     if set(heads) != {h for h in (state.reviewed_head, state.reviewed_base) if h}:
         # Two columns: a head the machine added first, then the latest ones already covered (a review

@@ -2,7 +2,7 @@
 (a release request with no story, one per stage Opportunity).
 
 Revision ID: 0015_planning_stages
-Revises: 0008_escrow_release
+Revises: 0011_bot_commands
 Create Date: 2026-12-03
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0015_planning_stages"
-down_revision: str | None = "0008_escrow_release"
+down_revision: str | None = "0011_bot_commands"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
