@@ -304,3 +304,39 @@ async def test_a_project_cancelled_part_way_stops_and_its_funded_escrows_are_ref
     assert result.tx_hash.startswith("0x")
     assert await m.rows('SELECT status FROM "Escrow" WHERE id = :e', e=pm_escrow) == [("REFUNDED",)]
     assert await m.rows('SELECT status FROM "Escrow" WHERE id = :e', e=analyst_escrow) == [("RELEASED",)]
+
+
+async def test_the_client_rates_a_stage_expert_once_after_the_stage_and_status_shows_the_stages(
+    app: App, market: Market, fake_github: FakeGitHub
+) -> None:
+    from tests.comments import Comments
+    from tests.test_bot_commands import reply, say
+
+    m = market
+    comments = Comments(fake_github)
+    early = comments.created(f"/bmad rate @{ANALYST} 5 thorough brief", CLIENT)
+    await say(app, early)
+    assert "not done yet" in reply(fake_github, early)
+
+    brief = StagePr(m, 60, ANALYST, {"docs/brief.md": BRIEF})
+    await complete_stage(app, brief)
+    await app.deliver("pull_request", StagePr(m, 61, PM, PRD_SHARDS).event("opened"))
+    by_expert = comments.created(f"/bmad rate @{PM} 5 me", PM)
+    rated = comments.created(f"/bmad rate @{ANALYST} 4 thorough brief", CLIENT)
+    again = comments.created(f"/bmad rate @{ANALYST} 1 changed my mind", CLIENT)
+    pm_early = comments.created(f"/bmad rate @{PM} 5 fast", CLIENT)
+    status = comments.created("/bmad status", PM)
+    for data in (by_expert, rated, again, pm_early, status):
+        await say(app, data)
+    assert "rated 4/5" in reply(fake_github, rated)
+    assert "already rated" in reply(fake_github, again)
+    assert "not done yet" in reply(fake_github, pm_early)
+    assert "only the project's client" in reply(fake_github, by_expert)
+    assert await m.rows('SELECT stage, rating, "expertId", "clientId" FROM "Rating"') == [
+        ("analyst", 4, m.users[ANALYST], m.users[CLIENT])
+    ]
+    shown = reply(fake_github, status)
+    assert "Project: PLANNING, current stage pm" in shown
+    assert f"| analyst | @{ANALYST} | COMPLETED | PR #60 APPROVED | release requested |" in shown
+    assert f"| pm | @{PM} | OPEN | PR #61 SUBMITTED | no escrow yet |" in shown
+    assert f"| architect | @{ARCHITECT} | OPEN | - | no escrow yet |" in shown
