@@ -24,7 +24,7 @@ from tests.fake_github import FakeGitHub
 from tests.github_fixtures import REPO
 from tests.harness import App
 from tests.planning import ANALYST, ARCHITECT, UX, StagePr, complete_stage, opportunity_of, seed_planning, stage_escrow
-from tests.workflow import CLIENT, OTHER_DEV, PM, STRANGER, Market
+from tests.workflow import CLIENT, OTHER_DEV, PM, STORY_PATH, STRANGER, Market, story_file
 
 BRIEF = b"# Project Brief: Widgets\n\n## Executive Summary\nWidgets for everyone.\n"
 PRD_SHARDS = {
@@ -340,3 +340,59 @@ async def test_the_client_rates_a_stage_expert_once_after_the_stage_and_status_s
     assert f"| analyst | @{ANALYST} | COMPLETED | PR #60 APPROVED | release requested |" in shown
     assert f"| pm | @{PM} | OPEN | PR #61 SUBMITTED | no escrow yet |" in shown
     assert f"| architect | @{ARCHITECT} | OPEN | - | no escrow yet |" in shown
+
+
+async def set_stage(m: Market, stage: str) -> None:
+    async with m.runtime.engine.begin() as conn:
+        from sqlalchemy import text
+
+        await conn.execute(
+            text('UPDATE "Project" SET "currentStage" = :s WHERE id = :p'), {"s": stage, "p": m.project_id}
+        )
+
+
+async def test_v6_planning_artifacts_are_read_where_v6_keeps_them(app: App, fake_github: FakeGitHub) -> None:
+    m = await seed_planning(app, fake_github, stages=())
+    await set_stage(m, "pm")
+    fake_github.put_file(REPO, "main", "_bmad/bmm/config.yaml", b'output_folder: "{project-root}/_bmad-output"\n')
+    prd = b"# Widgets - Product Requirements Document\n\n## Functional Requirements\n"
+    pr = StagePr(m, 70, PM, {"_bmad-output/planning-artifacts/prd.md": prd})
+    await complete_stage(app, pr)
+    assert await m.rows('SELECT filename, size, "documentType", "storagePath" FROM "Document"') == [
+        ("prd.md", len(prd), "prd", f"github:{REPO}@{pr.merge_sha}:_bmad-output/planning-artifacts/prd.md")
+    ]
+    # No planning stage has an Opportunity after pm here: development begins.
+    assert await project(m) == ("IN_DEVELOPMENT", "developer")
+
+
+async def test_the_last_story_done_completes_a_project_in_development(app: App, fake_github: FakeGitHub) -> None:
+    from tests.chain.market import done_story
+
+    m = await seed_planning(app, fake_github, stages=())
+    await set_stage(m, "pm")
+    await complete_stage(app, StagePr(m, 80, PM, {"docs/prd.md": b"# PRD\n"}))
+    assert await project(m) == ("IN_DEVELOPMENT", "developer")
+    draft = {STORY_PATH.replace("1.3", "1.4"): story_file("Draft", number=4)}
+    await app.deliver("push", m.push("main", draft, PM))
+    await done_story(app, m, number=3)
+    # Another story is still a draft: the project is not complete.
+    assert await project(m) == ("IN_DEVELOPMENT", "developer")
+    await done_story(app, m, number=4)
+    assert await project(m) == ("COMPLETED", "developer")
+    [(meta,)] = await m.rows("SELECT metadata FROM stage_audit_log WHERE action = 'project_completed'")
+    assert "every story" in str(meta)
+
+
+async def test_a_stage_release_is_requested_once_whatever_asks_again(
+    app: App, market: Market, fake_github: FakeGitHub
+) -> None:
+    from github_app.services.stages import request_stage_release
+
+    m = market
+    await complete_stage(app, StagePr(m, 90, ANALYST, {"docs/brief.md": BRIEF}))
+    opportunity = await opportunity_of(m, "analyst")
+    async with m.runtime.sessionmaker() as s, s.begin():
+        await request_stage_release(s, opportunity, m.users[ANALYST], None, "asked again")
+    assert await m.rows("SELECT opportunity_id, story_id, reason FROM escrow_release_request") == [
+        (opportunity, None, "PR #90 was merged and is approved at its head")
+    ]

@@ -13,6 +13,7 @@ SUBMITTED, CHANGES_REQ.  StageReviewed(approved) at the PR's head   reviewer  AP
 SUBMITTED, APPROVED      StageReviewed(changes) at the PR's head    reviewer  CHANGES_REQUESTED
 any but merged           StagePrClosed, merged into another branch  anyone    REJECTED
 any                      StagePrMerged into the default branch      anyone    (stays; merge recorded)
+APPROVED                 StageReviewDismissed (the approval)        anyone    SUBMITTED
 
 The stage completes (StageCompleted) once its PR is merged into the default branch AND approved at the
 merged head, in either order. A completed stage is final: every later event is NoChange. A CANCELLED
@@ -81,6 +82,14 @@ class StageReviewed:
 
 
 @dataclass(frozen=True)
+class StageReviewDismissed:
+    """The review of `commit` on PR `pr_number` was dismissed: an approval it gave no longer stands."""
+
+    pr_number: int
+    commit: str
+
+
+@dataclass(frozen=True)
 class StagePrClosed:
     pr: PullRequestRef
 
@@ -93,7 +102,7 @@ class StagePrMerged:
     into: str | None = None
 
 
-StageEvent = StagePrSubmitted | StageReviewed | StagePrClosed | StagePrMerged
+StageEvent = StagePrSubmitted | StageReviewed | StageReviewDismissed | StagePrClosed | StagePrMerged
 
 
 class StageAction(enum.StrEnum):
@@ -103,6 +112,7 @@ class StageAction(enum.StrEnum):
     CHANGES_REQUESTED = "stage_changes_requested"
     APPROVED = "stage_approved"
     APPROVAL_OUTDATED = "stage_approval_outdated"
+    APPROVAL_DISMISSED = "stage_approval_dismissed"
     REJECTED = "stage_rejected"
     MERGED = "stage_pr_merged"
     COMPLETED = "stage_completed"
@@ -184,6 +194,11 @@ def _decide(stage: StageSnapshot, event: StageEvent, actor: Actor) -> StageDecis
             return _submitted(stage, pr, new_commits)
         case StageReviewed():
             return _reviewed(stage, event, actor)
+        case StageReviewDismissed(pr_number=number, commit=commit):
+            if stage.pr_number != number or stage.status is not D.APPROVED or stage.approved_head != commit:
+                return NoChange(f"the dismissed review on PR #{number} is not the approval in force")
+            after = replace(stage, status=D.SUBMITTED, approved_head=None)
+            return StageChange(StageAction.APPROVAL_DISMISSED, f"the approval of PR #{number} was dismissed", after)
         case StagePrClosed(pr=pr):
             return _rejected(stage, pr, f"PR #{pr.number} was closed without merging")
         case StagePrMerged(pr=pr, into=into):

@@ -143,7 +143,8 @@ async def handle_stage_pull_request(ctx: HandlerContext, event: sansio.Event) ->
     stage = known.stage if known is not None else (current if current in touched else touched[0])
     base = (pr.get("base") or {}).get("ref") or rc.default_branch
     into = None if base == rc.default_branch or base in rc.config.release_branches else base
-    merge_sha = pr.get("merge_commit_sha") if merged and into is None else None
+    # GitHub names the merge commit of a merged PR; should it not, the merged head holds the PR's files.
+    merge_sha = (pr.get("merge_commit_sha") or pr["head"]["sha"]) if merged and into is None else None
     documents = None
     if merge_sha:
         documents = await stage_files_at(rc, rc.layout.planning.of(stage), str(merge_sha))
@@ -190,13 +191,14 @@ REVIEW_STATES = {"approved": True, "changes_requested": False}
 
 async def handle_stage_review(ctx: HandlerContext, event: sansio.Event) -> None:
     data = event.data
-    if data.get("action") != "submitted":
+    action = data.get("action")
+    if action not in ("submitted", "dismissed"):
         return
     review = data.get("review") or {}
     pr = data.get("pull_request") or {}
     reviewer = review.get("user") or {}
     state = str(review.get("state") or "").lower()
-    if state not in REVIEW_STATES or reviewer.get("type") == "Bot":
+    if (action == "submitted" and state not in REVIEW_STATES) or reviewer.get("type") == "Bot":
         return
     rc = await load_repo_context(ctx, data)
     if rc is None:
@@ -211,7 +213,7 @@ async def handle_stage_review(ctx: HandlerContext, event: sansio.Event) -> None:
     stage = known.stage
     # The stage files at the merge commit, before any lock, when this approval may complete the stage.
     documents = None
-    if REVIEW_STATES[state] and known.merge_sha and known.merged_head:
+    if action == "submitted" and REVIEW_STATES[state] and known.merge_sha and known.merged_head:
         documents = await stage_files_at(rc, rc.layout.planning.of(stage), known.merge_sha)
     link = await session.get(PullRequestLink, (rc.repository.lower(), number))
     row, opportunity, before = await _scope(session, rc, stage, number)
@@ -223,14 +225,23 @@ async def handle_stage_review(ctx: HandlerContext, event: sansio.Event) -> None:
         link is None or link.pr_updated_at is None or (payload_updated and payload_updated >= link.pr_updated_at)
     ):
         head = payload_head
-    actor = await actor_for(session, rc.project, reviewer.get("login") or "", reviewer.get("type"), reviewer.get("id"))
-    stage_event = st.StageReviewed(
-        number, str(review.get("commit_id") or ""), str(head or ""), REVIEW_STATES[state], str(review.get("body") or "")
-    )
+    commit = str(review.get("commit_id") or "")
+    stage_event: st.StageEvent
+    if action == "dismissed":
+        # A dismissal is a fact, whoever performs it: the approval no longer stands.
+        sender = data.get("sender") or {}
+        actor = await actor_for(session, rc.project, sender.get("login") or "", sender.get("type"), sender.get("id"))
+        stage_event = st.StageReviewDismissed(number, commit)
+    else:
+        # The review's author is who speaks (authenticated, by account id), not whoever sent the event.
+        login, kind, account = reviewer.get("login") or "", reviewer.get("type"), reviewer.get("id")
+        actor = await actor_for(session, rc.project, login, kind, account)
+        body = str(review.get("body") or "")
+        stage_event = st.StageReviewed(number, commit, str(head or ""), REVIEW_STATES[state], body)
     decision = st.decide_stage(before, stage_event, actor)
     metadata = {
         "delivery_id": ctx.delivery_id,
-        "event": "pull_request_review.submitted",
+        "event": f"pull_request_review.{action}",
         "repository": rc.repository,
         "pr_number": number,
         "commit_sha": review.get("commit_id"),
