@@ -402,3 +402,25 @@ async def test_a_stage_release_is_requested_once_whatever_asks_again(
     assert await m.rows("SELECT opportunity_id, story_id, reason FROM escrow_release_request") == [
         (opportunity, None, "PR #90 was merged and is approved at its head")
     ]
+
+
+async def test_drafts_wait_and_a_late_opened_delivery_never_reopens_a_closed_pr(
+    app: App, market: Market, fake_github: FakeGitHub
+) -> None:
+    m = market
+    brief = StagePr(m, 95, ANALYST, {"docs/brief.md": BRIEF})
+    opened = brief.event("opened", draft=True)
+    await app.deliver("pull_request", opened)
+    assert await deliverables(m) == []
+    ready = brief.event("ready_for_review")
+    closed = brief.event("closed")
+    late = brief.event("synchronize", updated_at="2026-10-01T00:00:00Z")  # older than the close
+    await app.deliver("pull_request", ready)
+    await app.deliver("pull_request", closed)
+    await app.deliver("pull_request", late)
+    assert [d[1] for d in await deliverables(m)] == ["REJECTED"]
+    also = StagePr(m, 96, ANALYST, {"docs/brief.md": BRIEF, "docs/prd.md": b"# PRD\n"})
+    await app.deliver("pull_request", also.event("opened"))
+    assert [d[1] for d in await deliverables(m)] == ["REJECTED"]
+    run = await stage_check(app, fake_github, also.head)
+    assert run["conclusion"] == "failure" and "also changes the documents of the pm stage" in run["output"]["summary"]

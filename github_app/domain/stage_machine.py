@@ -67,6 +67,7 @@ class StagePrSubmitted:
 
     pr: PullRequestRef
     new_commits: bool = False
+    other_stages: tuple[str, ...] = ()  # other planning stages whose documents the PR also changes
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,11 @@ def _events_of(before: StageSnapshot, change: StageChange) -> tuple[StageDomainE
 
 def _decide(stage: StageSnapshot, event: StageEvent, actor: Actor) -> StageDecision:
     match event:
+        case StagePrSubmitted(pr=pr, new_commits=new_commits, other_stages=other) if other:
+            return Refused(
+                f"PR #{pr.number} also changes the documents of the {', '.join(other)} stage; a planning "
+                f"deliverable changes only its own stage's documents"
+            )
         case StagePrSubmitted(pr=pr, new_commits=new_commits):
             return _submitted(stage, pr, new_commits)
         case StageReviewed():

@@ -149,34 +149,37 @@ async def handle_stage_pull_request(ctx: HandlerContext, event: sansio.Event) ->
     if merge_sha:
         documents = await stage_files_at(rc, rc.layout.planning.of(stage), str(merge_sha))
 
+    # The story handler before this one kept the PR's freshest known state: a late delivery (an opened
+    # after its closed, an older head) never speaks for the PR as it is now.
+    link = await session.get(PullRequestLink, (rc.repository.lower(), number))
+    # A merge names the head it merged; anything else is judged against the freshest head known.
+    head = pr["head"]["sha"] if merged or link is None else link.head_sha
+    closed_now = link is not None and link.state == "closed" and not link.merged
+    if action != "closed" and (pr.get("draft") or closed_now):
+        # A draft is work in progress, not a submission; marking it ready submits it.
+        if known is not None:
+            await refresh_stage_pr(session, known)
+        return
     author_login = (pr.get("user") or {}).get("login") or ""
     author = await identify(session, author_login, (pr.get("user") or {}).get("id"))
-    ref = sm.PullRequestRef(
-        number, author.user.id if author.user else None, author_login, author.problem, pr["head"]["sha"]
-    )
+    ref = sm.PullRequestRef(number, author.user.id if author.user else None, author_login, author.problem, head)
     row, opportunity, before = await _scope(session, rc, stage, number)
     if merge_sha:
         row.merge_sha = str(merge_sha)
     actor = await actor_for(session, project, sender.get("login") or "", sender.get("type"), sender.get("id"))
-    other = [s for s in touched if s != stage]
     stage_event: st.StageEvent
     if action == "closed":
         stage_event = st.StagePrMerged(ref, into) if merged else st.StagePrClosed(ref)
     else:
-        stage_event = st.StagePrSubmitted(ref, new_commits=action == "synchronize")
-    if other and isinstance(stage_event, st.StagePrSubmitted):
-        decision: st.StageDecision = sm.Refused(
-            f"PR #{number} also changes the documents of the {', '.join(other)} stage; a planning deliverable "
-            f"changes only its own stage's documents"
-        )
-    else:
-        decision = st.decide_stage(before, stage_event, actor)
+        other = tuple(s for s in touched if s != stage)
+        stage_event = st.StagePrSubmitted(ref, new_commits=action == "synchronize", other_stages=other)
+    decision = st.decide_stage(before, stage_event, actor)
     metadata = {
         "delivery_id": ctx.delivery_id,
         "event": f"pull_request.{action}",
         "repository": rc.repository,
         "pr_number": number,
-        "commit_sha": pr["head"]["sha"],
+        "commit_sha": head,
     }
     scope = StageScope(project, opportunity, row, rc.repository, DOCUMENT_TYPES[stage], row.merge_sha, documents)
     info = stages.PrInfo(number, pr.get("html_url") or "", author_login)
