@@ -2,10 +2,13 @@
 pragma solidity ^0.8.20;
 
 /// @title BMAD marketplace escrow
-/// @notice One escrow per marketplace Escrow row, keyed by keccak256(utf8(Escrow.id)). The client funds it
-/// with an ERC-20 (after approve); only the arbiter (the marketplace's GitHub App) releases it to the expert,
-/// minus the platform fee to the treasury, or refunds it to the client. Each escrow moves money once:
-/// status goes Funded -> Released or Funded -> Refunded and never back, so a second release reverts.
+/// @notice One escrow per marketplace Escrow row and funder: `ref` = keccak256(utf8(Escrow.id)), stored under
+/// escrowId = keccak256(abi.encode(funder, ref)), so a stranger who funds the same ref makes another escrow
+/// and never blocks the client's. The client funds it with an ERC-20 (after approve); only the arbiter (the
+/// marketplace's GitHub App) releases it to the expert, minus the platform fee to the treasury, or refunds it
+/// to the client. Each escrow moves money once: status goes Funded -> Released or Funded -> Refunded and
+/// never back, so a second release reverts. The contract counts what funded escrows hold per token; only
+/// the excess over that (tokens sent outside `fund`) can be rescued by the arbiter.
 contract Escrow {
     uint8 public constant STATUS_NONE = 0;
     uint8 public constant STATUS_FUNDED = 1;
@@ -25,14 +28,23 @@ contract Escrow {
     address public immutable arbiter;
     address public immutable treasury;
     mapping(bytes32 => Deposit) public escrows;
+    /// What the funded (not yet released or refunded) escrows hold, per token.
+    mapping(address => uint256) public held;
 
     uint256 private _entered = 1;
 
     event Funded(
-        bytes32 indexed escrowId, address indexed client, address indexed expert, address token, uint256 amount, uint16 feeBps
+        bytes32 indexed escrowId,
+        address indexed client,
+        address indexed expert,
+        bytes32 ref,
+        address token,
+        uint256 amount,
+        uint16 feeBps
     );
     event Released(bytes32 indexed escrowId, address indexed expert, uint256 expertAmount, uint256 fee);
     event Refunded(bytes32 indexed escrowId, address indexed client, uint256 amount);
+    event Rescued(address indexed token, address indexed to, uint256 amount);
 
     error NotArbiter();
     error EscrowExists();
@@ -40,6 +52,7 @@ contract Escrow {
     error InvalidEscrow();
     error TransferFailed();
     error Reentrancy();
+    error NothingToRescue();
 
     modifier nonReentrant() {
         if (_entered != 1) revert Reentrancy();
@@ -59,10 +72,16 @@ contract Escrow {
         treasury = treasury_;
     }
 
-    function fund(bytes32 escrowId, address expert, address token, uint256 amount, uint16 feeBps)
+    /// @notice The id under which `client`'s funding of `ref` is stored.
+    function escrowIdOf(address client, bytes32 ref) public pure returns (bytes32) {
+        return keccak256(abi.encode(client, ref));
+    }
+
+    function fund(bytes32 ref, address expert, address token, uint256 amount, uint16 feeBps)
         external
         nonReentrant
     {
+        bytes32 escrowId = escrowIdOf(msg.sender, ref);
         if (escrows[escrowId].status != STATUS_NONE) revert EscrowExists();
         if (expert == address(0) || token.code.length == 0 || amount == 0 || feeBps > MAX_FEE_BPS) {
             revert InvalidEscrow();
@@ -72,13 +91,15 @@ contract Escrow {
         uint256 before = _balanceOf(token);
         _call(token, abi.encodeWithSelector(0x23b872dd, msg.sender, address(this), amount));
         if (_balanceOf(token) - before != amount) revert TransferFailed();
-        emit Funded(escrowId, msg.sender, expert, token, amount, feeBps);
+        held[token] += amount;
+        emit Funded(escrowId, msg.sender, expert, ref, token, amount, feeBps);
     }
 
     function release(bytes32 escrowId) external onlyArbiter nonReentrant {
         Deposit storage d = escrows[escrowId];
         if (d.status != STATUS_FUNDED) revert NotFunded();
         d.status = STATUS_RELEASED;
+        held[d.token] -= d.amount;
         uint256 fee = feeOf(d.amount, d.feeBps);
         uint256 expertAmount = d.amount - fee;
         if (fee != 0) _transfer(d.token, treasury, fee);
@@ -90,8 +111,19 @@ contract Escrow {
         Deposit storage d = escrows[escrowId];
         if (d.status != STATUS_FUNDED) revert NotFunded();
         d.status = STATUS_REFUNDED;
+        held[d.token] -= d.amount;
         _transfer(d.token, d.client, d.amount);
         emit Refunded(escrowId, d.client, d.amount);
+    }
+
+    /// @notice Send `to` what the contract holds of `token` beyond what funded escrows hold (tokens sent
+    /// to it outside `fund`). Never touches an escrow's money.
+    function rescue(address token, address to) external onlyArbiter nonReentrant returns (uint256 excess) {
+        if (to == address(0) || token.code.length == 0) revert InvalidEscrow();
+        excess = _balanceOf(token) - held[token];
+        if (excess == 0) revert NothingToRescue();
+        _transfer(token, to, excess);
+        emit Rescued(token, to, excess);
     }
 
     function statusOf(bytes32 escrowId) external view returns (uint8) {

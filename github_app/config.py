@@ -101,6 +101,11 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("POLYGON_CONFIRMATIONS", "12", "Blocks on top of a release before it counts as paid"),
     Setting("POLYGON_EXPLORER_URL", "https://polygonscan.com", "Explorer base for transaction links"),
+    Setting(
+        "POLYGON_REPLACE_SECONDS",
+        "120",
+        "A release not mined after this long is replaced at its nonce with a fee at least 12% higher; 0 = never",
+    ),
     Setting("SOLANA_RPC_URL", "(none)", "Solana JSON-RPC endpoint; unset = Solana is not configured"),
     Setting("SOLANA_AUTHORITY_KEYPAIR_PATH", "(none)", "Keypair file (JSON array) of the escrow accounts' authority"),
     Setting("SOLANA_TREASURY", "(none)", "Address that receives the platform fee on Solana"),
@@ -152,6 +157,7 @@ class Settings:
     polygon_tokens: tuple[tuple[str, str], ...] = ()
     polygon_confirmations: int = 12
     polygon_explorer_url: str = "https://polygonscan.com"
+    polygon_replace_seconds: float = 120.0
     solana_rpc_url: str | None = None
     solana_authority_keypair_path: str | None = None
     solana_treasury: str | None = None
@@ -327,6 +333,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         polygon_tokens=r.parse("POLYGON_TOKENS", (), _token_list, "a list SYMBOL=0xADDRESS,... of EIP-55 addresses"),
         polygon_confirmations=r.number("POLYGON_CONFIRMATIONS", 12, minimum=1, integer=True),
         polygon_explorer_url=r.parse("POLYGON_EXPLORER_URL", "https://polygonscan.com", _http_url, "an http(s) URL"),
+        polygon_replace_seconds=r.number("POLYGON_REPLACE_SECONDS", 120.0, minimum=0),
         solana_rpc_url=r.parse("SOLANA_RPC_URL", None, _http_url, "an http(s) URL"),
         solana_authority_keypair_path=_keypair_path(r),
         solana_treasury=r.parse("SOLANA_TREASURY", None, _solana_address, "a base58 32-byte address"),

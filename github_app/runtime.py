@@ -3,9 +3,10 @@ session and the GitHub App client. Handlers reach them through their HandlerCont
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -16,10 +17,16 @@ from github_app.db.paths import ensure_sqlite_directory
 from github_app.github.client import GitHubApp
 from github_app.services.config_cache import ConfigCache
 
-if TYPE_CHECKING:  # the sender is built from a Runtime
-    from github_app.outbox.sender import OutboxSender
-
 log = logging.getLogger(__name__)
+
+
+class BackgroundSender(Protocol):
+    """What the runtime's users need of the outbox sender, which is itself built from a Runtime (so the
+    runtime names no sender class): to run it, and to tell it that new work is due."""
+
+    def wake(self) -> None: ...
+
+    async def run(self, stop: asyncio.Event) -> None: ...
 
 
 @dataclass
@@ -32,7 +39,7 @@ class Runtime:
     github: GitHubApp | None = None
     config_cache: ConfigCache = field(default_factory=ConfigCache)
     # The worker's process sends the outbox beside it; an HTTP-only process has none.
-    outbox_sender: OutboxSender | None = None
+    outbox_sender: BackgroundSender | None = None
 
     @property
     def is_sqlite(self) -> bool:

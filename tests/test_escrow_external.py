@@ -18,23 +18,25 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from github_app.escrow.backends import Chains
 from github_app.escrow.funding import sync_funding
-from tests.chain.evm_env import ARBITER_KEY, TREASURY_KEY, EvmEnv, address, deploy_env, expert_key
+from tests.chain.evm_env import ARBITER_KEY, CLIENT_KEY, TREASURY_KEY, EvmEnv, address, deploy_env, expert_key
 from tests.chain.market import create_escrow, done_story, escrow_row, set_wallet
 from tests.fake_github import FakeGitHub
 from tests.harness import App
-from tests.workflow import DEV, Market, seed_market
+from tests.workflow import CLIENT, DEV, Market, seed_market
 
 pytestmark = pytest.mark.external_chain
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERT = address(expert_key(7))
 TREASURY = address(TREASURY_KEY)
+CLIENT_ADDRESS = address(CLIENT_KEY)
 
 
 @pytest.fixture
 async def market(app: App, fake_github: FakeGitHub) -> AsyncIterator[Market]:
     m = await seed_market(app.runtime, fake_github)
     await set_wallet(m, DEV, "polygon", EXPERT)
+    await set_wallet(m, CLIENT, "polygon", CLIENT_ADDRESS)
     yield m
 
 

@@ -12,20 +12,22 @@ from github_app.escrow.backends import Chains
 from github_app.escrow.funding import sync_funding
 from github_app.escrow.releases import Releaser
 from github_app.outbox.sender import OutboxSender
-from tests.chain.evm_env import TREASURY_KEY, EvmEnv, address, deploy_env, expert_key, in_process_web3
+from tests.chain.evm_env import CLIENT_KEY, TREASURY_KEY, EvmEnv, address, deploy_env, expert_key, in_process_web3
 from tests.chain.market import create_escrow, done_story, escrow_row, set_wallet
 from tests.fake_github import FakeGitHub
 from tests.harness import App
-from tests.workflow import DEV, Market, seed_market
+from tests.workflow import CLIENT, DEV, Market, seed_market
 
 EXPERT = address(expert_key(1))
 TREASURY = address(TREASURY_KEY)
+CLIENT_ADDRESS = address(CLIENT_KEY)
 
 
 @pytest.fixture
 async def market(app: App, fake_github: FakeGitHub) -> AsyncIterator[Market]:
     m = await seed_market(app.runtime, fake_github)
     await set_wallet(m, DEV, "polygon", EXPERT)
+    await set_wallet(m, CLIENT, "polygon", CLIENT_ADDRESS)
     yield m
 
 
@@ -151,13 +153,21 @@ async def test_two_workers_and_duplicate_merges_pay_once(
 ) -> None:
     import asyncio
 
-    escrow_id = await funded_done_story(app, market, evm)
-    # The merge delivered again changes nothing: still one request.
+    story_id = await done_story(app, market, merges=2)  # the merge delivered twice, each processed
+    merges = await market.scalar(
+        "SELECT count(*) FROM webhook_inbox WHERE event = 'pull_request' AND action = 'closed' AND state = 'done'"
+    )
+    assert merges == 2
+    escrow_id = await create_escrow(market, story_id, contract_address=evm.escrow_address, amount=10**6)
+    await evm.fund(escrow_id, EXPERT, "USDC", 10**6, 500)
+    assert (await sync_funding(app.runtime, Chains(backends={"polygon": evm.chain()}))).funded == [escrow_id]
+    # Still one request: the second merge found the story DONE and changed nothing.
     assert await market.scalar("SELECT count(*) FROM escrow_release_request") == 1
     await asyncio.gather(releaser(app, evm).run_until_idle(), releaser(app, evm).run_until_idle())
     assert await evm.balance("USDC", EXPERT) == 950_000
     assert await market.scalar("SELECT count(*) FROM escrow_chain_tx") == 1
     assert (await escrow_row(market, escrow_id))["status"] == "RELEASED"
+    assert await market.scalar("SELECT count(*) FROM \"StoryAuditLog\" WHERE action = 'escrow_released'") == 1
 
 
 @pytest.mark.parametrize(
@@ -170,7 +180,7 @@ async def test_fee_edge_cases_pay_exactly(evm: EvmEnv, amount: int, fee_bps: int
     escrow_id = f"edge-{amount}-{fee_bps}"
     await evm.fund(escrow_id, EXPERT, "USDC", amount, fee_bps)
     chain = evm.chain()
-    signed = chain.sign(await chain.unsigned("release", escrow_id), await chain.pending_nonce())
+    signed = chain.sign(await chain.unsigned("release", escrow_id, client=CLIENT_ADDRESS), await chain.pending_nonce())
     await chain.broadcast(signed)
     assert (await chain.outcome(signed)).succeeded
     expert, fee = fee_split(amount, fee_bps)
@@ -305,7 +315,7 @@ async def test_a_release_on_chain_with_no_record_is_matched_from_the_contract_ev
 
     escrow_id = await funded_done_story(app, market, evm)
     chain = evm.chain()
-    by_hand = chain.sign(await chain.unsigned("release", escrow_id), await chain.pending_nonce())
+    by_hand = chain.sign(await chain.unsigned("release", escrow_id, client=CLIENT_ADDRESS), await chain.pending_nonce())
     await chain.broadcast(by_hand)
     while not (await chain.outcome(by_hand)).landed:
         await asyncio.sleep(0.01)

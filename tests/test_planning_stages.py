@@ -17,7 +17,7 @@ from github_app.escrow.funding import sync_funding
 from github_app.escrow.refunds import refund
 from github_app.escrow.releases import Releaser
 from github_app.outbox.sender import OutboxSender
-from tests.chain.evm_env import EvmEnv, address, deploy_env, expert_key, in_process_web3
+from tests.chain.evm_env import CLIENT_KEY, EvmEnv, address, deploy_env, expert_key, in_process_web3
 from tests.chain.market import set_wallet
 from tests.chain.solana_env import solana_env
 from tests.fake_github import FakeGitHub
@@ -45,6 +45,7 @@ async def market(app: App, fake_github: FakeGitHub) -> AsyncIterator[Market]:
     for login, wallet in EVM_EXPERT.items():
         await set_wallet(m, login, "polygon", wallet)
     await set_wallet(m, ARCHITECT, "solana", str(SOL_ARCHITECT))
+    await set_wallet(m, CLIENT, "polygon", address(CLIENT_KEY))  # Polygon keys an escrow by its funder
     yield m
 
 

@@ -6,8 +6,9 @@ Pure functions: no network, no database.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
-from eth_utils import is_checksum_address, keccak
+from eth_utils import is_checksum_address, keccak, to_checksum_address
 
 POLYGON = "polygon"
 SOLANA = "solana"
@@ -59,9 +60,76 @@ def address_for(chain: str, text: str) -> str:
     raise InvalidAddress(f"unknown chain {chain!r}: use one of {', '.join(CHAINS)}")
 
 
-def evm_escrow_id(escrow_row_id: str) -> bytes:
-    """keccak256 of the UTF-8 bytes of `Escrow.id`: the contract's bytes32 key."""
+def evm_ref(escrow_row_id: str) -> bytes:
+    """keccak256 of the UTF-8 bytes of `Escrow.id`: the `ref` a client passes to `fund`."""
     return keccak(escrow_row_id.encode("utf-8"))
+
+
+def evm_escrow_id(client: str, escrow_row_id: str) -> bytes:
+    """The contract's key for `client`'s funding of the row: keccak256(abi.encode(client, ref)), as its
+    `escrowIdOf(client, ref)` answers. Another funder of the same ref has another id."""
+    owner = bytes.fromhex(evm_address(to_checksum_address(client))[2:])
+    return keccak(bytes(12) + owner + evm_ref(escrow_row_id))
+
+
+@dataclass(frozen=True)
+class EvmFunding:
+    """Everything a client (or an operator, a bot command, a demo) needs to fund one Polygon escrow."""
+
+    escrow_row_id: str
+    contract: str
+    client: str
+    expert: str
+    token: str
+    amount: int
+    fee_bps: int
+    ref: bytes
+    escrow_id: bytes
+
+    @property
+    def approve_call(self) -> str:
+        return f"{self.token}.approve({self.contract}, {self.amount})"
+
+    @property
+    def fund_call(self) -> str:
+        return f"{self.contract}.fund(0x{self.ref.hex()}, {self.expert}, {self.token}, {self.amount}, {self.fee_bps})"
+
+    @property
+    def fund_args(self) -> tuple[bytes, str, str, int, int]:
+        """The arguments of `fund`, in order, for a contract binding."""
+        return (self.ref, self.expert, self.token, self.amount, self.fee_bps)
+
+    def instructions(self) -> str:
+        return (
+            f"From {self.client}, on the Polygon escrow contract {self.contract}:\n"
+            f"1. {self.approve_call}\n"
+            f"2. {self.fund_call}\n"
+            f"The escrow is then 0x{self.escrow_id.hex()} (escrowIdOf({self.client}, 0x{self.ref.hex()})); "
+            "funding from any other address is not this escrow and is never accepted."
+        )
+
+
+def evm_funding(
+    escrow_row_id: str, *, contract: str, client: str, expert: str, token: str, amount: int, fee_bps: int
+) -> EvmFunding:
+    """The one derivation of a Polygon escrow's funding: `ref` from `Escrow.id`, the escrow id from the
+    client's wallet, and the exact `fund(...)` call. Addresses must be EIP-55 (raises InvalidAddress)."""
+    client, expert, token, contract = (evm_address(a) for a in (client, expert, token, contract))
+    if amount <= 0:
+        raise ValueError("the amount must be a positive number of base units")
+    if not 0 <= fee_bps <= 10_000:
+        raise ValueError("the fee must be between 0 and 10000 basis points")
+    return EvmFunding(
+        escrow_row_id=escrow_row_id,
+        contract=contract,
+        client=client,
+        expert=expert,
+        token=token,
+        amount=amount,
+        fee_bps=fee_bps,
+        ref=evm_ref(escrow_row_id),
+        escrow_id=evm_escrow_id(client, escrow_row_id),
+    )
 
 
 def solana_escrow_seed(escrow_row_id: str) -> str:

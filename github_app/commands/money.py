@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from github_app.chains.addresses import CHAINS, POLYGON, InvalidAddress, evm_escrow_id
+from github_app.chains.addresses import CHAINS, POLYGON, InvalidAddress, evm_ref
 from github_app.commands.registry import Call, Outcome, Reply, register
 from github_app.commands.stories import locked_story
 from github_app.db.app_tables import EscrowReleaseRequest, RefundRequest, Wallet
@@ -119,13 +119,14 @@ async def funding_instructions(call: Call, row: Escrow) -> str:
     if missing:
         return "It cannot be funded yet: " + "; ".join(missing) + " is missing."
     assert expert is not None
-    escrow_key = "0x" + evm_escrow_id(row.id).hex()
+    # The contract keys an escrow by its funder and this reference (`escrowIdOf(client, ref)`).
+    escrow_key = "0x" + evm_ref(row.id).hex()
     return "\n".join(
         [
             "To fund it, from the client's wallet on Polygon:",
             "",
             f"- contract: `{settings.polygon_escrow_contract}`",
-            f"- escrow id (bytes32): `{escrow_key}`",
+            f"- escrow reference (bytes32): `{escrow_key}`",
             f"- token: `{token}` ({row.currency})",
             f"- amount: `{row.amount}` (base units)",
             f"- fee: `{row.platform_fee}` basis points",

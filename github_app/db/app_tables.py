@@ -341,14 +341,15 @@ class EscrowChainTx(Base):
     __table_args__ = (
         PrimaryKeyConstraint("id", name="escrow_chain_tx_pkey"),
         UniqueConstraint("tx_hash", name="escrow_chain_tx_hash_key"),
-        CheckConstraint("kind IN ('release', 'refund')", name="escrow_chain_tx_kind_check"),
+        CheckConstraint("kind IN ('release', 'refund', 'rescue')", name="escrow_chain_tx_kind_check"),
         CheckConstraint("state IN ('signed', 'confirmed', 'reverted', 'dropped')", name="escrow_chain_tx_state_check"),
         ForeignKeyConstraint(["escrow_id"], ["Escrow.id"], name="escrow_chain_tx_escrow_id_fkey", ondelete="RESTRICT"),
         Index("escrow_chain_tx_escrow_idx", "escrow_id", "kind"),
+        Index("escrow_chain_tx_signer_nonce_idx", "signer", "nonce"),
     )
 
     id: Mapped[str] = mapped_column(Text, default=new_id)
-    escrow_id: Mapped[str] = mapped_column(Text)
+    escrow_id: Mapped[str | None] = mapped_column(Text)  # none for a rescue (the arbiter's, of no escrow)
     kind: Mapped[str] = mapped_column(Text)
     chain: Mapped[str] = mapped_column(Text)
     tx_hash: Mapped[str] = mapped_column(Text)
@@ -361,6 +362,8 @@ class EscrowChainTx(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     confirmed_at: Mapped[datetime | None] = mapped_column()
+    # A replacement (same nonce, higher fee) names the transaction it replaces; either may land.
+    replaces: Mapped[str | None] = mapped_column(Text)
 
 
 class EvmSignerNonce(Base):
@@ -393,6 +396,10 @@ class EscrowChainState(Base):
     refund_tx_hash: Mapped[str | None] = mapped_column(Text)
     refunded_at: Mapped[datetime | None] = mapped_column()
     checked_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Polygon: the client address whose funding was accepted (the contract keys the escrow by it), and
+    # the block it was accepted at (searches for its release or refund events start there).
+    funder: Mapped[str | None] = mapped_column(Text)
+    watch_from_block: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class OutboxItem(Base):

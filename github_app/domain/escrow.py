@@ -37,6 +37,8 @@ class OnChainEscrow:
     # Solana's escrow account is held by the app's authority: expert and fee are not on-chain, the
     # release applies the row's fee and the expert's wallet.
     custodial: bool = False
+    # The block this was read at, when read at a chosen depth (Polygon funding, at its confirmations).
+    block: int | None = None
 
 
 @dataclass(frozen=True)

@@ -29,3 +29,9 @@ def add_parsers(sub: Any) -> None:
     retry.add_argument("id", help="escrow id, story id or release request id")
     refund = es.add_parser("refund", help="refund a funded escrow to the client (operator decision)")
     refund.add_argument("escrow_id")
+    rescue = es.add_parser(
+        "rescue", help="send tokens sent to the Polygon contract outside `fund` (never an escrow's money) to TO"
+    )
+    rescue.add_argument("--chain", required=True, choices=("polygon",))
+    rescue.add_argument("token", help="a currency of POLYGON_TOKENS (USDC) or a token address (EIP-55)")
+    rescue.add_argument("to", help="the EIP-55 address that receives the excess")

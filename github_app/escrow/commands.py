@@ -59,6 +59,7 @@ def cmd_escrow(settings: Settings, args: argparse.Namespace) -> int:
         "sync": _sync,
         "retry": _retry,
         "refund": _refund,
+        "rescue": _rescue,
     }[args.escrow_command]
     return _run(settings, lambda runtime: handler(runtime, args))
 
@@ -226,4 +227,18 @@ async def _refund(runtime: Runtime, args: argparse.Namespace) -> int:
     finally:
         await chains.close()
     print(f"{result.escrow_id}: REFUNDED {result.tx_hash} {result.tx_url}")
+    return 0
+
+
+async def _rescue(runtime: Runtime, args: argparse.Namespace) -> int:
+    from github_app.escrow.rescue import RescueRefused, rescue
+
+    chains = Chains.from_settings(runtime.settings)
+    try:
+        result = await rescue(runtime, chains, args.token, args.to)
+    except RescueRefused as exc:
+        return _err(str(exc))
+    finally:
+        await chains.close()
+    print(f"rescued {result.amount} of {result.token} to {result.to}: {result.tx_hash} {result.tx_url}")
     return 0

@@ -22,7 +22,7 @@ from github_app.domain.escrow import (
     funding_mismatches,
     parse_amount,
 )
-from github_app.escrow.backends import Chains
+from github_app.escrow.backends import Chains, keyed
 from github_app.metrics import ESCROW_FUNDING
 
 log = logging.getLogger(__name__)
@@ -58,10 +58,12 @@ async def sync_funding(runtime: Any, chains: Chains) -> SyncReport:
     async with runtime.sessionmaker() as session:
         rows = (await session.execute(select(Escrow).where(Escrow.status == EscrowStatus.PENDING))).scalars().all()
         pending = [
-            (e.id, e.blockchain, e.amount, e.currency, e.platform_fee, e.contract_address, e.expert_id) for e in rows
+            (e.id, e.blockchain, e.amount, e.currency, e.platform_fee, e.contract_address, e.expert_id, e.client_id)
+            for e in rows
         ]
         wallets = {(w.user_id, w.chain): w.address for w in (await session.execute(select(Wallet))).scalars().all()}
-    for escrow_id, chain, amount_text, currency, fee_bps, contract_address, expert_id in pending:
+    await chains.verify()
+    for escrow_id, chain, amount_text, currency, fee_bps, contract_address, expert_id, client_id in pending:
         backend = chains.get(chain)
         if backend is None:
             report.not_configured[escrow_id] = chains.problem(chain) or f"{chain} is not configured"
@@ -76,6 +78,7 @@ async def sync_funding(runtime: Any, chains: Chains) -> SyncReport:
                 fee_bps,
                 contract_address,
                 wallets.get((expert_id, chain)),
+                wallets.get((client_id, chain)),
             )
         except Exception as exc:  # one unreachable read does not stop the others
             ESCROW_FUNDING.labels(chain, "error").inc()
@@ -100,8 +103,12 @@ async def _check(
     fee_bps: int,
     contract_address: str,
     expert_wallet: str | None,
+    client_wallet: str | None = None,
 ) -> str | None:
-    """'' when marked FUNDED now, None when not funded yet, else the problem."""
+    """'' when marked FUNDED now, None when not funded yet, else the problem.
+
+    Polygon keys an escrow by its funder: only the client's own funding (from their wallet) is this
+    escrow, and it is read at the configured confirmations, not at the chain head."""
     chain_name = CHAIN_NAMES.get(backend.chain, backend.chain)
     problems: list[str] = []
     amount = parse_amount(amount_text)
@@ -113,10 +120,20 @@ async def _check(
     expected_address = backend.address_of(escrow_id, currency)
     if contract_address.lower() != expected_address.lower():
         problems.append(f"contractAddress {contract_address} is not the escrow address {expected_address}")
+    funder = keyed(backend, client=client_wallet, confirmed=True)
+    if funder and client_wallet is None:
+        problems.append(
+            f"the client has no {chain_name} wallet: the escrow is the one funded from it; set it with "
+            f"`bmad-app wallet set --user EMAIL --chain {backend.chain} ADDRESS`"
+        )
+        text = "; ".join(problems)
+        await _record(runtime, escrow_id, text)
+        ESCROW_FUNDING.labels(backend.chain, "mismatch").inc()
+        return text
     if not problems and hasattr(backend, "ensure_account"):
         # Solana: the app creates the escrow's account; the client then transfers into it.
         await backend.ensure_account(escrow_id, currency)
-    onchain = await backend.read(escrow_id, currency)
+    onchain = await backend.read(escrow_id, currency, **funder)
     if onchain.status == ONCHAIN_NONE and not problems:
         await _record(runtime, escrow_id, None)
         ESCROW_FUNDING.labels(backend.chain, "not_funded").inc()
@@ -132,7 +149,9 @@ async def _check(
         log.error("escrow funding does not match its row", extra={"escrow": escrow_id, "problem": text})
         return text
     try:
-        funding_tx = await backend.find_transaction("fund", escrow_id)
+        funding_tx = await backend.find_transaction(
+            "fund", escrow_id, **keyed(backend, client=client_wallet, from_block=onchain.block)
+        )
     except Exception as exc:  # some providers refuse log queries over a long range: the hash is optional
         log.warning("funding transaction not found", extra={"escrow": escrow_id, "error": repr(exc)})
         funding_tx = None
@@ -148,7 +167,10 @@ async def _check(
         escrow.status = EscrowStatus.FUNDED
         escrow.transaction_hash = funding_tx
         escrow.funded_at = now
-        await _record_in(session, escrow_id, None)
+        state = await _record_in(session, escrow_id, None)
+        if funder:
+            state.funder = client_wallet
+            state.watch_from_block = onchain.block
         # A DONE story waiting for this funding is due now, not at its next poll.
         await session.execute(
             update(EscrowReleaseRequest)
@@ -169,10 +191,12 @@ async def _record(runtime: Any, escrow_id: str, problem: str | None) -> None:
         await _record_in(session, escrow_id, problem)
 
 
-async def _record_in(session: Any, escrow_id: str, problem: str | None) -> None:
+async def _record_in(session: Any, escrow_id: str, problem: str | None) -> EscrowChainState:
     state = await session.get(EscrowChainState, escrow_id)
     if state is None:
-        session.add(EscrowChainState(escrow_id=escrow_id, problem=problem, checked_at=utcnow()))
+        state = EscrowChainState(escrow_id=escrow_id, problem=problem, checked_at=utcnow())
+        session.add(state)
     else:
         state.problem = problem
         state.checked_at = utcnow()
+    return state

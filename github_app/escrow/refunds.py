@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from github_app.chains.evm import SignedTx
 from github_app.db.app_tables import (
     ChainTxState,
     EscrowChainState,
@@ -25,16 +26,16 @@ from github_app.db.enums import EscrowStatus
 from github_app.db.models import Escrow
 from github_app.db.types import utcnow
 from github_app.domain.escrow import ONCHAIN_FUNDED, ONCHAIN_REFUNDED
-from github_app.escrow.backends import Chains
-from github_app.escrow.releases import Fault, add_signed, live_tx, record_signed, signed_of
-from github_app.escrow.store import lock_escrow_state
+from github_app.escrow.backends import Chains, keyed
+from github_app.escrow.chain_txs import Fault, add_signed, live_tx, record_signed, settle_replaced, signed_of
+from github_app.escrow.store import funder_of, lock_escrow_state
 from github_app.escrow.subjects import audit_release, refresh_release_views
 
 REFUNDED_ACTION = "escrow_refunded"
 
 
 class RefundRefused(Exception):
-    pass
+    """What the operator is told, in one sentence (never a traceback)."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,45 @@ async def refund(
     fault: Fault | None = None,
 ) -> RefundResult:
     """Pay a funded escrow back to its client. `fault(step, escrow_id)` is called after "signed",
-    "broadcast" and "confirmed" (tests inject crashes there)."""
+    "broadcast" and "confirmed" (tests inject crashes there). Every failure is a RefundRefused whose
+    message says, in one sentence, what happened and whether a refund is signed (the database says)."""
+    try:
+        return await _refund(
+            runtime, chains, escrow_id, poll_seconds=poll_seconds, wait_seconds=wait_seconds, fault=fault
+        )
+    except RefundRefused:
+        raise
+    except Exception as exc:
+        raise RefundRefused(await _explain(runtime, chains, escrow_id, exc)) from exc
+
+
+async def _explain(runtime: Any, chains: Chains, escrow_id: str, exc: Exception) -> str:
+    """A node or database failure, told as what it left behind. Only the exception's type is named: a
+    node's message may carry its URL, and RPC URLs hold API keys."""
+    from github_app.chains.addresses import CHAIN_NAMES
+
+    async with runtime.sessionmaker() as session:
+        escrow = await session.get(Escrow, escrow_id)
+        recorded = await live_tx(session, escrow_id, "refund")
+    chain = CHAIN_NAMES.get(escrow.blockchain, escrow.blockchain) if escrow is not None else "chain"
+    trouble = f"the {chain} node or the database failed ({type(exc).__name__})"
+    if recorded is None:
+        return f"refund of escrow {escrow_id} not done: {trouble} before anything was signed; run again"
+    return (
+        f"refund of escrow {escrow_id} signed and recorded as {recorded.tx_hash} but not confirmed: {trouble}; "
+        f"the worker sends it again and marks the escrow REFUNDED once it lands (`bmad-app escrow show {escrow_id}`)"
+    )
+
+
+async def _refund(
+    runtime: Any,
+    chains: Chains,
+    escrow_id: str,
+    *,
+    poll_seconds: float,
+    wait_seconds: float,
+    fault: Fault | None,
+) -> RefundResult:
 
     def step(name: str) -> None:
         if fault is not None:
@@ -86,6 +125,7 @@ async def refund(
         escrow = await session.get(Escrow, escrow_id)
         if escrow is None:
             raise RefundRefused(f"no escrow {escrow_id!r}")
+        await chains.verify()
         backend = chains.get(escrow.blockchain)
         if backend is None:
             raise RefundRefused(chains.problem(escrow.blockchain) or "chain not configured")
@@ -97,14 +137,24 @@ async def refund(
         currency = escrow.currency
         client_wallet = await session.get(Wallet, (escrow.client_id, escrow.blockchain))
         client_address = client_wallet.address if client_wallet is not None else None
+        client, watch_from = await funder_of(session, escrow_id, escrow.client_id, escrow.blockchain)
+        key = keyed(backend, client=client)
         recorded = await live_tx(session, escrow_id, "refund")
         signed = signed_of(recorded) if recorded is not None else None
+    if key and client is None:
+        raise RefundRefused(
+            f"escrow {escrow_id} has no recorded funder and its client has no Polygon wallet: its on-chain id "
+            "cannot be known; set the client's wallet with `bmad-app wallet set`, then run again"
+        )
     if signed is None:
-        onchain = await backend.read(escrow_id, currency)
+        onchain = await backend.read(escrow_id, currency, **key)
         if onchain.status == ONCHAIN_REFUNDED:
-            found = await backend.find_transaction("refund", escrow_id)
+            found = await backend.find_transaction("refund", escrow_id, **key, **keyed(backend, from_block=watch_from))
             if found is None:
                 raise RefundRefused("refunded on-chain, but its transaction was not found yet: run again")
+            seen = await backend.outcome(SignedTx(tx_hash=found, raw=b"", signer=""))
+            if not (seen.landed and seen.succeeded and seen.confirmations >= backend.confirmations):
+                raise RefundRefused(f"refunded on-chain by {found}, not confirmed yet: run again")
             await _mark(runtime, backend, escrow_id, found)
             return RefundResult(escrow_id, found, backend.tx_url(found))
         if onchain.status != ONCHAIN_FUNDED:
@@ -123,7 +173,7 @@ async def refund(
             async with runtime.sessionmaker() as session, session.begin():
                 add_signed(session, backend, escrow_id, "refund", signed)
         else:
-            unsigned = await backend.unsigned("refund", escrow_id)
+            unsigned = await backend.unsigned("refund", escrow_id, **key)
             chain_nonce = await backend.pending_nonce()
             async with runtime.sessionmaker() as session, session.begin():
                 signed = await record_signed(session, backend, escrow_id, "refund", unsigned, chain_nonce)
@@ -161,9 +211,11 @@ async def _mark(runtime: Any, backend: Any, escrow_id: str, tx_hash: str) -> Non
             stmt = stmt.with_for_update()
         escrow = (await session.execute(stmt)).scalars().one()
         await session.refresh(escrow)
+        state = await session.get(EscrowChainState, escrow_id)
+        if escrow.status == EscrowStatus.REFUNDED and state is not None and state.refund_tx_hash == tx_hash:
+            return  # marked already (the command and the worker may both see it land)
         now = utcnow()
         escrow.status = EscrowStatus.REFUNDED
-        state = await session.get(EscrowChainState, escrow_id)
         if state is None:
             state = EscrowChainState(escrow_id=escrow_id, checked_at=now)
             session.add(state)
@@ -174,6 +226,7 @@ async def _mark(runtime: Any, backend: Any, escrow_id: str, tx_hash: str) -> Non
             .where(EscrowChainTx.tx_hash == tx_hash)
             .values(state=ChainTxState.CONFIRMED, confirmed_at=now)
         )
+        await settle_replaced(session, tx_hash)
         requests = (
             (await session.execute(select(EscrowReleaseRequest).where(EscrowReleaseRequest.escrow_id == escrow_id)))
             .scalars()
@@ -192,3 +245,8 @@ async def _mark(runtime: Any, backend: Any, escrow_id: str, tx_hash: str) -> Non
             )
             await session.flush()
             await refresh_release_views(session, request.story_id, request.opportunity_id)
+
+
+async def mark_refunded(runtime: Any, backend: Any, escrow_id: str, tx_hash: str) -> None:
+    """Mark an escrow REFUNDED by this confirmed transaction (the worker's resend does it too)."""
+    await _mark(runtime, backend, escrow_id, tx_hash)

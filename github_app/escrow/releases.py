@@ -23,12 +23,10 @@ import asyncio
 import logging
 import time
 import traceback
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import case, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from github_app.chains.addresses import CHAIN_NAMES
@@ -38,7 +36,6 @@ from github_app.db.app_tables import (
     EscrowChainState,
     EscrowChainTx,
     EscrowReleaseRequest,
-    EvmSignerNonce,
     ReleaseState,
     StoryOpportunity,
     Wallet,
@@ -48,11 +45,12 @@ from github_app.db.models import Escrow, Opportunity
 from github_app.db.types import utcnow
 from github_app.domain.escrow import ONCHAIN_FUNDED, ONCHAIN_NONE, ONCHAIN_REFUNDED, ONCHAIN_RELEASED, bind_escrow
 from github_app.escrow import store
-from github_app.escrow.backends import Chains
+from github_app.escrow.backends import Chains, keyed
+from github_app.escrow.chain_txs import Fault, add_signed, live_tx, record_signed, settle_replaced, signed_of
 from github_app.escrow.subjects import audit_release, refresh_release_views
 from github_app.inbox.store import ERROR_MAX_CHARS
-from github_app.inbox.worker import worker_name
 from github_app.metrics import ESCROW_RELEASES
+from github_app.names import worker_name
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +60,6 @@ RELEASE_FAILED_ACTION = "escrow_release_failed"
 # Fault injection points, in order: after the escrow is bound, after the signed transaction is
 # committed, after it is broadcast, after it is confirmed (before the final mark).
 STEPS = ("bound", "signed", "broadcast", "confirmed")
-Fault = Callable[[str, str], None]
 
 
 class LostLease(Exception):
@@ -81,6 +78,7 @@ class Releaser:
         poll_seconds: float = 1.0,
         concurrency: int = 8,
         fault: Fault | None = None,
+        resend_seconds: float = 5.0,
     ) -> None:
         self.runtime = runtime
         self.chains = chains
@@ -90,32 +88,53 @@ class Releaser:
         self.poll_seconds = poll_seconds
         self.concurrency = 1 if runtime.is_sqlite else concurrency
         self.fault = fault
+        self.resend_seconds = resend_seconds
         self._lock = not runtime.is_sqlite
 
     # --- the loop ---------------------------------------------------------------------------
 
     async def run_once(self) -> int:
         """Claim what is due and process it; the number of requests claimed."""
+        await self.chains.verify()
         async with self.runtime.engine.begin() as conn:
             claimed = await store.claim(conn, self.name, self.concurrency, self.lease_seconds, skip_locked=self._lock)
         if claimed:
             await asyncio.gather(*(self.process(c.id) for c in claimed))
         return len(claimed)
 
+    async def resend(self) -> None:
+        """Recorded refunds and rescues not settled yet: sent again, marked once they land."""
+        from github_app.escrow.resend import resend_unsent
+
+        try:
+            await resend_unsent(self.runtime, self.chains)
+        except Exception as exc:  # the database or a node is down for now: the next pass tries again
+            log.error("resending recorded transactions failed", extra={"error": type(exc).__name__})
+
     async def run_until_idle(self, limit: int = 1000) -> None:
+        await self.resend()
         for _ in range(limit):
             if await self.run_once() == 0:
-                return
+                break
+        await self.resend()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until `stop`: keep up to `concurrency` releases in flight, claiming as slots free up (a
         release waiting for its confirmations does not hold up the others)."""
         inflight: set[asyncio.Task[None]] = set()
         stop_waiter = asyncio.create_task(stop.wait())
+        next_resend = time.monotonic()
         try:
             while not stop.is_set():
+                if time.monotonic() >= next_resend:
+                    await self.resend()
+                    next_resend = time.monotonic() + self.resend_seconds
                 free = self.concurrency - len(inflight)
                 claimed = []
+                try:
+                    await self.chains.verify()  # once per chain; again only while a node is unreachable
+                except Exception as exc:
+                    log.error("escrow chain check failed", extra={"error": type(exc).__name__})
                 if free > 0:
                     try:
                         async with self.runtime.engine.begin() as conn:
@@ -180,6 +199,8 @@ class Releaser:
                 await self._wait(session, request, self.chains.problem(escrow.blockchain) or "chain not configured")
                 return
             tx_hash = escrow.release_transaction_hash if escrow.status == EscrowStatus.RELEASED else None
+            client, watch_from = await store.funder_of(session, escrow.id, escrow.client_id, escrow.blockchain)
+            key = keyed(backend, client=client)
             recorded = await live_tx(session, escrow.id, "release")
             signed = signed_of(recorded) if recorded is not None else None
             wallet = await session.get(Wallet, (request.expert_id, escrow.blockchain))
@@ -198,6 +219,14 @@ class Releaser:
                         f"set one with `bmad-app wallet set`, then `bmad-app escrow retry {escrow.id}`",
                     )
                     return
+                if key and client is None:
+                    await self._fail(
+                        session,
+                        request,
+                        f"the client has no {CHAIN_NAMES.get(escrow.blockchain, escrow.blockchain)} wallet and no "
+                        "funder is recorded: the escrow's on-chain id cannot be known; an operator decides",
+                    )
+                    return
             escrow_id, expert_wallet = escrow.id, wallet.address if wallet else ""
             amount, fee_bps, currency = escrow.amount, escrow.platform_fee, escrow.currency
         self._step("bound", request_id)
@@ -206,16 +235,19 @@ class Releaser:
             return
 
         if signed is None:
-            signed = await self._sign(request_id, escrow_id, expert_wallet, amount, fee_bps, currency, backend)
+            signed = await self._sign(
+                request_id, escrow_id, expert_wallet, amount, fee_bps, currency, backend, key, watch_from
+            )
             if signed is None:
                 return
             self._step("signed", request_id)
         await backend.broadcast(signed)
         self._step("broadcast", request_id)
-        if not await self._confirm(request_id, escrow_id, currency, signed, backend):
+        landed = await self._confirm(request_id, escrow_id, currency, signed, backend, key)
+        if landed is None:
             return
         self._step("confirmed", request_id)
-        await self._mark(request_id, escrow_id, signed.tx_hash, backend)
+        await self._mark(request_id, escrow_id, landed.tx_hash, backend)
 
     async def _hold(self, session: AsyncSession, request_id: str) -> EscrowReleaseRequest:
         request = await store.hold(session, request_id, self.name, lock=self._lock)
@@ -285,14 +317,21 @@ class Releaser:
         fee_bps: int,
         currency: str,
         backend: Any,
+        key: dict[str, Any],
+        watch_from: int | None,
     ) -> SignedTx | None:
         """Read the chain, then sign and commit the transaction; None when there is nothing to sign."""
-        onchain = await backend.read(escrow_id, currency)
+        onchain = await backend.read(escrow_id, currency, **key)
         if onchain.status == ONCHAIN_RELEASED:
             # Released on-chain by a transaction we have no live record of (e.g. an operator by hand).
-            found = await backend.find_transaction("release", escrow_id)
+            found = await backend.find_transaction("release", escrow_id, **key, **keyed(backend, from_block=watch_from))
             if found is None:
                 raise RuntimeError("escrow is released on-chain but its transaction was not found yet")
+            # Counted as paid at the configured confirmations, as the app's own releases are.
+            seen = await backend.outcome(SignedTx(tx_hash=found, raw=b"", signer=""))
+            if not (seen.landed and seen.succeeded and seen.confirmations >= backend.confirmations):
+                await self._reschedule(request_id, self.poll_seconds)
+                return None
             await self._mark(request_id, escrow_id, found, backend)
             return None
         problem = None
@@ -324,7 +363,7 @@ class Releaser:
             prepared = await backend.build_release(escrow_id, expert_wallet, onchain.amount, fee_bps, currency)
         else:
             unsigned, chain_nonce = await asyncio.gather(
-                backend.unsigned("release", escrow_id), backend.pending_nonce()
+                backend.unsigned("release", escrow_id, **key), backend.pending_nonce()
             )
         async with self.runtime.sessionmaker() as session, session.begin():
             request = await self._hold(session, request_id)
@@ -348,36 +387,87 @@ class Releaser:
             await refresh_release_views(session, *subject)
         return signed
 
-    async def _confirm(self, request_id: str, escrow_id: str, currency: str, signed: SignedTx, backend: Any) -> bool:
-        """Wait (inside the lease) until the transaction has its confirmations. False when this run
-        stops here: rescheduled, dropped (the next run reads the chain and signs again only if the
-        escrow is still funded there) or failed."""
+    async def _confirm(
+        self, request_id: str, escrow_id: str, currency: str, signed: SignedTx, backend: Any, key: dict[str, Any]
+    ) -> SignedTx | None:
+        """Wait (inside the lease) until one of the recorded transactions at this nonce (the release and
+        any replacements) has its confirmations; that one is the payment. None when this run stops here:
+        rescheduled, dropped (the next run reads the chain and signs again only if the escrow is still
+        funded there) or failed. A release not mined within the backend's `replace_after` seconds is
+        replaced at its nonce with a higher fee (every hash recorded first)."""
         deadline = time.monotonic() + self.lease_seconds * 0.8
         rebroadcast = time.monotonic() + 10 * self.poll_seconds
+        candidates = await self._candidates(escrow_id, signed)
+        replace_after = getattr(backend, "replace_after", None)
         while True:
-            outcome = await backend.outcome(signed)
-            if outcome.landed and outcome.succeeded and outcome.confirmations >= backend.confirmations:
-                return True
-            if outcome.landed and not outcome.succeeded:
-                await self._settle_tx(request_id, signed, ChainTxState.REVERTED)
-                onchain = await backend.read(escrow_id, currency)
-                if onchain.status == ONCHAIN_RELEASED:
-                    return False  # another recorded transaction paid it; the next run finds which
-                await self._fail_by_id(
-                    request_id,
-                    f"the release transaction {signed.tx_hash} reverted on-chain (escrow status {onchain.status})",
-                )
-                return False
-            if outcome.never_lands:
-                await self._settle_tx(request_id, signed, ChainTxState.DROPPED)
-                return False
+            outcomes = [(tx, await backend.outcome(tx)) for tx, _ in candidates]
+            landed = [(tx, o) for tx, o in outcomes if o.landed]
+            if landed:
+                tx, outcome = landed[0]  # one nonce: at most one of them is ever mined
+                if outcome.succeeded and outcome.confirmations >= backend.confirmations:
+                    return tx
+                if not outcome.succeeded:
+                    await self._settle_tx(request_id, [tx], ChainTxState.REVERTED, put_back=False)
+                    onchain = await backend.read(escrow_id, currency, **key)
+                    if onchain.status == ONCHAIN_RELEASED:
+                        # Another recorded transaction paid it; the next run finds which.
+                        await self._reschedule(request_id, 0)
+                        return None
+                    await self._fail_by_id(
+                        request_id,
+                        f"the release transaction {tx.tx_hash} reverted on-chain (escrow status {onchain.status})",
+                    )
+                    return None
+            elif all(o.never_lands for _, o in outcomes):
+                await self._settle_tx(request_id, [tx for tx, _ in candidates], ChainTxState.DROPPED)
+                return None
+            elif replace_after is not None and (utcnow() - candidates[-1][1]).total_seconds() >= replace_after:
+                newest = await self._replace(request_id, escrow_id, candidates[-1][0], backend)
+                self._step("replaced", request_id)
+                candidates.append((newest, utcnow()))
+                await backend.broadcast(newest)
+                rebroadcast = time.monotonic() + 10 * self.poll_seconds
             if time.monotonic() > deadline:
                 await self._reschedule(request_id, self.poll_seconds)
-                return False
-            if not outcome.landed and time.monotonic() > rebroadcast:
-                await backend.broadcast(signed)  # the same bytes: a node that lost it gets it again
+                return None
+            if not landed and time.monotonic() > rebroadcast:
+                # The same bytes of the newest: a node that lost it gets it again.
+                await backend.broadcast(candidates[-1][0])
                 rebroadcast = time.monotonic() + 10 * self.poll_seconds
-            await asyncio.sleep(self.poll_seconds if not outcome.landed else self.poll_seconds / 2)
+            await asyncio.sleep(self.poll_seconds if not landed else self.poll_seconds / 2)
+
+    async def _candidates(self, escrow_id: str, signed: SignedTx) -> list[tuple[SignedTx, Any]]:
+        """The recorded, unsettled release transactions that may pay this escrow, oldest first, with the
+        time each was recorded: the signed one and, at its nonce, its replacements."""
+        async with self.runtime.sessionmaker() as session:
+            stmt = select(EscrowChainTx).where(
+                EscrowChainTx.escrow_id == escrow_id,
+                EscrowChainTx.kind == "release",
+                EscrowChainTx.state.in_((ChainTxState.SIGNED, ChainTxState.CONFIRMED)),
+            )
+            if signed.nonce is None:
+                stmt = stmt.where(EscrowChainTx.tx_hash == signed.tx_hash)
+            else:
+                stmt = stmt.where(EscrowChainTx.nonce == signed.nonce, EscrowChainTx.signer == signed.signer)
+            rows = (await session.execute(stmt.order_by(EscrowChainTx.created_at))).scalars().all()
+            found = [(signed_of(r), r.created_at) for r in rows]
+        if not any(tx.tx_hash == signed.tx_hash for tx, _ in found):
+            found.append((signed, utcnow()))
+        return found
+
+    async def _replace(self, request_id: str, escrow_id: str, stuck: SignedTx, backend: Any) -> SignedTx:
+        """Sign the replacement of a stuck release and commit it (with what it replaces) before it is sent."""
+        newer: SignedTx = await backend.replacement(stuck)
+        async with self.runtime.sessionmaker() as session, session.begin():
+            request = await self._hold(session, request_id)
+            add_signed(session, backend, escrow_id, "release", newer, replaces=stuck.tx_hash)
+            request.tx_url = backend.tx_url(newer.tx_hash)
+        ESCROW_RELEASES.labels(backend.chain, "replaced").inc()
+        log.warning(
+            "escrow release not mined in time; replaced with a higher fee",
+            extra={"escrow": escrow_id, "tx": newer.tx_hash, "replaces": stuck.tx_hash},
+        )
+        return newer
 
     async def _mark(self, request_id: str, escrow_id: str, tx_hash: str, backend: Any) -> None:
         async with self.runtime.sessionmaker() as session, session.begin():
@@ -404,6 +494,7 @@ class Releaser:
                 .where(EscrowChainTx.tx_hash == tx_hash)
                 .values(state=ChainTxState.CONFIRMED, confirmed_at=now)
             )
+            await settle_replaced(session, tx_hash)
             request.state = ReleaseState.RELEASED
             request.tx_url = backend.tx_url(tx_hash)
             request.released_at = now
@@ -458,87 +549,12 @@ class Releaser:
         async with self.runtime.sessionmaker() as session, session.begin():
             store.put_back(await self._hold(session, request_id), utcnow() + timedelta(seconds=delay))
 
-    async def _settle_tx(self, request_id: str, signed: SignedTx, state: str) -> None:
+    async def _settle_tx(self, request_id: str, txs: list[SignedTx], state: str, *, put_back: bool = True) -> None:
         async with self.runtime.sessionmaker() as session, session.begin():
             request = await self._hold(session, request_id)
             await session.execute(
-                update(EscrowChainTx).where(EscrowChainTx.tx_hash == signed.tx_hash).values(state=state)
+                update(EscrowChainTx).where(EscrowChainTx.tx_hash.in_([t.tx_hash for t in txs])).values(state=state)
             )
-            request.state = ReleaseState.PENDING
-            store.put_back(request)
-
-
-async def live_tx(session: AsyncSession, escrow_id: str, kind: str) -> EscrowChainTx | None:
-    """The recorded transaction whose fate is not settled yet (or that paid), newest first."""
-    stmt = (
-        select(EscrowChainTx)
-        .where(
-            EscrowChainTx.escrow_id == escrow_id,
-            EscrowChainTx.kind == kind,
-            EscrowChainTx.state.in_((ChainTxState.SIGNED, ChainTxState.CONFIRMED)),
-        )
-        .order_by(EscrowChainTx.created_at.desc())
-    )
-    return (await session.execute(stmt)).scalars().first()
-
-
-async def record_signed(
-    session: AsyncSession, backend: Any, escrow_id: str, kind: str, unsigned: dict[str, Any], chain_nonce: int
-) -> SignedTx:
-    """Sign with the signer's next nonce and add the transaction to the caller's transaction: it is
-    committed, with the nonce, before anyone broadcasts it."""
-    nonce = await allocate_nonce(session, backend.chain_id, backend.signer, chain_nonce)
-    signed: SignedTx = backend.sign(unsigned, nonce)
-    add_signed(session, backend, escrow_id, kind, signed)
-    return signed
-
-
-def add_signed(session: AsyncSession, backend: Any, escrow_id: str, kind: str, signed: SignedTx) -> None:
-    session.add(
-        EscrowChainTx(
-            escrow_id=escrow_id,
-            kind=kind,
-            chain=backend.chain,
-            tx_hash=signed.tx_hash,
-            raw_tx=signed.raw,
-            signer=signed.signer,
-            nonce=signed.nonce,
-            recent_blockhash=signed.recent_blockhash,
-            last_valid_block_height=signed.last_valid_block_height,
-            state=ChainTxState.SIGNED,
-        )
-    )
-
-
-def signed_of(row: EscrowChainTx) -> SignedTx:
-    return SignedTx(
-        tx_hash=row.tx_hash,
-        raw=bytes(row.raw_tx),
-        signer=row.signer,
-        nonce=row.nonce,
-        recent_blockhash=row.recent_blockhash,
-        last_valid_block_height=row.last_valid_block_height,
-    )
-
-
-async def allocate_nonce(session: AsyncSession, chain_id: int, signer: str, chain_next: int) -> int:
-    """The signer's next nonce, under its row's lock until the caller's transaction ends (so the
-    transaction signed with it is recorded before anyone else allocates). Never below what the chain
-    has seen: a key also used elsewhere does not make us reuse a nonce."""
-    T = EvmSignerNonce
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    await session.execute(
-        insert(T)
-        .values(chain_id=chain_id, signer=signer, next_nonce=chain_next, updated_at=utcnow())
-        .on_conflict_do_nothing(index_elements=[T.chain_id, T.signer])
-    )
-    current = case((T.next_nonce > chain_next, T.next_nonce), else_=chain_next)
-    row = (
-        await session.execute(
-            update(T)
-            .where(T.chain_id == chain_id, T.signer == signer)
-            .values(next_nonce=current + 1, updated_at=utcnow())
-            .returning(T.next_nonce)
-        )
-    ).scalar_one()
-    return int(row) - 1
+            if put_back:
+                request.state = ReleaseState.PENDING
+                store.put_back(request)

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from github_app.db.app_tables import EscrowChainState, EscrowReleaseRequest, ReleaseState
+from github_app.db.app_tables import EscrowChainState, EscrowReleaseRequest, ReleaseState, Wallet
 from github_app.db.types import utcnow
 from github_app.db.upsert import insert_if_absent
 
@@ -83,3 +83,13 @@ async def lock_escrow_state(session: AsyncSession, escrow_id: str, *, lock: bool
     state = (await session.execute(stmt)).scalars().one()
     await session.refresh(state)
     return state
+
+
+async def funder_of(session: AsyncSession, escrow_id: str, client_id: str, chain: str) -> tuple[str | None, int | None]:
+    """(the address whose funding of this escrow was accepted, the block it was accepted at). Before
+    acceptance, or for an escrow accepted before funders were recorded: the client's wallet, no block."""
+    state = await session.get(EscrowChainState, escrow_id)
+    if state is not None and state.funder:
+        return state.funder, state.watch_from_block
+    wallet = await session.get(Wallet, (client_id, chain))
+    return (wallet.address if wallet is not None else None), None

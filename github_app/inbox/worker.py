@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
-import socket
 import time
 import traceback
-import uuid
 from collections import deque
 from collections.abc import Callable
 
@@ -28,6 +25,7 @@ from github_app.handling import HandlerContext, PermanentFailure
 from github_app.inbox import store
 from github_app.inbox.store import Claimed
 from github_app.metrics import DELIVERIES_PROCESSED, HANDLER_FAILURES, LOCK_CONFLICTS, PROCESSING_LATENCY
+from github_app.names import worker_name
 from github_app.runtime import Runtime
 from github_app.wakeup import sleep_until_woken
 
@@ -57,10 +55,6 @@ def is_lock_conflict(exc: BaseException) -> bool:
             return True
         current = getattr(current, "orig", None) or current.__cause__
     return False
-
-
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 class Worker:

@@ -39,8 +39,8 @@ from github_app.db.app_tables import OutboxItem
 from github_app.db.types import utcnow
 from github_app.github.client import AnswerLost, RateLimited, rate_limits_to_caller
 from github_app.inbox.store import ERROR_MAX_CHARS, retry_delay
-from github_app.inbox.worker import worker_name
 from github_app.metrics import OUTBOX_PENDING, OUTBOX_SENT
+from github_app.names import worker_name
 from github_app.outbox.pace import PENALTY, Limits, SharedPace, installation_scope
 from github_app.outbox.remote import RemoteKind, remote_kinds
 from github_app.runtime import Runtime

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -15,7 +14,6 @@ import aiohttp
 from gidgethub import GitHubException, sansio
 from sqlalchemy import select, true
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from github_app.bmad.gate_decision import GateDecisionError, parse_gate_decision
 from github_app.bmad.gate_file import (
@@ -36,24 +34,29 @@ from github_app.bmad.story_file import (
 )
 from github_app.bmad.story_kind import kind_from_name
 from github_app.bounded import clean_text, clip
-from github_app.db.app_tables import GateReview, PullRequestLink
+from github_app.db.app_tables import PullRequestLink
 from github_app.db.enums import StoryStatus
 from github_app.db.models import Story
-from github_app.db.types import from_github_time, utcnow
-from github_app.db.upsert import insert_if_absent
 from github_app.domain import story_machine as sm
 from github_app.handling import HandlerContext
 from github_app.outbox.enqueue import KIND_CHECK_RUN, set_desired
 from github_app.presentation import story_files_check_payload
 from github_app.services.decisions import StoryScope, apply_decision
 from github_app.services.people import actor_for
-from github_app.services.provenance import carried_note, known_origin, push_introducer, record_origin
+from github_app.services.provenance import carried_note, known_origin, record_origin
+from github_app.services.push_event import (
+    ZERO_SHA,
+    Fetched,
+    Push,
+    StoryFileReport,
+    changed_files,
+    read_changed,
+)
 from github_app.services.qa_decisions import QaDecision, record_qa_decision
-from github_app.services.repo import FileTooLarge, RemoteFile, RepoContext, load_repo_context
+from github_app.services.repo import FileTooLarge, RepoContext, load_repo_context
 from github_app.services.stories import (
     audit,
     draft_story,
-    ensure_developer,
     find_story,
     lock_story,
     snapshot,
@@ -64,95 +67,8 @@ from github_app.services.views import refresh_pr, refresh_story_prs
 
 log = logging.getLogger(__name__)
 
-ZERO_SHA = "0" * 40
-PUSH_COMMITS_CAP = 20  # GitHub lists at most 20 commits in a push payload
 # Five times the largest real story file seen; keeps one file's parse well under a second.
 STORY_FILE_MAX_BYTES = 512 * 1024
-
-
-class Push:
-    """The parts of a push payload the workflow reads, and the net effect on each file."""
-
-    def __init__(self, data: dict[str, Any]) -> None:
-        self.data = data
-        self.ref: str = data.get("ref") or ""
-        self.before: str = data.get("before") or ZERO_SHA
-        self.after: str = data.get("after") or ZERO_SHA
-        self.commits: list[dict[str, Any]] = data.get("commits") or []
-        sender = data.get("sender") or {}
-        self.sender_login: str = sender.get("login") or (data.get("pusher") or {}).get("name") or ""
-        self.sender_type: str | None = sender.get("type")
-        self.sender_id: object = sender.get("id")
-
-    @property
-    def branch(self) -> str | None:
-        return self.ref.removeprefix("refs/heads/") if self.ref.startswith("refs/heads/") else None
-
-    def changes_from_commits(self) -> dict[str, str]:
-        status: dict[str, str] = {}
-        for commit in self.commits:
-            for path in commit.get("added") or []:
-                status[path] = "modified" if status.get(path) == "removed" else "added"
-            for path in commit.get("modified") or []:
-                status[path] = "added" if status.get(path) == "added" else "modified"
-            for path in commit.get("removed") or []:
-                status[path] = "removed"
-        return status
-
-    def last_commit_touching(self, path: str) -> dict[str, Any] | None:
-        for commit in reversed(self.commits):
-            if path in (commit.get("added") or []) + (commit.get("modified") or []):
-                return commit
-        return None
-
-    @property
-    def complete(self) -> bool:
-        """Whether the payload lists every commit of the push (GitHub lists at most 20)."""
-        return len(self.commits) < PUSH_COMMITS_CAP or self.before == ZERO_SHA
-
-    def introducer(self, path: str) -> str:
-        return push_introducer(self.sender_login, self.commits, path, complete=self.complete)
-
-    def committed_at(self, path: str) -> datetime:
-        commit = self.last_commit_touching(path) or self.data.get("head_commit") or {}
-        return from_github_time(commit.get("timestamp")) or utcnow()
-
-
-async def changed_files(rc: RepoContext, push: Push) -> dict[str, str]:
-    """path -> added | modified | removed. A push of more than 20 commits lists only 20: then the
-    compare API tells every changed file."""
-    if len(push.commits) < PUSH_COMMITS_CAP or push.before == ZERO_SHA:
-        return push.changes_from_commits()
-    compare = await rc.gh.getitem(f"/repos/{rc.repository}/compare/{push.before}...{push.after}")
-    changes: dict[str, str] = {}
-    for f in compare.get("files") or []:
-        if f.get("status") == "renamed" and f.get("previous_filename"):
-            changes[f["previous_filename"]] = "removed"
-        changes[f["filename"]] = (
-            "removed" if f.get("status") == "removed" else ("added" if f.get("status") == "added" else "modified")
-        )
-    return changes
-
-
-@dataclass
-class Fetched:
-    """A story or gate file as the pushed commit has it, read before any row lock is taken."""
-
-    path: str
-    status: str
-    remote: RemoteFile | None = None
-    error: str | None = None
-    origin: str = ""  # the login of whoever introduced this version
-    origin_id: int | None = None  # and their GitHub account id
-
-
-async def _read(rc: RepoContext, push: Push, path: str, status: str, max_bytes: int) -> Fetched:
-    if status == "removed":
-        return Fetched(path, status)
-    try:
-        return Fetched(path, status, await rc.fetch(path, push.after, max_bytes=max_bytes))
-    except FileTooLarge as exc:
-        return Fetched(path, status, error=str(exc))
 
 
 async def handle_push(ctx: HandlerContext, event: sansio.Event) -> None:
@@ -175,16 +91,16 @@ async def handle_push(ctx: HandlerContext, event: sansio.Event) -> None:
     # version decides whether its Approved status is an approval once it reaches the default branch.
     # Removals first: a renamed story file frees its story before the new name claims it.
     stories = [
-        await _read(rc, push, path, status, STORY_FILE_MAX_BYTES)
+        await read_changed(rc, push, path, status, STORY_FILE_MAX_BYTES)
         for path, status in sorted(changes.items(), key=lambda item: (item[1] != "removed", item[0]))
         if is_story_path(path, rc.paths.story_dir) and (on_default or status != "removed")
     ]
     gates = [
-        await _read(rc, push, path, status, DEFAULT_MAX_BYTES)
+        await read_changed(rc, push, path, status, DEFAULT_MAX_BYTES)
         for path, status in sorted(changes.items())
         if status != "removed" and is_gate_path(path, rc.paths.gate_dir) and "gate_file" in rc.config.qa_sources
     ]
-    v6 = await read_v6(ctx.session, rc, push, changes, partial(_read, rc, push), on_default)
+    v6 = await read_v6(ctx.session, rc, push, changes, partial(read_changed, rc, push), on_default)
     report = StoryFileReport()
     # Each file is applied on its own, in a savepoint: one that cannot be stored is refused alone. Story
     # files go before gate files: a gate may name a story the same push creates.
@@ -297,12 +213,6 @@ def _first_line(exc: Exception) -> str:
     # message says what was wrong.
     source = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
     return (str(source).strip().splitlines() or [""])[0]
-
-
-@dataclass
-class StoryFileReport:
-    refused: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
 
 
 def _scope(rc: RepoContext) -> StoryScope:
@@ -501,89 +411,29 @@ async def _gate_file(ctx: HandlerContext, rc: RepoContext, push: Push, fetched: 
         )
         return
     story = await lock_story(session, found.id)
-    if story.status == StoryStatus.DONE:
-        # DONE is final: no gate, whoever pushes it, changes the review it was completed with.
-        if not await _review_known(session, story.id, path, remote.blob_sha):
-            reason = f"gate {doc.gate} in {path} arrived after {_label(story)} was DONE; the story's review stays"
-            audit(session, story, "gate_ignored", None, {**fields, "reason": reason})
-        return
-    # The story's developer is known from the first event on (an accepted bid), so that they can never
-    # review their own story, even holding the QA role.
-    await ensure_developer(session, story, fields)
-    state = await story_state(session, story.id)
     reviewer = await actor_for(session, rc.project, fetched.origin, push.sender_type, fetched.origin_id)
-    now = utcnow()
     expired = doc.is_expired(datetime.now(UTC))
     accepted, why = sm.accepted_gate(doc.gate, doc.waiver_active, expired, rc.config.accepted_gates)
-    reviewed = await _reviewed_heads(ctx, rc, push, story, path)
-    expires_at = doc.expires.astimezone(UTC).replace(tzinfo=None) if doc.expires is not None else None
-    event = sm.GateRecorded(doc.gate, accepted, reviewed, expires_at)
-    decision = sm.decide(await snapshot(session, story), event, reviewer)
-    if isinstance(decision, sm.Refused):
-        # An unauthorized gate changes no story field: only the refusal is on record and on the PR.
-        decision = sm.Refused(decision.reason + carried_note(fetched.origin, push.sender_login))
-        state.gate_problem = f"{path}: {decision.reason}"
-        await apply_decision(session, story, decision, reviewer, fields, _scope(rc))
-        return
-    committed_at = push.committed_at(path)
-    new_review = await insert_if_absent(
-        session,
-        GateReview.__table__,
-        {
-            "story_id": story.id,
-            "path": path,
-            "blob_sha": remote.blob_sha,
-            "commit_sha": fields["commit_sha"],
-            "decision": doc.gate.value,
-            "accepted": accepted,
-            "reason": why,
-            "reviewer_login": reviewer.github_login,
-            "committed_at": committed_at,
-            "recorded_at": now,
-        },
-        conflict=["story_id", "path", "blob_sha"],
-    )
-    if not new_review:
-        return  # this version of the gate file is already recorded: a review counts once
-    story.qa_review_count += 1
-    state.gate_problem = None
-    if push.branch != rc.default_branch:
-        await _gate_problem_on_branch(ctx, rc, push, None)
-    if state.gate_committed_at is not None and committed_at < state.gate_committed_at:
-        # Recorded as a review, but the gate in force (and the columns showing it) stay as they are.
-        audit(
-            session,
-            story,
-            "gate_superseded",
-            reviewer,
-            {**fields, "reason": f"gate {doc.gate} was committed before the gate in force; recorded only"},
-        )
-        await refresh_story_prs(session, story.id, rc.config_problems)
-        return
-    story.qa_gate_path, story.qa_gate_status, story.qa_reviewed_at = path, doc.gate.value, now
-    state.gate_committed_at = committed_at
-    notes = [why]
+    notes: list[str] = []
     if doc.waiver_active and doc.waiver_reason:
         notes.append(f"waiver: {doc.waiver_reason}")
     if doc.expires is not None:
         notes.append(f"{'expired' if expired else 'expires'} {doc.expires:%Y-%m-%d}")
-    state.gate_note = "; ".join(notes)
-    gate_fields = {**fields, "gate": doc.gate.value, "accepted": accepted}
-    if isinstance(decision, sm.NoChange):
-        await refresh_story_prs(session, story.id, rc.config_problems)
-        return
-    await apply_decision(session, story, decision, reviewer, gate_fields, _scope(rc))
-
-
-async def _review_known(session: AsyncSession, story_id: str, path: str, blob_sha: str) -> bool:
-    stmt = select(GateReview.id).where(
-        GateReview.story_id == story_id, GateReview.path == path, GateReview.blob_sha == blob_sha
+    qa = QaDecision(
+        gate=doc.gate,
+        accepted=accepted,
+        why=why,
+        source=path,
+        version=remote.blob_sha,
+        commit_sha=str(fields["commit_sha"]),
+        decided_at=push.committed_at(path),
+        reviewed=await _reviewed_heads(ctx, rc, push, story, path),
+        notes=tuple(notes),
+        expires_at=doc.expires.astimezone(UTC).replace(tzinfo=None) if doc.expires is not None else None,
     )
-    return (await session.execute(stmt)).first() is not None
-
-
-def _label(story: Story) -> str:
-    return f"story {story.epic_number}.{story.story_number}"
+    carried = carried_note(fetched.origin, push.sender_login)
+    if await record_qa_decision(session, rc, story, reviewer, qa, fields, carried) and push.branch != rc.default_branch:
+        await _gate_problem_on_branch(ctx, rc, push, None)
 
 
 async def _gate_decision(
@@ -646,7 +496,7 @@ async def reread_story_files(
     push = Push({"ref": f"refs/heads/{rc.default_branch}", "after": ref, "commits": [], "sender": sender})
     report = StoryFileReport()
     for path in sorted(paths):
-        fetched = await _read(rc, push, path, "modified", STORY_FILE_MAX_BYTES)
+        fetched = await read_changed(rc, push, path, "modified", STORY_FILE_MAX_BYTES)
         if fetched.remote is not None and fetched.remote.blob_sha:
             origin = await known_origin(ctx.session, rc.repository, fetched.remote.blob_sha)
             if origin is not None:

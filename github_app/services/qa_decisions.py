@@ -36,6 +36,7 @@ class QaDecision:
     decided_at: datetime
     reviewed: frozenset[str]  # the commits it covers
     notes: tuple[str, ...] = ()
+    expires_at: datetime | None = None  # a v4 gate file's `expires`: the gate stops counting then
 
 
 def scope_of(rc: RepoContext) -> StoryScope:
@@ -50,25 +51,29 @@ async def record_qa_decision(
     qa: QaDecision,
     fields: dict[str, Any],
     carried: str = "",
-) -> None:
-    """Record `qa`, said by `reviewer` (who introduced it), on the locked `story`. A refused reviewer
-    changes no story field; a version already recorded counts once; a decision made before the one in
-    force is recorded but does not replace it; nothing changes a DONE story's review."""
+) -> bool:
+    """Record `qa`, said by `reviewer` (who introduced it), on the locked `story`; True when this
+    version was recorded as a new review. A refused reviewer changes no story field; a version already
+    recorded counts once; a decision made before the one in force is recorded but does not replace it;
+    nothing changes a DONE story's review. Every QA source (v4 gate file, gate-decision.json, review)
+    goes through here: these are the gate rules."""
     if story.status == StoryStatus.DONE:
+        # DONE is final: no gate, whoever pushes it, changes the review it was completed with.
         if not await _known(session, story.id, qa):
             reason = f"gate {qa.gate} from {qa.source} arrived after the story was DONE; the story's review stays"
             audit(session, story, "gate_ignored", None, {**fields, "reason": reason})
-        return
+        return False
     # The developer is known from the first event on, so that they can never review their own story.
     await ensure_developer(session, story, fields)
     state = await story_state(session, story.id)
-    event = sm.GateRecorded(qa.gate, qa.accepted, qa.reviewed)
+    event = sm.GateRecorded(qa.gate, qa.accepted, qa.reviewed, qa.expires_at)
     decision = sm.decide(await snapshot(session, story), event, reviewer)
     if isinstance(decision, sm.Refused):
+        # An unauthorized gate changes no story field: only the refusal is on record and on the PR.
         decision = sm.Refused(decision.reason + carried)
         state.gate_problem = f"{qa.source}: {decision.reason}"
         await apply_decision(session, story, decision, reviewer, fields, scope_of(rc))
-        return
+        return False
     new_review = await insert_if_absent(
         session,
         GateReview.__table__,
@@ -87,22 +92,23 @@ async def record_qa_decision(
         conflict=["story_id", "path", "blob_sha"],
     )
     if not new_review:
-        return  # this version is already recorded: a review counts once
+        return False  # this version is already recorded: a review counts once
     story.qa_review_count += 1
     state.gate_problem = None
     if state.gate_committed_at is not None and qa.decided_at < state.gate_committed_at:
         reason = f"gate {qa.gate} from {qa.source} was made before the gate in force; recorded only"
         audit(session, story, "gate_superseded", reviewer, {**fields, "reason": reason})
         await refresh_story_prs(session, story.id, rc.config_problems)
-        return
+        return True
     story.qa_gate_path, story.qa_gate_status, story.qa_reviewed_at = qa.source[:1000], qa.gate.value, utcnow()
     state.gate_committed_at = qa.decided_at
     state.gate_note = "; ".join((qa.why, *qa.notes))
     if isinstance(decision, sm.NoChange):
         await refresh_story_prs(session, story.id, rc.config_problems)
-        return
+        return True
     meta = {**fields, "gate": qa.gate.value, "accepted": qa.accepted, "qa_source": qa.source[:1000]}
     await apply_decision(session, story, decision, reviewer, meta, scope_of(rc))
+    return True
 
 
 async def withdraw_qa_decision(

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 from gidgethub import BadRequest
@@ -48,15 +48,12 @@ from github_app.handling import HandlerContext
 from github_app.services.decisions import StoryScope, apply_decision
 from github_app.services.people import actor_for
 from github_app.services.provenance import carried_note
+from github_app.services.push_event import ZERO_SHA, Fetched, Push, StoryFileReport
 from github_app.services.repo import FileTooLarge, RepoContext
 from github_app.services.stories import audit, draft_story, find_story, lock_story, snapshot
 
-if TYPE_CHECKING:
-    from github_app.services.pushes import Fetched, Push, StoryFileReport
-
 log = logging.getLogger(__name__)
 
-ZERO_SHA = "0" * 40
 # A hostile or generated file must not turn one delivery into thousands of API calls and rows.
 MAX_ENTRIES_PER_PUSH = 300
 MAX_STORY_FILE_LOOKUPS = 50
@@ -64,7 +61,7 @@ STATUS_REPORTED = "sprint_status_reported"
 
 S = SprintStoryStatus
 
-Reader = Callable[[str, str, int], Awaitable["Fetched"]]
+Reader = Callable[[str, str, int], Awaitable[Fetched]]
 
 
 def v6_file_limit(path: str, layout: BmadLayout) -> int | None:

@@ -2,7 +2,7 @@
 refunds clients asked for.
 
 Revision ID: 0011_bot_commands
-Revises: 0008_escrow_release
+Revises: 0009_escrow_faults
 Create Date: 2026-12-03
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0011_bot_commands"
-down_revision: str | None = "0008_escrow_release"
+down_revision: str | None = "0009_escrow_faults"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -44,7 +44,7 @@ class EvmEnv:
     tokens: dict[str, str]  # currency -> token address
     token_contracts: dict[str, Any] = field(default_factory=dict)
 
-    def chain(self, confirmations: int = 1) -> EvmChain:
+    def chain(self, confirmations: int = 1, replace_after: float | None = None) -> EvmChain:
         return EvmChain(
             self.w3,
             contract_address=self.escrow_address,
@@ -53,7 +53,34 @@ class EvmEnv:
             confirmations=confirmations,
             tokens=self.tokens,
             explorer_url="https://amoy.polygonscan.com",
+            replace_after=replace_after,
         )
+
+    async def mine(self, blocks: int = 1) -> None:
+        """Blocks with whatever is pending (none: empty ones), now."""
+        tester = getattr(self.w3.provider, "ethereum_tester", None)
+        if tester is not None:
+            tester.mine_blocks(blocks)
+        else:
+            await self.w3.provider.make_request("hardhat_mine", [hex(blocks)])  # type: ignore[arg-type]
+
+    async def hold_blocks(self) -> None:
+        """No block is made until `resume_blocks` (transactions wait in the pool, as on a congested chain)."""
+        tester = getattr(self.w3.provider, "ethereum_tester", None)
+        if tester is not None:
+            tester.disable_auto_mine_transactions()
+        else:
+            await self.w3.provider.make_request("evm_setIntervalMining", [0])  # type: ignore[arg-type]
+
+    async def resume_blocks(self) -> None:
+        import os
+
+        tester = getattr(self.w3.provider, "ethereum_tester", None)
+        if tester is not None:
+            tester.enable_auto_mine_transactions()
+        else:
+            interval = int(os.environ.get("HARDHAT_BLOCK_MS", "50"))
+            await self.w3.provider.make_request("evm_setIntervalMining", [interval])  # type: ignore[arg-type]
 
     async def balance(self, currency: str, owner: str) -> int:
         return int(await self.token_contracts[currency].functions.balanceOf(owner).call())
@@ -72,20 +99,36 @@ class EvmEnv:
         return await self.w3.eth.wait_for_transaction_receipt(tx_hash)
 
     async def fund(
-        self, escrow_row_id: str, expert: str, currency: str, amount: int, fee_bps: int, client_key: str = CLIENT_KEY
+        self,
+        escrow_row_id: str,
+        expert: str,
+        currency: str,
+        amount: int,
+        fee_bps: int,
+        client_key: str = CLIENT_KEY,
+        token: str | None = None,
     ) -> str:
-        """What the client does from the marketplace's web page: mint (test only), approve, fund."""
-        from github_app.chains.addresses import evm_escrow_id
+        """What the client does from the marketplace's funding instructions: mint (test only), approve,
+        fund, exactly as `evm_funding` spells them. `token` overrides the currency's token address."""
+        from github_app.chains.addresses import evm_funding
 
-        token = self.token_contracts[currency]
+        token_address = token or self.tokens[currency]
+        contract = self.w3.eth.contract(address=token_address, abi=self.token_contracts[currency].abi)
         client = address(client_key)
-        await self.send(client_key, token.functions.mint(client, amount))
-        await self.send(client_key, token.functions.approve(self.escrow_address, amount))
-        escrow = self.w3.eth.contract(address=self.escrow_address, abi=self.chain().contract.abi)
-        receipt = await self.send(
-            client_key,
-            escrow.functions.fund(evm_escrow_id(escrow_row_id), expert, self.tokens[currency], amount, fee_bps),
+        funding = evm_funding(
+            escrow_row_id,
+            contract=self.escrow_address,
+            client=client,
+            expert=expert,
+            token=token_address,
+            amount=amount,
+            fee_bps=fee_bps,
         )
+        await self.send(client_key, contract.functions.mint(client, amount))
+        await self.send(client_key, contract.functions.approve(self.escrow_address, amount))
+        escrow = self.w3.eth.contract(address=self.escrow_address, abi=self.chain().contract.abi)
+        ref, expert_, token_, _, fee = funding.fund_args
+        receipt = await self.send(client_key, escrow.functions.fund(ref, expert_, token_, amount, fee))
         assert receipt["status"] == 1
         return "0x" + bytes(receipt["transactionHash"]).hex()
 
@@ -93,7 +136,7 @@ class EvmEnv:
 async def give_gas(w3: AsyncWeb3, *private_keys: str) -> None:
     rich = (await w3.eth.accounts)[0]
     for k in private_keys:
-        tx = await w3.eth.send_transaction({"from": rich, "to": address(k), "value": 10**21})
+        tx = await w3.eth.send_transaction({"from": rich, "to": address(k), "value": 10**19})
         await w3.eth.wait_for_transaction_receipt(tx)
 
 

@@ -13,8 +13,9 @@ from tests.harness import App
 from tests.workflow import DEV, GATE_PATH, PM, QA, STORY_PATH, Market, gate_file, story_file
 
 
-async def done_story(app: App, m: Market, number: int = 3) -> str:
-    """Story 1.N approved, won by DEV, developed in a PR, accepted by QA, merged: DONE."""
+async def done_story(app: App, m: Market, number: int = 3, merges: int = 1) -> str:
+    """Story 1.N approved, won by DEV, developed in a PR, accepted by QA, merged: DONE. `merges` > 1
+    delivers the merge that many times, each as its own delivery (GitHub may send an event twice)."""
     path = STORY_PATH.replace("1.3", f"1.{number}")
     gate = GATE_PATH.replace("1.3", f"1.{number}")
     await app.deliver("push", m.push("main", {path: story_file("Approved", number=number)}, PM))
@@ -25,9 +26,10 @@ async def done_story(app: App, m: Market, number: int = 3) -> str:
     title = f"Story 1.{number}: work"
     await app.deliver("pull_request", m.pr("opened", number, head_sha=sha, branch=branch, title=title))
     await app.deliver("push", m.push(branch, {gate: gate_file("PASS", story=f"1.{number}")}, QA))
-    await app.deliver(
-        "pull_request", m.pr("closed", number, merged=True, head_sha=sha, branch=branch, title=title, sender=PM)
-    )
+    merge = m.pr("closed", number, merged=True, head_sha=sha, branch=branch, title=title, sender=PM)
+    for _ in range(merges):
+        await app.deliver("pull_request", merge)
+    assert len(app.sent) == len(set(app.sent))  # distinct deliveries, not one redelivered
     assert await m.scalar('SELECT status FROM "Story" WHERE id = :s', s=story_id) == "DONE"
     return story_id
 
