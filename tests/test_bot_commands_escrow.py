@@ -29,6 +29,7 @@ CLIENT_ADDRESS = address(CLIENT_KEY)
 async def market(app: App, fake_github: FakeGitHub) -> AsyncIterator[Market]:
     m = await seed_market(app.runtime, fake_github)
     await set_wallet(m, DEV, "polygon", EXPERT)
+    await set_wallet(m, CLIENT, "polygon", CLIENT_ADDRESS)  # Polygon keys an escrow by its funder
     yield m
 
 
