@@ -203,15 +203,30 @@ def story_files_check_payload(head_sha: str, refused: list[str], warnings: list[
 def check_run_payload(view: StoryView, *, details_url: str | None = None) -> dict[str, Any]:
     """The body of the check run on the PR's head commit (POST form; the sender drops head_sha when
     it updates an existing run)."""
-    found = assess(view)
+    return render_check_run(
+        CHECK_RUN_NAME, view.head_sha, assess(view), _table(view), _explanations(view), details_url=details_url
+    )
+
+
+def render_check_run(
+    name: str,
+    head_sha: str,
+    found: Assessment,
+    table: str,
+    explanations: str,
+    *,
+    details_url: str | None = None,
+) -> dict[str, Any]:
+    """A check run's body from its assessment, its table and its explanations: the one rendering the
+    story's and the planning stage's checks share."""
     summary = "\n\n".join(
         part
-        for part in (f"**{found.headline}**", _table(view), f"**Next:** {found.next_step}", _explanations(view))
+        for part in (f"**{found.headline}**", table, f"**Next:** {found.next_step}", explanations)
         if part
     )
     payload: dict[str, Any] = {
-        "name": CHECK_RUN_NAME,
-        "head_sha": view.head_sha,
+        "name": name,
+        "head_sha": head_sha,
         **(
             {"status": "in_progress"}
             if found.conclusion == PENDING
@@ -226,15 +241,18 @@ def check_run_payload(view: StoryView, *, details_url: str | None = None) -> dic
 
 def pr_comment_body(view: StoryView) -> str:
     """The PR comment, marker first: the sender finds its own comment again by that marker."""
-    found = assess(view)
     heading = f"### BMAD story: {_plain(view.story_label)}" if view.story_label else "### BMAD story"
+    return render_comment(heading, assess(view), _table(view), _explanations(view), "the story")
+
+
+def render_comment(heading: str, found: Assessment, table: str, explanations: str, subject: str) -> str:
     parts = [
         COMMENT_MARKER,
         heading,
-        _table(view),
+        table,
         f"**Next:** {found.next_step}",
-        _explanations(view),
-        "<sub>This comment is kept up to date by the BMAD marketplace app as the story changes.</sub>",
+        explanations,
+        f"<sub>This comment is kept up to date by the BMAD marketplace app as {subject} changes.</sub>",
     ]
     return truncate("\n\n".join(part for part in parts if part), MAX_COMMENT_BYTES)
 

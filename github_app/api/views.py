@@ -163,7 +163,7 @@ async def _story_escrows(session: AsyncSession, story_ids: list[str]) -> dict[st
             .where(EscrowReleaseRequest.story_id.in_(story_ids))
         )
     ).all()
-    found: dict[str, Escrow] = {sid: e for sid, e in bound}
+    found: dict[str, Escrow] = {sid: e for sid, e in bound if sid is not None}
     rest = [s for s in story_ids if s not in found]
     if rest:
         rows = (

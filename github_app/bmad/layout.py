@@ -32,6 +32,7 @@ from github_app.bmad.core_config import (
     normalize_dir,
     parse_core_config,
 )
+from github_app.bmad.planning import PlanningPaths, planning_paths
 
 V6_MODULE_CONFIG = "_bmad/bmm/config.yaml"
 V6_ALPHA_MODULE_CONFIG = ".bmad/bmm/config.yaml"
@@ -60,6 +61,8 @@ class PathOverrides:
     implementation_dir: str | None = None
     sprint_status: str | None = None
     test_artifacts_dir: str | None = None
+    # The repository configuration's `stage_documents`: (stage, paths) pairs.
+    stage_documents: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class BmadLayout:
     test_artifacts_dir: str
     problems: tuple[str, ...] = ()
     overridden: tuple[str, ...] = field(default=())
+    planning: PlanningPaths = field(default_factory=lambda: planning_paths(None), compare=False)
 
     @property
     def gate_decision_path(self) -> str:
@@ -140,6 +144,10 @@ def detect_layout(files: Mapping[str, bytes | None], overrides: PathOverrides | 
     implementation_dir = _resolve(
         impl_raw, output_folder, f"{output_folder}/implementation-artifacts", impl_key, problems
     )
+    planning_raw, planning_key = lookup(module, ("planning_artifacts",), ("modules", "bmm"))
+    planning_dir = _resolve(
+        planning_raw, output_folder, f"{output_folder}/planning-artifacts", planning_key, problems
+    )
     tea_raw, tea_key = lookup(tea, ("test_artifacts",), ("modules", "tea"))
     test_artifacts_dir = _resolve(tea_raw, output_folder, f"{output_folder}/test-artifacts", tea_key, problems)
 
@@ -176,6 +184,7 @@ def detect_layout(files: Mapping[str, bytes | None], overrides: PathOverrides | 
         test_artifacts_dir=test_artifacts_dir,
         problems=tuple(problems),
         overridden=tuple(overridden),
+        planning=planning_paths(v4_text, planning_dir, dict(overrides.stage_documents)),
     )
 
 

@@ -40,6 +40,7 @@ from github_app.bmad import safe_yaml
 from github_app.bmad.core_config import MAX_CONFIG_BYTES, BmadPaths, describe_yaml_error, normalize_dir
 from github_app.bmad.gate_file import GateDecision
 from github_app.bmad.layout import PathOverrides
+from github_app.bmad.planning import parse_stage_documents
 from github_app.bmad.statuses import StoryFileStatus, parse_status_aliases
 from github_app.bounded import bounded_repr, clip, storable_number
 
@@ -66,6 +67,8 @@ _KNOWN_KEYS = (
     "sprint_status",
     "test_artifacts_dir",
     "qa_sources",
+    "stage_documents",
+    "stage_reviewers",
     "validation_threshold",
 )
 # Where QA's acceptance may come from: the QA's pull request review, TEA's gate-decision.json, v4 gate files.
@@ -89,6 +92,10 @@ class RepoConfig:
     sprint_status: str | None = None
     test_artifacts_dir: str | None = None
     qa_sources: frozenset[str] = frozenset(QA_SOURCES)
+    # Planning stages: where each stage's documents are (see bmad.planning), and the project's PMs or
+    # architects (GitHub logins) the client names to review stage deliverables besides themselves.
+    stage_documents: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    stage_reviewers: tuple[str, ...] = ()
     # The `/bmad validate` score (out of 10) from which a DRAFT story is approved.
     validation_threshold: int = DEFAULT_VALIDATION_THRESHOLD
     problems: tuple[str, ...] = ()
@@ -101,6 +108,7 @@ class RepoConfig:
             implementation_dir=self.implementation_dir,
             sprint_status=self.sprint_status,
             test_artifacts_dir=self.test_artifacts_dir,
+            stage_documents=self.stage_documents,
         )
 
 
@@ -253,9 +261,21 @@ def parse_repo_config(text: str | bytes | None) -> RepoConfig:
         sprint_status=_file(data, "sprint_status", problems),
         test_artifacts_dir=_folder(data, "test_artifacts_dir", problems),
         qa_sources=_qa_sources(data.get("qa_sources"), problems),
+        stage_documents=tuple(parse_stage_documents(data.get("stage_documents"), problems).items()),
+        stage_reviewers=_logins(data.get("stage_reviewers"), problems),
         validation_threshold=_validation_threshold(data.get("validation_threshold"), problems),
         problems=tuple(problems),
     )
+
+
+def _logins(value: object, problems: list[str]) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(i, str) and i.strip() for i in items) or len(items) > 20:
+        problems.append(f"stage_reviewers should be a list of up to 20 logins, not {bounded_repr(value)}; ignored")
+        return ()
+    return tuple(dict.fromkeys(str(i).strip().removeprefix("@") for i in items))
 
 
 def _validation_threshold(value: object, problems: list[str]) -> int:

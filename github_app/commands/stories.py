@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from github_app.bounded import clean_text
 from github_app.commands.registry import Call, Reply, register, reply_for
+from github_app.commands.stages import planning_lines
 from github_app.db.models import Story, StoryAuditLog
 from github_app.domain import story_machine as sm
 from github_app.domain.command_grammar import UsageError, integer, option, story_ref, user_ref
@@ -76,7 +77,8 @@ async def validate(call: Call) -> Reply:
     "status",
     usage="/bmad status [story]",
     example="/bmad status 1.3",
-    summary="the project's stories (status, developer, QA, gate, escrow), or one story with its last audit entries",
+    summary="the project's planning stages and stories (status, experts, deliverables, escrows), or one story "
+    "with its last audit entries",
     rule=TIED,
     doing="see this project's stories",
 )
@@ -108,11 +110,12 @@ async def status(call: Call) -> Reply:
         .limit(STORIES_SHOWN + 1)
     )
     stories = list((await session.execute(stmt)).scalars().all())
+    planning = await planning_lines(session, call.rc.project)
     if not stories:
-        return Reply.applied("This project has no stories yet.")
+        return Reply.applied("\n".join([*planning, "This project has no stories yet."]))
     rows = [await _story_row(session, s) for s in stories[:STORIES_SHOWN]]
     more = ["", f"Only the first {STORIES_SHOWN} stories are shown."] if len(stories) > STORIES_SHOWN else []
-    return Reply.applied("\n".join([_story_table_header(), *rows, *more]))
+    return Reply.applied("\n".join([*planning, _story_table_header(), *rows, *more]))
 
 
 STORIES_SHOWN = 50

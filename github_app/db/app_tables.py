@@ -23,7 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from github_app.db.base import Base
-from github_app.db.types import new_id, utcnow
+from github_app.db.types import Json, new_id, utcnow
 
 
 class InboxState:
@@ -266,6 +266,17 @@ class EscrowReleaseRequest(Base):
         PrimaryKeyConstraint("id", name="escrow_release_request_pkey"),
         UniqueConstraint("story_id", name="escrow_release_request_story_id_key"),
         UniqueConstraint("escrow_id", name="escrow_release_request_escrow_id_key"),
+        # A planning stage's release has no story: one per stage Opportunity.
+        Index(
+            "escrow_release_request_stage_key",
+            "opportunity_id",
+            unique=True,
+            sqlite_where=text("story_id IS NULL"),
+            postgresql_where=text("story_id IS NULL"),
+        ),
+        CheckConstraint(
+            "story_id IS NOT NULL OR opportunity_id IS NOT NULL", name="escrow_release_request_subject_check"
+        ),
         ForeignKeyConstraint(
             ["story_id"], ["Story.id"], name="escrow_release_request_story_id_fkey", ondelete="RESTRICT"
         ),
@@ -277,7 +288,8 @@ class EscrowReleaseRequest(Base):
     )
 
     id: Mapped[str] = mapped_column(Text, default=new_id)
-    story_id: Mapped[str] = mapped_column(Text)
+    # None for a planning stage's release, which pays the expert of `opportunity_id`.
+    story_id: Mapped[str | None] = mapped_column(Text)
     deliverable_id: Mapped[str | None] = mapped_column(Text)
     expert_id: Mapped[str] = mapped_column(Text)
     opportunity_id: Mapped[str | None] = mapped_column(Text)
@@ -450,6 +462,58 @@ class ApiKeyAdmin(Base):
 
     api_key_id: Mapped[str] = mapped_column(Text)
     granted_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class StagePullRequest(Base):
+    """A pull request that touches a planning stage's documents: the stage it was judged against, the
+    Deliverable it delivers (None when refused, with the reason), and the heads the stage machine needs."""
+
+    __tablename__ = "stage_pull_request"
+    __table_args__ = (
+        PrimaryKeyConstraint("repository_key", "pr_number", name="stage_pull_request_pkey"),
+        UniqueConstraint("deliverable_id", name="stage_pull_request_deliverable_id_key"),
+        ForeignKeyConstraint(
+            ["deliverable_id"], ["Deliverable.id"], name="stage_pull_request_deliverable_id_fkey", ondelete="SET NULL"
+        ),
+        Index("stage_pull_request_opportunity_idx", "opportunity_id"),
+    )
+
+    repository_key: Mapped[str] = mapped_column(Text)
+    pr_number: Mapped[int] = mapped_column(Integer)
+    project_id: Mapped[str] = mapped_column(Text)
+    stage: Mapped[str] = mapped_column(Text)
+    opportunity_id: Mapped[str | None] = mapped_column(Text)
+    deliverable_id: Mapped[str | None] = mapped_column(Text)
+    refusal: Mapped[str | None] = mapped_column(Text)
+    review_problem: Mapped[str | None] = mapped_column(Text)
+    approved_head: Mapped[str | None] = mapped_column(Text)
+    merged_head: Mapped[str | None] = mapped_column(Text)
+    merge_sha: Mapped[str | None] = mapped_column(Text)
+    documents: Mapped[str | None] = mapped_column(Text)  # where the stage's documents are, for the views
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class StageAuditLog(Base):
+    """The planning stages' audit trail, as StoryAuditLog is the stories' (which needs a story)."""
+
+    __tablename__ = "stage_audit_log"
+    __table_args__ = (
+        PrimaryKeyConstraint("id", name="stage_audit_log_pkey"),
+        Index("stage_audit_log_project_idx", "project_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(Text, default=new_id)
+    project_id: Mapped[str] = mapped_column(Text)
+    stage: Mapped[str] = mapped_column(Text)
+    opportunity_id: Mapped[str | None] = mapped_column(Text)
+    deliverable_id: Mapped[str | None] = mapped_column(Text)
+    user_id: Mapped[str] = mapped_column(Text)
+    action: Mapped[str] = mapped_column(Text)
+    from_status: Mapped[str | None] = mapped_column(Text)
+    to_status: Mapped[str | None] = mapped_column(Text)
+    metadata_: Mapped[dict[str, object] | None] = mapped_column("metadata", Json)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class CommandComment(Base):

@@ -240,7 +240,8 @@ async def _retry(runtime: Runtime, args: argparse.Namespace) -> int:
             await retry_release(session, request)
         except RetryRefused as exc:
             return _err(str(exc))
-    print(f"release of story {request.story_id}: queued again")
+    subject = f"story {request.story_id}" if request.story_id else f"opportunity {request.opportunity_id}"
+    print(f"release of {subject}: queued again")
     return 0
 
 

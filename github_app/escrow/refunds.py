@@ -24,14 +24,13 @@ from github_app.db.app_tables import (
     Wallet,
 )
 from github_app.db.enums import EscrowStatus
-from github_app.db.models import Escrow, Story
+from github_app.db.models import Escrow
 from github_app.db.types import utcnow
 from github_app.domain.escrow import ONCHAIN_FUNDED, ONCHAIN_REFUNDED
 from github_app.escrow.backends import Chains, keyed
 from github_app.escrow.chain_txs import Fault, add_signed, live_tx, record_signed, settle_replaced, signed_of
 from github_app.escrow.store import funder_of, lock_escrow_state
-from github_app.services.stories import audit
-from github_app.services.views import refresh_story_prs
+from github_app.escrow.subjects import audit_release, refresh_release_views
 
 REFUNDED_ACTION = "escrow_refunded"
 
@@ -293,17 +292,14 @@ async def _mark(runtime: Any, backend: Any, escrow_id: str, tx_hash: str) -> Non
             request.tx_url = backend.tx_url(tx_hash)
             request.lease_owner = None
             request.lease_expires_at = None
-            story = await session.get(Story, request.story_id)
-            if story is not None:
-                audit(
-                    session,
-                    story,
-                    REFUNDED_ACTION,
-                    None,
-                    {"escrowId": escrow_id, "transactionHash": tx_hash, "explorerUrl": backend.tx_url(tx_hash)},
-                )
+            await audit_release(
+                session,
+                request,
+                REFUNDED_ACTION,
+                {"escrowId": escrow_id, "transactionHash": tx_hash, "explorerUrl": backend.tx_url(tx_hash)},
+            )
             await session.flush()
-            await refresh_story_prs(session, request.story_id)
+            await refresh_release_views(session, request.story_id, request.opportunity_id)
 
 
 async def mark_refunded(runtime: Any, backend: Any, escrow_id: str, tx_hash: str) -> None:

@@ -28,7 +28,7 @@ import traceback
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from github_app.chains.addresses import CHAIN_NAMES
@@ -44,7 +44,7 @@ from github_app.db.app_tables import (
     Wallet,
 )
 from github_app.db.enums import EscrowStatus, OpportunityStatus
-from github_app.db.models import Escrow, Opportunity, Story
+from github_app.db.models import Escrow, Opportunity
 from github_app.db.types import utcnow
 from github_app.domain.escrow import (
     ONCHAIN_FUNDED,
@@ -57,13 +57,12 @@ from github_app.domain.escrow import (
 from github_app.escrow import store
 from github_app.escrow.backends import Chains, keyed
 from github_app.escrow.chain_txs import Fault, add_signed, live_tx, record_signed, settle_replaced, signed_of
+from github_app.escrow.subjects import audit_release, refresh_release_views
 from github_app.inbox.store import ERROR_MAX_CHARS
 from github_app.leases import Heartbeat
 from github_app.logs import SecretScrubber
 from github_app.metrics import ESCROW_RELEASES
 from github_app.names import worker_name
-from github_app.services.stories import audit
-from github_app.services.views import refresh_story_prs
 
 log = logging.getLogger(__name__)
 
@@ -375,13 +374,13 @@ class Releaser:
             return None
         taken = (
             await session.execute(
-                select(EscrowReleaseRequest.story_id).where(
+                select(func.coalesce(EscrowReleaseRequest.story_id, EscrowReleaseRequest.opportunity_id)).where(
                     EscrowReleaseRequest.escrow_id == binding.escrow_id, EscrowReleaseRequest.id != request.id
                 )
             )
         ).scalar()
         if taken is not None:
-            await self._fail(session, request, f"escrow {binding.escrow_id} already pays story {taken}")
+            await self._fail(session, request, f"escrow {binding.escrow_id} already pays story or stage {taken}")
             return None
         request.escrow_id = binding.escrow_id
         request.opportunity_id = opportunity_id
@@ -474,10 +473,10 @@ class Releaser:
             request.tx_url = backend.tx_url(signed.tx_hash)
             request.waiting_for = None
             request.last_error = None
-            story_id = request.story_id
+            subject = (request.story_id, request.opportunity_id)
         # Outside the transaction that holds the signer's nonce lock: other releases sign meanwhile.
         async with self.runtime.sessionmaker() as session, session.begin():
-            await refresh_story_prs(session, story_id)
+            await refresh_release_views(session, *subject)
         return signed
 
     async def _confirm(
@@ -618,24 +617,21 @@ class Releaser:
             request.waiting_for = None
             request.last_error = None
             store.put_back(request)
-            story = await session.get(Story, request.story_id)
-            if story is not None:
-                audit(
-                    session,
-                    story,
-                    RELEASED_ACTION,
-                    None,
-                    {
-                        "escrowId": escrow.id,
-                        "chain": escrow.blockchain,
-                        "transactionHash": tx_hash,
-                        "amount": escrow.amount,
-                        "currency": escrow.currency,
-                        "explorerUrl": backend.tx_url(tx_hash),
-                    },
-                )
+            await audit_release(
+                session,
+                request,
+                RELEASED_ACTION,
+                {
+                    "escrowId": escrow.id,
+                    "chain": escrow.blockchain,
+                    "transactionHash": tx_hash,
+                    "amount": escrow.amount,
+                    "currency": escrow.currency,
+                    "explorerUrl": backend.tx_url(tx_hash),
+                },
+            )
             await session.flush()
-            await refresh_story_prs(session, request.story_id)
+            await refresh_release_views(session, request.story_id, request.opportunity_id)
         ESCROW_RELEASES.labels(backend.chain, "released").inc()
         log.info("escrow released", extra={"escrow": escrow_id, "tx": tx_hash, "chain": backend.chain})
 
@@ -648,20 +644,18 @@ class Releaser:
         ESCROW_RELEASES.labels("unknown", "waiting").inc()
         if changed:
             await session.flush()
-            await refresh_story_prs(session, request.story_id)
+            await refresh_release_views(session, request.story_id, request.opportunity_id)
 
     async def _fail(self, session: AsyncSession, request: EscrowReleaseRequest, reason: str) -> None:
         request.state = ReleaseState.FAILED
         request.last_error = reason[:ERROR_MAX_CHARS]
         request.waiting_for = None
         store.put_back(request)
-        story = await session.get(Story, request.story_id)
-        if story is not None:
-            audit(session, story, RELEASE_FAILED_ACTION, None, {"reason": reason, "escrowId": request.escrow_id})
+        await audit_release(session, request, RELEASE_FAILED_ACTION, {"reason": reason, "escrowId": request.escrow_id})
         ESCROW_RELEASES.labels("unknown", "failed").inc()
         log.error("escrow release failed permanently", extra={"request": request.id, "reason": reason})
         await session.flush()
-        await refresh_story_prs(session, request.story_id)
+        await refresh_release_views(session, request.story_id, request.opportunity_id)
 
     async def _fail_by_id(self, request_id: str, reason: str) -> None:
         async with self.runtime.sessionmaker() as session, session.begin():

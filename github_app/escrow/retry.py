@@ -6,7 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from github_app.db.app_tables import EscrowReleaseRequest, ReleaseState
 from github_app.db.types import utcnow
-from github_app.services.views import refresh_story_prs
+from github_app.escrow.subjects import refresh_release_views
 
 
 class RetryRefused(Exception):
@@ -25,4 +25,4 @@ async def retry_release(session: AsyncSession, request: EscrowReleaseRequest) ->
     request.lease_expires_at = None
     request.last_error = None
     await session.flush()
-    await refresh_story_prs(session, request.story_id)
+    await refresh_release_views(session, request.story_id, request.opportunity_id)

@@ -19,7 +19,7 @@ T = EscrowReleaseRequest
 @dataclass(frozen=True)
 class ClaimedRelease:
     id: str
-    story_id: str
+    story_id: str | None  # None: a planning stage's release
     attempts: int
 
 

@@ -134,26 +134,40 @@ async def refresh_pr(session: AsyncSession, link: PullRequestLink, config_proble
 
 
 async def _show(session: AsyncSession, link: PullRequestLink, view: StoryView) -> None:
-    assert link.installation_id is not None
+    # The comment appears once the PR is linked, then is edited in place.
+    linked = link.story_id is not None or link.reverted_by_pr is not None
+    comment = pr_comment_body(view) if linked else None
     payload = check_run_payload(view, details_url=link.html_url)
-    payload["external_id"] = f"pr:{link.pr_number}"
+    await show_on_pr(session, link, payload, check_run_target(link), f"pr:{link.pr_number}", comment)
+
+
+async def show_on_pr(
+    session: AsyncSession,
+    link: PullRequestLink,
+    payload: dict[str, object],
+    target: str,
+    external_id: str,
+    comment: str | None,
+) -> None:
+    """The desired check run (`payload`, one per `target`) and, when given, the PR comment of `link`,
+    through the outbox: the story's and the planning stage's views alike."""
+    assert link.installation_id is not None
     await set_desired(
         session,
         installation_id=link.installation_id,
         repository=link.repository,
         kind=KIND_CHECK_RUN,
-        target=check_run_target(link),
-        payload=payload,
+        target=target,
+        payload={**payload, "external_id": external_id},
     )
-    if link.story_id is not None or link.reverted_by_pr is not None:
-        # The comment appears once the PR is linked, then is edited in place.
+    if comment is not None:
         await set_desired(
             session,
             installation_id=link.installation_id,
             repository=link.repository,
             kind=KIND_PR_COMMENT,
             target=str(link.pr_number),
-            payload={"body": pr_comment_body(view)},
+            payload={"body": comment},
         )
 
 
