@@ -9,7 +9,7 @@ from typing import Any
 from github_app.db.enums import BidStatus, EscrowStatus, Role, Stage
 from github_app.db.models import Bid, Escrow, Opportunity, Project, User
 from github_app.db.types import new_id
-from tests.fake_github import _git_blob_sha
+from github_app.demo.fake_github import _git_blob_sha
 from tests.github_fixtures import REPO
 from tests.harness import App
 from tests.workflow import CLIENT, PM, Market, seed_market

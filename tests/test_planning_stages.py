@@ -11,16 +11,16 @@ from typing import Any
 import pytest
 from solders.keypair import Keypair
 
+from github_app.demo.evm_env import CLIENT_KEY, EvmEnv, address, deploy_env, expert_key, in_process_web3
+from github_app.demo.fake_github import FakeGitHub
+from github_app.demo.solana_env import solana_env
 from github_app.domain.escrow import fee_split
 from github_app.escrow.backends import Chains
 from github_app.escrow.funding import sync_funding
 from github_app.escrow.refunds import refund
 from github_app.escrow.releases import Releaser
 from github_app.outbox.sender import OutboxSender
-from tests.chain.evm_env import CLIENT_KEY, EvmEnv, address, deploy_env, expert_key, in_process_web3
 from tests.chain.market import set_wallet
-from tests.chain.solana_env import solana_env
-from tests.fake_github import FakeGitHub
 from tests.github_fixtures import REPO
 from tests.harness import App
 from tests.planning import ANALYST, ARCHITECT, UX, StagePr, complete_stage, opportunity_of, seed_planning, stage_escrow
