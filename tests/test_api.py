@@ -144,7 +144,7 @@ async def test_lists_are_paged_by_cursor(app: App, market: Market) -> None:
         if cursor is None:
             break
     assert pages == 3 and len(seen) == len(set(seen)) == 7  # six new and the seeded one
-    for params in ({"limit": "0"}, {"limit": "101"}, {"limit": "ten"}, {"cursor": "%%%"}):
+    for params in ({"limit": "0"}, {"limit": "101"}, {"limit": "ten"}, {"cursor": "%%%"}, {"cursor": ""}):
         status, body = await get(app, "/api/v1/projects", client, **params)
         assert status == 400 and is_error(body, "invalid_request"), params
 

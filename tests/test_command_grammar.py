@@ -53,11 +53,18 @@ def test_never_crashes_and_only_lines_that_start_a_command_are_commands(body: st
         assert _starts_command(lines[command.line - 1].rstrip("\r")), (body, command)
 
 
+def _without_closers(line: str) -> str:
+    line = line.replace("`", "").replace("~", "")
+    while "-->" in line:  # removing one can join its neighbours into another ("---->>")
+        line = line.replace("-->", "")
+    return line
+
+
 @FUZZ
 @given(st.lists(any_text, max_size=5).map("\n".join))
 def test_nothing_in_code_quotes_or_hidden_html_is_ever_a_command(inner: str) -> None:
     # What can close the wrapper is removed from the inside, as a person quoting text would leave it.
-    lines = [line.replace("`", "").replace("~", "").replace("-->", "") for line in inner.splitlines()]
+    lines = [_without_closers(line) for line in inner.splitlines()]
     command = "/bmad validate 1.3 score=9"
     wrapped = [
         "\n".join(["```", *lines, command, "```"]),

@@ -61,7 +61,8 @@ def page_args(limit: str | None, cursor: str | None) -> tuple[int, str | None]:
             raise BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT}")
     if cursor is None:
         return n, None
-    if len(cursor) > MAX_CURSOR or len(cursor) % 2 or not all(c in "0123456789abcdef" for c in cursor):
+    # An empty cursor is refused too: the API never hands one out, and the description says so.
+    if not cursor or len(cursor) > MAX_CURSOR or len(cursor) % 2 or not all(c in "0123456789abcdef" for c in cursor):
         raise BadRequest("cursor is not one this API handed out")
     # Opaque to clients; any well-formed cursor is merely a position in id order.
     return n, bytes.fromhex(cursor).decode("utf-8", errors="replace")
