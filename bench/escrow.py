@@ -49,7 +49,7 @@ from github_app.escrow.releases import Releaser  # noqa: E402
 from github_app.inbox.group_commit import GroupCommitWriter  # noqa: E402
 from github_app.inbox.worker import Worker  # noqa: E402
 from github_app.runtime import Runtime  # noqa: E402
-from github_app.server import default_router, depth_sampler, open_writer, readiness  # noqa: E402
+from github_app.server import default_router, depth_sampler, open_writer, readiness, wake_on_processed  # noqa: E402
 from github_app.web import create_app  # noqa: E402
 from tests.chain.market import create_escrow, set_wallet  # noqa: E402
 from tests.chain.solana_rpc import LiteSvmRpc  # noqa: E402
@@ -244,6 +244,7 @@ async def run(bench: Any, stories: int) -> dict[str, Any]:
 
         stop = asyncio.Event()
         app.worker.poll_seconds = 0.01
+        wake_on_processed(app.worker, releaser)  # as `serve` wires them
         tasks = [asyncio.create_task(app.worker.run(stop)), asyncio.create_task(releaser.run(stop))]
         started = time.perf_counter()
         await asyncio.gather(*(app.deliver("pull_request", merge, process=False) for merge in merges))

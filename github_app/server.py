@@ -30,6 +30,7 @@ from github_app.web import create_app
 if TYPE_CHECKING:  # an HTTP-only process loads none of these: it stores deliveries, the worker acts on them
     from github_app.api.routes import ApiContext
     from github_app.escrow.backends import Chains
+    from github_app.escrow.releases import Releaser
     from github_app.inbox.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -188,6 +189,19 @@ def _background_tasks(
     return tasks
 
 
+def wake_on_processed(worker: Worker, releaser: Releaser) -> None:
+    """A delivery that made a story DONE committed its release request: the releaser starts on it at once
+    instead of at its next idle poll."""
+    processed = worker.on_processed
+
+    def on_processed(delivery_id: str, state: str) -> None:
+        if processed is not None:
+            processed(delivery_id, state)
+        releaser.wake()
+
+    worker.on_processed = on_processed
+
+
 def _escrow_tasks(
     runtime: Runtime, stop: asyncio.Event, worker: Worker, chains: Chains | None = None
 ) -> list[asyncio.Task[None]]:
@@ -207,15 +221,7 @@ def _escrow_tasks(
         poll_seconds=settings.worker_poll_seconds,
         concurrency=settings.escrow_release_concurrency,
     )
-    # A delivery that made a story DONE committed its release request: the releaser starts on it at once.
-    processed = worker.on_processed
-
-    def on_processed(delivery_id: str, state: str) -> None:
-        if processed is not None:
-            processed(delivery_id, state)
-        releaser.wake()
-
-    worker.on_processed = on_processed
+    wake_on_processed(worker, releaser)
     tasks = [asyncio.create_task(releaser.run(stop), name="escrow-releaser")]
     from github_app.escrow.requested_refunds import RequestedRefunds
 
