@@ -15,37 +15,25 @@ from sqlalchemy import text
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from github_app.chains.evm import EvmChain
-from github_app.demo.evm_env import ARBITER_KEY, CLIENT_KEY, DEPLOYER_KEY, EvmEnv, address, deploy_env, key
-from github_app.demo.fake_github import FakeGitHub
+from github_app.demo.evm_env import ARBITER_KEY, CLIENT_KEY, DEPLOYER_KEY, EvmEnv, address, key
 from github_app.escrow.backends import Chains
 from github_app.escrow.funding import sync_funding
 from github_app.escrow.releases import Releaser
+from tests import test_escrow_external
 from tests.chain.faults import RpcProxy, add_hook
-from tests.chain.market import create_escrow, done_story, escrow_row, set_wallet
+from tests.chain.market import create_escrow, done_story, escrow_row
 from tests.harness import App
 from tests.test_escrow_external import CLIENT_ADDRESS, EXPERT, ROOT, chain_env
 from tests.test_escrow_faults_evm import replaced
-from tests.workflow import CLIENT, DEV, Market, seed_market
+from tests.workflow import Market
 
 pytestmark = pytest.mark.external_chain
 
 OPERATOR = address(key(78))
 
-
-@pytest.fixture
-async def market(app: App, fake_github: FakeGitHub) -> AsyncIterator[Market]:
-    m = await seed_market(app.runtime, fake_github)
-    await set_wallet(m, DEV, "polygon", EXPERT)
-    await set_wallet(m, CLIENT, "polygon", CLIENT_ADDRESS)
-    yield m
-
-
-@pytest.fixture
-async def node(hardhat_url: str) -> AsyncIterator[EvmEnv]:
-    """A fresh escrow contract and tokens on the session's node."""
-    w3 = AsyncWeb3(AsyncHTTPProvider(hardhat_url))
-    yield await deploy_env(w3)
-    await w3.provider.disconnect()  # type: ignore[attr-defined]
+# The same market (the developer's and the client's wallets set) and a fresh contract for each test.
+market = test_escrow_external.market
+node = test_escrow_external.node
 
 
 @pytest.fixture

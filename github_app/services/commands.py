@@ -101,22 +101,7 @@ async def handle_issue_comment(ctx: HandlerContext, event: sansio.Event) -> None
     target = reply_marker_target(number, comment_id)
 
     async def answer(text: str, outcome: Outcome, status: str, user_id: str | None = None) -> None:
-        await set_desired(
-            session,
-            installation_id=installation_id,
-            repository=repository,
-            kind=KIND_COMMAND_REPLY,
-            target=target,
-            payload={"body": text},
-        )
-        await set_desired(
-            session,
-            installation_id=installation_id,
-            repository=repository,
-            kind=KIND_REACTION,
-            target=str(comment_id),
-            payload={"content": outcome.reaction},
-        )
+        await _desire_reply(session, installation_id, repository, target, comment_id, text, outcome)
         await _remember(session, key, ref, account_id, login, user_id, parsed, updated_at, status, known, text)
 
     if not parsed.commands:
@@ -306,22 +291,16 @@ async def _remember(
         known.result = result
 
 
-async def follow_up(
+async def _desire_reply(
     session: Any,
-    *,
     installation_id: int,
     repository: str,
-    issue_number: int,
+    target: str,
     comment_id: int,
-    text: str,
+    body: str,
     outcome: Outcome,
 ) -> None:
-    """What became of a command whose effect came later (a refund): added to the comment's one reply,
-    and its reaction updated, in the caller's transaction."""
-    known = await session.get(CommandComment, (repository.lower(), comment_id))
-    earlier = known.result if known is not None and known.result else ""
-    body = f"{earlier}\n\n{_MARK[outcome]} {text}".strip()
-    target = reply_marker_target(issue_number, comment_id)
+    """The comment's one reply says `body` and its reaction shows `outcome`, through the outbox."""
     await set_desired(
         session,
         installation_id=installation_id,
@@ -338,5 +317,24 @@ async def follow_up(
         target=str(comment_id),
         payload={"content": outcome.reaction},
     )
+
+
+async def follow_up(
+    session: Any,
+    *,
+    installation_id: int,
+    repository: str,
+    issue_number: int,
+    comment_id: int,
+    text: str,
+    outcome: Outcome,
+) -> None:
+    """What became of a command whose effect came later (a refund): added to the comment's one reply,
+    and its reaction updated, in the caller's transaction."""
+    known = await session.get(CommandComment, (repository.lower(), comment_id))
+    earlier = known.result if known is not None and known.result else ""
+    body = f"{earlier}\n\n{_MARK[outcome]} {text}".strip()
+    target = reply_marker_target(issue_number, comment_id)
+    await _desire_reply(session, installation_id, repository, target, comment_id, body, outcome)
     if known is not None:
         known.result, known.outcome, known.updated_at = body, outcome.value, utcnow()
