@@ -42,8 +42,9 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 
 from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
-from web3 import AsyncHTTPProvider, AsyncWeb3  # noqa: E402
+from web3 import AsyncWeb3  # noqa: E402
 
+from github_app.chains.rpc_http import KeepAliveHTTPProvider  # noqa: E402
 from github_app.config import Settings  # noqa: E402
 from github_app.db import migrate  # noqa: E402
 from github_app.demo.evm_env import ARBITER_KEY, TREASURY_KEY, address, deploy_env, expert_key  # noqa: E402
@@ -155,7 +156,7 @@ async def until(check: Any, what: str, timeout: float = 300) -> None:  # noqa: A
 
 async def run(stories: int, pushes: int, lease: float | None) -> dict[str, Any]:
     node, node_url = start_node()
-    w3 = AsyncWeb3(AsyncHTTPProvider(node_url))
+    w3 = AsyncWeb3(KeepAliveHTTPProvider(node_url))
     evm = await deploy_env(w3)
     url = await fresh_database()
     keys = generate_key_pair()

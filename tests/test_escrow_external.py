@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
-from web3 import AsyncHTTPProvider, AsyncWeb3
+from web3 import AsyncWeb3
 
+from github_app.chains.rpc_http import KeepAliveHTTPProvider
 from github_app.demo.evm_env import ARBITER_KEY, CLIENT_KEY, TREASURY_KEY, EvmEnv, address, deploy_env, expert_key
 from github_app.demo.fake_github import FakeGitHub
 from github_app.escrow.backends import Chains
@@ -43,7 +44,7 @@ async def market(app: App, fake_github: FakeGitHub) -> AsyncIterator[Market]:
 @pytest.fixture
 async def node(hardhat_url: str) -> AsyncIterator[EvmEnv]:
     """A fresh escrow contract and tokens on the session's node (each test has its own addresses)."""
-    w3 = AsyncWeb3(AsyncHTTPProvider(hardhat_url))
+    w3 = AsyncWeb3(KeepAliveHTTPProvider(hardhat_url))
     yield await deploy_env(w3)
     await w3.provider.disconnect()  # type: ignore[attr-defined]
 

@@ -91,10 +91,11 @@ class EvmChain:
 
     @classmethod
     def from_settings(cls, settings: Any) -> EvmChain:
-        from web3 import AsyncHTTPProvider
         from web3.middleware import ExtraDataToPOAMiddleware
 
-        w3 = AsyncWeb3(AsyncHTTPProvider(settings.polygon_rpc_url, request_kwargs={"timeout": 30}))
+        from github_app.chains.rpc_http import KeepAliveHTTPProvider
+
+        w3 = AsyncWeb3(KeepAliveHTTPProvider(settings.polygon_rpc_url))
         # Polygon's blocks carry more extra data than Ethereum's: without this web3 refuses them.
         w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
         return cls(
@@ -270,6 +271,10 @@ class EvmChain:
         except TransactionNotFound:
             pass
         return tx.nonce is not None and await self.w3.eth.get_transaction_count(self.account.address) > tx.nonce
+
+    async def head(self) -> int:
+        """The newest block number: a receipt, a confirmation or a used nonce can only change with it."""
+        return int(await self.w3.eth.block_number)
 
     async def outcome(self, tx: SignedTx) -> TxOutcome:
         from web3.exceptions import TransactionNotFound

@@ -44,10 +44,23 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+# Besides the deliveries and releases in flight, a worker process holds connections for the lease
+# heartbeats, the outbox sender, the refunds, the funding check and readiness probes.
+POOL_HEADROOM = 6
+
+
+def pool_size(settings: Any) -> int:
+    """Connections kept open: one per delivery and per release in flight, and the headroom. A pool
+    smaller than that opens and closes a connection for the overflow on every checkout (a TCP connect,
+    authentication, and each statement prepared again on the new connection)."""
+    return int(settings.worker_concurrency) + int(settings.escrow_release_concurrency) + POOL_HEADROOM
+
+
 def make_engine(url: str, app_schema: str | None = None, **kwargs: Any) -> AsyncEngine:
     """`app_schema` defaults to DATABASE_APP_SCHEMA (see db/app_schema.py); SQLite ignores it."""
     url = async_url(url)
     if is_sqlite(url):
+        kwargs.pop("pool_size", None)  # one writer: SQLAlchemy's default pool for the file
         kwargs.setdefault("connect_args", {"timeout": 30})
         engine = create_async_engine(url, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)

@@ -80,6 +80,27 @@ STEPS = ("bound", "signed", "broadcast", "confirmed")
 IDLE_POLL_FLOOR_SECONDS = 1.0
 
 
+class ChainHeads:
+    """Each chain's newest block, read at most once per `max_age` seconds however many releases wait on
+    it. A release asks the node about its transactions only when the head has moved, since a receipt, a
+    confirmation or a used nonce only changes with a new block: sixteen releases in flight then cost one
+    head read per poll instead of three calls each. Backends without `head()` are asked every poll."""
+
+    def __init__(self, max_age: float) -> None:
+        self.max_age = max_age
+        self._reads: dict[int, tuple[float, asyncio.Task[int]]] = {}
+
+    async def read(self, backend: Any) -> int | None:
+        if getattr(backend, "head", None) is None:
+            return None
+        now = time.monotonic()
+        cached = self._reads.get(id(backend))
+        if cached is None or now - cached[0] >= self.max_age or (cached[1].done() and cached[1].exception()):
+            cached = (now, asyncio.ensure_future(backend.head()))
+            self._reads[id(backend)] = cached
+        return await asyncio.shield(cached[1])
+
+
 class LostLease(Exception):
     """Another worker took the request over: this one stops and writes nothing."""
 
@@ -120,6 +141,7 @@ class Releaser:
         # RPC URLs carry API keys, and a node's errors quote them: none reaches last_error or a log.
         self._redact = SecretScrubber(runtime.settings.secret_values()).scrub
         self._wake = asyncio.Event()
+        self.heads = ChainHeads(poll_seconds / 2)
 
     def wake(self) -> None:
         """A story became DONE in this process: its release request is due now."""
@@ -186,12 +208,15 @@ class Releaser:
                 for c in claimed:
                     inflight.add(asyncio.create_task(self.process(c.id), name=f"release-{c.id}"))
                 if not claimed or len(inflight) >= self.concurrency:
+                    # Nothing more is due: wait for a wake (a story became DONE here), a release in flight
+                    # to finish (a slot frees, or it put its request back), or the idle poll, which finds
+                    # requests made by other processes and retries whose delay has passed. Polling at
+                    # `poll_seconds` while releases are in flight would claim nothing hundreds of times.
                     waiter = asyncio.create_task(self._wake.wait())
-                    idle = max(self.poll_seconds, IDLE_POLL_FLOOR_SECONDS)
                     try:
                         await asyncio.wait(
                             {*inflight, stop_waiter, waiter},
-                            timeout=self.poll_seconds if inflight else idle,
+                            timeout=max(self.poll_seconds, IDLE_POLL_FLOOR_SECONDS),
                             return_when=asyncio.FIRST_COMPLETED,
                         )
                     finally:
@@ -491,8 +516,13 @@ class Releaser:
         rebroadcast = time.monotonic() + 10 * self.poll_seconds
         candidates = await self._candidates(escrow_id, signed)
         replace_after = getattr(backend, "replace_after", None)
+        read_at: int | None = None
+        outcomes: list[tuple[SignedTx, Any]] = []
         while True:
-            outcomes = [(tx, await backend.outcome(tx)) for tx, _ in candidates]
+            head = await self.heads.read(backend)
+            if head is None or head != read_at or len(outcomes) != len(candidates):
+                outcomes = [(tx, await backend.outcome(tx)) for tx, _ in candidates]
+                read_at = head
             landed = [(tx, o) for tx, o in outcomes if o.landed]
             if landed:
                 tx, outcome = landed[0]  # one nonce: at most one of them is ever mined

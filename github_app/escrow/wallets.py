@@ -133,9 +133,11 @@ class NodeWalletChecker:
             if not self.settings.polygon_rpc_url:
                 self.unchecked.append(POLYGON)
                 return None
-            from web3 import AsyncHTTPProvider, AsyncWeb3
+            from web3 import AsyncWeb3
 
-            w3 = AsyncWeb3(AsyncHTTPProvider(self.settings.polygon_rpc_url))
+            from github_app.chains.rpc_http import KeepAliveHTTPProvider
+
+            w3 = AsyncWeb3(KeepAliveHTTPProvider(self.settings.polygon_rpc_url))
             try:
                 return evm_wallet_problem(address, bytes(await w3.eth.get_code(address)))  # type: ignore[arg-type]
             finally:
