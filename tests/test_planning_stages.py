@@ -425,3 +425,40 @@ async def test_drafts_wait_and_a_late_opened_delivery_never_reopens_a_closed_pr(
     assert [d[1] for d in await deliverables(m)] == ["REJECTED"]
     run = await stage_check(app, fake_github, also.head)
     assert run["conclusion"] == "failure" and "also changes the documents of the pm stage" in run["output"]["summary"]
+
+
+async def test_a_dismissed_approval_takes_the_deliverable_back_and_the_merge_completes_nothing(
+    app: App, market: Market, fake_github: FakeGitHub
+) -> None:
+    m = market
+    brief = StagePr(m, 97, ANALYST, {"docs/brief.md": BRIEF})
+    await app.deliver("pull_request", brief.event("opened"))
+    approval = brief.review(CLIENT)
+    await app.deliver("pull_request_review", approval)
+    assert [d[1] for d in await deliverables(m)] == ["APPROVED"]
+    # A repository rule (or a bot) dismisses the approval: GitHub no longer counts it, nor does the app.
+    dismissed = m.review(
+        brief.number,
+        reviewer=CLIENT,
+        action="dismissed",
+        review_id=approval["review"]["id"],
+        commit_id=brief.head,
+        head_sha=brief.head,
+        author=ANALYST,
+        sender="github-actions[bot]",
+    )
+    dismissed["sender"]["type"] = "Bot"
+    await app.deliver("pull_request_review", dismissed)
+    assert [d[1] for d in await deliverables(m)] == ["SUBMITTED"]
+    run = await stage_check(app, fake_github, brief.head)
+    assert run["status"] == "in_progress"
+    await app.deliver("pull_request", brief.event("closed", merged=True, sender=CLIENT))
+    assert [d[1] for d in await deliverables(m)] == ["SUBMITTED"]
+    assert await project(m) == ("PLANNING", "analyst")
+    assert await m.rows("SELECT id FROM escrow_release_request") == []
+    assert await m.rows('SELECT id FROM "Document"') == []
+    actions = [r[0] for r in await m.rows("SELECT action FROM stage_audit_log ORDER BY created_at")]
+    assert "stage_approval_dismissed" in actions
+    # Approved again at the merged head, it completes.
+    await app.deliver("pull_request_review", brief.review(CLIENT))
+    assert await project(m) == ("PLANNING", "pm")
