@@ -24,7 +24,20 @@ from tests.chain.market import set_wallet
 from tests.github_fixtures import REPO
 from tests.harness import App
 from tests.planning import ANALYST, ARCHITECT, UX, StagePr, complete_stage, opportunity_of, seed_planning, stage_escrow
-from tests.workflow import CLIENT, OTHER_DEV, PM, STORY_PATH, STRANGER, Market, story_file
+from tests.workflow import (
+    CLIENT,
+    DEV,
+    GATE_PATH,
+    OTHER_DEV,
+    PM,
+    QA,
+    STORY_PATH,
+    STRANGER,
+    Market,
+    gate_file,
+    seed_market,
+    story_file,
+)
 
 BRIEF = b"# Project Brief: Widgets\n\n## Executive Summary\nWidgets for everyone.\n"
 PRD_SHARDS = {
@@ -462,3 +475,45 @@ async def test_a_dismissed_approval_takes_the_deliverable_back_and_the_merge_com
     # Approved again at the merged head, it completes.
     await app.deliver("pull_request_review", brief.review(CLIENT))
     assert await project(m) == ("PLANNING", "pm")
+
+
+async def cancel(m: Market) -> None:
+    async with m.runtime.engine.begin() as conn:
+        from sqlalchemy import text
+
+        await conn.execute(text("UPDATE \"Project\" SET status = 'CANCELLED' WHERE id = :p"), {"p": m.project_id})
+
+
+async def test_a_cancelled_project_moves_no_story_and_pays_nothing_and_its_prs_say_why(
+    app: App, fake_github: FakeGitHub
+) -> None:
+    from tests.comments import Comments
+    from tests.test_bot_commands import reply, say
+
+    m = await seed_market(app.runtime, fake_github)
+    await app.deliver("push", m.push("main", {STORY_PATH: story_file("Approved")}, PM))
+    story_id = str(await m.scalar('SELECT id FROM "Story" WHERE "storyNumber" = 3'))
+    await m.accept_bid(story_id, DEV)
+    sha, branch, title = m.sha(), "story/1.3-work", "Story 1.3: work"
+    await app.deliver("pull_request", m.pr("opened", 3, head_sha=sha, branch=branch, title=title))
+    assert await m.scalar('SELECT status FROM "Story" WHERE id = :s', s=story_id) == "READY_FOR_REVIEW"
+
+    await cancel(m)
+    # QA's passing gate and the merge would make the story DONE and request its payout.
+    await app.deliver("push", m.push(branch, {GATE_PATH: gate_file("PASS")}, QA))
+    await app.deliver(
+        "pull_request", m.pr("closed", 3, merged=True, head_sha=sha, branch=branch, title=title, sender=PM)
+    )
+    blocked = Comments(fake_github).created("/bmad block 1.3 waiting", CLIENT)
+    await say(app, blocked)
+    assert await m.scalar('SELECT status FROM "Story" WHERE id = :s', s=story_id) == "READY_FOR_REVIEW"
+    assert await m.rows("SELECT id FROM escrow_release_request") == []
+    assert "CANCELLED" in reply(fake_github, blocked)
+    [run] = [r for r in fake_github.check_runs.values() if r["name"] == "BMAD story" and r["head_sha"] == sha]
+    assert run["conclusion"] == "failure" and "CANCELLED" in run["output"]["summary"]
+    [comment] = [c for c in fake_github.comments.values() if c["issue_number"] == 3 and c["user"]["type"] == "Bot"]
+    assert "CANCELLED" in comment["body"]
+    refused = await m.rows(
+        'SELECT metadata FROM "StoryAuditLog" WHERE "storyId" = :s AND action = \'transition_refused\'', s=story_id
+    )
+    assert refused and all("CANCELLED" in str(r[0]) for r in refused)
