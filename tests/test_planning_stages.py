@@ -517,3 +517,40 @@ async def test_a_cancelled_project_moves_no_story_and_pays_nothing_and_its_prs_s
         'SELECT metadata FROM "StoryAuditLog" WHERE "storyId" = :s AND action = \'transition_refused\'', s=story_id
     )
     assert refused and all("CANCELLED" in str(r[0]) for r in refused)
+
+
+async def test_stage_prs_get_the_stage_check_run_and_no_story_check_run(
+    app: App, market: Market, fake_github: FakeGitHub
+) -> None:
+    m = market
+
+    def story_runs(head: str) -> list[dict[str, Any]]:
+        return [r for r in fake_github.check_runs.values() if r["name"] == "BMAD story" and r["head_sha"] == head]
+
+    brief = StagePr(m, 98, ANALYST, {"docs/brief.md": BRIEF})
+    await app.deliver("pull_request", brief.event("opened"))
+    intruder = StagePr(m, 99, OTHER_DEV, {"docs/brief.md": BRIEF})
+    await app.deliver("pull_request", intruder.event("opened"))
+    assert (await stage_check(app, fake_github, brief.head))["status"] == "in_progress"
+    assert (await stage_check(app, fake_github, intruder.head))["conclusion"] == "failure"
+    assert story_runs(brief.head) == [] and story_runs(intruder.head) == []
+    brief.push({"docs/brief.md": BRIEF + b"\n## Problem Statement\n"})
+    await app.deliver("pull_request", brief.event("synchronize"))
+    await stage_check(app, fake_github, brief.head)
+    assert story_runs(brief.head) == []
+
+    # A plain PR still gets the story's run.
+    await app.deliver("pull_request", m.pr("opened", 100, title="Fix the footer", branch="fix-footer"))
+    await OutboxSender(app.runtime, writes_per_second=1000).run_until_idle()
+    [plain] = [r for r in fake_github.check_runs.values() if r["name"] == "BMAD story"]
+    assert plain["output"]["title"] == "Not linked to a story"
+
+    # A draft is no deliverable yet and was shown as a plain PR: once it is one, that run says so.
+    draft = StagePr(m, 101, ANALYST, {"docs/brief.md": BRIEF}, branch="docs/brief-v2")
+    await app.deliver("pull_request", brief.event("closed"))
+    await app.deliver("pull_request", draft.event("opened", draft=True))
+    await OutboxSender(app.runtime, writes_per_second=1000).run_until_idle()
+    await app.deliver("pull_request", draft.event("ready_for_review"))
+    assert (await stage_check(app, fake_github, draft.head))["status"] == "in_progress"
+    [was_plain] = story_runs(draft.head)
+    assert was_plain["conclusion"] == "neutral" and "BMAD stage" in was_plain["output"]["summary"]
