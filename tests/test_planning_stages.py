@@ -554,3 +554,50 @@ async def test_stage_prs_get_the_stage_check_run_and_no_story_check_run(
     assert (await stage_check(app, fake_github, draft.head))["status"] == "in_progress"
     [was_plain] = story_runs(draft.head)
     assert was_plain["conclusion"] == "neutral" and "BMAD stage" in was_plain["output"]["summary"]
+
+
+async def test_the_client_refunds_a_stage_escrow_with_the_story_refund_command(
+    app: App, market: Market, fake_github: FakeGitHub
+) -> None:
+    from github_app.escrow.requested_refunds import RequestedRefunds
+    from tests.comments import Comments
+    from tests.test_bot_commands import reactions, reply, say
+
+    m = market
+    comments = Comments(fake_github)
+    evm = await deploy_env(in_process_web3())
+    chains = Chains(backends={"polygon": evm.chain()})
+    await fund_evm(m, evm, "analyst", ANALYST, 1_000_000)
+    pm_escrow = await fund_evm(m, evm, "pm", PM, 2_000_000)
+    await sync_funding(app.runtime, chains)
+    await complete_stage(app, StagePr(m, 110, ANALYST, {"docs/brief.md": BRIEF}))
+    await app.deliver("pull_request", StagePr(m, 111, PM, PRD_SHARDS).event("opened"))
+    await cancel(m)
+
+    by_expert = comments.created("/bmad refund pm", PM)
+    completed = comments.created("/bmad refund analyst", CLIENT)
+    no_stage = comments.created("/bmad refund ux", CLIENT)
+    asked = comments.created("/bmad refund pm", CLIENT)
+    twice = comments.created("/bmad refund PM", CLIENT)
+    for data in (by_expert, completed, no_stage, asked, twice):
+        await say(app, data)
+    assert "only the project's client may" in reply(fake_github, by_expert)
+    assert "the analyst stage is COMPLETED" in reply(fake_github, completed)
+    assert "has no escrow to refund" in reply(fake_github, no_stage)
+    assert "refund of escrow" in reply(fake_github, asked) and "never released to the expert" in reply(
+        fake_github, asked
+    )
+    assert "already requested" in reply(fake_github, twice)
+    assert await m.rows("SELECT escrow_id, story_id, opportunity_id FROM refund_request") == [
+        (pm_escrow, None, await opportunity_of(m, "pm"))
+    ]
+    [(meta,)] = await m.rows("SELECT metadata FROM stage_audit_log WHERE action = 'refund_requested'")
+    assert pm_escrow in str(meta)
+
+    await RequestedRefunds(app.runtime, chains, chain_poll_seconds=0.01).run_until_idle()
+    assert await m.rows('SELECT status FROM "Escrow" WHERE id = :e', e=pm_escrow) == [("REFUNDED",)]
+    assert await evm.balance("USDC", address(CLIENT_KEY)) == 2_000_000
+    assert await evm.balance("USDC", EVM_EXPERT[PM]) == 0
+    await say(app, comments.created("/bmad status", CLIENT))  # brings the outbox along
+    assert "refunded: [transaction]" in reply(fake_github, asked)
+    assert reactions(fake_github, asked) == ["+1"]
