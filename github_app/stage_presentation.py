@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from github_app.presentation import (
+    CHECK_RUN_NAME,
     FAILURE,
     NEUTRAL,
     PENDING,
@@ -18,11 +19,43 @@ from github_app.presentation import (
     _plain,
     render_check_run,
     render_comment,
+    truncate,
 )
 
 STAGE_CHECK_RUN_NAME = "BMAD stage"
 STAGE_NAMES = {"analyst": "Analyst", "pm": "PM", "architect": "Architect", "ux": "UX"}
 _DOCUMENTS = {"analyst": "project brief", "pm": "PRD", "architect": "architecture", "ux": "front-end spec"}
+
+
+def check_runs_for(*, story_pr: bool, stage_pr: bool) -> frozenset[str]:
+    """The one rule for which check runs a PR gets. A PR delivering a planning stage, or refused as
+    one, is judged by `BMAD stage` alone: "not linked to a story" says nothing about it. A PR tied to
+    a story (linked, a revert) keeps `BMAD story` even when it also touches stage documents."""
+    names = {STAGE_CHECK_RUN_NAME} if stage_pr else set()
+    if story_pr or not stage_pr:
+        names.add(CHECK_RUN_NAME)
+    return frozenset(names)
+
+
+def story_check_superseded(head_sha: str, details_url: str | None = None) -> dict[str, Any]:
+    """What a `BMAD story` run GitHub already shows becomes once the PR turns out to be a stage PR:
+    GitHub keeps a check run once created, so it is told to point at the stage's run."""
+    payload: dict[str, Any] = {
+        "name": CHECK_RUN_NAME,
+        "head_sha": head_sha,
+        "status": "completed",
+        "conclusion": NEUTRAL,
+        "output": {
+            "title": "Planning stage pull request",
+            "summary": truncate(
+                "**Planning stage pull request**\n\nThis pull request changes planning stage documents and is "
+                f"no story's pull request: the `{STAGE_CHECK_RUN_NAME}` check run judges it."
+            ),
+        },
+    }
+    if details_url:
+        payload["details_url"] = details_url
+    return payload
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,20 @@ from tests.chain.market import set_wallet
 from tests.github_fixtures import REPO
 from tests.harness import App
 from tests.planning import ANALYST, ARCHITECT, UX, StagePr, complete_stage, opportunity_of, seed_planning, stage_escrow
-from tests.workflow import CLIENT, OTHER_DEV, PM, STORY_PATH, STRANGER, Market, story_file
+from tests.workflow import (
+    CLIENT,
+    DEV,
+    GATE_PATH,
+    OTHER_DEV,
+    PM,
+    QA,
+    STORY_PATH,
+    STRANGER,
+    Market,
+    gate_file,
+    seed_market,
+    story_file,
+)
 
 BRIEF = b"# Project Brief: Widgets\n\n## Executive Summary\nWidgets for everyone.\n"
 PRD_SHARDS = {
@@ -425,3 +438,166 @@ async def test_drafts_wait_and_a_late_opened_delivery_never_reopens_a_closed_pr(
     assert [d[1] for d in await deliverables(m)] == ["REJECTED"]
     run = await stage_check(app, fake_github, also.head)
     assert run["conclusion"] == "failure" and "also changes the documents of the pm stage" in run["output"]["summary"]
+
+
+async def test_a_dismissed_approval_takes_the_deliverable_back_and_the_merge_completes_nothing(
+    app: App, market: Market, fake_github: FakeGitHub
+) -> None:
+    m = market
+    brief = StagePr(m, 97, ANALYST, {"docs/brief.md": BRIEF})
+    await app.deliver("pull_request", brief.event("opened"))
+    approval = brief.review(CLIENT)
+    await app.deliver("pull_request_review", approval)
+    assert [d[1] for d in await deliverables(m)] == ["APPROVED"]
+    # A repository rule (or a bot) dismisses the approval: GitHub no longer counts it, nor does the app.
+    dismissed = m.review(
+        brief.number,
+        reviewer=CLIENT,
+        action="dismissed",
+        review_id=approval["review"]["id"],
+        commit_id=brief.head,
+        head_sha=brief.head,
+        author=ANALYST,
+        sender="github-actions[bot]",
+    )
+    dismissed["sender"]["type"] = "Bot"
+    await app.deliver("pull_request_review", dismissed)
+    assert [d[1] for d in await deliverables(m)] == ["SUBMITTED"]
+    run = await stage_check(app, fake_github, brief.head)
+    assert run["status"] == "in_progress"
+    await app.deliver("pull_request", brief.event("closed", merged=True, sender=CLIENT))
+    assert [d[1] for d in await deliverables(m)] == ["SUBMITTED"]
+    assert await project(m) == ("PLANNING", "analyst")
+    assert await m.rows("SELECT id FROM escrow_release_request") == []
+    assert await m.rows('SELECT id FROM "Document"') == []
+    actions = [r[0] for r in await m.rows("SELECT action FROM stage_audit_log ORDER BY created_at")]
+    assert "stage_approval_dismissed" in actions
+    # Approved again at the merged head, it completes.
+    await app.deliver("pull_request_review", brief.review(CLIENT))
+    assert await project(m) == ("PLANNING", "pm")
+
+
+async def cancel(m: Market) -> None:
+    async with m.runtime.engine.begin() as conn:
+        from sqlalchemy import text
+
+        await conn.execute(text("UPDATE \"Project\" SET status = 'CANCELLED' WHERE id = :p"), {"p": m.project_id})
+
+
+async def test_a_cancelled_project_moves_no_story_and_pays_nothing_and_its_prs_say_why(
+    app: App, fake_github: FakeGitHub
+) -> None:
+    from tests.comments import Comments
+    from tests.test_bot_commands import reply, say
+
+    m = await seed_market(app.runtime, fake_github)
+    await app.deliver("push", m.push("main", {STORY_PATH: story_file("Approved")}, PM))
+    story_id = str(await m.scalar('SELECT id FROM "Story" WHERE "storyNumber" = 3'))
+    await m.accept_bid(story_id, DEV)
+    sha, branch, title = m.sha(), "story/1.3-work", "Story 1.3: work"
+    await app.deliver("pull_request", m.pr("opened", 3, head_sha=sha, branch=branch, title=title))
+    assert await m.scalar('SELECT status FROM "Story" WHERE id = :s', s=story_id) == "READY_FOR_REVIEW"
+
+    await cancel(m)
+    # QA's passing gate and the merge would make the story DONE and request its payout.
+    await app.deliver("push", m.push(branch, {GATE_PATH: gate_file("PASS")}, QA))
+    await app.deliver(
+        "pull_request", m.pr("closed", 3, merged=True, head_sha=sha, branch=branch, title=title, sender=PM)
+    )
+    blocked = Comments(fake_github).created("/bmad block 1.3 waiting", CLIENT)
+    await say(app, blocked)
+    assert await m.scalar('SELECT status FROM "Story" WHERE id = :s', s=story_id) == "READY_FOR_REVIEW"
+    assert await m.rows("SELECT id FROM escrow_release_request") == []
+    assert "CANCELLED" in reply(fake_github, blocked)
+    [run] = [r for r in fake_github.check_runs.values() if r["name"] == "BMAD story" and r["head_sha"] == sha]
+    assert run["conclusion"] == "failure" and "CANCELLED" in run["output"]["summary"]
+    [comment] = [c for c in fake_github.comments.values() if c["issue_number"] == 3 and c["user"]["type"] == "Bot"]
+    assert "CANCELLED" in comment["body"]
+    refused = await m.rows(
+        'SELECT metadata FROM "StoryAuditLog" WHERE "storyId" = :s AND action = \'transition_refused\'', s=story_id
+    )
+    assert refused and all("CANCELLED" in str(r[0]) for r in refused)
+
+
+async def test_stage_prs_get_the_stage_check_run_and_no_story_check_run(
+    app: App, market: Market, fake_github: FakeGitHub
+) -> None:
+    m = market
+
+    def story_runs(head: str) -> list[dict[str, Any]]:
+        return [r for r in fake_github.check_runs.values() if r["name"] == "BMAD story" and r["head_sha"] == head]
+
+    brief = StagePr(m, 98, ANALYST, {"docs/brief.md": BRIEF})
+    await app.deliver("pull_request", brief.event("opened"))
+    intruder = StagePr(m, 99, OTHER_DEV, {"docs/brief.md": BRIEF})
+    await app.deliver("pull_request", intruder.event("opened"))
+    assert (await stage_check(app, fake_github, brief.head))["status"] == "in_progress"
+    assert (await stage_check(app, fake_github, intruder.head))["conclusion"] == "failure"
+    assert story_runs(brief.head) == [] and story_runs(intruder.head) == []
+    brief.push({"docs/brief.md": BRIEF + b"\n## Problem Statement\n"})
+    await app.deliver("pull_request", brief.event("synchronize"))
+    await stage_check(app, fake_github, brief.head)
+    assert story_runs(brief.head) == []
+
+    # A plain PR still gets the story's run.
+    await app.deliver("pull_request", m.pr("opened", 100, title="Fix the footer", branch="fix-footer"))
+    await OutboxSender(app.runtime, writes_per_second=1000).run_until_idle()
+    [plain] = [r for r in fake_github.check_runs.values() if r["name"] == "BMAD story"]
+    assert plain["output"]["title"] == "Not linked to a story"
+
+    # A draft is no deliverable yet and was shown as a plain PR: once it is one, that run says so.
+    draft = StagePr(m, 101, ANALYST, {"docs/brief.md": BRIEF}, branch="docs/brief-v2")
+    await app.deliver("pull_request", brief.event("closed"))
+    await app.deliver("pull_request", draft.event("opened", draft=True))
+    await OutboxSender(app.runtime, writes_per_second=1000).run_until_idle()
+    await app.deliver("pull_request", draft.event("ready_for_review"))
+    assert (await stage_check(app, fake_github, draft.head))["status"] == "in_progress"
+    [was_plain] = story_runs(draft.head)
+    assert was_plain["conclusion"] == "neutral" and "BMAD stage" in was_plain["output"]["summary"]
+
+
+async def test_the_client_refunds_a_stage_escrow_with_the_story_refund_command(
+    app: App, market: Market, fake_github: FakeGitHub
+) -> None:
+    from github_app.escrow.requested_refunds import RequestedRefunds
+    from tests.comments import Comments
+    from tests.test_bot_commands import reactions, reply, say
+
+    m = market
+    comments = Comments(fake_github)
+    evm = await deploy_env(in_process_web3())
+    chains = Chains(backends={"polygon": evm.chain()})
+    await fund_evm(m, evm, "analyst", ANALYST, 1_000_000)
+    pm_escrow = await fund_evm(m, evm, "pm", PM, 2_000_000)
+    await sync_funding(app.runtime, chains)
+    await complete_stage(app, StagePr(m, 110, ANALYST, {"docs/brief.md": BRIEF}))
+    await app.deliver("pull_request", StagePr(m, 111, PM, PRD_SHARDS).event("opened"))
+    await cancel(m)
+
+    by_expert = comments.created("/bmad refund pm", PM)
+    completed = comments.created("/bmad refund analyst", CLIENT)
+    no_stage = comments.created("/bmad refund ux", CLIENT)
+    asked = comments.created("/bmad refund pm", CLIENT)
+    twice = comments.created("/bmad refund PM", CLIENT)
+    for data in (by_expert, completed, no_stage, asked, twice):
+        await say(app, data)
+    assert "only the project's client may" in reply(fake_github, by_expert)
+    assert "the analyst stage is COMPLETED" in reply(fake_github, completed)
+    assert "has no escrow to refund" in reply(fake_github, no_stage)
+    assert "refund of escrow" in reply(fake_github, asked) and "never released to the expert" in reply(
+        fake_github, asked
+    )
+    assert "already requested" in reply(fake_github, twice)
+    assert await m.rows("SELECT escrow_id, story_id, opportunity_id FROM refund_request") == [
+        (pm_escrow, None, await opportunity_of(m, "pm"))
+    ]
+    [(meta,)] = await m.rows("SELECT metadata FROM stage_audit_log WHERE action = 'refund_requested'")
+    assert pm_escrow in str(meta)
+
+    await RequestedRefunds(app.runtime, chains, chain_poll_seconds=0.01).run_until_idle()
+    assert await m.rows('SELECT status FROM "Escrow" WHERE id = :e', e=pm_escrow) == [("REFUNDED",)]
+    assert await evm.balance("USDC", address(CLIENT_KEY)) == 2_000_000
+    assert await evm.balance("USDC", EVM_EXPERT[PM]) == 0
+    await say(app, comments.created("/bmad status", CLIENT))  # brings the outbox along
+    assert "refunded: [transaction]" in reply(fake_github, asked)
+    assert reactions(fake_github, asked) == ["+1"]

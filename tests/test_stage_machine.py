@@ -119,6 +119,11 @@ def test_a_dismissed_approval_no_longer_stands() -> None:
     assert stage.status is D.SUBMITTED
     _, decision = run(stage, (st.StagePrMerged(pr()), CLIENT))
     assert not completed(decision)
+    # A workflow dismissing stale approvals is a bot: its dismissal stands all the same.
+    approved, _ = run(stage, (st.StageReviewed(7, HEAD, HEAD, True), CLIENT))
+    bot = Actor(None, "github-actions[bot]", is_bot=True)
+    after, _ = run(approved, (st.StageReviewDismissed(7, HEAD), bot))
+    assert after.status is D.SUBMITTED
 
 
 def test_stage_documents_from_core_config_v6_and_the_repository_configuration() -> None:

@@ -627,3 +627,14 @@ def test_a_withdrawn_gate_no_longer_counts_and_the_merge_waits_for_qa_again() ->
     assert isinstance(decide(story(S.READY_FOR_REVIEW), withdraw, PM), NoChange)  # no gate in force
     done, _ = run(ready_for_review(), (PASS, QA), (PrMerged(pr(7)), CLIENT))
     assert isinstance(decide(done, withdraw, PM), NoChange)  # DONE is final
+
+
+def test_a_cancelled_project_refuses_every_change_to_its_stories_but_done_stays_final() -> None:
+    from github_app.domain.vocabulary import ProjectStatus
+
+    cancelled = replace(ready_for_review(), project_status=ProjectStatus.CANCELLED, pr_merged=False)
+    for event, actor in ((PrMerged(pr()), PM), (PASS, QA), (ConvertedToDraft(pr()), DEV), (StoryFileApproved(), PM)):
+        decision = decide(cancelled, event, actor)
+        assert isinstance(decision, Refused) and "CANCELLED" in decision.reason
+    done = replace(cancelled, status=S.DONE)
+    assert isinstance(decide(done, PrMerged(pr()), PM), NoChange)

@@ -1,17 +1,21 @@
-"""Money commands: payout wallets, an escrow's state and how to fund it, retrying a failed release.
+"""Money commands: payout wallets, an escrow's state and how to fund it, retrying a failed release,
+refunding a story's or a planning stage's escrow.
 They call what the operator's `bmad-app wallet set` and `bmad-app escrow retry` call, so a command can
 never pay twice or skip a check the operator's path makes."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import select
 
+from github_app.bmad.planning import PLANNING_STAGES
 from github_app.chains.addresses import CHAINS, POLYGON, InvalidAddress, evm_funding
 from github_app.commands.registry import Call, Outcome, Reply, quiet, register
 from github_app.commands.stories import locked_story
 from github_app.db.app_tables import EscrowReleaseRequest, RefundRequest, Wallet
-from github_app.db.enums import EscrowStatus, StoryStatus
-from github_app.db.models import Escrow
+from github_app.db.enums import EscrowStatus, OpportunityStatus, StoryStatus
+from github_app.db.models import Escrow, Opportunity, Story
 from github_app.db.types import utcnow
 from github_app.db.upsert import insert_if_absent
 from github_app.domain.command_grammar import UsageError
@@ -21,6 +25,7 @@ from github_app.escrow.refunds import RefundRefused, hold_for_refund
 from github_app.escrow.retry import RetryRefused, retry_release
 from github_app.escrow.store import lock_escrow_state
 from github_app.escrow.wallets import NodeWalletChecker, WalletError, store_wallet
+from github_app.services.stages import lock_opportunity, stage_audit, stage_opportunity
 from github_app.services.stories import audit, opportunity_of
 from github_app.services.views import release_text
 
@@ -192,25 +197,95 @@ async def release(call: Call) -> Reply:
     )
 
 
+@dataclass(frozen=True)
+class RefundSubject:
+    """What a refund is asked for: a story, or a planning stage (its Opportunity). Either goes through
+    the one refund path below, with the same guard, request and audit."""
+
+    label: str
+    escrow: Escrow | None
+    paid_out: str | None  # why its escrow now pays the expert and is not refunded, if it does
+    story: Story | None = None
+    opportunity: Opportunity | None = None
+
+
+async def _story_subject(call: Call, word: str) -> RefundSubject | Reply:
+    found = await locked_story(call, word)
+    if isinstance(found, Reply):
+        return found
+    story, _snap = found
+    label = f"story {story.epic_number}.{story.story_number}"
+    done = f"{label} is DONE: its escrow pays the developer and is not refunded"
+    return RefundSubject(
+        label,
+        await _escrow_of(call, story.id, None),
+        done if story.status == StoryStatus.DONE else None,
+        story=story,
+    )
+
+
+async def _stage_subject(call: Call, stage: str) -> RefundSubject | Reply:
+    refusal = call.refusal()
+    if refusal is not None:
+        return Reply.refused(refusal)
+    found = await stage_opportunity(call.session, call.rc.project.id, stage)
+    if found is None:
+        return Reply.refused(f"this project has no {stage} stage (no {stage} opportunity)")
+    # Under the stage's own lock, as its completion: a refund and a completion never cross.
+    opportunity = await lock_opportunity(call.session, found.id)
+    label = f"the {stage} stage"
+    done = f"{label} is COMPLETED: its escrow pays the expert and is not refunded"
+    stmt = select(Escrow).where(Escrow.opportunity_id == opportunity.id).order_by(Escrow.created_at.desc())
+    return RefundSubject(
+        label,
+        (await call.session.execute(stmt)).scalars().first(),
+        done if opportunity.status == OpportunityStatus.COMPLETED else None,
+        opportunity=opportunity,
+    )
+
+
+def _audit_refund(call: Call, subject: RefundSubject, escrow_id: str) -> None:
+    meta = {**call.fields(), "escrowId": escrow_id, "reason": "refund requested by the client"}
+    if subject.story is not None:
+        audit(call.session, subject.story, "refund_requested", call.actor, meta)
+    elif subject.opportunity is not None:
+        opportunity = subject.opportunity
+        stage_audit(
+            call.session,
+            opportunity.project_id,
+            str(opportunity.stage),
+            "refund_requested",
+            call.actor,
+            meta,
+            opportunity_id=opportunity.id,
+        )
+
+
 @register(
     "refund",
-    usage="/bmad refund <story>",
+    usage="/bmad refund <story|stage>",
     example="/bmad refund 1.3",
-    summary="refund the story's funded escrow to you (not once the story is DONE), as `bmad-app escrow refund` does",
+    summary=(
+        "refund the funded escrow of a story (not once it is DONE) or of a planning stage such as `pm` (not once "
+        "it is COMPLETED) to you, as `bmad-app escrow refund` does"
+    ),
     rule=CLIENT,
     doing="refund escrows",
 )
 async def refund(call: Call) -> Reply:
     if len(call.args) != 1:
-        raise UsageError("refund takes a story")
-    found = await locked_story(call, call.args[0])
-    if isinstance(found, Reply):
-        return found
-    story, _snap = found
-    label = f"story {story.epic_number}.{story.story_number}"
-    if story.status == StoryStatus.DONE:
-        return Reply.refused(f"{label} is DONE: its escrow pays the developer and is not refunded")
-    row = await _escrow_of(call, story.id, None)
+        raise UsageError("refund takes a story (1.3) or a planning stage (" + ", ".join(PLANNING_STAGES) + ")")
+    word = call.args[0]
+    subject = (
+        await _stage_subject(call, word.lower())
+        if word.lower() in PLANNING_STAGES
+        else await _story_subject(call, word)
+    )
+    if isinstance(subject, Reply):
+        return subject
+    label, row = subject.label, subject.escrow
+    if subject.paid_out is not None:
+        return Reply.refused(subject.paid_out)
     if row is None:
         return Reply.refused(f"{label} has no escrow to refund")
     if row.status != EscrowStatus.FUNDED:
@@ -227,7 +302,8 @@ async def refund(call: Call) -> Reply:
         RefundRequest.__table__,  # type: ignore[arg-type]
         {
             "escrow_id": row.id,
-            "story_id": story.id,
+            "story_id": subject.story.id if subject.story is not None else None,
+            "opportunity_id": subject.opportunity.id if subject.opportunity is not None else None,
             "requested_by": call.speaker.user_id or "",
             "installation_id": call.rc.installation_id,
             "repository": call.rc.repository,
@@ -242,15 +318,10 @@ async def refund(call: Call) -> Reply:
     )
     if not created:
         return Reply.refused(f"a refund of escrow `{row.id}` was already requested")
-    audit(
-        call.session,
-        story,
-        "refund_requested",
-        call.actor,
-        {**call.fields(), "escrowId": row.id, "reason": "refund requested by the client"},
-    )
+    _audit_refund(call, subject, row.id)
+    expert = "developer" if subject.story is not None else "expert"
     return Reply(
         Outcome.PENDING,
-        f"{label}: refund of escrow `{row.id}` requested. From now on it is never released to the developer; "
+        f"{label}: refund of escrow `{row.id}` requested. From now on it is never released to the {expert}; "
         "the refund is signed and sent to your wallet, and this reply says when it lands.",
     )

@@ -567,11 +567,14 @@ class RefundRequest(Base):
     __table_args__ = (
         PrimaryKeyConstraint("escrow_id", name="refund_request_pkey"),
         CheckConstraint("state IN ('pending', 'refunded', 'failed')", name="refund_request_state_check"),
+        CheckConstraint("story_id IS NOT NULL OR opportunity_id IS NOT NULL", name="refund_request_subject_check"),
         Index("refund_request_due_idx", "state", "next_attempt_at"),
     )
 
     escrow_id: Mapped[str] = mapped_column(Text)
-    story_id: Mapped[str] = mapped_column(Text)
+    # The story whose escrow it refunds, or (no story) the planning stage's Opportunity.
+    story_id: Mapped[str | None] = mapped_column(Text)
+    opportunity_id: Mapped[str | None] = mapped_column(Text)
     requested_by: Mapped[str] = mapped_column(Text)
     installation_id: Mapped[int] = mapped_column(BigInteger)
     repository: Mapped[str] = mapped_column(Text)

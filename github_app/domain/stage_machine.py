@@ -13,7 +13,9 @@ SUBMITTED, CHANGES_REQ.  StageReviewed(approved) at the PR's head   reviewer  AP
 SUBMITTED, APPROVED      StageReviewed(changes) at the PR's head    reviewer  CHANGES_REQUESTED
 any but merged           StagePrClosed, merged into another branch  anyone    REJECTED
 any                      StagePrMerged into the default branch      anyone    (stays; merge recorded)
-APPROVED                 StageReviewDismissed (the approval)        anyone    SUBMITTED
+APPROVED                 StageReviewDismissed (the approval)        anyone*   SUBMITTED
+
+* a bot too, as for a merge: both are facts whoever performs them.
 
 The stage completes (StageCompleted) once its PR is merged into the default branch AND approved at the
 merged head, in either order. A completed stage is final: every later event is NoChange. A CANCELLED
@@ -163,7 +165,9 @@ StageDecision = StageChange | NoChange | Refused
 
 def decide_stage(stage: StageSnapshot, event: StageEvent, actor: Actor) -> StageDecision:
     """What `event`, sent by `actor`, does to `stage`, with the domain events it raises."""
-    if actor.is_bot and not isinstance(event, StagePrMerged):
+    # A merge and a dismissal are facts whoever performs them (a merge queue, a workflow dismissing
+    # stale approvals): GitHub no longer counts a dismissed approval, so neither may the stage.
+    if actor.is_bot and not isinstance(event, StagePrMerged | StageReviewDismissed):
         return NoChange(f"events sent by bots are ignored ({actor.mention})")
     if stage.project_status is ProjectStatus.CANCELLED:
         return Refused("the project is CANCELLED: its planning stages take no more deliverables or reviews")

@@ -27,7 +27,8 @@ READY_FOR_REVIEW, merged  GateRecorded, accepted, merged head     (3)     DONE  
 (3) the assigned QA, or any user with the QA role when none is assigned; never the story's developer;
     the author of the gate file version, not whoever pushed or merged it.
 
-DONE is final: every event on a DONE story is NoChange. Bots are never actors: their events are
+DONE is final: every event on a DONE story is NoChange. A story of a CANCELLED project refuses every
+other event, a merge included: nothing moves and nothing is paid for it. Bots are never actors: their events are
 NoChange, except a merge, which is a fact whoever performs it (a merge queue, an auto-merge bot).
 
 An accepted gate covers the heads it reviewed (`reviewed_heads`): new commits by anyone but the QA
@@ -51,7 +52,7 @@ from datetime import datetime
 
 from github_app.bmad.gate_file import GateDecision
 from github_app.bmad.repo_config import DEFAULT_ACCEPTED_GATES
-from github_app.domain.vocabulary import DeliverableStatus, Role, StoryStatus
+from github_app.domain.vocabulary import DeliverableStatus, ProjectStatus, Role, StoryStatus
 
 S = StoryStatus
 D = DeliverableStatus
@@ -132,6 +133,7 @@ class StorySnapshot:
     # marketplace, or not blocked); the score of its last validation.
     blocked_from: StoryStatus | None = None
     validation_score: int | None = None
+    project_status: ProjectStatus | None = None
 
     @property
     def label(self) -> str:
@@ -437,6 +439,11 @@ def _decide(story: StorySnapshot, event: Event, actor: Actor) -> Decision:
         return NoChange(f"events sent by bots are ignored ({actor.mention})")
     if story.status is S.DONE:
         return NoChange(f"{story.label} is DONE; DONE is final")
+    if story.project_status is ProjectStatus.CANCELLED:
+        return Refused(
+            f"the project is CANCELLED: {story.label} takes no more changes and nothing is paid for it; "
+            "its funded escrow can be refunded to the client"
+        )
     match event:
         case StoryFileApproved():
             return _approve(story, actor)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from sqlalchemy import or_
+from sqlalchemy import delete, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -79,3 +79,36 @@ async def set_desired(
         where=or_(T.payload != excluded.payload, T.installation_id != excluded.installation_id),
     ).returning(T.id)
     return (await session.execute(stmt)).first() is not None
+
+
+async def withdraw_desired(
+    session: AsyncSession,
+    *,
+    installation_id: int,
+    repository: str,
+    kind: str,
+    target: str,
+    shown_instead: dict[str, Any],
+) -> None:
+    """(repository, kind, target) is no longer wanted. A wish never sent (nor being sent) is dropped,
+    so GitHub never shows it; one GitHub already shows cannot be taken back (a check run stays once
+    created), so `shown_instead` becomes its desired content."""
+    row = (
+        (await session.execute(select(T).where(T.repository == repository, T.kind == kind, T.target == target)))
+        .scalars()
+        .first()
+    )
+    if row is None:
+        return
+    if row.sent_version == 0 and row.lease_owner is None and row.remote_id is None:
+        never_sent = (T.id == row.id, T.sent_version == 0, T.lease_owner.is_(None), T.remote_id.is_(None))
+        if (await session.execute(delete(T).where(*never_sent).returning(T.id))).first() is not None:
+            return
+    await set_desired(
+        session,
+        installation_id=installation_id,
+        repository=repository,
+        kind=kind,
+        target=target,
+        payload=shown_instead,
+    )

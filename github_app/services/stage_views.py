@@ -11,7 +11,7 @@ from github_app.db.enums import OpportunityStatus
 from github_app.db.models import Deliverable, Escrow, Opportunity, Project
 from github_app.services.people import login_of
 from github_app.services.stages import accepted_expert
-from github_app.services.views import release_text, show_on_pr
+from github_app.services.views import drop_unwanted_story_check, release_text, show_on_pr
 from github_app.stage_presentation import StageView, stage_check_run_payload, stage_comment_body
 
 
@@ -84,6 +84,8 @@ async def refresh_stage_pr(session: AsyncSession, row: StagePullRequest) -> None
     payload = stage_check_run_payload(view, details_url=link.html_url)
     comment = None if link.story_id is not None else stage_comment_body(view)  # the story's comment wins
     await show_on_pr(session, link, payload, stage_check_target(link), f"stage-pr:{link.pr_number}", comment)
+    # The story's handler ran first in this delivery and may have wished a story run the PR does not get.
+    await drop_unwanted_story_check(session, link)
 
 
 async def refresh_stage_prs(session: AsyncSession, opportunity_id: str) -> None:

@@ -26,6 +26,7 @@ from github_app.domain.story_machine import (
     StorySnapshot,
     Transition,
 )
+from github_app.domain.vocabulary import ProjectStatus
 from github_app.services.people import SYSTEM_USER_ID
 
 REFUSED_ACTION = "transition_refused"
@@ -121,6 +122,7 @@ async def deliverable_for(session: AsyncSession, story_id: str, pr_number: int |
 async def snapshot(session: AsyncSession, story: Story) -> StorySnapshot:
     state = await story_state(session, story.id)
     deliverable = await deliverable_for(session, story.id, story.dev_pr_number)
+    project = await session.get(Project, story.project_id)
     return StorySnapshot(
         epic=story.epic_number,
         story=story.story_number,
@@ -137,6 +139,7 @@ async def snapshot(session: AsyncSession, story: Story) -> StorySnapshot:
         gate_expires_at=state.gate_expires_at,
         blocked_from=StoryStatus(state.blocked_from) if state.blocked_from else None,
         validation_score=story.validation_score,
+        project_status=ProjectStatus(project.status) if project is not None else None,
     )
 
 

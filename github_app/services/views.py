@@ -8,13 +8,14 @@ from dataclasses import replace
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from github_app.db.app_tables import EscrowReleaseRequest, PullRequestLink, ReleaseState, StoryState
+from github_app.db.app_tables import EscrowReleaseRequest, PullRequestLink, ReleaseState, StagePullRequest, StoryState
 from github_app.db.enums import StoryStatus
 from github_app.db.models import Escrow, Story
-from github_app.outbox.enqueue import KIND_CHECK_RUN, KIND_PR_COMMENT, set_desired
-from github_app.presentation import STRICTNESS, StoryView, assess, check_run_payload, pr_comment_body
+from github_app.outbox.enqueue import KIND_CHECK_RUN, KIND_PR_COMMENT, set_desired, withdraw_desired
+from github_app.presentation import CHECK_RUN_NAME, STRICTNESS, StoryView, assess, check_run_payload, pr_comment_body
 from github_app.services.people import login_of
 from github_app.services.stories import opportunity_of
+from github_app.stage_presentation import check_runs_for, story_check_superseded
 
 
 def release_text(release: EscrowReleaseRequest) -> str:
@@ -94,6 +95,30 @@ async def build_view(session: AsyncSession, link: PullRequestLink, config_proble
     )
 
 
+async def check_runs_of(session: AsyncSession, link: PullRequestLink) -> frozenset[str]:
+    """The check runs `link` gets (`stage_presentation.check_runs_for`): a stage PR is one the planning
+    stages judged (it has a stage row, a deliverable or a refusal)."""
+    story_pr = link.story_id is not None or link.reverts_pr is not None or link.reverted_by_pr is not None
+    stage_pr = await session.get(StagePullRequest, (link.repository_key, link.pr_number)) is not None
+    return check_runs_for(story_pr=story_pr, stage_pr=stage_pr)
+
+
+async def drop_unwanted_story_check(session: AsyncSession, link: PullRequestLink) -> bool:
+    """Withdraw the `BMAD story` run of `link`'s head when the PR does not get one; True if it does not."""
+    if CHECK_RUN_NAME in await check_runs_of(session, link):
+        return False
+    assert link.installation_id is not None
+    await withdraw_desired(
+        session,
+        installation_id=link.installation_id,
+        repository=link.repository,
+        kind=KIND_CHECK_RUN,
+        target=check_run_target(link),
+        shown_instead={**story_check_superseded(link.head_sha, link.html_url), "external_id": f"pr:{link.pr_number}"},
+    )
+    return True
+
+
 def check_run_target(link: PullRequestLink) -> str:
     """One run per PR and head commit: two PRs on one head never overwrite each other's run."""
     return f"{link.head_sha}:pr{link.pr_number}"
@@ -102,7 +127,7 @@ def check_run_target(link: PullRequestLink) -> str:
 async def refresh_pr(session: AsyncSession, link: PullRequestLink, config_problems: tuple[str, ...] = ()) -> None:
     """What GitHub shows for `link`, and for the other open PRs on its head commit: GitHub judges a
     commit by the latest run of a name, so each of them shows the strictest of their verdicts."""
-    if link.installation_id is None:
+    if link.installation_id is None or await drop_unwanted_story_check(session, link):
         return
     others = (
         (
@@ -118,7 +143,8 @@ async def refresh_pr(session: AsyncSession, link: PullRequestLink, config_proble
         .scalars()
         .all()
     )
-    group = [link, *others]
+    # Only the runs of PRs that get a `BMAD story` run hold one another.
+    group = [link, *[other for other in others if CHECK_RUN_NAME in await check_runs_of(session, other)]]
     views = {item.pr_number: await build_view(session, item, config_problems) for item in group}
     verdicts = {number: assess(view).conclusion for number, view in views.items()}
     for item in group:
