@@ -16,9 +16,10 @@ import reprlib
 MAX_STORY_NUMBER = 2**31 - 1
 _MAX_NUMBER_DIGITS = len(str(MAX_STORY_NUMBER))
 
-# NUL cannot be stored in PostgreSQL text; the other C0 controls (but tab and newlines) are never
-# meant in a title or a description and confuse every screen that shows them.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# NUL cannot be stored in PostgreSQL text; the other C0 controls (but tab and newlines), DEL and the
+# C1 controls (U+0080-U+009F, e.g. the CSI that starts a terminal escape) are never meant in a title or
+# a description and confuse every screen that shows them.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 _repr = reprlib.Repr()
 _repr.maxlevel = 3

@@ -38,6 +38,8 @@ def test_long_values_are_cut_and_say_how_long_they_were() -> None:
 
 def test_text_for_the_database_loses_control_characters_but_not_layout() -> None:
     assert clean_text("a\x00b\x07c\td\ne\r\nf\x7f") == "abc\td\ne\r\nf"
+    # C1 controls too (a terminal's CSI, NEL), but not the letters right above them.
+    assert clean_text("x\x80y\x85z\x9b[31m\x9f\xa0é") == "xyz[31m\xa0é"
 
 
 @pytest.mark.parametrize(
