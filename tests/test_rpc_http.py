@@ -30,18 +30,24 @@ class CountingNode:
         return web.json_response({"jsonrpc": "2.0", "id": body["id"], "result": result})
 
 
-async def test_calls_share_one_connection_and_the_chain_id_is_not_asked_per_call() -> None:
+async def calls(provider_class: type[AsyncHTTPProvider], count: int) -> CountingNode:
+    """`count` rounds of eth_chainId and eth_blockNumber through a provider of `provider_class`."""
     node = CountingNode()
     await node.server.start_server()
-    provider = KeepAliveHTTPProvider(str(node.server.make_url("/")))
+    provider = provider_class(str(node.server.make_url("/")))
     w3 = AsyncWeb3(provider)
     try:
-        for _ in range(20):
+        for _ in range(count):
             assert await w3.eth.chain_id == 137
             assert await w3.eth.block_number == 16
     finally:
         await provider.disconnect()
         await node.server.close()
+    return node
+
+
+async def test_calls_share_one_connection_and_the_chain_id_is_not_asked_per_call() -> None:
+    node = await calls(KeepAliveHTTPProvider, 20)
     assert node.methods["eth_blockNumber"] == 20
     # Not once per call: web3's request cache answers after its first reading (it reads twice on start).
     assert node.methods["eth_chainId"] <= 2
@@ -50,14 +56,6 @@ async def test_calls_share_one_connection_and_the_chain_id_is_not_asked_per_call
 
 async def test_web3s_own_provider_opens_a_connection_per_call() -> None:
     """Why the transport above exists: web3's default session closes its connection after each call."""
-    node = CountingNode()
-    await node.server.start_server()
-    provider = AsyncHTTPProvider(str(node.server.make_url("/")))
-    w3 = AsyncWeb3(provider)
-    try:
-        for _ in range(5):
-            await w3.eth.block_number
-    finally:
-        await provider.disconnect()
-        await node.server.close()
-    assert len(node.connections) == 5
+    node = await calls(AsyncHTTPProvider, 5)
+    assert node.methods == {"eth_chainId": 5, "eth_blockNumber": 5}
+    assert len(node.connections) == 10
