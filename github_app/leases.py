@@ -1,4 +1,5 @@
-"""The heartbeat that keeps a live holder's leases (inbox deliveries, escrow releases) from running out.
+"""The heartbeat that keeps a live holder's leases (inbox deliveries, escrow releases, outbox rows being
+sent) from running out.
 
 Leases are short, so that the work of a process that died (kill -9, a lost machine) is taken over
 within seconds; the heartbeat renews them while their holder is alive, so that slow work (a release
@@ -12,12 +13,41 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Collection
+from datetime import timedelta
+from typing import Any
 
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from github_app.db.types import utcnow
 
 log = logging.getLogger(__name__)
 
 Renew = Callable[[AsyncConnection, str, Collection[str], float], Awaitable[int]]
+
+
+async def extend_leases(
+    conn: AsyncConnection,
+    table: Any,
+    key: Any,
+    ids: Collection[Any],
+    owner: str,
+    lease_seconds: float,
+    *still: ColumnElement[bool],
+) -> int:
+    """Extend the leases `owner` still holds on the rows of `table` whose `key` is in `ids` (and that
+    meet `still`); how many were extended. On PostgreSQL, rows locked by their holder's own unit of work
+    are skipped (nobody can claim a locked row; the next beat renews it if it is still ours), so a beat
+    never waits behind a long transaction."""
+    mine = select(key).where(key.in_(list(ids)), table.lease_owner == owner, *still)
+    if conn.dialect.name == "postgresql":
+        mine = mine.with_for_update(skip_locked=True)
+    result = await conn.execute(
+        update(table)
+        .where(key.in_(mine.scalar_subquery()), table.lease_owner == owner)
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+    )
+    return result.rowcount or 0
 
 
 class Heartbeat:

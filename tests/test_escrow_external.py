@@ -181,6 +181,29 @@ async def test_list_says_when_a_chain_is_not_configured(app: App, market: Market
     assert out.returncode == 0 and "Polygon is not configured" in out.stdout
 
 
+async def test_show_tells_how_to_fund_a_pending_escrow(app: App, market: Market, db_url: str) -> None:
+    from github_app.chains.addresses import evm_funding
+    from github_app.db.enums import EscrowStatus
+
+    contract, token = address(expert_key(40)), address(expert_key(41))
+    story_id = await done_story(app, market)
+    pending = await create_escrow(market, story_id, contract_address=contract, amount=5, status=EscrowStatus.PENDING)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POLYGON_", "SOLANA_"))}
+    env.update({"DATABASE_URL": db_url, "POLYGON_ESCROW_CONTRACT": contract, "POLYGON_TOKENS": f"USDC={token}"})
+    out = bmad_app(env, "escrow", "show", pending)
+    assert out.returncode == 0, out.stderr
+    funding = evm_funding(
+        pending, contract=contract, client=CLIENT_ADDRESS, expert=EXPERT, token=token, amount=5, fee_bps=500
+    )
+    assert f"escrow id (bytes32): `0x{funding.escrow_id.hex()}`" in out.stdout
+    assert funding.approve_call in out.stdout and funding.fund_call in out.stdout
+    # Once funded, the instructions are gone: nothing is left for the client to do.
+    async with market.runtime.engine.begin() as conn:
+        await conn.execute(text("UPDATE \"Escrow\" SET status = 'FUNDED' WHERE id = :e"), {"e": pending})
+    funded = bmad_app(env, "escrow", "show", pending)
+    assert funded.returncode == 0 and "approve" not in funded.stdout
+
+
 def test_wallet_set_validates_addresses(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     import asyncio as aio
     from argparse import Namespace

@@ -349,6 +349,51 @@ async def test_a_refund_that_was_never_sent_is_sent_by_the_worker_and_later_rele
     assert await market.rows("SELECT state FROM escrow_chain_tx ORDER BY nonce") == [("confirmed",), ("confirmed",)]
 
 
+async def test_a_stuck_refund_is_replaced_with_a_higher_fee_and_the_client_is_refunded_once(
+    app: App, market: Market, evm: EvmEnv
+) -> None:
+    from eth_account.typed_transactions import TypedTransaction
+    from hexbytes import HexBytes
+
+    from github_app.escrow.resend import resend_unsent
+
+    escrow_id = await funded_escrow(app, market, evm, amount=777)
+    client_before = await evm.balance("USDC", CLIENT_ADDRESS)
+
+    def node_lost(step: str, _escrow: str) -> None:
+        if step == "signed":
+            raise ConnectionError("node went away")
+
+    with pytest.raises(RefundRefused):
+        await refund(app.runtime, chains_of(evm.chain()), escrow_id, poll_seconds=0.01, fault=node_lost)
+    await evm.hold_blocks()  # a congested chain: what is sent waits in the pool
+    patient = chains_of(evm.chain(replace_after=3600))
+    assert (await resend_unsent(app.runtime, patient)).replaced == {}  # sent again, not old enough to replace
+    stuck = chains_of(evm.chain(replace_after=0))
+    report = await resend_unsent(app.runtime, stuck)
+    [(original, replacement)] = report.replaced.items()
+    await evm.resume_blocks()
+    await evm.mine(1)
+    await resend_unsent(app.runtime, chains_of(evm.chain()))
+
+    rows = await market.rows(
+        "SELECT tx_hash, nonce, state, replaces, raw_tx FROM escrow_chain_tx WHERE kind = 'refund' ORDER BY created_at"
+    )
+    assert [(r[0], r[3]) for r in rows] == [(original, None), (replacement, original)]
+    assert rows[0][1] == rows[1][1]  # one nonce
+    old = TypedTransaction.from_bytes(HexBytes(rows[0][4])).as_dict()
+    new = TypedTransaction.from_bytes(HexBytes(rows[1][4])).as_dict()
+    assert new["maxFeePerGas"] * 10 >= old["maxFeePerGas"] * 11
+    assert new["maxPriorityFeePerGas"] * 10 >= old["maxPriorityFeePerGas"] * 11
+    assert sorted(r[2] for r in rows) == ["confirmed", "dropped"]
+    [landed] = [r[0] for r in rows if r[2] == "confirmed"]
+    assert (await escrow_row(market, escrow_id))["status"] == "REFUNDED"
+    assert (
+        await market.scalar("SELECT refund_tx_hash FROM escrow_chain_state WHERE escrow_id = :e", e=escrow_id) == landed
+    )
+    assert await evm.balance("USDC", CLIENT_ADDRESS) == client_before + 777
+
+
 async def funded_escrow_second(app: App, m: Market, evm: EvmEnv) -> str:
     """A second story and escrow, released by the worker (the first one is being refunded)."""
     from tests.chain.market import done_story as done

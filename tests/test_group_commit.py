@@ -18,6 +18,7 @@ from github_app.runtime import Runtime
 from github_app.server import open_writer
 from github_app.webhook import Delivery
 from tests.conftest import fetch_all
+from tests.waits import until
 
 
 def delivery(delivery_id: str, payload: Any = b'{"action": "opened"}') -> Delivery:
@@ -92,12 +93,6 @@ def count_writes(writer: GroupCommitWriter) -> list[int]:
 
     writer.writer.insert_batch = recorded  # type: ignore[method-assign]
     return started
-
-
-async def until(condition: Any) -> None:
-    async with asyncio.timeout(30):  # bounds a failing run only
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 async def test_nothing_is_acknowledged_before_its_commit(runtime: Runtime, make_writer: Any) -> None:

@@ -35,6 +35,7 @@ from github_app.webhook import Delivery
 from tests.conftest import WEBHOOK_SECRET, fetch_all, make_settings
 from tests.deliveries import encode, guid, headers_for, payload
 from tests.harness import App
+from tests.waits import until
 
 DEADLINE = 5.0  # seconds any one wait may take; the limits under test are all well under it
 PUSH = encode(payload("push"))
@@ -170,13 +171,6 @@ def webhook_head(
     return f"POST {WEBHOOK_PATH} HTTP/1.1\r\n{lines}\r\n".encode()
 
 
-async def wait_for_condition(check: Any, what: str) -> None:
-    async with asyncio.timeout(DEADLINE):
-        while not await check():
-            await asyncio.sleep(0.02)
-    assert await check(), what
-
-
 # --------------------------------------------------------------------- connections: time and number
 
 
@@ -255,7 +249,7 @@ async def test_past_the_connection_cap_idle_clients_make_room_for_health_and_del
                         >= closed_before + 350
                     )
 
-                await wait_for_condition(all_seen, "the oldest idle connections are closed")
+                await until(all_seen, what="the oldest idle connections are closed", seconds=DEADLINE)
                 assert await served.metric("http_connections_open") <= 50
             finally:
                 attacker.communicate(timeout=30)  # closes its stdin: it lets go and exits
@@ -344,7 +338,7 @@ async def test_a_client_that_hangs_up_mid_body_is_one_info_line(db_url: str, cap
             now = await served.metric("webhook_deliveries_received_total", event="push", outcome="client_gone")
             return now > before
 
-        await wait_for_condition(counted, "the hang-up is counted")
+        await until(counted, what="the hang-up is counted", seconds=DEADLINE)
     gone = [r for r in caplog.records if "went away" in r.getMessage()]
     assert [(r.levelno, r.exc_info) for r in gone] == [(logging.INFO, None)]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
@@ -454,7 +448,7 @@ async def test_refusals_beyond_twenty_a_second_are_counted_not_logged(
         async def next_second() -> bool:
             return int(time.monotonic()) != second
 
-        await wait_for_condition(next_second, "a new second")
+        await until(next_second, what="a new second", seconds=DEADLINE)
         assert (await served.deliver(secret="not-the-secret"))[0] == 401  # logged, and tells what was not
     logged = [r for r in caplog.records if r.getMessage() == "delivery rejected"]
     held_back = sum(getattr(r, "count", 0) for r in caplog.records if "not logged" in r.getMessage())

@@ -25,6 +25,7 @@ from github_app.outbox.sender import OutboxSender
 from github_app.presentation import CHECK_RUN_NAME, COMMENT_MARKER
 from github_app.runtime import Runtime
 from tests.github_fixtures import FAST_RETRY, GITHUB_APP_ID, INSTALLATION_ID, REPO, KeyPair
+from tests.waits import until
 
 ROOT = Path(__file__).resolve().parent.parent
 SHA = "a" * 40
@@ -71,9 +72,14 @@ async def change_row(rt: Runtime, kind: str, target: str, **values: Any) -> None
 
 
 def make_sender(rt: Runtime, **overrides: Any) -> OutboxSender:
-    options: dict[str, Any] = {"writes_per_second": 200.0, "retry_base_seconds": 0.01, "poll_seconds": 0.02}
+    options: dict[str, Any] = {
+        "name": "test-sender",
+        "writes_per_second": 200.0,
+        "retry_base_seconds": 0.01,
+        "poll_seconds": 0.02,
+    }
     options.update(overrides)
-    return OutboxSender(rt, name="test-sender", **options)
+    return OutboxSender(rt, **options)
 
 
 def app_runs(fake: FakeGitHub, sha: str = SHA) -> list[dict[str, Any]]:
@@ -558,6 +564,27 @@ async def test_a_row_locked_by_a_handler_is_skipped(
     await sender.run_until_idle(timeout=5)
     [run] = app_runs(fake_github)
     assert run["output"]["title"] == "in the handler's transaction"
+
+
+async def test_a_send_slower_than_its_lease_keeps_its_row_and_goes_out_once(
+    app_runtime: Runtime, fake_github: FakeGitHub
+) -> None:
+    await desire(app_runtime, KIND_CHECK_RUN, SHA, run_payload())
+    sender = make_sender(app_runtime, lease_seconds=0.5, heartbeat_seconds=0.1)
+    fake_github.hold_writes()  # GitHub takes its time to answer the create
+    sending = asyncio.create_task(sender.run_until_idle(timeout=30))
+    await until(lambda: fake_github.writes_waiting == 1)
+    first_lease = (await outbox_row(app_runtime, KIND_CHECK_RUN, SHA)).lease_expires_at
+    await until(lambda: utcnow() > first_lease + timedelta(seconds=0.5))  # the lease it was claimed with is over
+    row = await outbox_row(app_runtime, KIND_CHECK_RUN, SHA)
+    assert row.lease_owner == "test-sender" and row.lease_expires_at > utcnow()  # nobody else can claim it
+    rival = make_sender(app_runtime, name="rival", lease_seconds=0.5)
+    assert await rival._claim() is None
+    fake_github.release_writes()
+    await asyncio.wait_for(sending, 10)
+    assert len(app_runs(fake_github)) == 1
+    row = await outbox_row(app_runtime, KIND_CHECK_RUN, SHA)
+    assert (row.sent_version, row.lease_owner) == (row.version, None)
 
 
 async def test_without_github_rows_stay_pending(runtime: Runtime, caplog: pytest.LogCaptureFixture) -> None:

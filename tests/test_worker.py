@@ -25,6 +25,7 @@ from github_app.inbox.writers import AsyncpgInboxWriter, SqlAlchemyInboxWriter
 from github_app.runtime import Runtime
 from github_app.webhook import Delivery
 from tests.conftest import fetch_all, make_settings
+from tests.waits import until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -232,15 +233,6 @@ async def _effects_of(runtime: Runtime) -> bool:
     return bool(await effects(runtime))
 
 
-async def wait_until(condition: Callable[[], Any], timeout: float) -> None:  # noqa: ASYNC109 - a bound
-    """Until `condition()` (awaited) is true; the timeout only bounds a failing test."""
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition never became true")
-        await asyncio.sleep(0.02)
-
-
 async def _wait_for(path: Path, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
@@ -265,7 +257,7 @@ async def test_kill_9_mid_delivery_loses_nothing(runtime: Runtime, tmp_path: Pat
     stop = asyncio.Event()
     running = asyncio.create_task(survivor.run(stop))
     try:
-        await wait_until(lambda: _effects_of(runtime), timeout=30)
+        await until(lambda: _effects_of(runtime))
     finally:
         stop.set()
         await running

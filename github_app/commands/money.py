@@ -10,17 +10,17 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from github_app.bmad.planning import PLANNING_STAGES
-from github_app.chains.addresses import CHAINS, POLYGON, InvalidAddress, evm_funding
+from github_app.chains.addresses import CHAINS, InvalidAddress
 from github_app.commands.registry import Call, Outcome, Reply, quiet, register
 from github_app.commands.stories import locked_story
-from github_app.db.app_tables import EscrowReleaseRequest, RefundRequest, Wallet
+from github_app.db.app_tables import EscrowReleaseRequest, RefundRequest
 from github_app.db.enums import EscrowStatus, OpportunityStatus, StoryStatus
 from github_app.db.models import Escrow, Opportunity, Story
 from github_app.db.types import utcnow
 from github_app.db.upsert import insert_if_absent
 from github_app.domain.command_grammar import UsageError
 from github_app.domain.command_rights import CLIENT, CLIENT_OR_DEVELOPER, MARKETPLACE_USER
-from github_app.domain.escrow import parse_amount
+from github_app.escrow.instructions import funding_instructions
 from github_app.escrow.refunds import RefundRefused, hold_for_refund
 from github_app.escrow.retry import RetryRefused, retry_release
 from github_app.escrow.store import lock_escrow_state
@@ -103,66 +103,8 @@ async def escrow(call: Call) -> Reply:
     if release is not None:
         lines.append(f"Release: {release_text(release)}.")
     if row.status == EscrowStatus.PENDING:
-        lines += ["", await funding_instructions(call, row)]
+        lines += ["", await funding_instructions(call.session, call.runtime.settings, row)]
     return Reply.applied("\n".join(lines))
-
-
-async def funding_instructions(call: Call, row: Escrow) -> str:
-    """How the client funds a PENDING escrow, from the one derivation of it (`chains.addresses.evm_funding`):
-    the escrow id depends on the funding wallet, so the client's own Polygon wallet must be known."""
-    settings = call.runtime.settings
-    if row.blockchain != POLYGON:
-        return (
-            f"To fund it, the client transfers {row.amount} {row.currency} to the escrow account the "
-            "marketplace shows for it; the app sees the funding on its next check."
-        )
-    expert = await call.session.get(Wallet, (row.expert_id, row.blockchain))
-    client = await call.session.get(Wallet, (row.client_id, row.blockchain))
-    token = dict(settings.polygon_tokens).get(row.currency.upper())
-    missing = [
-        what
-        for what, value in (
-            ("POLYGON_ESCROW_CONTRACT (the operator's)", settings.polygon_escrow_contract),
-            (f"a POLYGON_TOKENS entry for {row.currency} (the operator's)", token),
-            ("the client's Polygon wallet (`/bmad wallet polygon 0x...`, by the client)", client),
-            ("the developer's Polygon wallet (`/bmad wallet polygon 0x...`, by the developer)", expert),
-        )
-        if not value
-    ]
-    amount = parse_amount(row.amount)
-    if amount is None:
-        missing.append(f"a valid amount (the escrow says {row.amount[:40]!r})")
-    if missing:
-        return "It cannot be funded yet; missing: " + "; ".join(missing) + "."
-    assert client is not None and expert is not None and token and settings.polygon_escrow_contract and amount
-    try:
-        funding = evm_funding(
-            row.id,
-            contract=settings.polygon_escrow_contract,
-            client=client.address,
-            expert=expert.address,
-            token=token,
-            amount=amount,
-            fee_bps=row.platform_fee,
-        )
-    except ValueError as exc:  # InvalidAddress too
-        return f"It cannot be funded as recorded: {exc}"
-    return "\n".join(
-        [
-            f"To fund it, from the client's wallet `{funding.client}` on Polygon:",
-            "",
-            f"- contract: `{funding.contract}`",
-            f"- escrow id (bytes32): `0x{funding.escrow_id.hex()}`",
-            f"- token: `{funding.token}` ({row.currency})",
-            f"- amount: `{funding.amount}` (base units)",
-            f"- fee: `{funding.fee_bps}` basis points",
-            "",
-            f"1. `{funding.approve_call}`",
-            f"2. `{funding.fund_call}`",
-            "",
-            "Funding from any other address is not this escrow and is never accepted.",
-        ]
-    )
 
 
 @register(

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session
 
 from github_app.db.app_schema import search_path
 
@@ -78,5 +79,17 @@ def make_engine(url: str, app_schema: str | None = None, **kwargs: Any) -> Async
     return create_async_engine(url, **kwargs)
 
 
+class UnitOfWorkSession(Session):
+    """A session that keeps every row it loaded until it closes. SQLAlchemy's identity map holds rows
+    weakly: a row a step read and let go (a story's state, read for the decision and again for the
+    view) was read again by the next `session.get`. A unit of work is short, so holding its rows costs
+    little and saves those round trips. A read after a row lock still uses `queries.current`."""
+
+
+@event.listens_for(UnitOfWorkSession, "loaded_as_persistent")
+def _hold_loaded(session: Session, instance: object) -> None:
+    session.info.setdefault("loaded", []).append(instance)
+
+
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)
+    return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=UnitOfWorkSession)

@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, TypeVar
+
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from github_app.db.app_tables import InstallationRepository
 from github_app.db.models import Project
+
+R = TypeVar("R")
+
+
+async def current(session: AsyncSession, stmt: Select[Any]) -> Any:
+    """The first row of `stmt` as the database has it now, even when the session already holds an
+    older copy: after a row lock, the version the lock protects. One statement (a select followed by
+    a refresh would be two)."""
+    return (await session.execute(stmt.execution_options(populate_existing=True))).scalars().first()
+
+
+async def read_once(session: AsyncSession, key: Hashable, load: Callable[[], Awaitable[R]]) -> R:
+    """`load()`, run once per session for `key`: the handlers of one delivery (a PR's story and its
+    planning stage) ask the same questions of rows their unit of work does not change. Only for such
+    reads: nothing written in the session may change the answer."""
+    answers: dict[Hashable, Any] = session.info.setdefault("read_once", {})
+    if key not in answers:
+        answers[key] = await load()
+    return answers[key]  # type: ignore[no-any-return]
 
 
 async def project_for_repository(session: AsyncSession, full_name: str) -> Project | None:
@@ -14,6 +36,10 @@ async def project_for_repository(session: AsyncSession, full_name: str) -> Proje
     stmt = (
         select(Project).where(func.lower(Project.repo_name) == full_name.lower()).order_by(Project.created_at).limit(1)
     )
+    return await read_once(session, ("project", full_name.lower()), lambda: _first(session, stmt))
+
+
+async def _first(session: AsyncSession, stmt: Select[Any]) -> Any:
     return (await session.execute(stmt)).scalars().first()
 
 

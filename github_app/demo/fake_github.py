@@ -15,6 +15,7 @@ comments with ``add_check_run`` and ``add_comment``, and delete comments as a us
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import itertools
@@ -158,6 +159,10 @@ class FakeGitHub:
         # The manifest flow: apps created from a posted manifest, by the code GitHub hands back once.
         self.manifest_codes: dict[str, dict[str, Any]] = {}
         self.registered_apps: dict[int, dict[str, Any]] = {}
+        # hold_writes(): writes wait here (a slow GitHub) until release_writes().
+        self._writes_open = asyncio.Event()
+        self._writes_open.set()
+        self.writes_waiting = 0
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -312,6 +317,14 @@ class FakeGitHub:
         """What a user deleting the comment in GitHub's interface does."""
         del self.comments[comment_id]
 
+    def hold_writes(self) -> None:
+        """Every POST and PATCH but token requests waits, answered only once `release_writes` is called
+        (a slow GitHub)."""
+        self._writes_open.clear()
+
+    def release_writes(self) -> None:
+        self._writes_open.set()
+
     def revoke_tokens(self) -> None:
         for issued in self.tokens.values():
             issued.revoked = True
@@ -410,6 +423,13 @@ class FakeGitHub:
         else:
             auth = "jwt"
 
+        held = request.method in ("POST", "PATCH") and not request.path.endswith("/access_tokens")
+        if held and not self._writes_open.is_set():
+            self.writes_waiting += 1
+            try:
+                await self._writes_open.wait()
+            finally:
+                self.writes_waiting -= 1
         response = self._injected_failure(request.path)
         if response is None:
             response = self._authenticate(request, auth, credential)

@@ -47,19 +47,20 @@ async def record_signed(
 
 async def settle_replaced(session: AsyncSession, tx_hash: str) -> None:
     """The other transactions recorded at the nonce of the one that was mined can never be: DROPPED."""
-    landed = (await session.execute(select(EscrowChainTx).where(EscrowChainTx.tx_hash == tx_hash))).scalars().first()
-    if landed is None or landed.nonce is None:
-        return
+    T = EscrowChainTx
+    landed = select(T.signer, T.nonce, T.chain).where(T.tx_hash == tx_hash).subquery()
+    # One statement: a transaction without a nonce (Solana) matches nothing, NULL = NULL being unknown.
     await session.execute(
-        update(EscrowChainTx)
+        update(T)
         .where(
-            EscrowChainTx.signer == landed.signer,
-            EscrowChainTx.nonce == landed.nonce,
-            EscrowChainTx.chain == landed.chain,
-            EscrowChainTx.tx_hash != tx_hash,
-            EscrowChainTx.state == ChainTxState.SIGNED,
+            T.signer == landed.c.signer,
+            T.nonce == landed.c.nonce,
+            T.chain == landed.c.chain,
+            T.tx_hash != tx_hash,
+            T.state == ChainTxState.SIGNED,
         )
         .values(state=ChainTxState.DROPPED)
+        .execution_options(synchronize_session=False)
     )
 
 
@@ -105,19 +106,20 @@ async def allocate_nonce(session: AsyncSession, chain_id: int, signer: str, chai
     transaction signed with it is recorded before anyone else allocates). Never below what the chain
     has seen: a key also used elsewhere does not make us reuse a nonce."""
     T = EvmSignerNonce
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    await session.execute(
-        insert(T)
-        .values(chain_id=chain_id, signer=signer, next_nonce=chain_next, updated_at=utcnow())
-        .on_conflict_do_nothing(index_elements=[T.chain_id, T.signer])
-    )
     current = case((T.next_nonce > chain_next, T.next_nonce), else_=chain_next)
-    row = (
+    take = (
+        update(T)
+        .where(T.chain_id == chain_id, T.signer == signer)
+        .values(next_nonce=current + 1, updated_at=utcnow())
+        .returning(T.next_nonce)
+    )
+    row = (await session.execute(take)).scalar()
+    if row is None:  # the signer's first transaction: its row is made (two at once make one), then taken
+        insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
         await session.execute(
-            update(T)
-            .where(T.chain_id == chain_id, T.signer == signer)
-            .values(next_nonce=current + 1, updated_at=utcnow())
-            .returning(T.next_nonce)
+            insert(T)
+            .values(chain_id=chain_id, signer=signer, next_nonce=chain_next, updated_at=utcnow())
+            .on_conflict_do_nothing(index_elements=[T.chain_id, T.signer])
         )
-    ).scalar_one()
+        row = (await session.execute(take)).scalar_one()
     return int(row) - 1

@@ -14,8 +14,10 @@ from sqlalchemy import or_, select
 from github_app.chains.addresses import InvalidAddress
 from github_app.config import Settings
 from github_app.db.app_tables import EscrowChainState, EscrowChainTx, EscrowReleaseRequest
+from github_app.db.enums import EscrowStatus
 from github_app.db.models import Escrow
 from github_app.escrow.backends import Chains
+from github_app.escrow.instructions import funding_instructions
 from github_app.runtime import Runtime
 from github_app.services.views import release_text
 
@@ -161,6 +163,8 @@ async def _rows(runtime: Runtime, escrow_id: str | None = None) -> list[dict[str
                     .scalars()
                     .all()
                 )
+                if escrow.status == EscrowStatus.PENDING:
+                    item["fundingInstructions"] = await funding_instructions(session, runtime.settings, escrow)
                 item["transactions"] = [
                     {"kind": t.kind, "hash": t.tx_hash, "state": t.state, "nonce": t.nonce, "error": t.error}
                     for t in txs
@@ -199,7 +203,10 @@ async def _show(runtime: Runtime, args: argparse.Namespace) -> int:
     rows = await _rows(runtime, args.escrow_id)
     if not rows:
         return _err(f"no escrow {args.escrow_id!r}")
+    instructions = rows[0].pop("fundingInstructions", None)
     _out(json.dumps(rows[0], indent=1, default=str))
+    if instructions:  # a PENDING escrow: what the client does next, as `/bmad escrow` tells them
+        _out("\n" + instructions)
     return 0
 
 

@@ -25,6 +25,7 @@ from github_app.db.app_tables import (
 )
 from github_app.db.enums import EscrowStatus
 from github_app.db.models import Escrow
+from github_app.db.queries import current
 from github_app.db.types import utcnow
 from github_app.domain.escrow import ONCHAIN_FUNDED, ONCHAIN_REFUNDED
 from github_app.escrow.backends import Chains, keyed
@@ -166,9 +167,8 @@ async def _refund(
             # Held until this transaction commits: a release cannot reach RELEASING meanwhile, and
             # the request and its signed transaction are committed together.
             state = await lock_escrow_state(session, escrow_id, lock=not runtime.is_sqlite)
-            escrow = await session.get(Escrow, escrow_id)
+            escrow = await session.get(Escrow, escrow_id, populate_existing=True)
             assert escrow is not None
-            await session.refresh(escrow)
             await _refuse_if_released(session, escrow, escrow_id)
             if await live_tx(session, escrow_id, "refund") is not None:
                 raise RefundRefused(f"another refund of escrow {escrow_id} was signed meanwhile: run again")
@@ -264,8 +264,8 @@ async def _mark(runtime: Any, backend: Any, escrow_id: str, tx_hash: str) -> Non
         stmt = select(Escrow).where(Escrow.id == escrow_id)
         if not runtime.is_sqlite:
             stmt = stmt.with_for_update()
-        escrow = (await session.execute(stmt)).scalars().one()
-        await session.refresh(escrow)
+        escrow = await current(session, stmt)
+        assert escrow is not None
         state = await session.get(EscrowChainState, escrow_id)
         if escrow.status == EscrowStatus.REFUNDED and state is not None and state.refund_tx_hash == tx_hash:
             return  # marked already (the command and the worker may both see it land)

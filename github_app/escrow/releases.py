@@ -41,10 +41,10 @@ from github_app.db.app_tables import (
     EscrowReleaseRequest,
     ReleaseState,
     StoryOpportunity,
-    Wallet,
 )
 from github_app.db.enums import EscrowStatus, OpportunityStatus
 from github_app.db.models import Escrow, Opportunity
+from github_app.db.queries import current
 from github_app.db.types import utcnow
 from github_app.domain.escrow import (
     ONCHAIN_FUNDED,
@@ -65,6 +65,9 @@ from github_app.metrics import ESCROW_RELEASES
 from github_app.names import worker_name
 
 log = logging.getLogger(__name__)
+
+# `_bind` did not read the live release transaction: `_process` reads it.
+UNKNOWN = object()
 
 RELEASED_ACTION = "escrow_released"
 RELEASE_FAILED_ACTION = "escrow_release_failed"
@@ -274,7 +277,7 @@ class Releaser:
             request = await self._hold(session, request_id)
             if request.state not in ReleaseState.DUE:
                 return
-            escrow = await self._bind(session, request)
+            escrow, recorded = await self._bind(session, request)
             if escrow is None:
                 return
             backend = self.chains.get(escrow.blockchain)
@@ -284,10 +287,12 @@ class Releaser:
             tx_hash = escrow.release_transaction_hash if escrow.status == EscrowStatus.RELEASED else None
             client, watch_from = await store.funder_of(session, escrow.id, escrow.client_id, escrow.blockchain)
             key = keyed(backend, client=client)
-            recorded = await live_tx(session, escrow.id, "release")
-            signed = signed_of(recorded) if recorded is not None else None
-            wallet = await session.get(Wallet, (request.expert_id, escrow.blockchain))
-            client_wallet = await session.get(Wallet, (escrow.client_id, escrow.blockchain))
+            if recorded is UNKNOWN:
+                recorded = await live_tx(session, escrow.id, "release")
+            signed = signed_of(recorded) if isinstance(recorded, EscrowChainTx) else None
+            wallet, client_wallet = await store.wallets_of(
+                session, escrow.blockchain, request.expert_id, escrow.client_id
+            )
             if tx_hash is None and signed is None:
                 # Nothing in flight: the checks before a payment is signed. (A recorded transaction is
                 # always reconciled with the chain first, whatever changed since.)
@@ -358,18 +363,24 @@ class Releaser:
             raise LostLease(request_id)
         return request
 
-    async def _bind(self, session: AsyncSession, request: EscrowReleaseRequest) -> Escrow | None:
+    async def _bind(
+        self, session: AsyncSession, request: EscrowReleaseRequest
+    ) -> tuple[Escrow | None, EscrowChainTx | None | object]:
+        """The escrow this release pays (None: it failed or waits, and says so), and its live release
+        transaction when that was read on the way (else UNKNOWN)."""
+        recorded: EscrowChainTx | None | object = UNKNOWN
         if request.escrow_id is not None:
-            in_flight = request.state == ReleaseState.RELEASING or await live_tx(session, request.escrow_id, "release")
-            if in_flight:
+            if request.state != ReleaseState.RELEASING:
+                recorded = await live_tx(session, request.escrow_id, "release")
+            if request.state == ReleaseState.RELEASING or recorded is not None:
                 bound = await session.get(Escrow, request.escrow_id)
                 if bound is None:
                     await self._fail(session, request, f"escrow {request.escrow_id} no longer exists")
-                return bound
+                return bound, recorded
             # An escrow named before anything was signed (e.g. at DONE) is only a hint: the binding
-            # rules are applied now, when the release runs.
-            request.escrow_id = None
-            await session.flush()
+            # rules are applied now, when the release runs. (Not written yet: the binding below may name
+            # the same escrow, and an unchanged row costs no UPDATE.)
+        hint = request.escrow_id
         opportunity_id = (
             request.opportunity_id
             or (
@@ -378,25 +389,20 @@ class Releaser:
                 )
             ).scalar()
         )
-        funded: list[str] = []
-        pending: list[str] = []
+        escrows: dict[str, Escrow] = {}
         if opportunity_id is not None and request.expert_id:
-            rows = (
-                await session.execute(
-                    select(Escrow.id, Escrow.status).where(
-                        Escrow.opportunity_id == opportunity_id, Escrow.expert_id == request.expert_id
-                    )
-                )
-            ).all()
-            funded = [r.id for r in rows if r.status == EscrowStatus.FUNDED]
-            pending = [r.id for r in rows if r.status == EscrowStatus.PENDING]
+            stmt = select(Escrow).where(Escrow.opportunity_id == opportunity_id, Escrow.expert_id == request.expert_id)
+            escrows = {e.id: e for e in (await session.execute(stmt)).scalars()}
+        funded = [i for i, e in escrows.items() if e.status == EscrowStatus.FUNDED]
+        pending = [i for i, e in escrows.items() if e.status == EscrowStatus.PENDING]
         binding = bind_escrow(request.expert_id, opportunity_id, funded, pending)
-        if binding.failure is not None:
-            await self._fail(session, request, binding.failure)
-            return None
-        if binding.escrow_id is None:
-            await self._wait(session, request, binding.waiting_for or "waiting for funding")
-            return None
+        if binding.failure is not None or binding.escrow_id is None:
+            request.escrow_id = None
+            if binding.failure is not None:
+                await self._fail(session, request, binding.failure)
+            else:
+                await self._wait(session, request, binding.waiting_for or "waiting for funding")
+            return None, recorded
         taken = (
             await session.execute(
                 select(func.coalesce(EscrowReleaseRequest.story_id, EscrowReleaseRequest.opportunity_id)).where(
@@ -405,11 +411,13 @@ class Releaser:
             )
         ).scalar()
         if taken is not None:
+            request.escrow_id = None
             await self._fail(session, request, f"escrow {binding.escrow_id} already pays story or stage {taken}")
-            return None
+            return None, recorded
         request.escrow_id = binding.escrow_id
         request.opportunity_id = opportunity_id
-        return await session.get(Escrow, binding.escrow_id)
+        # The live transaction read above was of the hint: the same escrow's, or to be read again.
+        return escrows[binding.escrow_id], recorded if hint == binding.escrow_id else UNKNOWN
 
     async def _sign(
         self,
@@ -622,8 +630,8 @@ class Releaser:
             stmt = select(Escrow).where(Escrow.id == escrow_id)
             if self._lock:
                 stmt = stmt.with_for_update()
-            escrow = (await session.execute(stmt)).scalars().one()
-            await session.refresh(escrow)
+            escrow = await current(session, stmt)
+            assert escrow is not None
             now = utcnow()
             if escrow.status != EscrowStatus.RELEASED:
                 escrow.status = EscrowStatus.RELEASED

@@ -10,8 +10,10 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from github_app.db.app_tables import EscrowChainState, EscrowReleaseRequest, ReleaseState, Wallet
+from github_app.db.queries import current
 from github_app.db.types import utcnow
 from github_app.db.upsert import insert_if_absent
+from github_app.leases import extend_leases
 
 T = EscrowReleaseRequest
 
@@ -55,25 +57,14 @@ async def hold(session: AsyncSession, request_id: str, owner: str, *, lock: bool
     stmt = select(T).where(T.id == request_id, T.lease_owner == owner, T.lease_expires_at > utcnow())
     if lock:
         stmt = stmt.with_for_update()
-    row = (await session.execute(stmt)).scalars().first()
-    if row is not None:
-        await session.refresh(row)
-    return row
+    return await current(session, stmt)
 
 
 async def renew(conn: AsyncConnection, owner: str, ids: Collection[str], lease_seconds: float) -> int:
     """The heartbeat: extend the leases `owner` still holds on `ids` (a release waiting for its
     confirmations keeps its request). Rows locked by one of the release's own short steps are skipped;
     nobody can claim them meanwhile."""
-    mine = select(T.id).where(T.id.in_(list(ids)), T.lease_owner == owner)
-    if conn.dialect.name == "postgresql":
-        mine = mine.with_for_update(skip_locked=True)
-    result = await conn.execute(
-        update(T)
-        .where(T.id.in_(mine.scalar_subquery()), T.lease_owner == owner)
-        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
-    )
-    return result.rowcount or 0
+    return await extend_leases(conn, T, T.id, ids, owner, lease_seconds)
 
 
 def put_back(request: EscrowReleaseRequest, at: datetime | None = None) -> None:
@@ -87,17 +78,19 @@ async def lock_escrow_state(session: AsyncSession, escrow_id: str, *, lock: bool
     one escrow each commit to go ahead only while holding it, so that at most one of them is ever signed:
     the release moves to RELEASING only if no refund was requested, a refund is requested only if no
     release is RELEASING. Never the shared Escrow row, which the marketplace's services write too."""
-    await insert_if_absent(
-        session,
-        EscrowChainState.__table__,  # type: ignore[arg-type]
-        {"escrow_id": escrow_id, "checked_at": utcnow()},
-        conflict=["escrow_id"],
-    )
     stmt = select(EscrowChainState).where(EscrowChainState.escrow_id == escrow_id)
     if lock:
         stmt = stmt.with_for_update()
-    state = (await session.execute(stmt)).scalars().one()
-    await session.refresh(state)
+    state = await current(session, stmt)
+    if state is None:  # never checked yet: made first (two at once make one row), then locked
+        await insert_if_absent(
+            session,
+            EscrowChainState.__table__,  # type: ignore[arg-type]
+            {"escrow_id": escrow_id, "checked_at": utcnow()},
+            conflict=["escrow_id"],
+        )
+        state = await current(session, stmt)
+    assert state is not None
     return state
 
 
@@ -109,3 +102,13 @@ async def funder_of(session: AsyncSession, escrow_id: str, client_id: str, chain
         return state.funder, state.watch_from_block
     wallet = await session.get(Wallet, (client_id, chain))
     return (wallet.address if wallet is not None else None), None
+
+
+async def wallets_of(
+    session: AsyncSession, chain: str, expert_id: str | None, client_id: str | None
+) -> tuple[Wallet | None, Wallet | None]:
+    """The expert's and the client's wallets on `chain`, in one query."""
+    ids = [i for i in (expert_id, client_id) if i]
+    stmt = select(Wallet).where(Wallet.chain == chain, Wallet.user_id.in_(ids))
+    found = {w.user_id: w for w in (await session.execute(stmt)).scalars()} if ids else {}
+    return (found.get(expert_id) if expert_id else None, found.get(client_id) if client_id else None)

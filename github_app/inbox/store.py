@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from github_app.db.app_tables import InboxState, WebhookDelivery
 from github_app.db.types import utcnow
+from github_app.leases import extend_leases
 
 T = WebhookDelivery
 MAX_BACKOFF_SECONDS = 3600.0
@@ -90,18 +91,7 @@ async def renew(conn: AsyncConnection, owner: str, ids: Collection[str], lease_s
     """The heartbeat: extend the leases `owner` still holds on `ids`. Rows locked by a handler's own
     transaction are skipped (nobody can claim a locked row; the next beat renews it if it is still
     ours), so a beat never waits behind a long unit of work."""
-    skip_locked = conn.dialect.name == "postgresql"
-    mine = select(T.delivery_id).where(
-        T.delivery_id.in_(list(ids)), T.lease_owner == owner, T.state == InboxState.PROCESSING
-    )
-    if skip_locked:
-        mine = mine.with_for_update(skip_locked=True)
-    result = await conn.execute(
-        update(T)
-        .where(T.delivery_id.in_(mine.scalar_subquery()), T.lease_owner == owner)
-        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
-    )
-    return result.rowcount or 0
+    return await extend_leases(conn, T, T.delivery_id, ids, owner, lease_seconds, T.state == InboxState.PROCESSING)
 
 
 async def mark_done(session: AsyncSession, delivery_id: str) -> None:

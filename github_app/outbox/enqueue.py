@@ -8,6 +8,7 @@ committed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -42,28 +43,51 @@ async def set_desired(
     payload: dict[str, Any],
 ) -> bool:
     """Make `payload` the desired content of (repository, kind, target). True when that changed what
-    is desired (the sender will bring GitHub to it); False when it was already the desired content.
+    is desired (the sender will bring GitHub to it); False when it was already the desired content."""
+    changed = await set_all_desired(
+        session, installation_id=installation_id, repository=repository, wishes=[(kind, target, payload)]
+    )
+    return changed > 0
+
+
+async def set_all_desired(
+    session: AsyncSession,
+    *,
+    installation_id: int,
+    repository: str,
+    wishes: Sequence[tuple[str, str, dict[str, Any]]],
+) -> int:
+    """Each (kind, target, payload) of `wishes` becomes the desired content of (repository, kind,
+    target); how many of them changed what is desired.
 
     One statement, INSERT ... ON CONFLICT DO UPDATE ... WHERE: two transactions creating the same
     target at once do not fail (the second waits for the first and then updates its row), and an
     identical payload touches nothing, not even the version, so repeated events cost no API call.
+    Rows are written in the order given, the order every unit of work keeps (see lock_order).
     """
-    if kind not in KINDS:
-        raise ValueError(f"unknown outbox kind {kind!r}")
-    body = canonical_json(payload)
+    for kind, _, _ in wishes:
+        if kind not in KINDS:
+            raise ValueError(f"unknown outbox kind {kind!r}")
+    if not wishes:
+        return 0
     now = utcnow()
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     values = insert(T).values(
-        installation_id=installation_id,
-        repository=repository,
-        kind=kind,
-        target=target,
-        payload=body,
-        version=1,
-        sent_version=0,
-        attempts=0,
-        next_attempt_at=now,
-        updated_at=now,
+        [
+            {
+                "installation_id": installation_id,
+                "repository": repository,
+                "kind": kind,
+                "target": target,
+                "payload": canonical_json(payload),
+                "version": 1,
+                "sent_version": 0,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "updated_at": now,
+            }
+            for kind, target, payload in wishes
+        ]
     )
     excluded = values.excluded
     stmt = values.on_conflict_do_update(
@@ -78,7 +102,7 @@ async def set_desired(
         },
         where=or_(T.payload != excluded.payload, T.installation_id != excluded.installation_id),
     ).returning(T.id)
-    return (await session.execute(stmt)).first() is not None
+    return len((await session.execute(stmt)).all())
 
 
 async def withdraw_desired(

@@ -27,6 +27,7 @@ import asyncio
 import logging
 import time
 import traceback
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -34,11 +35,13 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from gidgethub import BadRequest
 from sqlalchemy import case, func, literal, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from github_app.db.app_tables import OutboxItem
 from github_app.db.types import utcnow
 from github_app.github.client import AnswerLost, RateLimited, rate_limits_to_caller
 from github_app.inbox.store import ERROR_MAX_CHARS, retry_delay
+from github_app.leases import Heartbeat, extend_leases
 from github_app.metrics import OUTBOX_PENDING, OUTBOX_SENT
 from github_app.names import worker_name
 from github_app.outbox.pace import PENALTY, Limits, SharedPace, installation_scope
@@ -97,6 +100,14 @@ class _Hold(Exception):
         self.reason = reason
 
 
+SEND_TIMEOUT_SECONDS = 100.0
+
+
+async def renew(conn: AsyncConnection, owner: str, ids: Collection[str], lease_seconds: float) -> int:
+    """The heartbeat of the rows `owner` is sending."""
+    return await extend_leases(conn, T, T.id, [int(i) for i in ids], owner, lease_seconds)
+
+
 class OutboxSender:
     def __init__(
         self,
@@ -106,14 +117,28 @@ class OutboxSender:
         writes_per_second: float = 1.0,
         creates_per_minute: int = 80,
         creates_per_hour: int = 500,
-        lease_seconds: float = 120.0,
+        lease_seconds: float | None = None,
+        heartbeat_seconds: float | None = None,
+        send_timeout_seconds: float = SEND_TIMEOUT_SECONDS,
         retry_base_seconds: float = 5.0,
         poll_seconds: float = 1.0,
     ) -> None:
         self.runtime = runtime
         self.name = name or worker_name()
         self.pace = SharedPace(runtime.engine, Limits.of(writes_per_second, creates_per_minute, creates_per_hour))
-        self.lease_seconds = lease_seconds
+        # A short lease, renewed while the row is being sent: a killed sender's row is sent by another
+        # within seconds, and a slow send (GitHub taking its time, a paced wait) keeps its row.
+        settings = runtime.settings
+        self.lease_seconds = lease_seconds or settings.worker_lease_seconds
+        self.send_timeout_seconds = send_timeout_seconds
+        self.heartbeat = Heartbeat(
+            runtime.engine,
+            renew,
+            self.name,
+            self.lease_seconds,
+            heartbeat_seconds or min(settings.worker_heartbeat_seconds, self.lease_seconds / 3),
+            "outbox",
+        )
         self.retry_base_seconds = retry_base_seconds
         self.poll_seconds = poll_seconds
         slug = getattr(runtime.settings, "github_app_slug", None)
@@ -135,6 +160,7 @@ class OutboxSender:
                     await self._sleep(stop_waiter)
         finally:
             stop_waiter.cancel()
+            await self.heartbeat.close()
             log.info("outbox sender stopped", extra={"sender": self.name})
 
     async def run_until_idle(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109 - the Worker's API
@@ -142,6 +168,12 @@ class OutboxSender:
         nothing more would be due before then (tests and one-shot operator runs). Rows held back for
         longer, or all rows while GitHub is not configured, stay pending."""
         deadline = time.monotonic() + timeout
+        try:
+            await self._drain(deadline)
+        finally:
+            await self.heartbeat.close()
+
+    async def _drain(self, deadline: float) -> None:
         while True:
             if await self._step():
                 if time.monotonic() >= deadline:
@@ -172,7 +204,11 @@ class OutboxSender:
         if row is None:
             await self._sample_pending()
             return False
-        await self._process(row, github)
+        self.heartbeat.hold(str(row.id))
+        try:
+            await self._process(row, github)
+        finally:
+            self.heartbeat.drop(str(row.id))
         return True
 
     def _github(self) -> GitHubApp | None:
@@ -198,8 +234,8 @@ class OutboxSender:
         }
         started = time.monotonic()
         try:
-            # Inside the lease, with a margin: past it another sender may claim the row.
-            async with asyncio.timeout(self.lease_seconds * 0.9):
+            # The heartbeat keeps the lease meanwhile; this bounds the send itself.
+            async with asyncio.timeout(self.send_timeout_seconds):
                 desired = orjson.loads(row.payload)
                 gh = await github.installation_client(row.installation_id)
                 with rate_limits_to_caller():
@@ -215,7 +251,7 @@ class OutboxSender:
         except Exception as exc:
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             if isinstance(exc, TimeoutError):
-                detail = f"not sent within {self.lease_seconds * 0.9:.0f}s"
+                detail = f"not sent within {self.send_timeout_seconds:.0f}s"
             status = getattr(exc, "status_code", None)
             if status is not None:
                 detail = f"GitHub answered {int(status)}: {detail}"

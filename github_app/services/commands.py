@@ -29,7 +29,7 @@ from github_app.domain.command_grammar import CommandLine, ParsedComment, UsageE
 from github_app.domain.command_rights import Speaker
 from github_app.domain.vocabulary import Role
 from github_app.handling import HandlerContext
-from github_app.outbox.enqueue import KIND_COMMAND_REPLY, KIND_REACTION, set_desired
+from github_app.outbox.enqueue import KIND_COMMAND_REPLY, KIND_REACTION, set_all_desired
 from github_app.services.installations import is_suspended
 from github_app.services.people import actor_for
 from github_app.services.repo import load_repo_context
@@ -301,22 +301,11 @@ async def _desire_reply(
     outcome: Outcome,
 ) -> None:
     """The comment's one reply says `body` and its reaction shows `outcome`, through the outbox."""
-    await set_desired(
-        session,
-        installation_id=installation_id,
-        repository=repository,
-        kind=KIND_COMMAND_REPLY,
-        target=target,
-        payload={"body": body},
-    )
-    await set_desired(
-        session,
-        installation_id=installation_id,
-        repository=repository,
-        kind=KIND_REACTION,
-        target=str(comment_id),
-        payload={"content": outcome.reaction},
-    )
+    wishes: list[tuple[str, str, dict[str, Any]]] = [
+        (KIND_COMMAND_REPLY, target, {"body": body}),
+        (KIND_REACTION, str(comment_id), {"content": outcome.reaction}),
+    ]
+    await set_all_desired(session, installation_id=installation_id, repository=repository, wishes=wishes)
 
 
 async def follow_up(

@@ -63,6 +63,19 @@ async def identify(session: AsyncSession, login: str | None, account_id: object)
     account to the user on their first action."""
     if not login:
         return Identity()
+    # A delivery names its sender and the PR's author, often the same account, to several handlers:
+    # asked once per unit of work. Not a first binding: a savepoint may still roll its insert back.
+    answers: dict[tuple[str, object], Identity] = session.info.setdefault("identities", {})
+    key = (login, account_id)
+    if key not in answers:
+        identity, bound_now = await _identify(session, login, account_id)
+        if bound_now:
+            return identity
+        answers[key] = identity
+    return answers[key]
+
+
+async def _identify(session: AsyncSession, login: str, account_id: object) -> tuple[Identity, bool]:
     users = await _users_named(session, login)
     if len(users) > 1:
         problem = (
@@ -70,7 +83,7 @@ async def identify(session: AsyncSession, login: str | None, account_id: object)
             "case; it is refused until only one of them names this login"
         )
         log.warning("ambiguous GitHub login refused", extra={"login": login})
-        return Identity(problem=problem)
+        return Identity(problem=problem), False
     account = _account_id(account_id)
     by_account = await session.get(GitHubAccount, account) if account is not None else None
     if not users:
@@ -79,12 +92,16 @@ async def identify(session: AsyncSession, login: str | None, account_id: object)
             return Identity(
                 problem=f"@{login} is the GitHub account bound to the marketplace user known as "
                 f"@{by_account.login}; it was renamed, so that user's GitHub username must be updated first"
-            )
-        return Identity()
+            ), False
+        return Identity(), False
     user = users[0]
     if account is None:
-        return Identity(problem=f"the event names no GitHub account id for @{login}, so it cannot be verified")
-    by_user = (await session.execute(select(GitHubAccount).where(GitHubAccount.user_id == user.id))).scalars().first()
+        return Identity(problem=f"the event names no GitHub account id for @{login}, so it cannot be verified"), False
+    if by_account is not None and by_account.user_id == user.id:
+        by_user: GitHubAccount | None = by_account  # user_id is unique: the account bound to this user
+    else:
+        stmt = select(GitHubAccount).where(GitHubAccount.user_id == user.id)
+        by_user = (await session.execute(stmt)).scalars().first()
     if by_user is not None and by_user.account_id != account:
         log.warning(
             "GitHub login now belongs to another account; refused",
@@ -93,12 +110,12 @@ async def identify(session: AsyncSession, login: str | None, account_id: object)
         return Identity(
             problem=f"@{login} now belongs to a different GitHub account (id {account}) than the one bound "
             f"to its marketplace user (id {by_user.account_id}): the login was renamed and reclaimed"
-        )
+        ), False
     if by_account is not None and by_account.user_id != user.id:
         return Identity(
             problem=f"GitHub account {account} (@{login}) is already bound to another marketplace user, "
             f"known as @{by_account.login}"
-        )
+        ), False
     if by_user is not None and by_user.login != login:
         by_user.login = login  # the same account, under the login the marketplace now knows it by
     if by_user is None:
@@ -111,7 +128,8 @@ async def identify(session: AsyncSession, login: str | None, account_id: object)
             conflict=["account_id"],
         )
         log.info("GitHub account bound to marketplace user", extra={"login": login, "account_id": account})
-    return Identity(user=user)
+        return Identity(user=user), True
+    return Identity(user=user), False
 
 
 async def is_tied_to_project(session: AsyncSession, user: User, project: Project) -> bool:
@@ -155,4 +173,5 @@ async def actor_for(
 async def login_of(session: AsyncSession, user_id: str | None) -> str | None:
     if user_id is None:
         return None
-    return (await session.execute(select(User.github_username).where(User.id == user_id))).scalar()
+    user = await session.get(User, user_id)  # often already in the session: the sender or the PR's author
+    return user.github_username if user is not None else None

@@ -17,7 +17,7 @@ from github_app.bmad.core_config import CORE_CONFIG_PATH, BmadPaths, parse_core_
 from github_app.bmad.layout import LAYOUT_FILES, BmadLayout, detect_layout
 from github_app.bmad.repo_config import REPO_CONFIG_PATH, RepoConfig, effective_paths, parse_repo_config
 from github_app.db.models import Project
-from github_app.db.queries import installation_for_repository, project_for_repository
+from github_app.db.queries import installation_for_repository, project_for_repository, read_once
 from github_app.handling import HandlerContext, PermanentFailure
 from github_app.services.installations import is_suspended
 
@@ -113,7 +113,10 @@ async def load_repo_context(ctx: HandlerContext, data: dict[str, Any]) -> RepoCo
                 f"delivery for {full_name} carries no installation id and no installation serves the repository"
             )
         log.info("delivery without an installation; using the repository's", extra={"repository": full_name})
-    if await is_suspended(ctx.session, installation_id):
+    suspended = await read_once(
+        ctx.session, ("suspended", installation_id), lambda: is_suspended(ctx.session, installation_id)
+    )
+    if suspended:
         # The account owner suspended the app: it must not act on their repositories until unsuspended.
         log.info(
             "installation is suspended; delivery not acted on",

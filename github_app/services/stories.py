@@ -7,13 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from github_app.bmad.gate_file import GateDecision
 from github_app.db.app_tables import EscrowReleaseRequest, StoryOpportunity, StoryState
 from github_app.db.enums import BidStatus, DeliverableStatus, EscrowStatus, Stage, StoryStatus
 from github_app.db.models import Bid, Deliverable, Escrow, Opportunity, Project, Story, StoryAuditLog
+from github_app.db.queries import current
 from github_app.db.types import new_id, utcnow
 from github_app.db.upsert import insert_if_absent, upsert
 from github_app.domain.escrow import bind_escrow
@@ -46,8 +47,8 @@ async def lock_story(session: AsyncSession, story_id: str) -> Story:
     """Changes to one story are serialized by its row lock (PostgreSQL; SQLite has one writer). NO KEY
     UPDATE, as in lock_order: rows referencing the story may be written meanwhile."""
     stmt = select(Story).where(Story.id == story_id).with_for_update(key_share=True)
-    story = (await session.execute(stmt)).scalars().one()
-    await session.refresh(story)  # a row already in the session may predate the lock
+    story = await current(session, stmt)  # a copy already in the session may predate the lock
+    assert story is not None
     return story
 
 
@@ -110,13 +111,23 @@ async def story_state(session: AsyncSession, story_id: str) -> StoryState:
 async def deliverable_for(session: AsyncSession, story_id: str, pr_number: int | None) -> Deliverable | None:
     if pr_number is None:
         return None
+    # Asked up to three times per decision (snapshot, deliverable, release). A PR's deliverable is only
+    # created when it has none, so once found it stays the answer for the unit of work, unless a
+    # savepoint that made it was rolled back (it is no longer persistent then).
+    found: dict[tuple[str, int], Deliverable] = session.info.setdefault("deliverables", {})
+    known = found.get((story_id, pr_number))
+    if known is not None and inspect(known).persistent:
+        return known
     stmt = (
         select(Deliverable)
         .where(Deliverable.story_id == story_id, Deliverable.pr_number == pr_number)
         .order_by(Deliverable.submitted_at.desc())
         .limit(1)
     )
-    return (await session.execute(stmt)).scalars().first()
+    deliverable = (await session.execute(stmt)).scalars().first()
+    if deliverable is not None:
+        found[(story_id, pr_number)] = deliverable
+    return deliverable
 
 
 async def snapshot(session: AsyncSession, story: Story) -> StorySnapshot:

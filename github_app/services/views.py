@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from github_app.db.app_tables import EscrowReleaseRequest, PullRequestLink, ReleaseState, StagePullRequest, StoryState
 from github_app.db.enums import StoryStatus
 from github_app.db.models import Escrow, Story
-from github_app.outbox.enqueue import KIND_CHECK_RUN, KIND_PR_COMMENT, set_desired, withdraw_desired
+from github_app.outbox.enqueue import KIND_CHECK_RUN, KIND_PR_COMMENT, set_all_desired, withdraw_desired
 from github_app.presentation import CHECK_RUN_NAME, STRICTNESS, StoryView, assess, check_run_payload, pr_comment_body
 from github_app.services.people import login_of
 from github_app.services.stories import opportunity_of
@@ -98,14 +98,22 @@ async def build_view(session: AsyncSession, link: PullRequestLink, config_proble
 async def check_runs_of(session: AsyncSession, link: PullRequestLink) -> frozenset[str]:
     """The check runs `link` gets (`stage_presentation.check_runs_for`): a stage PR is one the planning
     stages judged (it has a stage row, a deliverable or a refusal)."""
-    story_pr = link.story_id is not None or link.reverts_pr is not None or link.reverted_by_pr is not None
     stage_pr = await session.get(StagePullRequest, (link.repository_key, link.pr_number)) is not None
-    return check_runs_for(story_pr=story_pr, stage_pr=stage_pr)
+    return check_runs_for(story_pr=_story_pr(link), stage_pr=stage_pr)
+
+
+def _story_pr(link: PullRequestLink) -> bool:
+    return link.story_id is not None or link.reverts_pr is not None or link.reverted_by_pr is not None
+
+
+async def gets_story_check(session: AsyncSession, link: PullRequestLink) -> bool:
+    # A story's PR always does (`check_runs_for`): no need to ask whether it is a stage PR too.
+    return _story_pr(link) or CHECK_RUN_NAME in await check_runs_of(session, link)
 
 
 async def drop_unwanted_story_check(session: AsyncSession, link: PullRequestLink) -> bool:
     """Withdraw the `BMAD story` run of `link`'s head when the PR does not get one; True if it does not."""
-    if CHECK_RUN_NAME in await check_runs_of(session, link):
+    if await gets_story_check(session, link):
         return False
     assert link.installation_id is not None
     await withdraw_desired(
@@ -144,7 +152,7 @@ async def refresh_pr(session: AsyncSession, link: PullRequestLink, config_proble
         .all()
     )
     # Only the runs of PRs that get a `BMAD story` run hold one another.
-    group = [link, *[other for other in others if CHECK_RUN_NAME in await check_runs_of(session, other)]]
+    group = [link, *[other for other in others if await gets_story_check(session, other)]]
     views = {item.pr_number: await build_view(session, item, config_problems) for item in group}
     verdicts = {number: assess(view).conclusion for number, view in views.items()}
     for item in group:
@@ -178,23 +186,12 @@ async def show_on_pr(
     """The desired check run (`payload`, one per `target`) and, when given, the PR comment of `link`,
     through the outbox: the story's and the planning stage's views alike."""
     assert link.installation_id is not None
-    await set_desired(
-        session,
-        installation_id=link.installation_id,
-        repository=link.repository,
-        kind=KIND_CHECK_RUN,
-        target=target,
-        payload={**payload, "external_id": external_id},
-    )
+    wishes: list[tuple[str, str, dict[str, object]]] = [
+        (KIND_CHECK_RUN, target, {**payload, "external_id": external_id})
+    ]
     if comment is not None:
-        await set_desired(
-            session,
-            installation_id=link.installation_id,
-            repository=link.repository,
-            kind=KIND_PR_COMMENT,
-            target=str(link.pr_number),
-            payload={"body": comment},
-        )
+        wishes.append((KIND_PR_COMMENT, str(link.pr_number), {"body": comment}))
+    await set_all_desired(session, installation_id=link.installation_id, repository=link.repository, wishes=wishes)
 
 
 async def refresh_story_prs(session: AsyncSession, story_id: str, config_problems: tuple[str, ...] = ()) -> None:
