@@ -71,38 +71,46 @@ async def set_all_desired(
     if not wishes:
         return 0
     now = utcnow()
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    values = insert(T).values(
-        [
-            {
-                "installation_id": installation_id,
-                "repository": repository,
-                "kind": kind,
-                "target": target,
-                "payload": canonical_json(payload),
-                "version": 1,
-                "sent_version": 0,
-                "attempts": 0,
-                "next_attempt_at": now,
-                "updated_at": now,
-            }
-            for kind, target, payload in wishes
-        ]
-    )
+    rows = [
+        {
+            "installation_id": installation_id,
+            "repository": repository,
+            "kind": kind,
+            "target": target,
+            "payload": canonical_json(payload),
+            "version": 1,
+            "sent_version": 0,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "updated_at": now,
+        }
+        for kind, target, payload in wishes
+    ]
+    # Several rows go as one multi-row INSERT (SQLAlchemy's "insertmanyvalues"), from one cached
+    # statement: a statement built with a list of VALUES could not be cached and was compiled each time.
+    stmt = _UPSERT[session.get_bind().dialect.name]
+    return len((await session.execute(stmt, rows)).all())
+
+
+def _upsert(insert: Any) -> Any:
+    table = T.__table__
+    values = insert(table)
     excluded = values.excluded
-    stmt = values.on_conflict_do_update(
-        index_elements=[T.repository, T.kind, T.target],
+    return values.on_conflict_do_update(
+        index_elements=[table.c.repository, table.c.kind, table.c.target],
         set_={
             "payload": excluded.payload,
             # An app reinstalled on the repository has a new installation: send with the current one.
             "installation_id": excluded.installation_id,
-            "version": T.version + 1,
-            "next_attempt_at": now,
-            "updated_at": now,
+            "version": table.c.version + 1,
+            "next_attempt_at": excluded.next_attempt_at,
+            "updated_at": excluded.updated_at,
         },
-        where=or_(T.payload != excluded.payload, T.installation_id != excluded.installation_id),
-    ).returning(T.id)
-    return len((await session.execute(stmt)).all())
+        where=or_(table.c.payload != excluded.payload, table.c.installation_id != excluded.installation_id),
+    ).returning(table.c.id)
+
+
+_UPSERT = {"postgresql": _upsert(postgresql.insert), "sqlite": _upsert(sqlite.insert)}
 
 
 async def withdraw_desired(
