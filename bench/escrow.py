@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
 from web3 import AsyncWeb3  # noqa: E402
 
-from github_app.chains.rpc_http import KeepAliveHTTPProvider  # noqa: E402
+from github_app.chains.rpc_http import node_web3  # noqa: E402
 from github_app.config import Settings  # noqa: E402
 from github_app.db import migrate  # noqa: E402
 from github_app.demo.evm_env import CLIENT_KEY, address, deploy_env, expert_key, in_process_web3  # noqa: E402
@@ -345,7 +345,7 @@ async def main() -> None:
         gen = hh.hardhat_url.__wrapped__(Factory())  # type: ignore[attr-defined]
         url = next(gen)
         try:
-            bench = EvmBench("hardhat@2 (JSON-RPC, 1 confirmation)", AsyncWeb3(KeepAliveHTTPProvider(url)))
+            bench = EvmBench("hardhat@2 (JSON-RPC, 1 confirmation)", node_web3(url))
             results.append(await run(bench, args.stories))
         finally:
             with contextlib.suppress(StopIteration):

@@ -216,6 +216,7 @@ async def run(stories: int, profile: bool = False) -> dict[str, Any]:
                         "-p",
                         str(worker),
                         "--nonblocking",
+                        "--gil",  # only what runs Python: the CPU, not the waits
                         "-r",
                         "200",
                         "-f",

@@ -12,10 +12,9 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
-from web3 import AsyncWeb3
 
 from github_app.chains.evm import EvmChain
-from github_app.chains.rpc_http import KeepAliveHTTPProvider
+from github_app.chains.rpc_http import node_web3
 from github_app.demo.evm_env import ARBITER_KEY, CLIENT_KEY, DEPLOYER_KEY, EvmEnv, address, key
 from github_app.escrow.backends import Chains
 from github_app.escrow.funding import sync_funding
@@ -63,7 +62,7 @@ async def bmad_app(env: dict[str, str], *args: str) -> tuple[int, str, str]:
 
 def chain_over(url: str, node: EvmEnv, **kw: Any) -> EvmChain:
     return EvmChain(
-        AsyncWeb3(KeepAliveHTTPProvider(url)),
+        node_web3(url),
         contract_address=node.escrow_address,
         arbiter_key=ARBITER_KEY,
         chain_id=kw.pop("chain_id", node.chain_id),

@@ -91,15 +91,10 @@ class EvmChain:
 
     @classmethod
     def from_settings(cls, settings: Any) -> EvmChain:
-        from web3.middleware import ExtraDataToPOAMiddleware
+        from github_app.chains.rpc_http import node_web3
 
-        from github_app.chains.rpc_http import KeepAliveHTTPProvider
-
-        w3 = AsyncWeb3(KeepAliveHTTPProvider(settings.polygon_rpc_url))
-        # Polygon's blocks carry more extra data than Ethereum's: without this web3 refuses them.
-        w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
         return cls(
-            w3,
+            node_web3(settings.polygon_rpc_url),
             contract_address=settings.polygon_escrow_contract,
             arbiter_key=settings.polygon_arbiter_key,
             chain_id=settings.polygon_chain_id,

@@ -96,12 +96,10 @@ def cmd_escrow(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _deploy(runtime: Runtime, args: argparse.Namespace) -> int:
     from eth_account import Account
-    from web3 import AsyncWeb3
-    from web3.middleware import ExtraDataToPOAMiddleware
 
     from github_app.chains.evm import deploy
     from github_app.chains.keys import load_chain_keys
-    from github_app.chains.rpc_http import KeepAliveHTTPProvider
+    from github_app.chains.rpc_http import node_web3
 
     s = load_chain_keys(runtime.settings)
     missing = [
@@ -116,8 +114,7 @@ async def _deploy(runtime: Runtime, args: argparse.Namespace) -> int:
     if missing:
         return _err(f"escrow deploy needs {', '.join(missing)}")
     assert s.polygon_rpc_url and s.polygon_arbiter_key and s.polygon_treasury
-    w3 = AsyncWeb3(KeepAliveHTTPProvider(s.polygon_rpc_url))
-    w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
+    w3 = node_web3(s.polygon_rpc_url)
     if int(await w3.eth.chain_id) != s.polygon_chain_id:
         return _err(f"the RPC endpoint is not chain POLYGON_CHAIN_ID={s.polygon_chain_id}")
     arbiter = Account.from_key(s.polygon_arbiter_key).address

@@ -351,7 +351,7 @@ class Releaser:
             # the transaction it replaced). Reconcile with the chain instead of retrying the send.
             log.warning("re-broadcast refused; reconciling", extra={"tx": signed.tx_hash, "error": type(exc).__name__})
         self._step("broadcast", request_id)
-        landed = await self._confirm(request_id, escrow_id, currency, signed, backend, key)
+        landed = await self._confirm(request_id, escrow_id, currency, signed, backend, key, fresh=fresh)
         if landed is None:
             return
         self._step("confirmed", request_id)
@@ -513,7 +513,15 @@ class Releaser:
         return signed
 
     async def _confirm(
-        self, request_id: str, escrow_id: str, currency: str, signed: SignedTx, backend: Any, key: dict[str, Any]
+        self,
+        request_id: str,
+        escrow_id: str,
+        currency: str,
+        signed: SignedTx,
+        backend: Any,
+        key: dict[str, Any],
+        *,
+        fresh: bool = False,
     ) -> SignedTx | None:
         """Wait (the heartbeat keeping the lease) until one of the recorded transactions at this nonce (the release and
         any replacements) has its confirmations; that one is the payment. None when this run stops here:
@@ -522,7 +530,8 @@ class Releaser:
         replaced at its nonce with a higher fee (every hash recorded first)."""
         deadline = time.monotonic() + self.confirm_wait_seconds
         rebroadcast = time.monotonic() + 10 * self.poll_seconds
-        candidates = await self._candidates(escrow_id, signed)
+        # Signed by this run at a nonce just allocated: nothing else is recorded at it yet.
+        candidates = [(signed, utcnow())] if fresh else await self._candidates(escrow_id, signed)
         replace_after = getattr(backend, "replace_after", None)
         read_at: int | None = None
         outcomes: list[tuple[SignedTx, Any]] = []

@@ -133,11 +133,9 @@ class NodeWalletChecker:
             if not self.settings.polygon_rpc_url:
                 self.unchecked.append(POLYGON)
                 return None
-            from web3 import AsyncWeb3
+            from github_app.chains.rpc_http import node_web3
 
-            from github_app.chains.rpc_http import KeepAliveHTTPProvider
-
-            w3 = AsyncWeb3(KeepAliveHTTPProvider(self.settings.polygon_rpc_url))
+            w3 = node_web3(self.settings.polygon_rpc_url)
             try:
                 return evm_wallet_problem(address, bytes(await w3.eth.get_code(address)))  # type: ignore[arg-type]
             finally:
