@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 CHECK_RUN_NAME = "BMAD story"
 COMMENT_MARKER = "<!-- bmad-marketplace:pr-comment -->"
@@ -38,6 +39,8 @@ DONE = "DONE"
 FAIL = "FAIL"
 DEFAULT_GATE_LOCATION = "docs/qa/gates/"
 
+
+GITHUB_WEB = "https://github.com"
 
 @dataclass(frozen=True)
 class StoryView:
@@ -67,6 +70,7 @@ class StoryView:
     # Another PR on the same head commit whose check is stricter: (its number, its conclusion).
     held_by: tuple[int, str] | None = None
     layout: str | None = None  # which BMAD layout the repository uses, and where its files are
+    web_url: str = GITHUB_WEB  # the GitHub the PR is on (GitHub Enterprise: its own host), for profile links
 
 
 @dataclass(frozen=True)
@@ -142,7 +146,8 @@ def _assess_own(view: StoryView) -> Assessment:
         return Assessment(
             PENDING,
             f"{label}: new commits since QA's review",
-            f"QA accepted an earlier head; {_who(view.qa, 'QA')} must review the commits pushed since.",
+            f"QA accepted an earlier head; {_who(view.qa, 'QA', view.web_url)} must review the commits "
+            "pushed since.",
         )
     if view.gate_accepted:
         if not view.merged:
@@ -171,7 +176,7 @@ def _assess_own(view: StoryView) -> Assessment:
             PENDING,
             f"{label}: QA gate {decision} not accepted",
             f"A {decision} gate does not count toward done here{note}. Waiting for a new gate file from "
-            f"{_who(view.qa, 'QA')}.",
+            f"{_who(view.qa, 'QA', view.web_url)}.",
         )
     if view.merged:
         return Assessment(
@@ -276,7 +281,7 @@ def _by_status(view: StoryView, label: str) -> Assessment:
         return Assessment(
             PENDING,
             f"{label}: waiting for QA",
-            f"Waiting for {_who(view.qa, 'QA')} to commit a gate file for this story at {location}.",
+            f"Waiting for {_who(view.qa, 'QA', view.web_url)} to commit a gate file for this story at {location}.",
         )
     if status in ("APPROVED", "IN_PROGRESS"):
         return Assessment(
@@ -320,8 +325,8 @@ def _table(view: StoryView) -> str:
     rows = [
         ("Story", _plain(view.story_label) if view.story_label else "not linked"),
         ("Status", _status_name(view.story_status)),
-        ("Developer", _login(view.developer) if view.developer else "not assigned"),
-        ("QA", _login(view.qa) if view.qa else "not assigned"),
+        ("Developer", _login(view.developer, view.web_url) if view.developer else "not assigned"),
+        ("QA", _login(view.qa, view.web_url) if view.qa else "not assigned"),
         ("QA gate", _gate_cell(view)),
         ("Pull request", _pr_cell(view)),
         ("Escrow", _plain(view.escrow) or "unknown"),
@@ -383,15 +388,24 @@ _LOGIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})")
 _MENTION = re.compile(r"(?<![\w`/])@([A-Za-z0-9][A-Za-z0-9-]*(?:\[bot\])?)")
 
 
-def _login(login: str) -> str:
+def _login(login: str, web_url: str = GITHUB_WEB) -> str:
     # A link, not a bare @mention: GitHub notifies nobody for a name inside a link.
     if _LOGIN.fullmatch(login):
-        return f"[@{login}](https://github.com/{login})"
+        return f"[@{login}]({web_url}/{login})"
     return _code(f"@{login}")
 
 
-def _who(login: str | None, role: str) -> str:
-    return f"{role} ({_login(login)})" if login else role
+def _who(login: str | None, role: str, web_url: str = GITHUB_WEB) -> str:
+    return f"{role} ({_login(login, web_url)})" if login else role
+
+
+def web_root(html_url: str | None) -> str:
+    """The GitHub web host a PR's `html_url` is on ("https://github.com", or a GitHub Enterprise
+    Server's own), for links to its users; github.com when the URL is missing or not http(s)."""
+    parsed = urlsplit(html_url or "")
+    if parsed.scheme in ("http", "https") and parsed.hostname and not parsed.username and not parsed.password:
+        return f"{parsed.scheme}://{parsed.netloc}"
+    return GITHUB_WEB
 
 
 def _plain(text: str | None) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 from github_app.presentation import (
     CHECK_RUN_NAME,
     FAILURE,
+    GITHUB_WEB,
     NEUTRAL,
     PENDING,
     SUCCESS,
@@ -17,6 +18,7 @@ from github_app.presentation import (
     _code,
     _login,
     _plain,
+    _who,
     render_check_run,
     render_comment,
     truncate,
@@ -76,6 +78,7 @@ class StageView:
     review_problem: str | None
     review_notes: str | None
     config_problems: tuple[str, ...] = ()
+    web_url: str = GITHUB_WEB  # the GitHub the PR is on, for profile links
 
 
 def assess_stage(view: StageView) -> Assessment:
@@ -104,24 +107,22 @@ def assess_stage(view: StageView) -> Assessment:
         return Assessment(
             PENDING,
             f"{label}: merged, waiting for approval",
-            f"Merged: the stage completes once {_who(view.client, 'the client')} approves the merged head.",
+            f"Merged: the stage completes once {_who(view.client, 'the client', view.web_url)} approves the "
+            "merged head.",
         )
     return Assessment(
         PENDING,
         f"{label}: waiting for review",
-        f"{_who(view.client, 'The client')} (or a reviewer the client names) reviews this head on GitHub.",
+        f"{_who(view.client, 'The client', view.web_url)} (or a reviewer the client names) reviews this head "
+        "on GitHub.",
     )
-
-
-def _who(login: str | None, role: str) -> str:
-    return f"{role} ({_login(login)})" if login else role
 
 
 def _table(view: StageView) -> str:
     rows = [
         ("Stage", f"{STAGE_NAMES.get(view.stage, view.stage)} ({_DOCUMENTS.get(view.stage, '')})"),
         ("Deliverable", _plain((view.status or "none").replace("_", " ").capitalize())),
-        ("Expert", _login(view.expert) if view.expert else "no accepted bid"),
+        ("Expert", _login(view.expert, view.web_url) if view.expert else "no accepted bid"),
         ("Documents", _code(view.documents) if view.documents else "none configured"),
         ("Pull request", "merged" if view.merged else "not merged"),
         ("Escrow", _plain(view.escrow) or "unknown"),

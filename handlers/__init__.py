@@ -8,7 +8,7 @@ from typing import Any
 
 from gidgethub import routing, sansio
 
-from handlers import installation, issue_comment, planning, pull_request, pull_request_review, push
+from handlers import installation, issue_comment, planning, pull_request, pull_request_review, push, repository
 
 
 class RoutersInOrder(routing.Router):
@@ -26,6 +26,7 @@ class RoutersInOrder(routing.Router):
 
 router = RoutersInOrder(
     installation.router,
+    repository.router,
     issue_comment.router,
     pull_request.router,
     pull_request_review.router,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 
@@ -236,3 +237,47 @@ async def test_the_first_push_to_an_empty_repository_without_a_default_branch(
     )
     assert state == "done"
     assert await fetch_all(app.runtime, 'SELECT status FROM "Story"') == [("DRAFT",)]
+
+
+def renamed(data: dict[str, Any], former: str, full_name: str, action: str) -> dict[str, Any]:
+    """`data`'s repository as GitHub sends it after a rename (or a transfer to another owner)."""
+    owner, name = full_name.split("/")
+    repository = {**data["repository"], "name": name, "full_name": full_name}
+    repository["owner"] = {**repository["owner"], "login": owner}
+    old_owner, old_name = former.split("/")
+    changes = (
+        {"repository": {"name": {"from": old_name}}}
+        if action == "renamed"
+        else {"owner": {"from": {"organization": {"login": old_owner, "id": 7}}}}
+    )
+    return {
+        "action": action,
+        "changes": changes,
+        "repository": repository,
+        "sender": {"login": "octo-admin", "id": 9001, "type": "User"},
+        "installation": {"id": INSTALLATION_ID},
+    }
+
+
+@pytest.mark.parametrize("action", ["renamed", "transferred"])
+async def test_a_renamed_or_transferred_repository_keeps_its_project(
+    app: App, fake_github: FakeGitHub, action: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    m = await seed_market(app.runtime, fake_github)
+    await app.deliver("push", m.push("main", {STORY_PATH: story_file("Approved")}, PM))
+    new_name = "acme/gadgets" if action == "renamed" else "newco/" + REPO.split("/")[1]
+    pushed = m.push("main", {STORY_PATH.replace("1.3", "1.4"): story_file("Draft", number=4)}, PM)
+    with caplog.at_level(logging.WARNING):
+        assert await app.deliver("repository", renamed(pushed, REPO, new_name, action)) == 202
+    assert await fetch_all(app.runtime, 'SELECT "repoName" FROM "Project"') == [(new_name,)]
+    assert any(getattr(r, "audit", None) == "project_repository_renamed" for r in caplog.records)
+    # A delivery under the new name is acted on: the story file pushed there is the project's story.
+    fake_github.add_repo(new_name)
+    for path in (STORY_PATH.replace("1.3", "1.4"),):
+        fake_github.put_file(new_name, pushed["after"], path, story_file("Draft", number=4).encode())
+    moved = renamed(pushed, REPO, new_name, action)
+    await app.deliver("push", {**pushed, "repository": moved["repository"]})
+    assert sorted(n for (n,) in await fetch_all(app.runtime, 'SELECT "storyNumber" FROM "Story"')) == [3, 4]
+    # The old name no longer names the project: the same rename delivered again changes nothing.
+    assert await app.deliver("repository", renamed(pushed, REPO, new_name, action)) == 202
+    assert await fetch_all(app.runtime, 'SELECT "repoName" FROM "Project"') == [(new_name,)]

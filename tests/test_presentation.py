@@ -18,6 +18,7 @@ from github_app.presentation import (
     check_run_payload,
     pr_comment_body,
     truncate,
+    web_root,
 )
 
 AWAITING_QA = StoryView(
@@ -186,3 +187,13 @@ def test_long_text_is_truncated_to_githubs_limit() -> None:
     assert len(wide.encode()) <= 65535 and wide.startswith("€€") and "\ufffd" not in wide
     assert truncate("short") == "short"
     assert len(truncate("y" * 70_000).encode()) == 65535
+
+
+def test_people_link_to_the_github_the_pull_request_is_on() -> None:
+    """GitHub Enterprise Server: profile links go to the PR's own host, never to github.com."""
+    view = replace(PASSED, web_url=web_root("https://ghe.example.com/acme/widgets/pull/7"))
+    summary = check_run_payload(view)["output"]["summary"]
+    assert "[@alice](https://ghe.example.com/alice)" in summary and "[@bob](https://ghe.example.com/bob)" in summary
+    assert "github.com" not in summary + pr_comment_body(view)
+    for odd in (None, "", "javascript:alert(1)", "https://user:secret@ghe.example.com/a/b/pull/1", "not a url"):
+        assert web_root(odd) == "https://github.com"

@@ -32,15 +32,18 @@ async def read_once(session: AsyncSession, key: Hashable, load: Callable[[], Awa
 
 
 async def project_for_repository(session: AsyncSession, full_name: str) -> Project | None:
-    """A repository belongs to the project whose repoName is its "owner/name", ignoring case."""
+    """A repository belongs to the project whose repoName is its "owner/name", ignoring case. Asked
+    once per unit of work; `project_named` asks the database every time (for the one handler that
+    changes a project's repoName)."""
+    return await read_once(session, ("project", full_name.lower()), lambda: project_named(session, full_name))
+
+
+async def project_named(session: AsyncSession, full_name: str) -> Project | None:
     stmt = (
         select(Project).where(func.lower(Project.repo_name) == full_name.lower()).order_by(Project.created_at).limit(1)
     )
-    return await read_once(session, ("project", full_name.lower()), lambda: _first(session, stmt))
-
-
-async def _first(session: AsyncSession, stmt: Select[Any]) -> Any:
-    return (await session.execute(stmt)).scalars().first()
+    project: Project | None = (await session.execute(stmt)).scalars().first()
+    return project
 
 
 async def installation_for_repository(session: AsyncSession, full_name: str) -> int | None:

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from github_app.db.app_tables import InstallationRepository, InstallationStatus, OutboxItem, WebhookDelivery
 from github_app.db.models import GitHubInstallation
+from github_app.db.queries import project_named
 from github_app.db.types import new_id, utcnow
 from github_app.db.upsert import upsert
 from github_app.handling import HandlerContext, PermanentFailure
@@ -172,3 +173,53 @@ async def repositories_removed(ctx: HandlerContext, event: sansio.Event) -> None
 async def is_suspended(session: AsyncSession, installation_id: int) -> bool:
     stmt = select(InstallationStatus.suspended_at).where(InstallationStatus.installation_id == installation_id)
     return (await session.execute(stmt)).scalar_one_or_none() is not None
+
+
+def _former_name(event: sansio.Event) -> str | None:
+    """The repository's full name before a `renamed` (its name changed) or `transferred` (its owner
+    changed) delivery; None when the payload does not say."""
+    repo = event.data.get("repository") or {}
+    changes = event.data.get("changes") or {}
+    owner = (repo.get("owner") or {}).get("login")
+    name = repo.get("name")
+    if event.data.get("action") == "renamed":
+        former = ((changes.get("repository") or {}).get("name") or {}).get("from")
+        return f"{owner}/{former}" if isinstance(owner, str) and isinstance(former, str) else None
+    previous = (changes.get("owner") or {}).get("from") or {}
+    former_owner = (previous.get("user") or previous.get("organization") or {}).get("login")
+    return f"{former_owner}/{name}" if isinstance(former_owner, str) and isinstance(name, str) else None
+
+
+async def repository_renamed(ctx: HandlerContext, event: sansio.Event) -> None:
+    """A repository renamed or transferred keeps its project and its installation: GitHub's numeric
+    repository id is the same, only the name the deliveries carry changed. The project's repoName and
+    the repository map follow the new name, with an audit line; a project already named after the new
+    name (the marketplace was quicker) is left as it is."""
+    repo = event.data.get("repository") or {}
+    full_name, repository_id = repo.get("full_name"), repo.get("id")
+    former = _former_name(event)
+    if not isinstance(full_name, str) or not isinstance(repository_id, int) or former is None:
+        log.warning("repository rename without its names ignored", extra={"delivery_id": ctx.delivery_id})
+        return
+    session = ctx.session
+    T = InstallationRepository
+    mapped = await session.get(T, repository_id)
+    if mapped is not None:
+        mapped.full_name, mapped.full_name_key = full_name, full_name.lower()
+    if await project_named(session, full_name) is not None:
+        return
+    project = await project_named(session, former)
+    if project is None:
+        return
+    project.repo_name = full_name
+    project.updated_at = utcnow()
+    log.warning(
+        "repository renamed; its project follows",
+        extra={
+            "audit": "project_repository_renamed",
+            "project_id": project.id,
+            "repository_id": repository_id,
+            "previous_repository": former,
+            "repository": full_name,
+        },
+    )

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from github_app.db.app_tables import EscrowReleaseRequest, PullRequestLink, StagePullRequest
 from github_app.db.enums import OpportunityStatus
 from github_app.db.models import Deliverable, Escrow, Opportunity, Project
+from github_app.presentation import web_root
 from github_app.services.people import login_of
 from github_app.services.stages import accepted_expert
 from github_app.services.views import drop_unwanted_story_check, release_text, show_on_pr
@@ -80,6 +81,7 @@ async def refresh_stage_pr(session: AsyncSession, row: StagePullRequest) -> None
         refusal=row.refusal,
         review_problem=row.review_problem,
         review_notes=deliverable.review_notes if deliverable else None,
+        web_url=web_root(link.html_url),
     )
     payload = stage_check_run_payload(view, details_url=link.html_url)
     comment = None if link.story_id is not None else stage_comment_body(view)  # the story's comment wins

@@ -12,7 +12,15 @@ from github_app.db.app_tables import EscrowReleaseRequest, PullRequestLink, Rele
 from github_app.db.enums import StoryStatus
 from github_app.db.models import Escrow, Story
 from github_app.outbox.enqueue import KIND_CHECK_RUN, KIND_PR_COMMENT, set_all_desired, withdraw_desired
-from github_app.presentation import CHECK_RUN_NAME, STRICTNESS, StoryView, assess, check_run_payload, pr_comment_body
+from github_app.presentation import (
+    CHECK_RUN_NAME,
+    STRICTNESS,
+    StoryView,
+    assess,
+    check_run_payload,
+    pr_comment_body,
+    web_root,
+)
 from github_app.services.people import login_of
 from github_app.services.stories import opportunity_of
 from github_app.stage_presentation import check_runs_for, story_check_superseded
@@ -92,6 +100,7 @@ async def build_view(session: AsyncSession, link: PullRequestLink, config_proble
         head_reviewed=link.head_sha in reviewed,
         reverted_by=link.reverted_by_pr,
         layout=getattr(config_problems, "layout", None),
+        web_url=web_root(link.html_url),
     )
 
 
