@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from github_app.db.app_tables import OutboxItem
 from github_app.db.types import utcnow
@@ -49,6 +49,13 @@ async def desire(rt: Runtime, kind: str, target: str, payload: dict[str, Any]) -
         return await set_desired(
             session, installation_id=INSTALLATION_ID, repository=REPO, kind=kind, target=target, payload=payload
         )
+
+
+async def lock_waits(rt: Runtime) -> int:
+    """How many sessions of this database wait for a lock (PostgreSQL)."""
+    async with rt.engine.connect() as conn:
+        stmt = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        return int((await conn.execute(text(stmt))).scalar_one())
 
 
 async def outbox_row(rt: Runtime, kind: str, target: str) -> OutboxItem:
@@ -122,7 +129,10 @@ async def test_concurrent_first_inserts_of_one_target_both_succeed(runtime: Runt
         )
         # The second transaction waits for the first one's row, then updates it instead of failing.
         second = asyncio.create_task(desire(runtime, KIND_PR_COMMENT, "9", {"body": "second"}))
-        await asyncio.sleep(0.2)
+        if runtime.is_sqlite:  # one writer: the second waits for the database's write lock
+            await asyncio.sleep(0)
+        else:  # seen waiting on the first one's row lock
+            await until(lambda: lock_waits(runtime), what="the second transaction waiting for the row lock")
         assert not second.done()
     assert await second
     row = await outbox_row(runtime, KIND_PR_COMMENT, "9")
@@ -595,8 +605,17 @@ async def test_without_github_rows_stay_pending(runtime: Runtime, caplog: pytest
 
     stop = asyncio.Event()
     with caplog.at_level(logging.WARNING, logger="github_app.outbox.sender"):
+        polls = 0
+        unconfigured = sender._github
+
+        def counted() -> Any:
+            nonlocal polls
+            polls += 1
+            return unconfigured()
+
+        sender._github = counted  # type: ignore[method-assign]
         task = asyncio.create_task(sender.run(stop))
-        await asyncio.sleep(0.3)
+        await until(lambda: polls >= 4, what="four polls")
         stop.set()
         await asyncio.wait_for(task, 2)
     row = await outbox_row(runtime, KIND_CHECK_RUN, SHA)
