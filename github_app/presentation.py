@@ -39,8 +39,8 @@ DONE = "DONE"
 FAIL = "FAIL"
 DEFAULT_GATE_LOCATION = "docs/qa/gates/"
 
-
 GITHUB_WEB = "https://github.com"
+
 
 @dataclass(frozen=True)
 class StoryView:

@@ -15,10 +15,15 @@ R = TypeVar("R")
 
 
 async def current(session: AsyncSession, stmt: Select[Any]) -> Any:
-    """The first row of `stmt` as the database has it now, even when the session already holds an
-    older copy: after a row lock, the version the lock protects. One statement (a select followed by
-    a refresh would be two)."""
+    """The first row of `stmt` (None when there is none) as the database has it now, even when the
+    session already holds an older copy: after a row lock, the version the lock protects. One statement
+    (a select followed by a refresh would be two)."""
     return (await session.execute(stmt.execution_options(populate_existing=True))).scalars().first()
+
+
+async def current_one(session: AsyncSession, stmt: Select[Any]) -> Any:
+    """`current` of a row that must exist: raises NoResultFound (or MultipleResultsFound) otherwise."""
+    return (await session.execute(stmt.execution_options(populate_existing=True))).scalars().one()
 
 
 async def read_once(session: AsyncSession, key: Hashable, load: Callable[[], Awaitable[R]]) -> R:

@@ -14,7 +14,7 @@ from github_app.chains.addresses import CHAIN_NAMES, POLYGON
 from github_app.db.app_tables import EscrowChainState, EscrowReleaseRequest, ReleaseState, Wallet
 from github_app.db.enums import EscrowStatus
 from github_app.db.models import Escrow
-from github_app.db.queries import current
+from github_app.db.queries import current_one
 from github_app.db.types import utcnow
 from github_app.domain.escrow import (
     ONCHAIN_FUNDED,
@@ -169,8 +169,7 @@ async def _check(
         stmt = select(Escrow).where(Escrow.id == escrow_id)
         if not runtime.is_sqlite:
             stmt = stmt.with_for_update()
-        escrow = await current(session, stmt)
-        assert escrow is not None
+        escrow = await current_one(session, stmt)
         if escrow.status != EscrowStatus.PENDING:
             return ""
         now = utcnow()

@@ -25,7 +25,7 @@ from github_app.db.app_tables import (
 )
 from github_app.db.enums import EscrowStatus
 from github_app.db.models import Escrow
-from github_app.db.queries import current
+from github_app.db.queries import current_one
 from github_app.db.types import utcnow
 from github_app.domain.escrow import ONCHAIN_FUNDED, ONCHAIN_REFUNDED
 from github_app.escrow.backends import Chains, keyed
@@ -264,8 +264,7 @@ async def _mark(runtime: Any, backend: Any, escrow_id: str, tx_hash: str) -> Non
         stmt = select(Escrow).where(Escrow.id == escrow_id)
         if not runtime.is_sqlite:
             stmt = stmt.with_for_update()
-        escrow = await current(session, stmt)
-        assert escrow is not None
+        escrow = await current_one(session, stmt)
         state = await session.get(EscrowChainState, escrow_id)
         if escrow.status == EscrowStatus.REFUNDED and state is not None and state.refund_tx_hash == tx_hash:
             return  # marked already (the command and the worker may both see it land)

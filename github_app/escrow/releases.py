@@ -44,7 +44,7 @@ from github_app.db.app_tables import (
 )
 from github_app.db.enums import EscrowStatus, OpportunityStatus
 from github_app.db.models import Escrow, Opportunity
-from github_app.db.queries import current
+from github_app.db.queries import current_one
 from github_app.db.types import utcnow
 from github_app.domain.escrow import (
     ONCHAIN_FUNDED,
@@ -639,8 +639,7 @@ class Releaser:
             stmt = select(Escrow).where(Escrow.id == escrow_id)
             if self._lock:
                 stmt = stmt.with_for_update()
-            escrow = await current(session, stmt)
-            assert escrow is not None
+            escrow = await current_one(session, stmt)
             now = utcnow()
             if escrow.status != EscrowStatus.RELEASED:
                 escrow.status = EscrowStatus.RELEASED

@@ -10,7 +10,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from github_app.db.app_tables import EscrowChainState, EscrowReleaseRequest, ReleaseState, Wallet
-from github_app.db.queries import current
+from github_app.db.queries import current, current_one
 from github_app.db.types import utcnow
 from github_app.db.upsert import insert_if_absent
 from github_app.leases import extend_leases
@@ -89,8 +89,7 @@ async def lock_escrow_state(session: AsyncSession, escrow_id: str, *, lock: bool
             {"escrow_id": escrow_id, "checked_at": utcnow()},
             conflict=["escrow_id"],
         )
-        state = await current(session, stmt)
-    assert state is not None
+        return await current_one(session, stmt)
     return state
 
 

@@ -14,7 +14,7 @@ from github_app.bmad.story_file import is_story_path
 from github_app.db.app_tables import PullRequestLink
 from github_app.db.enums import Role
 from github_app.db.models import Story
-from github_app.db.queries import current
+from github_app.db.queries import current_one
 from github_app.db.types import from_github_time, utcnow
 from github_app.db.upsert import upsert
 from github_app.domain import story_machine as sm
@@ -83,8 +83,7 @@ async def _lock_link(session: AsyncSession, rc: RepoContext, pr: dict[str, Any])
         .where(PullRequestLink.repository_key == key, PullRequestLink.pr_number == pr["number"])
         .with_for_update()
     )
-    link = await current(session, stmt)
-    assert link is not None
+    link = await current_one(session, stmt)
     return link
 
 

@@ -16,7 +16,7 @@ from github_app.bmad.planning import PLANNING_STAGES, mime_type
 from github_app.db.app_tables import EscrowReleaseRequest, StageAuditLog, StagePullRequest
 from github_app.db.enums import BidStatus, DeliverableStatus, EscrowStatus, OpportunityStatus, Stage
 from github_app.db.models import Bid, Deliverable, Document, Escrow, Opportunity, Project, Story, User
-from github_app.db.queries import current
+from github_app.db.queries import current_one
 from github_app.db.types import new_id, utcnow
 from github_app.domain import stage_machine as st
 from github_app.domain.story_machine import Actor, NoChange, Refused
@@ -57,8 +57,7 @@ async def stage_opportunity(session: AsyncSession, project_id: str, stage: str) 
 async def lock_opportunity(session: AsyncSession, opportunity_id: str) -> Opportunity:
     """Changes to one stage are serialized by its Opportunity's row lock (SQLite: one writer)."""
     stmt = select(Opportunity).where(Opportunity.id == opportunity_id).with_for_update(key_share=True)
-    opportunity = await current(session, stmt)
-    assert opportunity is not None
+    opportunity = await current_one(session, stmt)
     return opportunity
 
 

@@ -14,7 +14,7 @@ from github_app.bmad.gate_file import GateDecision
 from github_app.db.app_tables import EscrowReleaseRequest, StoryOpportunity, StoryState
 from github_app.db.enums import BidStatus, DeliverableStatus, EscrowStatus, Stage, StoryStatus
 from github_app.db.models import Bid, Deliverable, Escrow, Opportunity, Project, Story, StoryAuditLog
-from github_app.db.queries import current
+from github_app.db.queries import current_one
 from github_app.db.types import new_id, utcnow
 from github_app.db.upsert import insert_if_absent, upsert
 from github_app.domain.escrow import bind_escrow
@@ -47,8 +47,7 @@ async def lock_story(session: AsyncSession, story_id: str) -> Story:
     """Changes to one story are serialized by its row lock (PostgreSQL; SQLite has one writer). NO KEY
     UPDATE, as in lock_order: rows referencing the story may be written meanwhile."""
     stmt = select(Story).where(Story.id == story_id).with_for_update(key_share=True)
-    story = await current(session, stmt)  # a copy already in the session may predate the lock
-    assert story is not None
+    story = await current_one(session, stmt)  # a copy already in the session may predate the lock
     return story
 
 
