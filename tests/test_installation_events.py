@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
 from github_app.db.queries import installation_for_repository
 from github_app.demo.fake_github import FakeGitHub
@@ -273,11 +274,42 @@ async def test_a_renamed_or_transferred_repository_keeps_its_project(
     assert any(getattr(r, "audit", None) == "project_repository_renamed" for r in caplog.records)
     # A delivery under the new name is acted on: the story file pushed there is the project's story.
     fake_github.add_repo(new_name)
-    for path in (STORY_PATH.replace("1.3", "1.4"),):
-        fake_github.put_file(new_name, pushed["after"], path, story_file("Draft", number=4).encode())
+    fake_github.put_file(
+        new_name, pushed["after"], STORY_PATH.replace("1.3", "1.4"), story_file("Draft", number=4).encode()
+    )
     moved = renamed(pushed, REPO, new_name, action)
     await app.deliver("push", {**pushed, "repository": moved["repository"]})
     assert sorted(n for (n,) in await fetch_all(app.runtime, 'SELECT "storyNumber" FROM "Story"')) == [3, 4]
     # The old name no longer names the project: the same rename delivered again changes nothing.
     assert await app.deliver("repository", renamed(pushed, REPO, new_name, action)) == 202
     assert await fetch_all(app.runtime, 'SELECT "repoName" FROM "Project"') == [(new_name,)]
+
+
+async def test_a_rename_moves_the_repository_map_unless_a_newer_report_came_first(
+    app: App, fake_github: FakeGitHub
+) -> None:
+    from datetime import timedelta
+
+    from github_app.db.app_tables import InstallationRepository
+    from github_app.db.types import utcnow
+
+    m = await seed_market(app.runtime, fake_github)
+    pushed = m.push("main", {STORY_PATH: story_file("Approved")}, PM)
+    repository_id = pushed["repository"]["id"]
+    async with app.runtime.sessionmaker() as s, s.begin():
+        s.add(
+            InstallationRepository(
+                repository_id=repository_id,
+                installation_id=INSTALLATION_ID,
+                full_name=REPO,
+                full_name_key=REPO.lower(),
+                added_at=utcnow() - timedelta(hours=1),
+            )
+        )
+    await app.deliver("repository", renamed(pushed, REPO, "acme/gadgets", "renamed"))
+    assert await repositories(app) == [(INSTALLATION_ID, "acme/gadgets")]
+    # A report GitHub made after this rename was already applied (a late retry of an older delivery):
+    async with app.runtime.engine.begin() as conn:
+        await conn.execute(update(InstallationRepository.__table__).values(added_at=utcnow() + timedelta(hours=1)))
+    await app.deliver("repository", renamed(pushed, "acme/gadgets", "acme/older-name", "renamed"))
+    assert await repositories(app) == [(INSTALLATION_ID, "acme/gadgets")]

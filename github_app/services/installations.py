@@ -202,10 +202,10 @@ async def repository_renamed(ctx: HandlerContext, event: sansio.Event) -> None:
         log.warning("repository rename without its names ignored", extra={"delivery_id": ctx.delivery_id})
         return
     session = ctx.session
-    T = InstallationRepository
-    mapped = await session.get(T, repository_id)
-    if mapped is not None:
-        mapped.full_name, mapped.full_name_key = full_name, full_name.lower()
+    reported_at = await _reported_at(ctx)
+    mapped = await session.get(InstallationRepository, repository_id)
+    if mapped is not None and mapped.added_at <= reported_at:  # as in `_add_repositories`: the newest report wins
+        mapped.full_name, mapped.full_name_key, mapped.added_at = full_name, full_name.lower(), reported_at
     if await project_named(session, full_name) is not None:
         return
     project = await project_named(session, former)
