@@ -40,6 +40,9 @@ async def main() -> None:
         run_server(http_settings(settings), with_worker=False, stop=stop, started=ports.append)
     )
     while not ports:
+        if server.done():  # it could not start (the port is taken, say): say why instead of waiting forever
+            server.result()
+            raise RuntimeError("the HTTP server stopped before it listened")
         await asyncio.sleep(0.01)
     base = f"http://127.0.0.1:{ports[0]}"
     async with aiohttp.ClientSession() as http:
