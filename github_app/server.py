@@ -160,14 +160,20 @@ def api_context(runtime: Runtime, worker: Worker | None) -> ApiContext:
 
 
 def make_worker(runtime: Runtime, router: routing.Router) -> Worker:
-    """The inbox worker and, beside it, the outbox sender it wakes whenever a delivery commits (a
-    handler may have changed what GitHub should show)."""
+    """The inbox worker and, beside it, the outbox sender it wakes when a delivery's commit changed
+    what GitHub should show."""
+    from github_app.db import wakes
     from github_app.inbox.worker import Worker
     from github_app.outbox.sender import OutboxSender
 
     sender = OutboxSender(runtime, writes_per_second=runtime.settings.github_writes_per_second)
     runtime.outbox_sender = sender
-    return Worker(runtime, router, on_processed=lambda _id, _state: sender.wake())
+
+    def on_processed(_id: str, _state: str, asked: frozenset[str]) -> None:
+        if wakes.OUTBOX in asked:
+            sender.wake()
+
+    return Worker(runtime, router, on_processed=on_processed)
 
 
 def _count(payload: str) -> int:
@@ -192,12 +198,15 @@ def _background_tasks(
 def wake_on_processed(worker: Worker, releaser: Releaser) -> None:
     """A delivery that made a story DONE committed its release request: the releaser starts on it at once
     instead of at its next idle poll."""
+    from github_app.db import wakes
+
     processed = worker.on_processed
 
-    def on_processed(delivery_id: str, state: str) -> None:
+    def on_processed(delivery_id: str, state: str, asked: frozenset[str]) -> None:
         if processed is not None:
-            processed(delivery_id, state)
-        releaser.wake()
+            processed(delivery_id, state, asked)
+        if wakes.RELEASES in asked:
+            releaser.wake()
 
     worker.on_processed = on_processed
 

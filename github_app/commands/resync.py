@@ -22,6 +22,7 @@ from sqlalchemy import select, update
 from github_app.bmad.gate_file import is_gate_path
 from github_app.bmad.story_file import is_story_path
 from github_app.commands.registry import Call, Reply, register
+from github_app.db import wakes
 from github_app.db.app_tables import GateReview, OutboxItem, PullRequestLink
 from github_app.db.models import Story
 from github_app.db.types import utcnow
@@ -158,4 +159,5 @@ async def _resend_views(call: Call, pulls: list[dict[str, Any]]) -> int:
         .where(T.repository == call.rc.repository, comment_rows | run_rows)
         .values(version=T.version + 1, next_attempt_at=utcnow(), updated_at=utcnow())
     )
+    wakes.ask(call.session, wakes.OUTBOX)
     return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from github_app.db import wakes
 from github_app.db.app_tables import EscrowReleaseRequest, ReleaseState
 from github_app.db.types import utcnow
 from github_app.escrow.subjects import refresh_release_views
@@ -24,5 +25,6 @@ async def retry_release(session: AsyncSession, request: EscrowReleaseRequest) ->
     request.lease_owner = None
     request.lease_expires_at = None
     request.last_error = None
+    wakes.ask(session, wakes.RELEASES)
     await session.flush()
     await refresh_release_views(session, request.story_id, request.opportunity_id)

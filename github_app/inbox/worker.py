@@ -19,6 +19,7 @@ from collections.abc import Callable
 import orjson
 from gidgethub import routing, sansio
 
+from github_app.db import wakes
 from github_app.db.app_tables import InboxState
 from github_app.db.types import utcnow
 from github_app.github.client import retry_deadline
@@ -68,7 +69,7 @@ class Worker:
         *,
         name: str | None = None,
         concurrency: int | None = None,
-        on_processed: Callable[[str, str], None] | None = None,
+        on_processed: Callable[[str, str, frozenset[str]], None] | None = None,
     ) -> None:
         settings = runtime.settings
         self.runtime = runtime
@@ -98,6 +99,11 @@ class Worker:
         self.burst_defer_seconds = settings.worker_burst_defer_seconds
         self._inflight: set[asyncio.Task[None]] = set()
         self._draining = False
+        # Whether the inbox may hold due rows this worker has not claimed: a claim that found fewer than
+        # it asked for says no, until a new delivery is announced or the idle poll comes round. Without
+        # it every finished delivery ran one more claim, most of them empty.
+        self._more = True
+        self._announced = 0
 
     def wake(self, stored: int = 1) -> None:
         """`stored` new deliveries are in the inbox (the ingress's NOTIFY, or the in-process writer)."""
@@ -105,6 +111,8 @@ class Worker:
         self._arrivals.append((now, stored))
         self._arrived += stored
         self._trim(now)
+        self._more = True
+        self._announced += 1
         self._wake.set()
 
     def _trim(self, now: float) -> None:
@@ -133,9 +141,10 @@ class Worker:
                 if self.deferring():
                     await asyncio.wait({stop_waiter}, timeout=0.25)
                     continue
-                claimed = await self._claim_some()
+                claimed = await self._claim_some() if self._worth_claiming() else 0
                 if claimed == 0 or len(self._inflight) >= self.concurrency:
-                    await self._sleep(stop_waiter)
+                    if not await self._sleep(stop_waiter):
+                        self._more = True  # the idle poll: retries fall due, a dead worker's leases run out
         finally:
             stop_waiter.cancel()
             self._draining = True
@@ -157,13 +166,20 @@ class Worker:
                 return
         raise TimeoutError("inbox not drained in time")
 
-    async def _sleep(self, stop_waiter: asyncio.Task[bool]) -> None:
-        await sleep_until_woken(self._wake, stop_waiter, self.poll_seconds)
+    async def _sleep(self, stop_waiter: asyncio.Task[bool]) -> bool:
+        return await sleep_until_woken(self._wake, stop_waiter, self.poll_seconds)
+
+    def _worth_claiming(self) -> bool:
+        """Claim in batches: when half the slots are free, or none is busy. One claim per finished
+        delivery cost a statement each for one row."""
+        free = self.concurrency - len(self._inflight)
+        return self._more and free > 0 and (not self._inflight or free * 2 >= self.concurrency)
 
     async def _claim_some(self) -> int:
         free = self.concurrency - len(self._inflight)
         if free <= 0 or self._draining:
             return 0
+        announced = self._announced
         try:
             async with self.runtime.engine.begin() as conn:
                 rows = await store.claim(
@@ -172,6 +188,8 @@ class Worker:
         except Exception as exc:  # the database may be down for a while; keep trying, say so once a poll
             log.error("worker cannot claim deliveries", extra={"error": repr(exc)})
             return 0
+        if len(rows) < free and announced == self._announced:
+            self._more = False
         self.heartbeat.hold(*(row.delivery_id for row in rows))
         for row in rows:
             task = asyncio.create_task(self._process(row), name=f"delivery-{row.delivery_id}")
@@ -202,15 +220,18 @@ class Worker:
             # Claimed again after its worker died mid-run on the last allowed attempt.
             await self._fail(row, "worker lost while processing; attempts exhausted", permanent=True)
             return
+        asked: frozenset[str] = frozenset()
         try:
             event = sansio.Event(orjson.loads(row.payload), event=row.event, delivery_id=row.delivery_id)
             async with asyncio.timeout(self.handler_deadline):
                 for conflicts in range(LOCK_CONFLICT_RETRIES + 1):
                     try:
-                        if not await self._handle(row, event):
+                        handled = await self._handle(row, event)
+                        if handled is None:
                             DELIVERIES_PROCESSED.labels(event_label(row.event), "lost_lease").inc()
                             log.warning("delivery lease lost; another worker has it", extra=fields)
                             return
+                        asked = handled
                         break
                     except Exception as exc:
                         if not is_lock_conflict(exc) or conflicts >= LOCK_CONFLICT_RETRIES:
@@ -241,18 +262,19 @@ class Worker:
             extra={**fields, "outcome": "done", "ms": round((time.monotonic() - started) * 1000, 1)},
         )
         if self.on_processed:
-            self.on_processed(row.delivery_id, InboxState.DONE)
+            self.on_processed(row.delivery_id, InboxState.DONE, asked)
 
-    async def _handle(self, row: Claimed, event: sansio.Event) -> bool:
-        """The delivery's unit of work, in one transaction; False when the row is no longer ours."""
+    async def _handle(self, row: Claimed, event: sansio.Event) -> frozenset[str] | None:
+        """The delivery's unit of work, in one transaction: the background loops it needs woken once
+        committed (`db/wakes.py`), or None when the row is no longer ours."""
         async with self.runtime.sessionmaker() as session, session.begin():
             if not await store.hold(session, row.delivery_id, self.name, lock=not self.runtime.is_sqlite):
-                return False
+                return None
             # GitHub's retry waits end in time for the last request and the commit.
             with retry_deadline(self.handler_deadline * GITHUB_SHARE_OF_DEADLINE):
                 await self.router.dispatch(event, HandlerContext(session, row.delivery_id, self.runtime))
             await store.mark_done(session, row.delivery_id)
-        return True
+        return wakes.asked(session)
 
     async def _fail(self, row: Claimed, error: str, *, permanent: bool) -> None:
         attempts = self.max_attempts if permanent else row.attempts
@@ -283,4 +305,4 @@ class Worker:
             },
         )
         if self.on_processed:
-            self.on_processed(row.delivery_id, state)
+            self.on_processed(row.delivery_id, state, frozenset())

@@ -16,6 +16,7 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from github_app.db import wakes
 from github_app.db.app_tables import OutboxItem
 from github_app.db.types import utcnow
 
@@ -89,7 +90,10 @@ async def set_all_desired(
     # Several rows go as one multi-row INSERT (SQLAlchemy's "insertmanyvalues"), from one cached
     # statement: a statement built with a list of VALUES could not be cached and was compiled each time.
     stmt = _UPSERT[session.get_bind().dialect.name]
-    return len((await session.execute(stmt, rows)).all())
+    changed = len((await session.execute(stmt, rows)).all())
+    if changed:
+        wakes.ask(session, wakes.OUTBOX)
+    return changed
 
 
 def _upsert(insert: Any) -> Any:

@@ -11,6 +11,7 @@ from sqlalchemy import inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from github_app.bmad.gate_file import GateDecision
+from github_app.db import wakes
 from github_app.db.app_tables import EscrowReleaseRequest, StoryOpportunity, StoryState
 from github_app.db.enums import BidStatus, DeliverableStatus, EscrowStatus, Stage, StoryStatus
 from github_app.db.models import Bid, Deliverable, Escrow, Opportunity, Project, Story, StoryAuditLog
@@ -328,6 +329,7 @@ async def request_escrow_release(session: AsyncSession, story: Story, actor: Act
         },
         conflict=["story_id"],
     )
+    wakes.ask(session, wakes.RELEASES)
 
 
 async def ensure_developer(session: AsyncSession, story: Story, metadata: dict[str, Any]) -> None:
