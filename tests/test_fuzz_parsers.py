@@ -23,7 +23,7 @@ from github_app.bmad.gate_file import gate_id_from_path, parse_gate_file
 from github_app.bmad.repo_config import check_branch_pattern, parse_repo_config, story_ids_in_branch
 from github_app.bmad.story_file import BmadFileError, NotAStory, parse_story_file, story_id_from_path
 from github_app.bounded import MAX_STORY_NUMBER
-from github_app.domain.linking import Linked, link_pull_request
+from github_app.domain.linking import Linked, LinkLevel, link_pull_request
 from github_app.logs import SecretScrubber
 
 T = TypeVar("T")
@@ -166,6 +166,13 @@ def test_configuration_files(text: str) -> None:
 
 story_ids = st.tuples(numbers, numbers)
 changed = st.lists(story_ids.map(lambda i: f"docs/stories/{i[0]}.{i[1]}.generated.md"), max_size=3)
+# What could name a story or hide one: "story" in any case (re.IGNORECASE's too, e.g. "ſtory") and an
+# HTML comment's opening.
+MENTION_OR_COMMENT = re.compile(r"story|<!--", re.IGNORECASE)
+
+
+def naming_nothing(text: str) -> str:
+    return MENTION_OR_COMMENT.sub("tale", text[:200])
 
 
 @FUZZ
@@ -176,13 +183,28 @@ changed = st.lists(story_ids.map(lambda i: f"docs/stories/{i[0]}.{i[1]}.generate
     pattern=st.none() | mixed,
     files=changed,
     named=st.none() | story_ids,
+    named_in=st.sampled_from([LinkLevel.TITLE, LinkLevel.BODY]),
+    decoy=story_ids,
 )
 def test_pull_request_texts(
-    title: str, body: str, branch: str, pattern: str | None, files: list[str], named: tuple[int, int] | None
+    title: str,
+    body: str,
+    branch: str,
+    pattern: str | None,
+    files: list[str],
+    named: tuple[int, int] | None,
+    named_in: LinkLevel,
+    decoy: tuple[int, int],
 ) -> None:
     usable = pattern is not None and bounded(lambda: check_branch_pattern(pattern)) is None
-    if named is not None:  # the author names the story in the title, after whatever else they wrote
-        title = f"{title[:200]}\nStory {named[0]}.{named[1]}: the work"
+    if named is not None:  # the author names one story, after whatever else they wrote
+        title, body = naming_nothing(title), naming_nothing(body)
+        mention = f"\nStory {named[0]}.{named[1]}: the work"
+        if named_in is LinkLevel.TITLE:  # the description names another story: the title wins
+            title += mention
+            body += f"\nStory {decoy[0]}.{decoy[1]}: also touched"
+        else:
+            body += mention
     result = bounded(
         lambda: link_pull_request(
             title=title,
@@ -193,12 +215,13 @@ def test_pull_request_texts(
             **({"branch_pattern": pattern} if usable and pattern is not None else {}),
         )
     )
+    if named is not None:
+        # The named story, whatever the branch and the changed files name: they come after the texts.
+        assert result == Linked(named[0], named[1], named_in)
     if isinstance(result, Linked):
         assert_storable(result.epic, result.story)
-        if result.level.name == "CHANGED_FILES":
+        if result.level is LinkLevel.CHANGED_FILES:
             assert f"docs/stories/{result.epic}.{result.story}.generated.md" in files
-    if named is not None and isinstance(result, Linked) and result.level.name == "TITLE":
-        assert (result.epic, result.story) == named
     if usable and pattern is not None:
         bounded(lambda: story_ids_in_branch(pattern, branch))
 
