@@ -9,6 +9,7 @@ when any case spends more than the bound.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -57,7 +58,7 @@ def main() -> None:
             )
         )
     for name, (body, _, _) in HOSTILE_COMMENTS.items():
-        cases.append((f"comment: {name}", lambda b=body: parse_comment(b, "bmad-marketplace")))
+        cases.append((f"comment: {name}", functools.partial(parse_comment, body, "bmad-marketplace")))
     pattern = r"^(?P<epic>(\d+)+)\.(?P<story>\d+)$"
     cases.append(("configured branch pattern, catastrophic", lambda: story_ids_in_branch(pattern, "1" * 5_000 + "!")))
     load = os.getloadavg()

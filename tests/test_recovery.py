@@ -96,7 +96,7 @@ async def test_the_worker_recovers_periodically_when_configured(app_runtime: Run
     def scans() -> int:  # each pass reads GitHub's delivery log once
         return len([r for r in fake_github.requests if r.method == "GET" and r.path == "/app/hook/deliveries"])
 
-    def attempted() -> set[str]:
+    def attempted() -> set[int]:
         assert not task.done(), "periodic recovery stopped"
         return set(fake_github.redelivery_attempts)
 
