@@ -1,5 +1,5 @@
-"""CPU time of the parsers and the linker on the hostile inputs the fuzz tests list (each once), beside
-the one-second bound per call that a delivery must stay within.
+"""CPU time of the parsers, the linker and the command grammar on the hostile inputs the fuzz tests
+list (each once), beside the one-second bound per call that a delivery must stay within.
 
     python bench/hostile_input.py
 
@@ -9,6 +9,7 @@ when any case spends more than the bound.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -22,7 +23,9 @@ from github_app.bmad.core_config import parse_core_config  # noqa: E402
 from github_app.bmad.gate_file import parse_gate_file  # noqa: E402
 from github_app.bmad.repo_config import parse_repo_config, story_ids_in_branch  # noqa: E402
 from github_app.bmad.story_file import BmadFileError, NotAStory, parse_story_file  # noqa: E402
+from github_app.domain.command_grammar import parse_comment  # noqa: E402
 from github_app.domain.linking import link_pull_request  # noqa: E402
+from tests.test_command_grammar import HOSTILE_COMMENTS  # noqa: E402
 from tests.test_fuzz_parsers import HOSTILE_GATES, HOSTILE_PR_TEXTS, HOSTILE_STORIES  # noqa: E402
 
 BOUND_SECONDS = 1.0
@@ -54,6 +57,8 @@ def main() -> None:
                 ),
             )
         )
+    for name, (body, _, _) in HOSTILE_COMMENTS.items():
+        cases.append((f"comment: {name}", functools.partial(parse_comment, body, "bmad-marketplace")))
     pattern = r"^(?P<epic>(\d+)+)\.(?P<story>\d+)$"
     cases.append(("configured branch pattern, catastrophic", lambda: story_ids_in_branch(pattern, "1" * 5_000 + "!")))
     load = os.getloadavg()

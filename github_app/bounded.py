@@ -20,6 +20,9 @@ _MAX_NUMBER_DIGITS = len(str(MAX_STORY_NUMBER))
 # C1 controls (U+0080-U+009F, e.g. the CSI that starts a terminal escape) are never meant in a title or
 # a description and confuse every screen that shows them.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# YAML's "\uD83D\uDE00" (how JSON writers and ensure_ascii dumpers spell an emoji) reaches Python as two
+# surrogates, which no UTF-8 database accepts: a pair is joined into its character, half of one dropped.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 _repr = reprlib.Repr()
 _repr.maxlevel = 3
@@ -57,5 +60,8 @@ def bounded_repr(value: object, limit: int = 80) -> str:
 
 
 def clean_text(text: str) -> str:
-    """Text safe to store: without NUL and the other control characters a person does not type."""
+    """Text safe to store: without NUL and the other control characters a person does not type, and
+    valid Unicode (UTF-16 surrogates joined or dropped)."""
+    if _SURROGATE.search(text):
+        text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "ignore")
     return _CONTROL.sub("", text)

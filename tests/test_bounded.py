@@ -42,6 +42,13 @@ def test_text_for_the_database_loses_control_characters_but_not_layout() -> None
     assert clean_text("x\x80y\x85z\x9b[31m\x9f\xa0é") == "xyz[31m\xa0é"
 
 
+def test_text_for_the_database_is_valid_unicode() -> None:
+    # What YAML makes of "\uD83D\uDE00 ok \uD800": a surrogate pair and a lone half.
+    assert clean_text("\ud83d\ude00 ok \ud800") == "\U0001f600 ok "
+    assert clean_text("\udc00\ud83d") == ""
+    assert clean_text("\U0001f600").encode() == "\U0001f600".encode()
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [

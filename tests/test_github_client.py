@@ -15,20 +15,41 @@ from prometheus_client import REGISTRY
 from github_app.demo.fake_github import FakeGitHub
 from github_app.github.client import AnswerLost, GitHubApp
 from tests.github_fixtures import FAST_RETRY, GITHUB_APP_ID, INSTALLATION_ID, REPO, KeyPair
+from tests.waits import until
 
 REPO_PATH = f"/repos/{REPO}"
 
 
 class RecordingSleep:
-    """Remembers the waits the client asked for and really sleeps a scaled-down share of each."""
+    """Remembers the waits the client asked for, without waiting: a test checks how long the client
+    chose to wait, not how long the machine took."""
 
-    def __init__(self, scale: float = 1.0) -> None:
-        self.scale = scale
+    def __init__(self) -> None:
         self.requested: list[float] = []
 
     async def __call__(self, seconds: float) -> None:
         self.requested.append(seconds)
-        await asyncio.sleep(seconds * self.scale)
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+def sleep() -> RecordingSleep:
+    return RecordingSleep()
+
+
+@pytest.fixture
+def recording_app(
+    fake_github: FakeGitHub, github_app_keys: KeyPair, github_session: aiohttp.ClientSession, sleep: RecordingSleep
+) -> GitHubApp:
+    """The app's client factory, pointed at the fake, whose waits are recorded by `sleep`."""
+    return GitHubApp(
+        GITHUB_APP_ID,
+        github_app_keys.private_pem,
+        fake_github.url,
+        github_session,
+        retry_policy=FAST_RETRY,
+        sleep=sleep,
+    )
 
 
 def api_calls(method: str, status: str) -> float:
@@ -98,47 +119,43 @@ async def test_forbidden_without_rate_limit_is_not_retried(
 
 
 async def test_secondary_limit_with_retry_after_is_waited_out(
-    fake_github: FakeGitHub, github_app_client: GitHubApp
+    fake_github: FakeGitHub, recording_app: GitHubApp, sleep: RecordingSleep
 ) -> None:
-    gh = await github_app_client.installation_client(INSTALLATION_ID)
-    fake_github.rate_limit_next(1, retry_after=1, path=f"{REPO_PATH}/check-runs")
+    gh = await recording_app.installation_client(INSTALLATION_ID)
+    fake_github.rate_limit_next(1, retry_after=7, path=f"{REPO_PATH}/check-runs")
 
     run = await gh.post(f"{REPO_PATH}/check-runs", data={"name": "bmad", "head_sha": "abc123"})
 
     assert fake_github.check_runs[run["id"]]["head_sha"] == "abc123"
     limited, accepted = fake_github.requests_to("POST", f"{REPO_PATH}/check-runs")
     assert (limited.status, accepted.status) == (403, 201)
-    assert accepted.at - limited.at >= 1.0
+    assert sleep.requested == [pytest.approx(7, abs=0.5)]  # what Retry-After asked, before the second try
     # The rejected attempt created nothing: exactly one check run exists.
     assert len(fake_github.check_runs) == 1
 
 
 async def test_other_clients_of_the_installation_hold_back_during_a_rate_limit(
-    fake_github: FakeGitHub, github_app_client: GitHubApp
+    fake_github: FakeGitHub, recording_app: GitHubApp, sleep: RecordingSleep
 ) -> None:
-    first = await github_app_client.installation_client(INSTALLATION_ID)
-    second = await github_app_client.installation_client(INSTALLATION_ID)
-    fake_github.rate_limit_next(1, retry_after=1, path=REPO_PATH)
+    first = await recording_app.installation_client(INSTALLATION_ID)
+    second = await recording_app.installation_client(INSTALLATION_ID)
+    fake_github.rate_limit_next(1, retry_after=7, path=REPO_PATH)
 
     async def later() -> None:
-        # Once GitHub has answered the first client with its limit (a condition, not a guess).
-        async with asyncio.timeout(30):
-            while not any(r.status == 403 for r in fake_github.requests):
-                await asyncio.sleep(0.01)
+        await until(lambda: any(r.status == 403 for r in fake_github.requests), what="the rate-limit answer")
         await second.getitem(f"{REPO_PATH}/commits/abc/pulls")
 
     await asyncio.gather(first.getitem(REPO_PATH), later())
 
-    limited = next(r for r in fake_github.requests if r.status == 403)
-    after = [r for r in fake_github.requests if r.at > limited.at]
-    assert len(after) == 2
-    assert all(r.at - limited.at >= 1.0 for r in after)
+    # The client that was answered and the one that was not both waited out the rest of the limit
+    # (the sleep is recorded, not slept, so the clock barely moved).
+    assert sleep.requested == [pytest.approx(7, abs=1), pytest.approx(7, abs=1)]
+    assert [r.status for r in fake_github.requests if r.path.startswith(REPO_PATH)] == [403, 200, 200]
 
 
 async def test_secondary_limit_without_retry_after_backs_off_a_minute_then_longer(
-    fake_github: FakeGitHub, github_app_keys: KeyPair, github_session: aiohttp.ClientSession
+    fake_github: FakeGitHub, github_app_keys: KeyPair, github_session: aiohttp.ClientSession, sleep: RecordingSleep
 ) -> None:
-    sleep = RecordingSleep(scale=0.001)
     app = GitHubApp(GITHUB_APP_ID, github_app_keys.private_pem, fake_github.url, github_session, sleep=sleep)
     gh = await app.installation_client(INSTALLATION_ID)
     fake_github.rate_limit_next(2, retry_after=None, path=REPO_PATH)
@@ -152,30 +169,25 @@ async def test_secondary_limit_without_retry_after_backs_off_a_minute_then_longe
     assert second >= 2 * 60
 
 
-async def test_primary_limit_waits_until_the_reset(fake_github: FakeGitHub, github_app_client: GitHubApp) -> None:
-    gh = await github_app_client.installation_client(INSTALLATION_ID)
-    fake_github.primary_limit_next(1, reset_in=1, path=REPO_PATH)
+async def test_primary_limit_waits_until_the_reset(
+    fake_github: FakeGitHub, recording_app: GitHubApp, sleep: RecordingSleep
+) -> None:
+    gh = await recording_app.installation_client(INSTALLATION_ID)
+    fake_github.primary_limit_next(1, reset_in=5, path=REPO_PATH)
 
     await gh.getitem(REPO_PATH)
 
     limited, accepted = [r for r in fake_github.requests if r.path == REPO_PATH]
     assert (limited.status, accepted.status) == (403, 200)
-    assert accepted.at - limited.at >= 0.95
+    # The reset is a whole second on GitHub's clock, 5 to 6 s away: waited until then, not a back-off.
+    [waited] = sleep.requested
+    assert 4.5 <= waited <= 6.5
 
 
 async def test_primary_limit_resetting_beyond_the_wait_budget_fails_at_once(
-    fake_github: FakeGitHub, github_app_keys: KeyPair, github_session: aiohttp.ClientSession
+    fake_github: FakeGitHub, recording_app: GitHubApp, sleep: RecordingSleep
 ) -> None:
-    sleep = RecordingSleep()
-    app = GitHubApp(
-        GITHUB_APP_ID,
-        github_app_keys.private_pem,
-        fake_github.url,
-        github_session,
-        retry_policy=FAST_RETRY,
-        sleep=sleep,
-    )
-    gh = await app.installation_client(INSTALLATION_ID)
+    gh = await recording_app.installation_client(INSTALLATION_ID)
     fake_github.primary_limit_next(1, reset_in=FAST_RETRY.max_total_wait + 60, path=REPO_PATH)
 
     with pytest.raises(RateLimitExceeded):

@@ -568,8 +568,9 @@ async def test_a_row_locked_by_a_handler_is_skipped(
             target=SHA,
             payload=run_payload("in the handler's transaction"),
         )
-        # The claim does not wait for the handler's row lock, and sends nothing meanwhile.
-        await asyncio.wait_for(sender.run_until_idle(timeout=0.5), 5)
+        # The claim does not wait for the handler's row lock, and sends nothing meanwhile. One pass
+        # (timeout 0); the bound turns a claim that waits for the lock this test holds into a failure.
+        await asyncio.wait_for(sender.run_until_idle(timeout=0), 30)
         assert fake_github.write_requests == []
     await sender.run_until_idle(timeout=5)
     [run] = app_runs(fake_github)
@@ -597,11 +598,26 @@ async def test_a_send_slower_than_its_lease_keeps_its_row_and_goes_out_once(
     assert (row.sent_version, row.lease_owner) == (row.version, None)
 
 
+def count_steps(sender: OutboxSender) -> list[bool]:
+    """What each of the sender's passes over the outbox returned (True: it sent a row)."""
+    steps: list[bool] = []
+    step = sender._step
+
+    async def counted() -> bool:
+        steps.append(await step())
+        return steps[-1]
+
+    sender._step = counted  # type: ignore[method-assign]
+    return steps
+
+
 async def test_without_github_rows_stay_pending(runtime: Runtime, caplog: pytest.LogCaptureFixture) -> None:
     assert runtime.github is None
     await desire(runtime, KIND_CHECK_RUN, SHA, run_payload())
     sender = make_sender(runtime)
-    await asyncio.wait_for(sender.run_until_idle(timeout=10), 1)
+    steps = count_steps(sender)
+    await sender.run_until_idle(timeout=10)
+    assert steps == [False]  # one look, then back: not polling a due row until the 10 s are over
 
     stop = asyncio.Event()
     with caplog.at_level(logging.WARNING, logger="github_app.outbox.sender"):
@@ -625,20 +641,20 @@ async def test_without_github_rows_stay_pending(runtime: Runtime, caplog: pytest
 
 
 async def test_run_sends_until_stopped(app_runtime: Runtime, fake_github: FakeGitHub) -> None:
-    sender = make_sender(app_runtime, poll_seconds=5.0)
+    sender = make_sender(app_runtime, poll_seconds=3600.0)  # only a wake can bring it back within the test
+    steps = count_steps(sender)
     stop = asyncio.Event()
     task = asyncio.create_task(sender.run(stop))
     try:
+        await until(lambda: steps == [False], what="the sender's first, empty pass")
         await desire(app_runtime, KIND_CHECK_RUN, SHA, run_payload())
-        sender.wake()  # not the 5 s poll
-        for _ in range(100):
-            if app_runs(fake_github):
-                break
-            await asyncio.sleep(0.02)
+        sender.wake()
+        await until(lambda: app_runs(fake_github), what="the check run sent after the wake")
         assert len(app_runs(fake_github)) == 1
     finally:
         stop.set()
         await asyncio.wait_for(task, 5)
+    assert steps[:2] == [False, True]
 
 
 # --- the pace's arithmetic --------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from github_app.runtime import Runtime
 from tests.github_fixtures import GITHUB_APP_ID, KeyPair
 from tests.test_cli import clean_env
 from tests.test_worker import store_deliveries
+from tests.waits import until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,19 +93,20 @@ async def test_the_worker_recovers_periodically_when_configured(app_runtime: Run
     stop = asyncio.Event()
     task = asyncio.create_task(periodic_recovery(app_runtime, stop))
 
-    async def attempts_reach(n: int) -> None:
-        deadline = time.monotonic() + 20  # bounds a failing run only
-        while len(set(fake_github.redelivery_attempts)) < n:
-            assert not task.done(), "periodic recovery stopped"
-            assert time.monotonic() < deadline, fake_github.redelivery_attempts
-            await asyncio.sleep(0.02)
+    def scans() -> int:  # each pass reads GitHub's delivery log once
+        return len([r for r in fake_github.requests if r.method == "GET" and r.path == "/app/hook/deliveries"])
+
+    def attempted() -> set[int]:
+        assert not task.done(), "periodic recovery stopped"
+        return set(fake_github.redelivery_attempts)
 
     # First pass: lost-1 and d-0000 (this inbox is empty), the two failed deliveries missing from it.
-    await attempts_reach(2)
+    await until(lambda: len(attempted()) == 2, what="the first pass's redeliveries")
+    first_scans = scans()
     # A delivery that fails after that pass is found by a later one: the loop goes on.
     later = fake_github.add_delivery("lost-later", status_code=502)
-    await attempts_reach(3)
+    await until(lambda: later["id"] in attempted(), what="a later pass finding the new failure")
     stop.set()
     await asyncio.wait_for(task, 10)
-    assert later["id"] in set(fake_github.redelivery_attempts)
     assert len(set(fake_github.redelivery_attempts)) == 3
+    assert first_scans >= 1 and scans() > first_scans  # two passes at least, each reading the log

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from github_app.config import Settings
 from github_app.db.types import utcnow
 from github_app.handling import HandlerContext, PermanentFailure
 from github_app.inbox import store
-from github_app.inbox.worker import Worker
+from github_app.inbox.worker import BURST_DELIVERIES_PER_SECOND, Worker
 from github_app.inbox.writers import AsyncpgInboxWriter, SqlAlchemyInboxWriter
 from github_app.runtime import Runtime
 from github_app.webhook import Delivery
@@ -205,9 +204,9 @@ async def test_a_live_slow_holder_keeps_its_lease_past_the_lease_length(db_url: 
 
         slow_worker = Worker(runtime, router, name="slow")
         task = asyncio.create_task(slow_worker.run_until_idle())
-        while slow_worker.heartbeat.beats < 10:  # a second of renewals: twice the lease
-            assert not task.done()
-            await asyncio.sleep(0.02)
+        # A second of renewals: twice the lease.
+        await until(lambda: slow_worker.heartbeat.beats >= 10 or task.done(), what="ten heartbeats")
+        assert not task.done()
         async with runtime.engine.begin() as conn:
             assert await store.claim(conn, "rival", 1, 0.5, skip_locked=not runtime.is_sqlite) == []
         release.set()
@@ -233,12 +232,12 @@ async def _effects_of(runtime: Runtime) -> bool:
     return bool(await effects(runtime))
 
 
-async def _wait_for(path: Path, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} never appeared")
-        await asyncio.sleep(0.05)
+async def _all_effects(runtime: Runtime, count: int) -> bool:
+    return len(await effects(runtime)) == count
+
+
+async def _wait_for(path: Path) -> None:
+    await until(path.exists, what=f"{path}")
 
 
 async def test_kill_9_mid_delivery_loses_nothing(runtime: Runtime, tmp_path: Path) -> None:
@@ -285,8 +284,9 @@ async def test_graceful_stop_waits_for_in_flight_handlers(runtime: Runtime) -> N
     worker = Worker(runtime, recording_router(delay=0.3))
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
-    while not await fetch_all(runtime, "SELECT 1 FROM webhook_inbox WHERE state = 'processing'"):
-        await asyncio.sleep(0.01)
+    await until(
+        lambda: fetch_all(runtime, "SELECT 1 FROM webhook_inbox WHERE state = 'processing'"), what="a claimed delivery"
+    )
     stop.set()
     await asyncio.wait_for(task, 10)
     states = await inbox(runtime)
@@ -305,10 +305,11 @@ async def test_two_workers_share_postgresql_without_doing_anything_twice(db_url:
         stop = asyncio.Event()
         workers = [Worker(a, recording_router("a", delay=0.002)), Worker(b, recording_router("b", delay=0.002))]
         tasks = [asyncio.create_task(w.run(stop)) for w in workers]
-        deadline = time.monotonic() + 60
-        while len(await fetch_all(a, "SELECT 1 FROM webhook_inbox WHERE state = 'done'")) < len(ids):
-            assert time.monotonic() < deadline, "not drained"
-            await asyncio.sleep(0.05)
+
+        async def drained() -> bool:
+            return len(await fetch_all(a, "SELECT 1 FROM webhook_inbox WHERE state = 'done'")) == len(ids)
+
+        await until(drained, seconds=60, what="every delivery done")
         stop.set()
         await asyncio.gather(*tasks)
         done = await effects(a)
@@ -342,16 +343,23 @@ async def test_a_burst_defers_processing_for_a_bounded_time(db_url: str) -> None
                 worker.wake(50)
                 await asyncio.sleep(0.01)
 
+        deferrals: list[bool] = []
+        deferring = worker.deferring
+
+        def counted() -> bool:
+            deferrals.append(deferring())
+            return deferrals[-1]
+
+        worker.deferring = counted  # type: ignore[method-assign]
         flooding = asyncio.create_task(flood())
-        await asyncio.sleep(0.3)
+        await until(lambda: worker._arrived >= BURST_DELIVERIES_PER_SECOND, what="a burst")
         task = asyncio.create_task(worker.run(stop))
-        await asyncio.sleep(0.5)
+        await until(lambda: deferrals.count(True) >= 2, what="two rounds deferred")  # 0.25 s apart
         assert await effects(runtime) == []  # the ingress has the machine
-        deadline = time.monotonic() + 10
-        while len(await effects(runtime)) < len(ids):  # the flood goes on, the deferral does not
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
+        # The flood goes on, the deferral does not: after its second (of 1 s), everything is processed.
+        await until(lambda: _all_effects(runtime, len(ids)), what="the deliveries processed during the flood")
         stop.set()
         await asyncio.gather(task, flooding)
+        assert deferrals.index(False) >= 2  # rounds deferred before the first that claimed
     finally:
         await runtime.close()
