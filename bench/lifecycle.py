@@ -175,7 +175,8 @@ async def start_stack() -> tuple[FakeGitHub, str, Runtime, Market, int, dict[str
         "GITHUB_API_URL": fake.url,
         "GITHUB_WEBHOOK_SECRET": SECRET,
         "PORT": str(port),
-        "WORKER_POLL_SECONDS": "0.05",
+        # WORKER_POLL_SECONDS stays at its default: the ingress's NOTIFY and each commit's wakes start the
+        # work; a short poll only added empty claims.
         "WORKER_CONCURRENCY": "8",
         # The fake GitHub is local: pacing the outbox to GitHub's 1 write/s would only measure the pacing.
         "GITHUB_WRITES_PER_SECOND": "1000",

@@ -109,13 +109,18 @@ class SharedPace:
         """Reserve the next write of `scope` and wait for its slot, then send; or, when the plan says
         `defer`, send nothing now (a rate-limit penalty, or the creation budget is spent)."""
         async with self.engine.begin() as conn:
-            # The write first: on SQLite it takes the database's write lock before the row is read.
-            insert = self._insert().values(scope=scope, updated_at=utcnow())
-            await conn.execute(insert.on_conflict_do_nothing(index_elements=[T.scope]))
             query = select(T.next_write_at, T.not_before, T.recent_creates).where(T.scope == scope)
+            found = None
             if self._postgres:
+                # The row exists after a scope's first write: lock it and read it in one statement.
+                found = (await conn.execute(query.with_for_update())).first()
                 query = query.with_for_update()
-            next_write_at, not_before, recent = (await conn.execute(query)).one()
+            if found is None:
+                # On SQLite the write comes first: it takes the database's write lock before the row is read.
+                insert = self._insert().values(scope=scope, updated_at=utcnow())
+                await conn.execute(insert.on_conflict_do_nothing(index_elements=[T.scope]))
+                found = (await conn.execute(query)).one()
+            next_write_at, not_before, recent = found
             state = PaceState(next_write_at, not_before, tuple(orjson.loads(recent)))
             now = self._clock()
             reserved, decided = plan(state, self.limits, now, create=create)

@@ -22,7 +22,7 @@ from sqlalchemy import text as sql
 from github_app import commands as command_families
 from github_app.commands.registry import COMMANDS, Call, CommentRef, Outcome, Reply, quiet
 from github_app.db.app_tables import CommandComment, CommandUse
-from github_app.db.queries import project_for_repository
+from github_app.db.queries import installation_suspended, project_for_repository
 from github_app.db.types import from_github_time, utcnow
 from github_app.db.upsert import insert_if_absent
 from github_app.domain.command_grammar import CommandLine, ParsedComment, UsageError, parse_comment
@@ -30,7 +30,6 @@ from github_app.domain.command_rights import Speaker
 from github_app.domain.vocabulary import Role
 from github_app.handling import HandlerContext
 from github_app.outbox.enqueue import KIND_COMMAND_REPLY, KIND_REACTION, set_all_desired
-from github_app.services.installations import is_suspended
 from github_app.services.people import actor_for
 from github_app.services.repo import load_repo_context
 
@@ -119,13 +118,13 @@ async def handle_issue_comment(ctx: HandlerContext, event: sansio.Event) -> None
             await _remember(session, key, ref, account_id, login, None, parsed, updated_at, FLOODED, known)
         return
 
-    project = await project_for_repository(session, repository)
+    project = await project_for_repository(session, repository, installation_id)
     if project is None:
         if await _answered_unlinked(session, key):
             return
         await answer(_unlinked_text(login, repository), Outcome.REFUSED, UNLINKED)
         return
-    if await is_suspended(session, installation_id):
+    if await installation_suspended(session, installation_id):
         return
     rc = await load_repo_context(ctx, data)
     if rc is None:

@@ -170,11 +170,6 @@ async def repositories_removed(ctx: HandlerContext, event: sansio.Event) -> None
         )
 
 
-async def is_suspended(session: AsyncSession, installation_id: int) -> bool:
-    stmt = select(InstallationStatus.suspended_at).where(InstallationStatus.installation_id == installation_id)
-    return (await session.execute(stmt)).scalar_one_or_none() is not None
-
-
 def _former_name(event: sansio.Event) -> str | None:
     """The repository's full name before a `renamed` (its name changed) or `transferred` (its owner
     changed) delivery; None when the payload does not say."""

@@ -17,9 +17,8 @@ from github_app.bmad.core_config import CORE_CONFIG_PATH, BmadPaths, parse_core_
 from github_app.bmad.layout import LAYOUT_FILES, BmadLayout, detect_layout
 from github_app.bmad.repo_config import REPO_CONFIG_PATH, RepoConfig, effective_paths, parse_repo_config
 from github_app.db.models import Project
-from github_app.db.queries import installation_for_repository, project_for_repository, read_once
+from github_app.db.queries import installation_for_repository, installation_suspended, project_for_repository
 from github_app.handling import HandlerContext, PermanentFailure
-from github_app.services.installations import is_suspended
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +98,14 @@ async def load_repo_context(ctx: HandlerContext, data: dict[str, Any]) -> RepoCo
     full_name = repo.get("full_name")
     if not isinstance(full_name, str):
         return None
-    project = await project_for_repository(ctx.session, full_name)
+    installation_id = (data.get("installation") or {}).get("id")
+    if not isinstance(installation_id, int):
+        installation_id = None
+    project = await project_for_repository(ctx.session, full_name, installation_id)
     if project is None:
         log.info("repository is not linked to a marketplace project", extra={"repository": full_name})
         return None
-    installation_id = (data.get("installation") or {}).get("id")
-    if not isinstance(installation_id, int):
+    if installation_id is None:
         # A delivery without an installation (a repository or organisation webhook pointed at the app,
         # a hand-made redelivery): the installation GitHub last reported for the repository serves it.
         installation_id = await installation_for_repository(ctx.session, full_name)
@@ -113,10 +114,7 @@ async def load_repo_context(ctx: HandlerContext, data: dict[str, Any]) -> RepoCo
                 f"delivery for {full_name} carries no installation id and no installation serves the repository"
             )
         log.info("delivery without an installation; using the repository's", extra={"repository": full_name})
-    suspended = await read_once(
-        ctx.session, ("suspended", installation_id), lambda: is_suspended(ctx.session, installation_id)
-    )
-    if suspended:
+    if await installation_suspended(ctx.session, installation_id):
         # The account owner suspended the app: it must not act on their repositories until unsuspended.
         log.info(
             "installation is suspended; delivery not acted on",
