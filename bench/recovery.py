@@ -47,7 +47,14 @@ from web3 import AsyncWeb3  # noqa: E402
 from github_app.chains.rpc_http import KeepAliveHTTPProvider  # noqa: E402
 from github_app.config import Settings  # noqa: E402
 from github_app.db import migrate  # noqa: E402
-from github_app.demo.evm_env import ARBITER_KEY, TREASURY_KEY, address, deploy_env, expert_key  # noqa: E402
+from github_app.demo.evm_env import (  # noqa: E402
+    ARBITER_KEY,
+    CLIENT_KEY,
+    TREASURY_KEY,
+    address,
+    deploy_env,
+    expert_key,
+)
 from github_app.demo.fake_github import FakeGitHub  # noqa: E402
 from github_app.escrow.backends import Chains  # noqa: E402
 from github_app.escrow.funding import sync_funding  # noqa: E402
@@ -61,7 +68,7 @@ from tests.chain.market import create_escrow, set_wallet  # noqa: E402
 from tests.deliveries import headers_for  # noqa: E402
 from tests.github_fixtures import GITHUB_APP_ID, INSTALLATION_ID, REPO, generate_key_pair  # noqa: E402
 from tests.harness import App  # noqa: E402
-from tests.workflow import DEV, GATE_PATH, PM, QA, STORY_PATH, gate_file, seed_market, story_file  # noqa: E402
+from tests.workflow import CLIENT, DEV, GATE_PATH, PM, QA, STORY_PATH, gate_file, seed_market, story_file  # noqa: E402
 
 ADMIN_DSN = os.environ.get("BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 DATABASE = "bmad_recovery"
@@ -184,6 +191,7 @@ async def run(stories: int, pushes: int, lease: float | None) -> dict[str, Any]:
         # The stories, up to "QA accepted, PR open", each with a funded escrow (in this process).
         m = await seed_market(runtime, fake)
         await set_wallet(m, DEV, "polygon", EXPERT)
+        await set_wallet(m, CLIENT, "polygon", address(CLIENT_KEY))  # the escrow is the one funded from it
         merges = []
         for n in range(1, stories + 1):
             path, gate = STORY_PATH.replace("1.3", f"1.{n}"), GATE_PATH.replace("1.3", f"1.{n}")

@@ -11,7 +11,6 @@ from typing import Any
 from sqlalchemy import select, update
 
 from github_app.chains.addresses import CHAIN_NAMES, POLYGON
-from github_app.db import wakes
 from github_app.db.app_tables import EscrowChainState, EscrowReleaseRequest, ReleaseState, Wallet
 from github_app.db.enums import EscrowStatus
 from github_app.db.models import Escrow
@@ -191,7 +190,6 @@ async def _check(
             )
             .values(next_attempt_at=now)
         )
-        wakes.ask(session, wakes.RELEASES)
     ESCROW_FUNDING.labels(backend.chain, "funded").inc()
     log.info("escrow funded", extra={"escrow": escrow_id, "tx": funding_tx})
     return ""
