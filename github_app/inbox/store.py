@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import Integer, Row, Select, Update, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from github_app.db.app_tables import InboxState, WebhookDelivery
@@ -43,13 +43,8 @@ def retry_delay(attempts: int, base_seconds: float, rng: random.Random | None = 
     return ceiling * (0.5 + (rng or random).random() / 2)
 
 
-async def claim(
-    conn: AsyncConnection, owner: str, limit: int, lease_seconds: float, *, skip_locked: bool
-) -> list[Claimed]:
-    """Reserve up to `limit` due rows for `owner`: pending ones whose time has come, and processing
-    ones whose lease ran out (their worker died). Each claim counts as an attempt, so a delivery that
-    kills its worker every time still ends dead."""
-    now = utcnow()
+def _claim(skip_locked: bool) -> Update:
+    now = bindparam("now", type_=T.next_attempt_at.type)
     due = (
         select(T.delivery_id)
         .where(
@@ -57,34 +52,66 @@ async def claim(
             | ((T.state == InboxState.PROCESSING) & (T.lease_expires_at < now))
         )
         .order_by(T.next_attempt_at)
-        .limit(limit)
+        .limit(bindparam("limit", type_=Integer))
     )
     if skip_locked:
         due = due.with_for_update(skip_locked=True)
-    stmt = (
+    return (
         update(T)
         .where(T.delivery_id.in_(due.scalar_subquery()))
         .values(
             state=InboxState.PROCESSING,
-            lease_owner=owner,
-            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            lease_owner=bindparam("owner", type_=T.lease_owner.type),
+            lease_expires_at=bindparam("until", type_=T.lease_expires_at.type),
             attempts=T.attempts + 1,
         )
         .returning(T.delivery_id, T.event, T.action, T.repository, T.payload, T.attempts, T.received_at)
     )
-    rows = (await conn.execute(stmt)).all()
+
+
+def _hold(lock: bool) -> Select[Any]:
+    stmt = select(T.delivery_id).where(
+        T.delivery_id == bindparam("id", type_=T.delivery_id.type),
+        T.lease_owner == bindparam("owner", type_=T.lease_owner.type),
+        T.state == InboxState.PROCESSING,
+    )
+    return stmt.with_for_update() if lock else stmt
+
+
+# The worker's statements on every delivery, built once with parameters: building a statement and its
+# cache key each time cost more CPU than its execution (about 0.8 ms for the claim).
+_CLAIM = {skip: _claim(skip) for skip in (True, False)}
+_HOLD = {lock: _hold(lock) for lock in (True, False)}
+_DONE = (
+    update(T)
+    .where(T.delivery_id == bindparam("id", type_=T.delivery_id.type))
+    .values(
+        state=InboxState.DONE,
+        processed_at=bindparam("at", type_=T.processed_at.type),
+        lease_owner=None,
+        lease_expires_at=None,
+        last_error=None,
+    )
+    .execution_options(synchronize_session=False)
+)
+
+
+async def claim(
+    conn: AsyncConnection, owner: str, limit: int, lease_seconds: float, *, skip_locked: bool
+) -> list[Claimed]:
+    """Reserve up to `limit` due rows for `owner`: pending ones whose time has come, and processing
+    ones whose lease ran out (their worker died). Each claim counts as an attempt, so a delivery that
+    kills its worker every time still ends dead."""
+    now = utcnow()
+    params = {"now": now, "limit": limit, "owner": owner, "until": now + timedelta(seconds=lease_seconds)}
+    rows = (await conn.execute(_CLAIM[skip_locked], params)).all()
     return [Claimed(*row) for row in rows]
 
 
 async def hold(session: AsyncSession, delivery_id: str, owner: str, *, lock: bool) -> bool:
     """Inside the handler's transaction: is the row still ours? Locks it on PostgreSQL so that a worker
     that stole an expired lease cannot complete it too."""
-    stmt = select(T.delivery_id).where(
-        T.delivery_id == delivery_id, T.lease_owner == owner, T.state == InboxState.PROCESSING
-    )
-    if lock:
-        stmt = stmt.with_for_update()
-    return (await session.execute(stmt)).first() is not None
+    return (await session.execute(_HOLD[lock], {"id": delivery_id, "owner": owner})).first() is not None
 
 
 async def renew(conn: AsyncConnection, owner: str, ids: Collection[str], lease_seconds: float) -> int:
@@ -95,11 +122,7 @@ async def renew(conn: AsyncConnection, owner: str, ids: Collection[str], lease_s
 
 
 async def mark_done(session: AsyncSession, delivery_id: str) -> None:
-    await session.execute(
-        update(T)
-        .where(T.delivery_id == delivery_id)
-        .values(state=InboxState.DONE, processed_at=utcnow(), lease_owner=None, lease_expires_at=None, last_error=None)
-    )
+    await session.execute(_DONE, {"id": delivery_id, "at": utcnow()})
 
 
 async def mark_failed(
