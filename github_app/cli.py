@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from github_app import __version__
 from github_app.config import ConfigError, Settings, load_settings
-from github_app.db.engine import is_sqlite
+from github_app.db.urls import is_sqlite
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine

@@ -483,14 +483,9 @@ def _port(v: str) -> int:
 
 
 def _database_url(v: str) -> str:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    from github_app.db.urls import backend_name
 
-    try:
-        backend = make_url(v).get_backend_name()
-    except ArgumentError as exc:
-        raise ValueError from exc
-    if backend not in ("postgresql", "sqlite"):
+    if backend_name(v) not in ("postgresql", "sqlite"):
         raise ValueError
     return v
 

@@ -12,7 +12,7 @@ import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from github_app.config import Settings
-from github_app.db.engine import is_sqlite, make_engine, make_sessionmaker, pool_size
+from github_app.db.engine import is_sqlite, make_sessionmaker, settings_engine
 from github_app.db.paths import ensure_sqlite_directory
 
 if TYPE_CHECKING:  # both load only where GitHub is spoken to: the HTTP process never is
@@ -51,7 +51,7 @@ class Runtime:
     async def create(cls, settings: Settings, *, with_github: bool = True) -> Runtime:
         """`with_github=False`: an HTTP-only process, which stores deliveries and never acts on them."""
         ensure_sqlite_directory(settings.database_url)
-        engine = make_engine(settings.database_url, settings.database_app_schema, pool_size=pool_size(settings))
+        engine = settings_engine(settings)
         http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         runtime = cls(settings, engine, make_sessionmaker(engine), http)
         if with_github:

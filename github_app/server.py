@@ -10,28 +10,33 @@ import signal
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from aiohttp import web
 from gidgethub import routing
 
+from github_app.api.context import ApiContext, ApiLoader
+from github_app.api.ratelimit import RateLimiter
 from github_app.config import Settings
 from github_app.db import migrate
-from github_app.db.engine import is_sqlite
+from github_app.db.inbox_states import DEPTH_SQL, depth_counts
+from github_app.db.probe import ProbeConnection
+from github_app.db.urls import asyncpg_dsn, is_sqlite
 from github_app.http_limits import GuardedRunner
-from github_app.inbox import store
 from github_app.inbox.group_commit import GroupCommitWriter
 from github_app.inbox.writers import AsyncpgInboxWriter, InboxWriter, SqlAlchemyInboxWriter
 from github_app.metrics import forget_process
-from github_app.runtime import Runtime
-from github_app.web import create_app
+from github_app.web import DepthSampler, ReadinessCheck, create_app
 
-if TYPE_CHECKING:  # an HTTP-only process loads none of these: it stores deliveries, the worker acts on them
-    from github_app.api.routes import ApiContext
+if TYPE_CHECKING:
+    # An HTTP-only process on PostgreSQL loads none of these: it stores deliveries, the worker acts on
+    # them, and SQLAlchemy (which a Runtime's engine loads) costs about 19 MiB in each process.
     from github_app.escrow.backends import Chains
     from github_app.escrow.releases import Releaser
     from github_app.inbox.worker import Worker
+    from github_app.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +67,76 @@ def readiness(runtime: Runtime) -> Callable[[], Awaitable[str | None]]:
 
 
 def depth_sampler(runtime: Runtime) -> Callable[[], Awaitable[dict[str, int]]]:
+    from github_app.inbox import store
+
     async def sample() -> dict[str, int]:
         async with runtime.engine.connect() as conn:
             return await store.depth(conn)
 
     return sample
+
+
+@dataclass
+class Ingress:
+    """What serving HTTP needs of the database, and how to let it go."""
+
+    writer: InboxWriter
+    readiness: ReadinessCheck
+    depth: DepthSampler
+    api: ApiContext | ApiLoader
+    close: Callable[[], Awaitable[None]]
+
+
+async def runtime_ingress(runtime: Runtime, worker: Worker | None) -> Ingress:
+    """Through the process's Runtime: SQLite, and wherever a worker runs beside the server."""
+    return Ingress(
+        await open_writer(runtime),
+        readiness(runtime),
+        depth_sampler(runtime),
+        api_context(runtime, worker),
+        runtime.close,
+    )
+
+
+async def asyncpg_ingress(settings: Settings) -> Ingress:
+    """An HTTP-only process on PostgreSQL: plain asyncpg for the inbox and the probes, and the API's engine
+    made on the first API request. No SQLAlchemy until then."""
+    writer = await AsyncpgInboxWriter.connect(settings.database_url, settings.database_app_schema)
+    probe = ProbeConnection(asyncpg_dsn(settings.database_url, settings.database_app_schema))
+    api = LazyApi(settings)
+
+    async def ready() -> str | None:
+        return await migrate.schema_problem_asyncpg(probe.connection, settings.database_app_schema)
+
+    async def depth() -> dict[str, int]:
+        async with probe.connection() as conn:
+            return depth_counts((state, n) for state, n in await conn.fetch(DEPTH_SQL))
+
+    async def close() -> None:
+        await probe.close()
+        await api.close()
+
+    return Ingress(writer, ready, depth, api, close)
+
+
+class LazyApi:
+    """The API's context of an HTTP-only process, made when the first API request arrives."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.context: ApiContext | None = None
+
+    def __call__(self) -> ApiContext:
+        from github_app.db.engine import make_sessionmaker, settings_engine
+
+        engine = settings_engine(self.settings)
+        limiter = RateLimiter(self.settings.api_requests_per_minute)
+        self.context = ApiContext(engine, make_sessionmaker(engine), limiter)
+        return self.context
+
+    async def close(self) -> None:
+        if self.context is not None:
+            await self.context.engine.dispose()
 
 
 async def run_server(
@@ -84,23 +154,25 @@ async def run_server(
     (`bmad-app demo` runs the product on in-process ones)."""
     stop = stop or asyncio.Event()
     _stop_on_signals(stop)
-    runtime = await Runtime.create(settings, with_github=with_worker)
-    writer = GroupCommitWriter(await open_writer(runtime))
-    # The handlers (and, through the escrow commands, chain libraries) are imported only where a worker
-    # runs: an HTTP-only process stays light.
-    worker = make_worker(runtime, router or default_router()) if with_worker else None
+    sqlite = is_sqlite(settings.database_url)
+    runtime: Runtime | None = None
+    worker: Worker | None = None
+    if with_worker or sqlite:
+        from github_app.runtime import Runtime
+
+        runtime = await Runtime.create(settings, with_github=with_worker)
+        # The handlers (and, through the escrow commands, chain libraries) are imported only where a worker
+        # runs: an HTTP-only process stays light.
+        worker = make_worker(runtime, router or default_router()) if with_worker else None
+        ingress = await runtime_ingress(runtime, worker)
+    else:
+        ingress = await asyncpg_ingress(settings)
+    writer = GroupCommitWriter(ingress.writer)
     if worker:
         writer.on_stored = worker.wake
     writer.start()
     limits = settings.http_limits()
-    app = create_app(
-        writer,
-        settings.webhook_secrets,
-        readiness(runtime),
-        depth_sampler(runtime),
-        limits,
-        api=api_context(runtime, worker),
-    )
+    app = create_app(writer, settings.webhook_secrets, ingress.readiness, ingress.depth, limits, api=ingress.api)
     runner = GuardedRunner(app, limits, access_log=None, handle_signals=False, shutdown_timeout=10)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
@@ -112,12 +184,12 @@ async def run_server(
             "host": settings.host,
             "port": port,
             "worker": bool(worker),
-            "database": "sqlite" if runtime.is_sqlite else "postgresql",
+            "database": "sqlite" if sqlite else "postgresql",
         },
     )
     if started:
         started(port)
-    background = _background_tasks(runtime, worker, stop, chains) if worker else []
+    background = _background_tasks(runtime, worker, stop, chains) if runtime and worker else []
     try:
         await stop.wait()
     finally:
@@ -126,12 +198,14 @@ async def run_server(
         await writer.close()
         await asyncio.gather(*background)
         await writer.writer.close()
-        await runtime.close()
+        await ingress.close()
 
 
 async def run_worker(
     settings: Settings, stop: asyncio.Event | None = None, router: routing.Router | None = None
 ) -> None:
+    from github_app.runtime import Runtime
+
     router = router or default_router()
     stop = stop or asyncio.Event()
     _stop_on_signals(stop)
@@ -148,9 +222,6 @@ async def run_worker(
 
 
 def api_context(runtime: Runtime, worker: Worker | None) -> ApiContext:
-    from github_app.api.ratelimit import RateLimiter
-    from github_app.api.routes import ApiContext
-
     return ApiContext(
         runtime.engine,
         runtime.sessionmaker,
@@ -251,7 +322,6 @@ async def _listen_for_new_deliveries(runtime: Runtime, worker: Worker) -> asyncp
     instead of waiting for its next poll."""
     if runtime.is_sqlite:
         return None
-    from github_app.db.engine import asyncpg_dsn
     from github_app.inbox.writers import NOTIFY_CHANNEL
 
     try:

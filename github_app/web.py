@@ -6,14 +6,16 @@ gives a delivery 10 seconds; ours is answered as soon as its row is committed.
 
 from __future__ import annotations
 
+import importlib
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
-from github_app.db.types import utcnow
+from github_app.api.context import PREFIX, ApiContext, ApiLoader, ContextSource, Handler, api_app, source_key
+from github_app.db.clock import utcnow
 from github_app.http_limits import (
     BodyBudget,
     BodyTimeout,
@@ -41,9 +43,6 @@ from github_app.webhook import (
     quote,
     refuse_before_body,
 )
-
-if TYPE_CHECKING:
-    from github_app.api.routes import ApiContext
 
 log = logging.getLogger("github_app.ingress")
 
@@ -191,9 +190,12 @@ def create_app(
     readiness: ReadinessCheck,
     depth: DepthSampler | None = None,
     limits: HttpLimits | None = None,
-    api: ApiContext | None = None,
+    api: ApiContext | ApiLoader | None = None,
 ) -> web.Application:
-    """The application; serve it with `http_limits.GuardedRunner` so that its connections are bounded too."""
+    """The application; serve it with `http_limits.GuardedRunner` so that its connections are bounded too.
+
+    `api` as a loader mounts /api/v1 without loading it: the handlers and their context are loaded when
+    the first API request arrives (see mount_api_lazily)."""
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[limits_key] = limits = limits or HttpLimits()
     app[budget_key] = BodyBudget(limits.body_budget)
@@ -206,8 +208,43 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
-    if api is not None:
+    if isinstance(api, ApiContext):
         from github_app.api.routes import add_api
 
         add_api(app, api)
+    elif api is not None:
+        mount_api_lazily(app, api)
     return app
+
+
+_API_ROUTES = "github_app.api.routes"
+
+
+def mount_api_lazily(app: web.Application, load: ApiLoader) -> None:
+    """/api/v1 with the same routes, answered by the same handlers and middleware, which an HTTP-only
+    process imports only when an API request arrives: they load SQLAlchemy and the models (about 19 MiB
+    of memory in every process), which the webhook path never needs."""
+
+    def load_all() -> ApiContext:
+        # The import is the costly part: it runs in the loader's thread too, off the event loop.
+        importlib.import_module(_API_ROUTES)
+        return load()
+
+    app.add_subapp(PREFIX, api_app(ContextSource(load_all), _deferred, _deferred_errors))
+
+
+@web.middleware
+async def _deferred_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    await request.app[source_key].ready()
+    routes = sys.modules[_API_ROUTES]
+    response: web.StreamResponse = await routes.errors(request, handler)
+    return response
+
+
+def _deferred(name: str) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        # Loaded by _deferred_errors, which runs first.
+        handler: Handler = getattr(sys.modules[_API_ROUTES], name)
+        return await handler(request)
+
+    return handle

@@ -9,33 +9,25 @@ like any other.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from github_app.api import keys, views
+from github_app.api.context import PREFIX as PREFIX
+from github_app.api.context import ApiContext as ApiContext
+from github_app.api.context import Handler, api_app, source_key
+from github_app.api.context import context_key as context_key
 from github_app.api.openapi import spec
 from github_app.api.ratelimit import RateLimiter
 
 log = logging.getLogger("github_app.api")
 
-PREFIX = "/api/v1"
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-
-@dataclass
-class ApiContext:
-    engine: AsyncEngine
-    sessionmaker: async_sessionmaker[AsyncSession]
-    limiter: RateLimiter
-    # Called after an operator's retry: wakes an in-process worker at once instead of at its next poll.
-    on_retry: Callable[[], None] | None = None
-
-
-context_key = web.AppKey("api_context", ApiContext)
+def context(request: web.Request) -> ApiContext:
+    app = request.app
+    return app[context_key] if context_key in app else app[source_key].get()
 
 
 class ApiError(Exception):
@@ -72,7 +64,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 async def authorize(request: web.Request, session: AsyncSession, *, admin: bool = False) -> keys.Principal:
-    ctx = request.app[context_key]
+    ctx = context(request)
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
     challenge = {"WWW-Authenticate": 'Bearer realm="bmad-app"'}
     if scheme.lower() != "bearer" or not presented.strip():
@@ -109,14 +101,14 @@ def listing(data: list[dict[str, Any]], cursor: str | None) -> web.Response:
 
 
 async def projects(request: web.Request) -> web.Response:
-    async with request.app[context_key].sessionmaker() as session, session.begin():
+    async with context(request).sessionmaker() as session, session.begin():
         who = await authorize(request, session)
         limit, after = page(request)
         return listing(*await views.list_projects(session, who, limit, after))
 
 
 async def project_stories(request: web.Request) -> web.Response:
-    async with request.app[context_key].sessionmaker() as session, session.begin():
+    async with context(request).sessionmaker() as session, session.begin():
         who = await authorize(request, session)
         limit, after = page(request)
         if await views.visible_project(session, who, request.match_info["project_id"]) is None:
@@ -125,7 +117,7 @@ async def project_stories(request: web.Request) -> web.Response:
 
 
 async def story(request: web.Request) -> web.Response:
-    async with request.app[context_key].sessionmaker() as session, session.begin():
+    async with context(request).sessionmaker() as session, session.begin():
         who = await authorize(request, session)
         body = await views.story_detail(session, who, request.match_info["story_id"])
     if body is None:
@@ -134,7 +126,7 @@ async def story(request: web.Request) -> web.Response:
 
 
 async def escrow(request: web.Request) -> web.Response:
-    async with request.app[context_key].sessionmaker() as session, session.begin():
+    async with context(request).sessionmaker() as session, session.begin():
         who = await authorize(request, session)
         body = await views.escrow_detail(session, who, request.match_info["escrow_id"])
     if body is None:
@@ -143,7 +135,7 @@ async def escrow(request: web.Request) -> web.Response:
 
 
 async def deliveries(request: web.Request) -> web.Response:
-    async with request.app[context_key].sessionmaker() as session, session.begin():
+    async with context(request).sessionmaker() as session, session.begin():
         await authorize(request, session, admin=True)
         limit, after = page(request, "state")
         return listing(*await views.list_deliveries(session, request.query.get("state"), limit, after))
@@ -153,7 +145,7 @@ async def retry_delivery(request: web.Request) -> web.Response:
     from github_app.db.app_tables import InboxState, WebhookDelivery
     from github_app.inbox import store
 
-    ctx = request.app[context_key]
+    ctx = context(request)
     delivery_id = request.match_info["delivery_id"]
     async with ctx.sessionmaker() as session, session.begin():
         who = await authorize(request, session, admin=True)
@@ -176,15 +168,10 @@ async def openapi(_request: web.Request) -> web.Response:
     return web.json_response(spec())
 
 
+def handler(name: str) -> Handler:
+    """The handler a route of github_app.api.context.ROUTES names."""
+    return cast(Handler, globals()[name])
+
+
 def add_api(app: web.Application, ctx: ApiContext) -> None:
-    """Mounted as a sub-application: its middleware never runs on the webhook's hot path."""
-    api = web.Application(middlewares=[errors])
-    api[context_key] = ctx
-    api.router.add_get("/openapi.json", openapi)
-    api.router.add_get("/projects", projects)
-    api.router.add_get("/projects/{project_id}/stories", project_stories)
-    api.router.add_get("/stories/{story_id}", story)
-    api.router.add_get("/escrows/{escrow_id}", escrow)
-    api.router.add_get("/deliveries", deliveries)
-    api.router.add_post("/deliveries/{delivery_id}/retry", retry_delivery)
-    app.add_subapp(PREFIX, api)
+    app.add_subapp(PREFIX, api_app(ctx, handler, errors))

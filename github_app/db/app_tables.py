@@ -23,15 +23,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from github_app.db.base import Base
+from github_app.db.inbox_states import InboxState as InboxState
 from github_app.db.types import Json, new_id, utcnow
-
-
-class InboxState:
-    PENDING = "pending"
-    PROCESSING = "processing"
-    DONE = "done"
-    DEAD = "dead"
-    ALL = (PENDING, PROCESSING, DONE, DEAD)
 
 
 class WebhookDelivery(Base):

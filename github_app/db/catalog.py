@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy import text
-from sqlalchemy.engine import Connection
+from typing import TYPE_CHECKING, Any
 
 from github_app.db.app_schema import SEED_SCHEMA
+
+if TYPE_CHECKING:  # the comparison itself needs neither: /readyz runs it over plain asyncpg without SQLAlchemy
+    import asyncpg
+    from sqlalchemy.engine import Connection
 
 EXPECTED_FILE = Path(__file__).with_name("seed_catalog.json")
 
@@ -63,18 +65,40 @@ CATALOG_QUERIES = {
 Catalog = dict[str, list[tuple[Any, ...]]]
 
 
+def numbered(sql: str, *names: str) -> str:
+    """`sql` with its `:name` parameters as asyncpg's `$1`, `$2`... in the order given: one text of each
+    query serves SQLAlchemy and plain asyncpg."""
+    for number, name in enumerate(names, 1):
+        sql = re.sub(rf"(?<!:):{name}\b", f"${number}", sql)
+    return sql
+
+
 def read_catalog(conn: Connection, schema: str = SEED_SCHEMA) -> Catalog:
     """Every table, column, constraint, index and enum label of one schema, in a stable order.
 
     Types are rendered without a schema prefix, whatever the connection's search_path.
     """
-    catalog: Catalog = {}
-    for kind, sql in CATALOG_QUERIES.items():
-        rows = [tuple(r) for r in conn.execute(text(sql), {"schema": schema}).all()]
-        if kind == "columns":
-            rows = [(t, n, c, _plain_type(ty, schema), nn, d) for t, n, c, ty, nn, d in rows]
-        catalog[kind] = rows
-    return catalog
+    from sqlalchemy import text
+
+    return {
+        kind: _catalog_rows(kind, conn.execute(text(sql), {"schema": schema}).all(), schema)
+        for kind, sql in CATALOG_QUERIES.items()
+    }
+
+
+async def read_catalog_asyncpg(conn: asyncpg.Connection, schema: str = SEED_SCHEMA) -> Catalog:
+    """read_catalog over a plain asyncpg connection."""
+    return {
+        kind: _catalog_rows(kind, await conn.fetch(numbered(sql, "schema"), schema), schema)
+        for kind, sql in CATALOG_QUERIES.items()
+    }
+
+
+def _catalog_rows(kind: str, fetched: Iterable[Sequence[Any]], schema: str) -> list[tuple[Any, ...]]:
+    rows = [tuple(r) for r in fetched]
+    if kind == "columns":
+        rows = [(t, n, c, _plain_type(ty, schema), nn, d) for t, n, c, ty, nn, d in rows]
+    return rows
 
 
 def _plain_type(rendered: str, schema: str) -> str:
@@ -162,6 +186,11 @@ class SeedReport:
 def verify_seed(conn: Connection, want: Expectation | None = None) -> SeedReport:
     """Compare the live `public` schema with what the app relies on. Reads only."""
     return compare(want or expected(), read_catalog(conn, SEED_SCHEMA))
+
+
+async def verify_seed_asyncpg(conn: asyncpg.Connection) -> SeedReport:
+    """verify_seed over a plain asyncpg connection."""
+    return compare(expected(), await read_catalog_asyncpg(conn, SEED_SCHEMA))
 
 
 def compare(want: Expectation, live: Catalog) -> SeedReport:

@@ -5,15 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 
 from github_app.db.app_schema import search_path
-
-
-def is_sqlite(url: str | URL) -> bool:
-    return make_url(url).get_backend_name() == "sqlite"
+from github_app.db.urls import asyncpg_dsn as asyncpg_dsn
+from github_app.db.urls import is_sqlite as is_sqlite
 
 
 def async_url(url: str) -> str:
@@ -24,14 +22,6 @@ def async_url(url: str) -> str:
         u = u.set(drivername="postgresql+asyncpg")
     elif backend == "sqlite" and u.get_driver_name() != "aiosqlite":
         u = u.set(drivername="sqlite+aiosqlite")
-    return u.render_as_string(hide_password=False)
-
-
-def asyncpg_dsn(url: str, app_schema: str | None = None) -> str:
-    """The libpq-style DSN asyncpg wants, from a SQLAlchemy URL, with the app's search_path (asyncpg
-    sends unknown DSN parameters as server settings)."""
-    u = make_url(url).set(drivername="postgresql")
-    u = u.update_query_dict({"search_path": search_path(app_schema)})
     return u.render_as_string(hide_password=False)
 
 
@@ -55,6 +45,11 @@ def pool_size(settings: Any) -> int:
     smaller than that opens and closes a connection for the overflow on every checkout (a TCP connect,
     authentication, and each statement prepared again on the new connection)."""
     return int(settings.worker_concurrency) + int(settings.escrow_release_concurrency) + POOL_HEADROOM
+
+
+def settings_engine(settings: Any) -> AsyncEngine:
+    """The engine a process of the app opens from its Settings."""
+    return make_engine(settings.database_url, settings.database_app_schema, pool_size=pool_size(settings))
 
 
 def make_engine(url: str, app_schema: str | None = None, **kwargs: Any) -> AsyncEngine:

@@ -10,20 +10,23 @@ from __future__ import annotations
 import ast
 import logging
 import re
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import text
-from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from github_app.db.app_schema import SEED_SCHEMA, check_schema_name, configured_app_schema
-from github_app.db.catalog import SeedReport, verify_seed
+from github_app.db.catalog import SeedReport, numbered, verify_seed, verify_seed_asyncpg
 from github_app.db.paths import ensure_sqlite_directory
 
 if TYPE_CHECKING:
+    # SQLAlchemy loads where migrations run or an engine exists; an HTTP-only process checks readiness over
+    # plain asyncpg (schema_problem_asyncpg) and never loads it.
+    import asyncpg
     from alembic.config import Config
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +116,8 @@ def check_seed(conn: Connection) -> SeedReport:
 def prepare_app_schema(conn: Connection, app_schema: str) -> None:
     """Give the app its schema, and bring `alembic_version` into it from where installations made before
     the app had a schema keep it (`public`), so Alembic sees how far they are."""
+    from sqlalchemy import text
+
     exists = conn.execute(text("SELECT 1 FROM pg_namespace WHERE nspname = :s"), {"s": app_schema}).first()
     if not exists:
         # Checked first: a database user without CREATE on the database may own a schema made for it.
@@ -121,19 +126,43 @@ def prepare_app_schema(conn: Connection, app_schema: str) -> None:
         conn.exec_driver_sql(f'ALTER TABLE {SEED_SCHEMA}."{VERSION_TABLE}" SET SCHEMA "{app_schema}"')
 
 
+_HAS_TABLE = "SELECT to_regclass(:name)"
+
+
+def _qualified(schema: str, table: str) -> str:
+    return f'"{schema}"."{table}"'
+
+
+def _version_schemas(app_schema: str) -> tuple[str, str]:
+    """Where `alembic_version` is looked for on PostgreSQL, in order: `public` holds it in an installation
+    made before the app had a schema of its own."""
+    return app_schema, SEED_SCHEMA
+
+
 def _has_table(conn: Connection, schema: str, table: str) -> bool:
-    found = conn.execute(text("SELECT to_regclass(:name)"), {"name": f'"{schema}"."{table}"'}).scalar()
-    return found is not None
+    from sqlalchemy import text
+
+    return conn.execute(text(_HAS_TABLE), {"name": _qualified(schema, table)}).scalar() is not None
 
 
 def _current_revision_sync(conn: Connection, app_schema: str) -> str | None:
+    from sqlalchemy import text
+
     if conn.dialect.name == "sqlite":
         if not conn.dialect.has_table(conn, VERSION_TABLE):
             return None
         return conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
-    for schema in (app_schema, SEED_SCHEMA):  # `public`: an installation made before the app's schema
+    for schema in _version_schemas(app_schema):
         if _has_table(conn, schema, VERSION_TABLE):
-            return conn.execute(text(f'SELECT version_num FROM "{schema}"."{VERSION_TABLE}"')).scalar()
+            return conn.execute(text(f"SELECT version_num FROM {_qualified(schema, VERSION_TABLE)}")).scalar()
+    return None
+
+
+async def _current_revision_asyncpg(conn: asyncpg.Connection, app_schema: str) -> str | None:
+    for schema in _version_schemas(app_schema):
+        if await conn.fetchval(numbered(_HAS_TABLE, "name"), _qualified(schema, VERSION_TABLE)) is not None:
+            revision: str | None = await conn.fetchval(f"SELECT version_num FROM {_qualified(schema, VERSION_TABLE)}")
+            return revision
     return None
 
 
@@ -154,9 +183,31 @@ async def seed_report(engine: AsyncEngine) -> SeedReport | None:
 async def schema_problem(engine: AsyncEngine, app_schema: str | None = None) -> str | None:
     """None when the database is reachable, its seed tables are what the app needs, and it is at head;
     else why not, for /readyz and the CLI."""
+
+    async def read() -> tuple[str | None, SeedReport | None]:
+        return await current_revision(engine, app_schema), await seed_report(engine)
+
+    return await _judge(read)
+
+
+async def schema_problem_asyncpg(
+    connection: Callable[[], AbstractAsyncContextManager[asyncpg.Connection]], app_schema: str | None = None
+) -> str | None:
+    """schema_problem on PostgreSQL over a plain asyncpg connection (`connection()` lends one): the same
+    reads and the same answer, in a process that loads no SQLAlchemy."""
+    schema = check_schema_name(app_schema or configured_app_schema())
+
+    async def read() -> tuple[str | None, SeedReport | None]:
+        async with connection() as conn:
+            return await _current_revision_asyncpg(conn, schema), await verify_seed_asyncpg(conn)
+
+    return await _judge(read)
+
+
+async def _judge(read: Callable[[], Awaitable[tuple[str | None, SeedReport | None]]]) -> str | None:
+    """`read` gives the database's revision and its seed report (None where the app owns the whole database)."""
     try:
-        current = await current_revision(engine, app_schema)
-        report = await seed_report(engine)
+        current, report = await read()
     except Exception as exc:
         return f"database unreachable: {type(exc).__name__}: {str(exc)[:200]}"
     if report is not None and report.problems:

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, Row, Select, Update, bindparam, func, select, update
+from sqlalchemy import Integer, Row, Select, Update, bindparam, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from github_app.db.app_tables import InboxState, WebhookDelivery
+from github_app.db.inbox_states import DEPTH_SQL, depth_counts
 from github_app.db.types import utcnow
 from github_app.leases import extend_leases
 
@@ -173,10 +174,7 @@ async def retry(conn: AsyncConnection, delivery_id: str) -> bool:
 
 
 async def depth(conn: AsyncConnection) -> dict[str, int]:
-    rows = (await conn.execute(select(T.state, func.count()).group_by(T.state))).all()
-    counts = {state: 0 for state in InboxState.ALL}
-    counts.update({state: n for state, n in rows})
-    return counts
+    return depth_counts((state, n) for state, n in await conn.execute(text(DEPTH_SQL)))
 
 
 async def known_ids(conn: AsyncConnection, ids: Iterable[str]) -> set[str]:

@@ -10,15 +10,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import asyncpg
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from github_app.db.app_tables import WebhookDelivery
-from github_app.db.engine import asyncpg_dsn
+from github_app.db.urls import asyncpg_dsn
 from github_app.webhook import Delivery
+
+if TYPE_CHECKING:  # the SQLite writer's: an HTTP process on PostgreSQL loads no SQLAlchemy
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 NOTIFY_CHANNEL = "webhook_inbox"
 
@@ -149,6 +149,10 @@ class SqlAlchemyInboxWriter:
         self.engine = engine
 
     async def insert_batch(self, batch: Sequence[Delivery]) -> set[str]:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        from github_app.db.app_tables import WebhookDelivery
+
         stmt = (
             sqlite_insert(WebhookDelivery)
             .values(
