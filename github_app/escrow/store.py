@@ -6,7 +6,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Integer, Update, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from github_app.db.app_tables import EscrowChainState, EscrowReleaseRequest, ReleaseState, Wallet
@@ -30,6 +30,12 @@ async def claim(
 ) -> list[ClaimedRelease]:
     """Due requests (pending or releasing, their time come, no live lease), reserved for `owner`."""
     now = utcnow()
+    params = {"now": now, "limit": limit, "owner": owner, "until": now + timedelta(seconds=lease_seconds)}
+    return [ClaimedRelease(*row) for row in (await conn.execute(_CLAIM[skip_locked], params)).all()]
+
+
+def _claim(skip_locked: bool) -> Update:
+    now = bindparam("now", type_=T.next_attempt_at.type)
     due = (
         select(T.id)
         .where(
@@ -38,17 +44,24 @@ async def claim(
             or_(T.lease_expires_at.is_(None), T.lease_expires_at < now),
         )
         .order_by(T.next_attempt_at)
-        .limit(limit)
+        .limit(bindparam("limit", type_=Integer))
     )
     if skip_locked:
         due = due.with_for_update(skip_locked=True)
-    stmt = (
+    return (
         update(T)
         .where(T.id.in_(due.scalar_subquery()))
-        .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds), attempts=T.attempts + 1)
+        .values(
+            lease_owner=bindparam("owner", type_=T.lease_owner.type),
+            lease_expires_at=bindparam("until", type_=T.lease_expires_at.type),
+            attempts=T.attempts + 1,
+        )
         .returning(T.id, T.story_id, T.attempts)
     )
-    return [ClaimedRelease(*row) for row in (await conn.execute(stmt)).all()]
+
+
+# Built once with parameters, as the inbox's claim (inbox/store.py).
+_CLAIM = {skip: _claim(skip) for skip in (True, False)}
 
 
 async def hold(session: AsyncSession, request_id: str, owner: str, *, lock: bool) -> EscrowReleaseRequest | None:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from gidgethub import BadRequest
-from sqlalchemy import case, func, literal, or_, select, update
+from sqlalchemy import Update, bindparam, case, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from github_app.db.app_tables import OutboxItem
@@ -106,6 +106,37 @@ SEND_TIMEOUT_SECONDS = 100.0
 async def renew(conn: AsyncConnection, owner: str, ids: Collection[str], lease_seconds: float) -> int:
     """The heartbeat of the rows `owner` is sending."""
     return await extend_leases(conn, T, T.id, [int(i) for i in ids], owner, lease_seconds)
+
+
+def _claim_statement(skip_locked: bool) -> Update:
+    now = bindparam("now", type_=T.next_attempt_at.type)
+    due = (
+        select(T.id)
+        .where(
+            T.sent_version < T.version,
+            T.next_attempt_at <= now,
+            or_(T.lease_owner.is_(None), T.lease_expires_at < now),
+        )
+        .order_by(T.next_attempt_at, T.id)
+        .limit(1)
+    )
+    if skip_locked:
+        due = due.with_for_update(skip_locked=True)
+    return (
+        update(T)
+        .where(T.id.in_(due.scalar_subquery()))
+        .values(
+            lease_owner=bindparam("owner", type_=T.lease_owner.type),
+            lease_expires_at=bindparam("until", type_=T.lease_expires_at.type),
+        )
+        .returning(
+            T.id, T.installation_id, T.repository, T.kind, T.target, T.payload, T.version, T.remote_id, T.attempts
+        )
+    )
+
+
+# Built once with parameters, as the inbox's claim (inbox/store.py): the sender claims once per write.
+_CLAIM = {skip: _claim_statement(skip) for skip in (True, False)}
 
 
 class OutboxSender:
@@ -378,28 +409,9 @@ class OutboxSender:
 
     async def _claim(self) -> _Claimed | None:
         now = utcnow()
-        due = (
-            select(T.id)
-            .where(
-                T.sent_version < T.version,
-                T.next_attempt_at <= now,
-                or_(T.lease_owner.is_(None), T.lease_expires_at < now),
-            )
-            .order_by(T.next_attempt_at, T.id)
-            .limit(1)
-        )
-        if not self.runtime.is_sqlite:
-            due = due.with_for_update(skip_locked=True)
-        stmt = (
-            update(T)
-            .where(T.id.in_(due.scalar_subquery()))
-            .values(lease_owner=self.name, lease_expires_at=now + timedelta(seconds=self.lease_seconds))
-            .returning(
-                T.id, T.installation_id, T.repository, T.kind, T.target, T.payload, T.version, T.remote_id, T.attempts
-            )
-        )
+        params = {"now": now, "owner": self.name, "until": now + timedelta(seconds=self.lease_seconds)}
         async with self.runtime.engine.begin() as conn:
-            found = (await conn.execute(stmt)).first()
+            found = (await conn.execute(_CLAIM[not self.runtime.is_sqlite], params)).first()
         return _Claimed(*found) if found is not None else None
 
     async def _record_sent(self, row: _Claimed, sent: _Sent, fields: dict[str, Any]) -> None:
