@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import pytest
@@ -67,15 +68,15 @@ async def github_session() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
+def fake_app_client(
+    fake_github: FakeGitHub, keys: KeyPair, session: aiohttp.ClientSession, **options: Any
+) -> GitHubApp:
+    """The app's GitHub client factory, pointed at the fake, with short retry waits (and `options`)."""
+    return GitHubApp(GITHUB_APP_ID, keys.private_pem, fake_github.url, session, retry_policy=FAST_RETRY, **options)
+
+
 @pytest.fixture
 def github_app_client(
     fake_github: FakeGitHub, github_app_keys: KeyPair, github_session: aiohttp.ClientSession
 ) -> GitHubApp:
-    """The app's GitHub client factory, pointed at the fake, with short retry waits."""
-    return GitHubApp(
-        GITHUB_APP_ID,
-        github_app_keys.private_pem,
-        fake_github.url,
-        github_session,
-        retry_policy=FAST_RETRY,
-    )
+    return fake_app_client(fake_github, github_app_keys, github_session)

@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 
 from github_app.demo.fake_github import FakeGitHub
 from github_app.github.client import AnswerLost, GitHubApp
-from tests.github_fixtures import FAST_RETRY, GITHUB_APP_ID, INSTALLATION_ID, REPO, KeyPair
+from tests.github_fixtures import FAST_RETRY, GITHUB_APP_ID, INSTALLATION_ID, REPO, KeyPair, fake_app_client
 from tests.waits import until
 
 REPO_PATH = f"/repos/{REPO}"
@@ -42,14 +42,7 @@ def recording_app(
     fake_github: FakeGitHub, github_app_keys: KeyPair, github_session: aiohttp.ClientSession, sleep: RecordingSleep
 ) -> GitHubApp:
     """The app's client factory, pointed at the fake, whose waits are recorded by `sleep`."""
-    return GitHubApp(
-        GITHUB_APP_ID,
-        github_app_keys.private_pem,
-        fake_github.url,
-        github_session,
-        retry_policy=FAST_RETRY,
-        sleep=sleep,
-    )
+    return fake_app_client(fake_github, github_app_keys, github_session, sleep=sleep)
 
 
 def api_calls(method: str, status: str) -> float:

@@ -6,14 +6,14 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Integer, Update, bindparam, or_, select, update
+from sqlalchemy import Integer, Update, bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from github_app.db.app_tables import EscrowChainState, EscrowReleaseRequest, ReleaseState, Wallet
 from github_app.db.queries import current, current_one
 from github_app.db.types import utcnow
 from github_app.db.upsert import insert_if_absent
-from github_app.leases import extend_leases
+from github_app.leases import claim_statement, extend_leases
 
 T = EscrowReleaseRequest
 
@@ -36,31 +36,20 @@ async def claim(
 
 def _claim(skip_locked: bool) -> Update:
     now = bindparam("now", type_=T.next_attempt_at.type)
-    due = (
-        select(T.id)
-        .where(
-            T.state.in_(ReleaseState.DUE),
-            or_(T.next_attempt_at <= now, T.next_attempt_at.is_(None)),
-            or_(T.lease_expires_at.is_(None), T.lease_expires_at < now),
-        )
-        .order_by(T.next_attempt_at)
-        .limit(bindparam("limit", type_=Integer))
-    )
-    if skip_locked:
-        due = due.with_for_update(skip_locked=True)
-    return (
-        update(T)
-        .where(T.id.in_(due.scalar_subquery()))
-        .values(
-            lease_owner=bindparam("owner", type_=T.lease_owner.type),
-            lease_expires_at=bindparam("until", type_=T.lease_expires_at.type),
-            attempts=T.attempts + 1,
-        )
-        .returning(T.id, T.story_id, T.attempts)
+    return claim_statement(
+        T,
+        T.id,
+        T.state.in_(ReleaseState.DUE)
+        & or_(T.next_attempt_at <= now, T.next_attempt_at.is_(None))
+        & or_(T.lease_expires_at.is_(None), T.lease_expires_at < now),
+        (T.next_attempt_at,),
+        bindparam("limit", type_=Integer),
+        (T.id, T.story_id, T.attempts),
+        skip_locked=skip_locked,
+        attempts=T.attempts + 1,
     )
 
 
-# Built once with parameters, as the inbox's claim (inbox/store.py).
 _CLAIM = {skip: _claim(skip) for skip in (True, False)}
 
 

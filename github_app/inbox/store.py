@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from github_app.db.app_tables import InboxState, WebhookDelivery
 from github_app.db.inbox_states import DEPTH_SQL, depth_counts
 from github_app.db.types import utcnow
-from github_app.leases import extend_leases
+from github_app.leases import claim_statement, extend_leases
 
 T = WebhookDelivery
 MAX_BACKOFF_SECONDS = 3600.0
@@ -46,27 +46,17 @@ def retry_delay(attempts: int, base_seconds: float, rng: random.Random | None = 
 
 def _claim(skip_locked: bool) -> Update:
     now = bindparam("now", type_=T.next_attempt_at.type)
-    due = (
-        select(T.delivery_id)
-        .where(
-            ((T.state == InboxState.PENDING) & (T.next_attempt_at <= now))
-            | ((T.state == InboxState.PROCESSING) & (T.lease_expires_at < now))
-        )
-        .order_by(T.next_attempt_at)
-        .limit(bindparam("limit", type_=Integer))
-    )
-    if skip_locked:
-        due = due.with_for_update(skip_locked=True)
-    return (
-        update(T)
-        .where(T.delivery_id.in_(due.scalar_subquery()))
-        .values(
-            state=InboxState.PROCESSING,
-            lease_owner=bindparam("owner", type_=T.lease_owner.type),
-            lease_expires_at=bindparam("until", type_=T.lease_expires_at.type),
-            attempts=T.attempts + 1,
-        )
-        .returning(T.delivery_id, T.event, T.action, T.repository, T.payload, T.attempts, T.received_at)
+    return claim_statement(
+        T,
+        T.delivery_id,
+        ((T.state == InboxState.PENDING) & (T.next_attempt_at <= now))
+        | ((T.state == InboxState.PROCESSING) & (T.lease_expires_at < now)),
+        (T.next_attempt_at,),
+        bindparam("limit", type_=Integer),
+        (T.delivery_id, T.event, T.action, T.repository, T.payload, T.attempts, T.received_at),
+        skip_locked=skip_locked,
+        state=InboxState.PROCESSING,
+        attempts=T.attempts + 1,
     )
 
 
@@ -79,8 +69,7 @@ def _hold(lock: bool) -> Select[Any]:
     return stmt.with_for_update() if lock else stmt
 
 
-# The worker's statements on every delivery, built once with parameters: building a statement and its
-# cache key each time cost more CPU than its execution (about 0.8 ms for the claim).
+# The worker's statements on every delivery, built once with parameters (see leases.claim_statement).
 _CLAIM = {skip: _claim(skip) for skip in (True, False)}
 _HOLD = {lock: _hold(lock) for lock in (True, False)}
 _DONE = (

@@ -41,7 +41,7 @@ from github_app.db.app_tables import OutboxItem
 from github_app.db.types import utcnow
 from github_app.github.client import AnswerLost, RateLimited, rate_limits_to_caller
 from github_app.inbox.store import ERROR_MAX_CHARS, retry_delay
-from github_app.leases import Heartbeat, extend_leases
+from github_app.leases import Heartbeat, claim_statement, extend_leases
 from github_app.metrics import OUTBOX_PENDING, OUTBOX_SENT
 from github_app.names import worker_name
 from github_app.outbox.pace import PENALTY, Limits, SharedPace, installation_scope
@@ -110,32 +110,19 @@ async def renew(conn: AsyncConnection, owner: str, ids: Collection[str], lease_s
 
 def _claim_statement(skip_locked: bool) -> Update:
     now = bindparam("now", type_=T.next_attempt_at.type)
-    due = (
-        select(T.id)
-        .where(
-            T.sent_version < T.version,
-            T.next_attempt_at <= now,
-            or_(T.lease_owner.is_(None), T.lease_expires_at < now),
-        )
-        .order_by(T.next_attempt_at, T.id)
-        .limit(1)
-    )
-    if skip_locked:
-        due = due.with_for_update(skip_locked=True)
-    return (
-        update(T)
-        .where(T.id.in_(due.scalar_subquery()))
-        .values(
-            lease_owner=bindparam("owner", type_=T.lease_owner.type),
-            lease_expires_at=bindparam("until", type_=T.lease_expires_at.type),
-        )
-        .returning(
-            T.id, T.installation_id, T.repository, T.kind, T.target, T.payload, T.version, T.remote_id, T.attempts
-        )
+    return claim_statement(
+        T,
+        T.id,
+        (T.sent_version < T.version)
+        & (T.next_attempt_at <= now)
+        & or_(T.lease_owner.is_(None), T.lease_expires_at < now),
+        (T.next_attempt_at, T.id),
+        1,
+        (T.id, T.installation_id, T.repository, T.kind, T.target, T.payload, T.version, T.remote_id, T.attempts),
+        skip_locked=skip_locked,
     )
 
 
-# Built once with parameters, as the inbox's claim (inbox/store.py): the sender claims once per write.
 _CLAIM = {skip: _claim_statement(skip) for skip in (True, False)}
 
 
