@@ -2,9 +2,9 @@
 
 A delivery's transaction may leave GitHub writes in the outbox or make a release request due. The loop
 that acts on them is woken after the commit, and only then: waking the outbox sender and the releaser
-after every delivery made each of them run an empty claim per delivery (about a fifth of the worker's
-statements in the lifecycle benchmark). What no unit of work announces (another process's work, a retry
-falling due) is still found by each loop's idle poll.
+after every delivery made each of them run an empty claim per delivery, each claim costing more CPU to
+build than to run. What no unit of work announces (another process's work, a retry falling due) is
+still found by each loop's idle poll.
 """
 
 from __future__ import annotations
