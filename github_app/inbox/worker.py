@@ -99,10 +99,11 @@ class Worker:
         self.burst_defer_seconds = settings.worker_burst_defer_seconds
         self._inflight: set[asyncio.Task[None]] = set()
         self._draining = False
-        # Whether the inbox may hold due rows this worker has not claimed: a claim that found fewer than
-        # it asked for says no, until a new delivery is announced or the idle poll comes round. Without
-        # it every finished delivery ran one more claim, most of them empty.
-        self._more = True
+        # When a claim found fewer due rows than it asked for: the inbox holds nothing more for this worker
+        # until a delivery is announced, or a poll interval has passed (a retry falls due, a dead worker's
+        # lease runs out). None: there may be more. Without it every finished delivery ran one more claim,
+        # most of them empty.
+        self._empty_since: float | None = None
         self._announced = 0
 
     def wake(self, stored: int = 1) -> None:
@@ -111,7 +112,7 @@ class Worker:
         self._arrivals.append((now, stored))
         self._arrived += stored
         self._trim(now)
-        self._more = True
+        self._empty_since = None
         self._announced += 1
         self._wake.set()
 
@@ -143,8 +144,7 @@ class Worker:
                     continue
                 claimed = await self._claim_some() if self._worth_claiming() else 0
                 if claimed == 0 or len(self._inflight) >= self.concurrency:
-                    if not await self._sleep(stop_waiter):
-                        self._more = True  # the idle poll: retries fall due, a dead worker's leases run out
+                    await self._sleep(stop_waiter)
         finally:
             stop_waiter.cancel()
             self._draining = True
@@ -166,14 +166,15 @@ class Worker:
                 return
         raise TimeoutError("inbox not drained in time")
 
-    async def _sleep(self, stop_waiter: asyncio.Task[bool]) -> bool:
-        return await sleep_until_woken(self._wake, stop_waiter, self.poll_seconds)
+    async def _sleep(self, stop_waiter: asyncio.Task[bool]) -> None:
+        await sleep_until_woken(self._wake, stop_waiter, self.poll_seconds)
 
     def _worth_claiming(self) -> bool:
         """Claim in batches: when half the slots are free, or none is busy. One claim per finished
         delivery cost a statement each for one row."""
         free = self.concurrency - len(self._inflight)
-        return self._more and free > 0 and (not self._inflight or free * 2 >= self.concurrency)
+        maybe_more = self._empty_since is None or time.monotonic() - self._empty_since >= self.poll_seconds
+        return maybe_more and free > 0 and (not self._inflight or free * 2 >= self.concurrency)
 
     async def _claim_some(self) -> int:
         free = self.concurrency - len(self._inflight)
@@ -189,7 +190,7 @@ class Worker:
             log.error("worker cannot claim deliveries", extra={"error": repr(exc)})
             return 0
         if len(rows) < free and announced == self._announced:
-            self._more = False
+            self._empty_since = time.monotonic()
         self.heartbeat.hold(*(row.delivery_id for row in rows))
         for row in rows:
             task = asyncio.create_task(self._process(row), name=f"delivery-{row.delivery_id}")
