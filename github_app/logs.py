@@ -125,7 +125,9 @@ def setup_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("aiohttp.access", "sqlalchemy.engine", "asyncio", "alembic.runtime.plugins"):
+    # The Solana client's HTTP library logs every RPC call at INFO: one line per request, in the worker's
+    # log and in the output of `bmad-app wallet set`.
+    for noisy in ("aiohttp.access", "sqlalchemy.engine", "asyncio", "alembic.runtime.plugins", "httpx", "httpx2"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     migration = logging.getLogger("alembic.runtime.migration")
     for old_filter in [f for f in migration.filters if isinstance(f, AlembicSetupFilter)]:
